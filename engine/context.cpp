@@ -1,0 +1,192 @@
+#include "engine/context.h"
+
+#include <omp.h>
+
+#include <cstring>
+
+#if KD_HAVE_CUDA
+#include "kernels/cuda_check.h"
+#endif
+
+namespace kd {
+
+#if KD_HAVE_CUDA
+
+namespace {
+class StreamWorkspace final : public CudaWorkspace {
+ public:
+  explicit StreamWorkspace(cudaStream_t stream) : stream_(stream) {}
+  ~StreamWorkspace() override {
+    if (data_) cudaFreeAsync(data_, stream_);
+  }
+  void* get(size_t bytes) override {
+    if (bytes <= bytes_) return data_;
+    if (data_) KD_CUDA_CHECK(cudaFreeAsync(data_, stream_));  // stream order: after its last user
+    bytes_ = std::max(bytes, bytes_ + bytes_ / 2);
+    KD_CUDA_CHECK(cudaMallocAsync(&data_, bytes_, stream_));
+    return data_;
+  }
+
+ private:
+  cudaStream_t stream_;
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+};
+}  // namespace
+
+struct Context::CudaState {
+  CudaHandles handles;
+  std::unique_ptr<StreamWorkspace> workspace;
+  std::string name;
+  ~CudaState() {
+    workspace.reset();
+    if (handles.cudnn) cudnnDestroy(handles.cudnn);
+    if (handles.cublaslt) cublasLtDestroy(handles.cublaslt);
+    if (handles.cublas) cublasDestroy(handles.cublas);
+    if (handles.stream) cudaStreamDestroy(handles.stream);
+  }
+};
+
+bool cuda_available(std::string* why_not) {
+  int count = 0;
+  cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky error
+    if (why_not) *why_not = std::string("no CUDA device: ") + cudaGetErrorString(err);
+    return false;
+  }
+  if (count == 0) {
+    if (why_not) *why_not = "no CUDA device: none found";
+    return false;
+  }
+  return true;
+}
+
+void* device_alloc(size_t bytes, int device_index) {
+  void* p = nullptr;
+  KD_CUDA_CHECK(cudaSetDevice(device_index));
+  cudaError_t err = cudaMalloc(&p, bytes);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    size_t free_b = 0, total_b = 0;
+    cudaMemGetInfo(&free_b, &total_b);
+    KD_FAIL("cudaMalloc of ", bytes, " bytes failed on cuda:", device_index, " (", cudaGetErrorString(err),
+            "; ", free_b >> 20, " MiB free of ", total_b >> 20, " MiB)");
+  }
+  return p;
+}
+
+void device_free(void* p) {
+  if (p) cudaFree(p);  // errors at process exit (runtime unloading) are harmless
+}
+
+void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes, Context* ctx) {
+  if (bytes == 0) return;
+  if (dst_dev == Device::cpu && src_dev == Device::cpu) {
+    std::memcpy(dst, src, bytes);
+    return;
+  }
+  cudaStream_t stream = ctx && ctx->is_cuda() ? ctx->cuda_handles().stream : nullptr;
+  const cudaMemcpyKind kind = src_dev == Device::cpu ? cudaMemcpyHostToDevice
+                              : dst_dev == Device::cpu ? cudaMemcpyDeviceToHost
+                                                       : cudaMemcpyDeviceToDevice;
+  KD_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, stream));
+  KD_CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
+void fill_zero(void* dst, Device dev, size_t bytes, Context* ctx) {
+  if (dev == Device::cpu) {
+    std::memset(dst, 0, bytes);
+    return;
+  }
+  cudaStream_t stream = ctx && ctx->is_cuda() ? ctx->cuda_handles().stream : nullptr;
+  KD_CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, stream));
+}
+
+std::unique_ptr<Context> Context::cuda(int device_index) {
+  std::string why;
+  KD_CHECK(cuda_available(&why), "cannot create a cuda context: ", why);
+  std::unique_ptr<Context> ctx(new Context(Device::cuda, device_index));
+  auto st = std::make_unique<CudaState>();
+  KD_CUDA_CHECK(cudaSetDevice(device_index));
+  cudaDeviceProp prop{};
+  KD_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_index));
+  st->name = std::string(prop.name) + " (sm_" + std::to_string(prop.major * 10 + prop.minor) + ")";
+  st->handles.device = device_index;
+  st->handles.sm_count = prop.multiProcessorCount;
+  cudaStream_t stream = nullptr;
+  KD_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  st->handles.stream = stream;
+  cudnnHandle_t cudnn = nullptr;
+  KD_CUDNN_CHECK(cudnnCreate(&cudnn));
+  KD_CUDNN_CHECK(cudnnSetStream(cudnn, stream));
+  st->handles.cudnn = cudnn;
+  cublasHandle_t cublas = nullptr;
+  KD_CUBLAS_CHECK(cublasCreate(&cublas));
+  KD_CUBLAS_CHECK(cublasSetStream(cublas, stream));
+  st->handles.cublas = cublas;
+  cublasLtHandle_t lt = nullptr;
+  KD_CUBLAS_CHECK(cublasLtCreate(&lt));
+  st->handles.cublaslt = lt;
+  st->workspace = std::make_unique<StreamWorkspace>(stream);
+  st->handles.workspace = st->workspace.get();
+  ctx->cuda_ = std::move(st);
+  return ctx;
+}
+
+void Context::synchronize() {
+  if (cuda_) KD_CUDA_CHECK(cudaStreamSynchronize(cuda_->handles.stream));
+}
+
+#else  // built without CUDA
+
+struct Context::CudaState {};
+
+bool cuda_available(std::string* why_not) {
+  if (why_not) *why_not = "no CUDA device: kd was built without CUDA (KD_CUDA=OFF)";
+  return false;
+}
+void* device_alloc(size_t, int) { KD_FAIL("kd was built without CUDA: cannot allocate device memory"); }
+void device_free(void*) {}
+void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes, Context*) {
+  KD_CHECK(dst_dev == Device::cpu && src_dev == Device::cpu, "kd was built without CUDA: no device copies");
+  if (bytes) std::memcpy(dst, src, bytes);
+}
+void fill_zero(void* dst, Device dev, size_t bytes, Context*) {
+  KD_CHECK(dev == Device::cpu, "kd was built without CUDA");
+  std::memset(dst, 0, bytes);
+}
+std::unique_ptr<Context> Context::cuda(int) { KD_FAIL("cannot create a cuda context: kd was built without CUDA"); }
+void Context::synchronize() {}
+
+#endif
+
+Context::Context(Device device, int device_index)
+    : device_(device), device_index_(device_index), pool_(MemoryPool::create(device, device_index)) {}
+
+Context::~Context() {
+  pool_.reset();  // before the stream goes away
+  cuda_.reset();
+}
+
+std::unique_ptr<Context> Context::cpu() { return std::unique_ptr<Context>(new Context(Device::cpu, 0)); }
+
+const CudaHandles& Context::cuda_handles() const {
+  KD_CHECK(device_ == Device::cuda, "cuda handles requested from a cpu context");
+#if KD_HAVE_CUDA
+  return cuda_->handles;
+#else
+  KD_FAIL("kd was built without CUDA");
+#endif
+}
+
+std::string Context::describe() const {
+  if (device_ == Device::cpu) return "cpu (" + std::to_string(omp_get_max_threads()) + " threads)";
+#if KD_HAVE_CUDA
+  return "cuda:" + std::to_string(device_index_) + " " + cuda_->name;
+#else
+  return "cuda";
+#endif
+}
+
+}  // namespace kd

@@ -1,0 +1,50 @@
+// Context: everything one device needs to run ops: the memory pool for activations, and on a
+// GPU the stream, cuDNN/cuBLAS handles and the shared workspace. The CPU context is the same
+// type with no handles. One context per device per process; ops on it run in stream order.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "engine/pool.h"
+#include "engine/tensor.h"
+#include "kernels/cuda_handles.h"
+
+namespace kd {
+
+// True when kd was built with CUDA and a device is usable. Without a driver (the dev/CI
+// machines) the runtime reports an error rather than zero devices; both mean "no".
+bool cuda_available(std::string* why_not = nullptr);
+
+class Context {
+ public:
+  static std::unique_ptr<Context> cpu();
+  static std::unique_ptr<Context> cuda(int device_index = 0);
+  ~Context();
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+
+  Device device() const { return device_; }
+  bool is_cuda() const { return device_ == Device::cuda; }
+  int device_index() const { return device_index_; }
+  MemoryPool& pool() { return *pool_; }
+  const CudaHandles& cuda_handles() const;  // throws on a CPU context
+  void synchronize();
+  std::string describe() const;  // "cpu (2 threads)" / "cuda:0 NVIDIA H100 80GB HBM3 (sm_90)"
+
+ private:
+  Context(Device device, int device_index);
+  struct CudaState;
+  Device device_;
+  int device_index_;
+  std::unique_ptr<MemoryPool> pool_;
+  std::unique_ptr<CudaState> cuda_;
+};
+
+// Raw device memory, used by the pool and the parameter store.
+void* device_alloc(size_t bytes, int device_index);
+void device_free(void* p);
+// Copies between any two devices; synchronous with respect to the context's stream.
+void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes, Context* ctx);
+void fill_zero(void* dst, Device dev, size_t bytes, Context* ctx);
+
+}  // namespace kd

@@ -1,0 +1,119 @@
+#include "engine/pool.h"
+
+#include <algorithm>
+#include <cstdlib>
+
+#include "engine/context.h"
+
+namespace kd {
+
+struct MemoryPool::State {
+  Device device;
+  int device_index;
+  std::mutex mutex;
+  std::multimap<size_t, void*> free_blocks;  // size class -> block
+  size_t in_use = 0, reserved = 0, peak = 0;
+
+  void* system_alloc(size_t bytes) {
+    if (device == Device::cuda) return device_alloc(bytes, device_index);
+    void* p = std::aligned_alloc(64, bytes);
+    KD_CHECK(p, "out of host memory allocating ", bytes, " bytes");
+    return p;
+  }
+  ~State() {
+    for (auto& [cls, p] : free_blocks) system_free(p);
+  }
+  void system_free(void* p) {
+    if (device == Device::cuda)
+      device_free(p);
+    else
+      std::free(p);
+  }
+};
+
+std::unique_ptr<MemoryPool> MemoryPool::create(Device device, int device_index) {
+  return std::unique_ptr<MemoryPool>(new MemoryPool(device, device_index));
+}
+
+MemoryPool::MemoryPool(Device device, int device_index) : state_(std::make_shared<State>()) {
+  state_->device = device;
+  state_->device_index = device_index;
+}
+
+MemoryPool::~MemoryPool() { release_cached(); }
+
+// 256-byte granularity up to 1 MiB, then 64 KiB: the same tensor shape always lands in the
+// same class, and rounding wastes at most a few percent.
+size_t MemoryPool::size_class(size_t bytes) {
+  const size_t small = 256, large = 64 << 10;
+  if (bytes == 0) bytes = 1;
+  return bytes <= (1u << 20) ? ceil_div(int64_t(bytes), small) * small : ceil_div(int64_t(bytes), large) * large;
+}
+
+std::shared_ptr<Storage> MemoryPool::allocate(size_t bytes) {
+  const size_t cls = size_class(bytes);
+  std::shared_ptr<State> st = state_;
+  void* p = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(st->mutex);
+    auto it = st->free_blocks.find(cls);
+    if (it != st->free_blocks.end()) {
+      p = it->second;
+      st->free_blocks.erase(it);
+    }
+  }
+  if (!p) {
+    try {
+      p = st->system_alloc(cls);
+    } catch (const Error&) {
+      // Out of memory: drop the cache and try once more before giving up.
+      release_cached();
+      p = st->system_alloc(cls);
+    }
+    std::lock_guard<std::mutex> lock(st->mutex);
+    st->reserved += cls;
+  }
+  {
+    std::lock_guard<std::mutex> lock(st->mutex);
+    st->in_use += cls;
+    st->peak = std::max(st->peak, st->in_use);
+  }
+  auto storage = std::make_shared<Storage>();
+  storage->data = p;
+  storage->bytes = bytes;
+  storage->device = st->device;
+  storage->release = [st, cls](void* ptr) {
+    std::lock_guard<std::mutex> lock(st->mutex);
+    st->in_use -= cls;
+    st->free_blocks.emplace(cls, ptr);
+  };
+  return storage;
+}
+
+void MemoryPool::release_cached() {
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  for (auto& [cls, p] : state_->free_blocks) {
+    state_->system_free(p);
+    state_->reserved -= cls;
+  }
+  state_->free_blocks.clear();
+}
+
+size_t MemoryPool::bytes_in_use() const {
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  return state_->in_use;
+}
+size_t MemoryPool::bytes_reserved() const {
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  return state_->reserved;
+}
+size_t MemoryPool::peak_bytes_in_use() const {
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  return state_->peak;
+}
+void MemoryPool::reset_peak() {
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  state_->peak = state_->in_use;
+}
+
+}  // namespace kd

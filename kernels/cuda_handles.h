@@ -1,0 +1,33 @@
+// What a CUDA launcher needs from its caller: the stream, library handles and a scratch
+// workspace. Forward declarations keep this header free of CUDA includes, so CPU-only code can
+// pass it around; the types are the ones cuda_runtime.h / cudnn.h / cublasLt.h define.
+#pragma once
+#include <cstddef>
+
+struct CUstream_st;
+struct cudnnContext;
+struct cublasContext;
+struct cublasLtContext;
+
+namespace kd {
+
+// Grow-only scratch memory owned by the engine's context. Ops on one stream run in order, so
+// one buffer serves all of them; growing frees the old buffer in stream order.
+class CudaWorkspace {
+ public:
+  virtual ~CudaWorkspace() = default;
+  virtual void* get(size_t bytes) = 0;
+};
+
+struct CudaHandles {
+  CUstream_st* stream = nullptr;
+  cudnnContext* cudnn = nullptr;
+  cublasContext* cublas = nullptr;
+  cublasLtContext* cublaslt = nullptr;
+  CudaWorkspace* workspace = nullptr;
+  int device = 0;
+  int sm_count = 0;
+  bool autotune = false;  // time cuDNN's candidate engines once per shape instead of taking the first
+};
+
+}  // namespace kd

@@ -1,0 +1,32 @@
+// GroupNorm over NHWC activations, with optional fused ReLU (timm's GroupNormAct).
+// x, y [n, hw, c]; the c channels form `groups` contiguous groups; statistics per (image, group)
+// over hw * c/groups values (biased variance), then y = act(gamma[c] * x_hat + beta[c]).
+// mean, rstd [n, groups] are saved for the backward pass.
+#pragma once
+#include <cstdint>
+
+#include "kernels/common.h"
+#include "kernels/cuda_handles.h"
+
+namespace kd {
+
+struct GroupNormShape {
+  int64_t n = 1, hw = 1, c = 1, groups = 1;
+  KD_HD int64_t channels_per_group() const { return c / groups; }
+  KD_HD int64_t group_size() const { return hw * (c / groups); }  // values per statistic
+  KD_HD int64_t numel() const { return n * hw * c; }
+};
+
+void validate(const GroupNormShape& s);
+
+template <typename T>
+void groupnorm_forward_cpu(const GroupNormShape& s, T eps, const T* x, const T* gamma, const T* beta, bool relu, T* y,
+                           T* mean, T* rstd);
+
+// dx = (overwrite); dgamma, dbeta += . With relu, the ReLU mask is recomputed from x, the saved
+// statistics, gamma and beta (y itself need not be kept).
+template <typename T>
+void groupnorm_backward_cpu(const GroupNormShape& s, const T* x, const T* gamma, const T* beta, const T* mean,
+                            const T* rstd, bool relu, const T* dy, T* dx, T* dgamma, T* dbeta);
+
+}  // namespace kd

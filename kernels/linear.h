@@ -1,0 +1,22 @@
+// Fully connected layer: y[rows, out] = x[rows, in] * W^T + b, W [out, in] (PyTorch's layout;
+// timm's 1x1-conv classifier head [out, in, 1, 1] is the same memory).
+#pragma once
+#include <cstdint>
+
+#include "kernels/common.h"
+#include "kernels/cuda_handles.h"
+
+namespace kd {
+
+struct LinearShape {
+  int64_t rows = 1, in = 1, out = 1;
+};
+
+// bias may be null
+template <typename T>
+void linear_forward_cpu(const LinearShape& s, const T* x, const T* w, const T* bias, T* y);
+// dx = dy * W (dx may be null: not needed); dw += dy^T x; dbias += sum_rows dy (may be null)
+template <typename T>
+void linear_backward_cpu(const LinearShape& s, const T* x, const T* w, const T* dy, T* dx, T* dw, T* dbias);
+
+}  // namespace kd

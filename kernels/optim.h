@@ -1,0 +1,53 @@
+// Optimizer updates over fp32 master weights, one contiguous tensor at a time. The per-element
+// math lives in KD_HD functions shared with the CUDA multi-tensor kernels.
+//
+// Adam with decoupled weight decay (AdamW):
+//   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+//   w -= lr * ( (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps) + wd * w )
+// SGD with momentum (PyTorch's form) and decoupled weight decay:
+//   buf = mu buf + g  (buf = g at the first step);  w -= lr * ( (nesterov ? g + mu buf : buf) + wd * w )
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+#include "kernels/common.h"
+#include "kernels/cuda_handles.h"
+
+namespace kd {
+
+struct AdamHyper {
+  float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
+  int64_t step = 1;  // 1-based, for the bias corrections
+};
+
+struct SgdHyper {
+  float lr = 0.1f, momentum = 0.9f;
+  bool nesterov = false;
+  int64_t step = 1;
+};
+
+KD_HD void adam_update_element(const AdamHyper& h, float bias1, float bias2, float weight_decay, float& w, float g,
+                               float& m, float& v) {
+  m = h.beta1 * m + (1.0f - h.beta1) * g;
+  v = h.beta2 * v + (1.0f - h.beta2) * g * g;
+  const float m_hat = m / bias1, v_hat = v / bias2;
+  w -= h.lr * (m_hat / (sqrtf(v_hat) + h.eps) + weight_decay * w);
+}
+
+KD_HD void sgd_update_element(const SgdHyper& h, float weight_decay, float& w, float g, float& buf) {
+  buf = h.step == 1 ? g : h.momentum * buf + g;
+  const float d = h.nesterov ? g + h.momentum * buf : buf;
+  w -= h.lr * (d + weight_decay * w);
+}
+
+// bias corrections 1 - beta^t, computed once per step on the host
+inline float adam_bias_correction(float beta, int64_t step) { return 1.0f - std::pow(beta, float(step)); }
+
+void adam_update_cpu(int64_t n, const AdamHyper& h, float weight_decay, float* w, const float* g, float* m, float* v);
+void sgd_update_cpu(int64_t n, const SgdHyper& h, float weight_decay, float* w, const float* g, float* buf);
+
+// sum of squares in double (for the global gradient norm), and x *= s
+double sum_squares_cpu(int64_t n, const float* x);
+void scale_cpu(int64_t n, float s, float* x);
+
+}  // namespace kd

@@ -1,0 +1,52 @@
+// Small helpers shared by the tests: seeded random fills and error norms.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/context.h"
+
+namespace kd::test {
+
+template <typename T>
+std::vector<T> random_vector(size_t n, uint64_t seed, double lo = -1.0, double hi = 1.0) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> u(lo, hi);
+  std::vector<T> v(n);
+  for (T& x : v) x = T(u(rng));
+  return v;
+}
+
+// ||a - b|| / ||b||; NaN anywhere gives +inf so that a NaN never passes.
+template <typename A, typename B>
+double rel_l2(const A* a, const B* b, size_t n) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const double x = double(a[i]), y = double(b[i]);
+    if (std::isnan(x) || std::isnan(y)) return INFINITY;
+    num += (x - y) * (x - y);
+    den += y * y;
+  }
+  return den == 0 ? std::sqrt(num) : std::sqrt(num / den);
+}
+
+template <typename A, typename B>
+double rel_l2(const std::vector<A>& a, const std::vector<B>& b) {
+  return a.size() == b.size() ? rel_l2(a.data(), b.data(), a.size()) : INFINITY;
+}
+
+template <typename To, typename From>
+std::vector<To> cast_vector(const std::vector<From>& v) {
+  return std::vector<To>(v.begin(), v.end());
+}
+
+// Skips the current test with a reason when no CUDA device is usable.
+#define KD_REQUIRE_CUDA()                                   \
+  do {                                                      \
+    std::string kd_why_;                                    \
+    if (!::kd::cuda_available(&kd_why_)) GTEST_SKIP() << kd_why_; \
+  } while (0)
+
+}  // namespace kd::test

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Builds kd (CUDA code too, when nvcc is present) and runs every test in parallel.
+# GPU tests skip with a reason where no GPU is usable.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools/install_deps.sh --test
+build=${KD_BUILD_DIR:-build}
+jobs=$(nproc)
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release ${KD_CMAKE_ARGS:-} >/dev/null
+cmake --build "$build" -j "$jobs"
+cd "$build"
+# One thread per test: tests run side by side instead.
+OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 ctest --output-on-failure -j "$jobs" "$@"

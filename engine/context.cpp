@@ -169,7 +169,13 @@ Context::~Context() {
   cuda_.reset();
 }
 
-std::unique_ptr<Context> Context::cpu() { return std::unique_ptr<Context>(new Context(Device::cpu, 0)); }
+std::unique_ptr<Context> Context::cpu(DType precision) {
+  KD_CHECK(precision == DType::f32 || precision == DType::f64, "cpu precision must be f32 or f64, not ",
+           dtype_name(precision));
+  std::unique_ptr<Context> ctx(new Context(Device::cpu, 0));
+  ctx->precision_ = precision;
+  return ctx;
+}
 
 const CudaHandles& Context::cuda_handles() const {
   KD_CHECK(device_ == Device::cuda, "cuda handles requested from a cpu context");

@@ -17,7 +17,8 @@ bool cuda_available(std::string* why_not = nullptr);
 
 class Context {
  public:
-  static std::unique_ptr<Context> cpu();
+  // precision f32 (training and inference) or f64 (exact references in tests)
+  static std::unique_ptr<Context> cpu(DType precision = DType::f32);
   static std::unique_ptr<Context> cuda(int device_index = 0);
   ~Context();
   Context(const Context&) = delete;
@@ -27,6 +28,10 @@ class Context {
   bool is_cuda() const { return device_ == Device::cuda; }
   int device_index() const { return device_index_; }
   MemoryPool& pool() { return *pool_; }
+  // Activations: bf16 on a GPU, the precision on the CPU. Parameters, gradients, statistics and
+  // logits: f32 on a GPU, the precision on the CPU.
+  DType activation_dtype() const { return device_ == Device::cuda ? DType::bf16 : precision_; }
+  DType param_dtype() const { return device_ == Device::cuda ? DType::f32 : precision_; }
   const CudaHandles& cuda_handles() const;  // throws on a CPU context
   void synchronize();
   std::string describe() const;  // "cpu (2 threads)" / "cuda:0 NVIDIA H100 80GB HBM3 (sm_90)"
@@ -36,6 +41,7 @@ class Context {
   struct CudaState;
   Device device_;
   int device_index_;
+  DType precision_ = DType::f32;
   std::unique_ptr<MemoryPool> pool_;
   std::unique_ptr<CudaState> cuda_;
 };

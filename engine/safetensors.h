@@ -31,12 +31,15 @@ class SafetensorsFile {
   const SafetensorsEntry& entry(const std::string& name) const;  // throws: "file F has no tensor N"
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
 
-  // A CPU view of the stored bytes (kept alive by the returned tensor).
+  // A CPU view of the stored bytes (kept alive by the returned tensor). The mapping is read-only:
+  // copy before writing. Data another writer left misaligned for its dtype comes back as a copy.
   Tensor tensor(const std::string& name) const;
   // The same, checking the shape: "F: tensor N has shape [..], expected [..]".
   Tensor tensor(const std::string& name, const Shape& expected) const;
   // Converted to a new f32 CPU tensor from f32, bf16, f16, u8, i32 or i64, shape checked.
   Tensor tensor_f32(const std::string& name, const Shape& expected) const;
+  // The same converted to f32 or f64.
+  Tensor tensor_as(const std::string& name, const Shape& expected, DType to) const;
 
  private:
   std::string path_;

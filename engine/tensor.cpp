@@ -16,6 +16,7 @@ size_t dtype_size(DType t) {
     case DType::u8: return 1;
     case DType::i32: return 4;
     case DType::i64: return 8;
+    case DType::f64: return 8;
   }
   return 0;
 }
@@ -28,6 +29,7 @@ const char* dtype_name(DType t) {
     case DType::u8: return "u8";
     case DType::i32: return "i32";
     case DType::i64: return "i64";
+    case DType::f64: return "f64";
   }
   return "?";
 }
@@ -130,6 +132,8 @@ Tensor Tensor::clone_cpu() const { return to(Device::cpu, nullptr); }
 
 void Tensor::copy_from(const Tensor& src, Context* ctx) {
   KD_CHECK(src.shape_ == shape_ && src.dtype_ == dtype_, "copy from ", src.describe(), " into ", describe());
+  KD_CHECK(ctx || (device_ == Device::cpu && src.device_ == Device::cpu), "copy from ", src.describe(), " into ",
+           describe(), " needs the cuda context (its stream orders the copy)");
   copy_bytes(data_, device_, src.data_, src.device_, nbytes(), ctx);
 }
 

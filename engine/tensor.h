@@ -12,7 +12,7 @@
 
 namespace kd {
 
-enum class DType : uint8_t { f32, bf16, f16, u8, i32, i64 };
+enum class DType : uint8_t { f32, bf16, f16, u8, i32, i64, f64 };
 enum class Device : uint8_t { cpu, cuda };
 
 size_t dtype_size(DType t);
@@ -21,6 +21,7 @@ const char* device_name(Device d);
 
 template <typename T> constexpr DType dtype_of();
 template <> constexpr DType dtype_of<float>() { return DType::f32; }
+template <> constexpr DType dtype_of<double>() { return DType::f64; }
 template <> constexpr DType dtype_of<bf16>() { return DType::bf16; }
 template <> constexpr DType dtype_of<uint8_t>() { return DType::u8; }
 template <> constexpr DType dtype_of<int32_t>() { return DType::i32; }
@@ -76,7 +77,7 @@ class Tensor {
   Tensor reshape(const Shape& shape) const;        // same numel, shares memory
   Tensor slice_rows(int64_t begin, int64_t end) const;  // [begin, end) along dim 0, shares memory
   Tensor to(Device device, Context* ctx = nullptr) const;  // copy (ctx needed for cuda targets)
-  Tensor clone_cpu() const;                        // host copy
+  Tensor clone_cpu() const;                        // copy of a host tensor
   void copy_from(const Tensor& src, Context* ctx = nullptr);  // same shape/dtype, any devices
 
   std::string describe() const;  // "f32[2, 10] on cpu"

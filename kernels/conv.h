@@ -53,4 +53,15 @@ void conv2d_forward_cuda(const CudaHandles& h, const Conv2dShape& s, const bf16*
 void conv2d_backward_data_cuda(const CudaHandles& h, const Conv2dShape& s, const bf16* dy, const bf16* w, bf16* dx);
 void conv2d_backward_filter_cuda(const CudaHandles& h, const Conv2dShape& s, const bf16* x, const bf16* dy, float* dw);
 
+// How the weight gradient reaches fp32 dw. The first path cuDNN has an engine for is used:
+// fp32 result accumulated by cuDNN (beta = 1), else an fp32 or bf16 result in the workspace that
+// a small kernel adds into dw.
+enum class ConvWgradPath { fp32_accumulate = 0, fp32_scratch_add = 1, bf16_scratch_add = 2 };
+const char* conv_wgrad_path_name(ConvWgradPath p);
+// Tests: restrict weight gradients to one path (plans are cached per choice); -1 restores the
+// automatic choice.
+void conv2d_cuda_force_wgrad_path(int path);
+// One line per cached cuDNN plan: op, shape, engine, workspace (and the weight-gradient path).
+std::string conv2d_cuda_plan_report();
+
 }  // namespace kd

@@ -7,6 +7,7 @@
 
 #include "kernels/common.h"
 #include "kernels/cuda_handles.h"
+#include "kernels/normalize.h"  // the per-element formulas, shared with the CUDA kernels
 
 namespace kd {
 

@@ -20,7 +20,23 @@ struct MaxPoolShape {
   KD_HD int64_t y_numel() const { return n * out_h() * out_w() * c; }
 };
 
+// Throws kd::Error naming the problem (empty output, -inf padding wider than half the window,
+// an image too large for int32 argmax indices, ...).
 void validate(const MaxPoolShape& s);
+
+// Output row oy (column ox) pools input rows (columns) [start, start + k), before clipping to the
+// image; positions outside are padding.
+KD_HD int64_t maxpool_window_start(const MaxPoolShape& s, int64_t o) { return o * s.stride - s.pad; }
+// Position of input (iy, ix, ch) within its image: what argmax stores.
+KD_HD int32_t maxpool_index(const MaxPoolShape& s, int64_t iy, int64_t ix, int64_t ch) {
+  return int32_t((iy * s.w + ix) * s.c + ch);
+}
+// Whether candidate v, met later in scan order, replaces the running maximum: only if strictly
+// larger (ties keep the first), or NaN (NaN propagates, as in PyTorch).
+template <typename T>
+KD_HD bool maxpool_replaces(T v, T best) {
+  return v > best || v != v;
+}
 
 // argmax [n, out_h, out_w, c]: index iy*w*c + ix*c + ch within the image, or -1.
 template <typename T>

@@ -8,6 +8,23 @@
 
 namespace kd {
 
+// ---- per-element rules shared with the CUDA kernels ----
+
+// The one ranking rule of kd: class j is ranked above class `ref` when its logit is strictly
+// larger, or equal at a lower index. Top-k correctness and the distillation agreement
+// statistics both count the classes ranked above a reference class.
+template <typename T>
+KD_HD bool ranks_above(T x_j, int64_t j, T x_ref, int64_t ref) {
+  return x_j > x_ref || (x_j == x_ref && j < ref);
+}
+
+// Label-smoothed cross-entropy target (PyTorch's label_smoothing): eps spread evenly over all
+// classes, the rest on the label. eps = 0 gives the one-hot target.
+template <typename A>
+KD_HD A smoothed_target(bool is_label, int64_t classes, A eps) {
+  return (is_label ? A(1) - eps : A(0)) + eps / A(classes);
+}
+
 template <typename T>
 void softmax_cpu(int64_t rows, int64_t classes, const T* x, T* y);
 template <typename T>
@@ -16,6 +33,7 @@ void log_softmax_cpu(int64_t rows, int64_t classes, const T* x, T* y);
 // loss_rows[r] = -log softmax(logits[r])[labels[r]] (optionally with label smoothing eps:
 // target (1 - eps) on the label, eps/classes everywhere). dlogits (may be null) =
 // grad_scale * (softmax - target): with grad_scale = 1/rows it is the gradient of the mean.
+// loss_rows may be null too (gradient only).
 // Labels outside [0, classes) throw kd::Error naming the row and the label.
 template <typename T>
 void cross_entropy_cpu(int64_t rows, int64_t classes, const T* logits, const int32_t* labels, T label_smoothing,

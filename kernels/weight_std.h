@@ -7,13 +7,15 @@
 
 #include "kernels/common.h"
 #include "kernels/cuda_handles.h"
+#include "kernels/normalize.h"
 
 namespace kd {
 
 template <typename T>
 void weight_std_forward_cpu(int64_t c_out, int64_t k, T eps, const T* w, T* w_hat, T* mean, T* rstd);
 
-// dw += rstd * (g - mean(g) - w_hat * mean(g * w_hat)), per row, with g = dL/dw_hat.
+// dw += rstd * (g - mean(g) - w_hat * mean(g * w_hat)), per row, with g = dL/dw_hat
+// (norm_input_grad in kernels/normalize.h).
 template <typename T>
 void weight_std_backward_cpu(int64_t c_out, int64_t k, const T* w, const T* mean, const T* rstd, const T* dw_hat,
                              T* dw);

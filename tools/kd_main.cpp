@@ -1,1 +1,3 @@
-int main() { return 0; }
+#include "tools/cli/cli.h"
+
+int main(int argc, char** argv) { return kd::cli::run(argc, argv); }

@@ -42,6 +42,17 @@ std::vector<To> cast_vector(const std::vector<From>& v) {
   return std::vector<To>(v.begin(), v.end());
 }
 
+// The message of the kd::Error that `f` throws, or "(no error)" when it throws none.
+template <typename F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
 // Skips the current test with a reason when no CUDA device is usable.
 #define KD_REQUIRE_CUDA()                                   \
   do {                                                      \

@@ -1,0 +1,80 @@
+// Decoding with stb_image. Debian's libstb carries the implementation, so this file only includes
+// the header. stb_image keeps its failure reason in a thread-local variable (v2.27 on), and we
+// never touch its global settings (vertical flip etc.), so decoding from several loader threads
+// at once is safe.
+#include "data/image.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <memory>
+
+#include <stb/stb_image.h>
+
+namespace kd {
+
+namespace {
+
+// Decoding a huge image would take gigabytes; anything above this is treated as unreadable.
+constexpr int64_t kMaxPixels = int64_t(1) << 28;  // 268 M pixels, 16384 x 16384
+
+struct StbFree {
+  void operator()(stbi_uc* p) const { stbi_image_free(p); }
+};
+
+}  // namespace
+
+Image decode_image(const uint8_t* data, size_t size, const std::string& origin) {
+  if (size == 0) throw DecodeError(origin, "empty file");
+  if (size > size_t(std::numeric_limits<int>::max()))
+    throw DecodeError(origin, "file of " + std::to_string(size) + " bytes is too large to decode");
+  const int len = int(size);
+
+  int width = 0, height = 0, file_channels = 0;
+  if (!stbi_info_from_memory(data, len, &width, &height, &file_channels)) {
+    const char* why = stbi_failure_reason();
+    throw DecodeError(origin, std::string("not a readable image (") + (why ? why : "unknown format") + ")");
+  }
+  if (int64_t(width) * height > kMaxPixels)
+    throw DecodeError(origin, "image of " + std::to_string(width) + "x" + std::to_string(height) +
+                                  " pixels is larger than the decoder accepts");
+
+  // Asking for 3 components makes stb broadcast gray to RGB and drop alpha.
+  std::unique_ptr<stbi_uc, StbFree> decoded(
+      stbi_load_from_memory(data, len, &width, &height, &file_channels, Image::channels));
+  if (!decoded) {
+    const char* why = stbi_failure_reason();
+    throw DecodeError(origin, std::string("corrupt image (") + (why ? why : "decoder failed") + ")");
+  }
+  Image image;
+  image.width = width;
+  image.height = height;
+  const size_t bytes = size_t(width) * size_t(height) * Image::channels;
+  image.pixels.assign(decoded.get(), decoded.get() + bytes);
+  return image;
+}
+
+Image read_image_file(const std::string& path) {
+  std::unique_ptr<FILE, int (*)(FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
+  if (!file) throw DecodeError(path, std::string("cannot open: ") + std::strerror(errno));
+  std::vector<uint8_t> bytes;
+  uint8_t chunk[1 << 16];
+  size_t got = 0;
+  while ((got = std::fread(chunk, 1, sizeof(chunk), file.get())) > 0) bytes.insert(bytes.end(), chunk, chunk + got);
+  if (std::ferror(file.get())) throw DecodeError(path, "read error");
+  return decode_image(bytes.data(), bytes.size(), path);
+}
+
+bool has_image_extension(const std::string& path) {
+  const size_t dot = path.find_last_of('.');
+  const size_t slash = path.find_last_of('/');
+  if (dot == std::string::npos || (slash != std::string::npos && dot < slash)) return false;
+  std::string ext = path.substr(dot + 1);
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+  return ext == "jpg" || ext == "jpeg" || ext == "png" || ext == "bmp";
+}
+
+}  // namespace kd

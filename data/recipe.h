@@ -1,0 +1,65 @@
+// View recipes: what each training image looks like this step, decided on the host from
+// (seed, step, slot) alone, so any step's views can be recomputed after a resume, on any
+// number of loader threads. The augment op renders a recipe at any resolution; rendering one
+// recipe twice (teacher 224 px, student 160 px) gives consistent views of the same crop.
+//
+// Teaching strategies (the paper's comparison) are only different recipes:
+//   fixed               teacher: centre crop, no flip (its outputs can be cached);
+//                       student: its own random crop + flip
+//   independent         teacher and student: two independent random crops + flips
+//   consistent          one random crop + flip, shared
+//   function_matching   one random crop + flip, then mixup, shared (the paper's method)
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kernels/augment.h"
+
+namespace kd {
+
+enum class TeachingStrategy : uint8_t { fixed, independent, consistent, function_matching };
+TeachingStrategy parse_teaching_strategy(const std::string& name);  // throws listing the valid names
+const char* teaching_strategy_name(TeachingStrategy s);
+
+struct RecipeConfig {
+  // Inception crop (big_vision's inception_crop; torchvision's RandomResizedCrop sampling)
+  float area_min = 0.05f, area_max = 1.0f;       // of the image area
+  float aspect_min = 0.75f, aspect_max = 4.0f / 3.0f;
+  bool flip = true;
+  // Mixup: a ~ Beta(alpha, alpha), lambda = max(a, 1 - a); each image mixed with its neighbour
+  // in the batch (slot i with slot i - 1, cyclically) as big_vision's roll(x, 1).
+  float mixup_alpha = 1.0f;
+  bool mixup_per_sample = false;  // one lambda per batch (official) or one per image
+  // Evaluation: resize the short side to crop / crop_fraction, then take the centre crop; as a
+  // box on the source image: a centred square of side short_side * crop_fraction.
+  float eval_crop_fraction = 0.875f;
+};
+
+struct ImageSize {
+  int32_t h = 0, w = 0;
+};
+
+// Counter-based draws (kernels/random.h). `stream` separates purposes, `index` the draws.
+CropBox sample_inception_crop(const RecipeConfig& c, ImageSize size, uint64_t seed, uint64_t stream);
+CropBox centre_crop_box(ImageSize size, float crop_fraction);
+float sample_mixup_lambda(float alpha, uint64_t seed, uint64_t stream);  // in [0.5, 1]
+double sample_beta(double alpha, double beta, uint64_t seed, uint64_t stream);
+
+struct TrainViews {
+  std::vector<ViewRecipe> teacher, student;
+  bool shared = false;  // teacher == student (render once at both resolutions)
+  float lambda = 1.0f;  // the batch's mixup coefficient (1 without mixup)
+};
+
+// Views of one training batch. sizes[i] is the size of the batch's source image i; `slot0` is
+// the global index of the first slot (ranks of a data-parallel run pass their offset).
+TrainViews make_train_views(const RecipeConfig& c, TeachingStrategy strategy, const std::vector<ImageSize>& sizes,
+                            uint64_t seed, int64_t step, int64_t slot0 = 0);
+// Supervised training: a random crop + flip per image, no mixup.
+std::vector<ViewRecipe> make_supervised_views(const RecipeConfig& c, const std::vector<ImageSize>& sizes,
+                                              uint64_t seed, int64_t step, int64_t slot0 = 0);
+// Evaluation: the centre crop of every image, no flip, no mixup.
+std::vector<ViewRecipe> make_eval_views(const std::vector<ImageSize>& sizes, float crop_fraction);
+
+}  // namespace kd

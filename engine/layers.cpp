@@ -1,0 +1,157 @@
+#include "engine/layers.h"
+
+#include <algorithm>
+
+namespace kd {
+
+// --- Conv2d -------------------------------------------------------------------------------------
+
+Conv2d::Conv2d(ParamStore& store, const std::string& name, const ConvSpec& spec) : spec_(spec), name_(name) {
+  KD_CHECK(spec.c_in % spec.groups == 0 && spec.c_out % spec.groups == 0, name, ": ", spec.groups,
+           " groups do not divide ", spec.c_in, " -> ", spec.c_out, " channels");
+  if (spec_.padding < 0) spec_.padding = same_padding(spec.kernel, spec.stride, spec.dilation);
+  weight_ = store.add(name + ".weight", {spec.c_out, spec.kernel, spec.kernel, spec.c_in / spec.groups},
+                      ParamInit::kaiming_fan_out, /*decay=*/true, ParamLayout::conv_oihw);
+}
+
+Conv2dShape Conv2d::geometry() const {
+  Conv2dShape s;
+  s.c_out = spec_.c_out;
+  s.kh = s.kw = spec_.kernel;
+  s.stride_h = s.stride_w = spec_.stride;
+  s.pad_h = s.pad_w = spec_.padding;
+  s.dilation_h = s.dilation_w = spec_.dilation;
+  s.groups = spec_.groups;
+  return s;
+}
+
+void Conv2d::set_frozen(bool frozen) {
+  Layer::set_frozen(frozen);
+  cached_w_hat_ = Tensor();
+}
+
+Tensor Conv2d::effective_weight(Context& ctx, Tensor* mean, Tensor* rstd) {
+  if (!spec_.weight_std) return weight_->compute;
+  if (frozen_ && cached_w_hat_.defined()) return cached_w_hat_;
+  Tensor w_hat, m, r;
+  ops::weight_std(ctx, weight_->value, spec_.weight_std_eps, w_hat, m, r);
+  if (frozen_) cached_w_hat_ = w_hat;
+  if (mean) *mean = m;
+  if (rstd) *rstd = r;
+  return w_hat;
+}
+
+Tensor Conv2d::forward(Context& ctx, const Tensor& x, Mode mode) {
+  const Conv2dShape s = ops::conv_shape_for(x, geometry());
+  KD_CHECK(s.c_in == spec_.c_in, name_, ": expected ", spec_.c_in, " input channels, got ", x.describe());
+  const bool train = mode == Mode::train;
+  KD_CHECK(!(train && frozen_), name_, ": training-mode forward through a frozen layer");
+  Tensor mean, rstd;
+  Tensor w = effective_weight(ctx, &mean, &rstd);
+  Tensor y = ops::conv2d(ctx, x, w, s);
+  if (train) {
+    x_ = x, w_hat_ = w, mean_ = mean, rstd_ = rstd, shape_ = s;
+  }
+  return y;
+}
+
+Tensor Conv2d::backward(Context& ctx, const Tensor& dy) {
+  require_saved(x_, name_);
+  Tensor dx = ops::conv2d_backward_data(ctx, dy, w_hat_, shape_);
+  if (spec_.weight_std) {
+    Tensor dw_hat = Tensor::empty(weight_->shape, ctx.param_dtype(), ctx);
+    fill_zero(dw_hat.raw(), ctx.device(), dw_hat.nbytes(), &ctx);
+    ops::conv2d_backward_filter(ctx, x_, dy, shape_, dw_hat);
+    ops::weight_std_backward(ctx, weight_->value, mean_, rstd_, dw_hat, weight_->grad);
+  } else {
+    ops::conv2d_backward_filter(ctx, x_, dy, shape_, weight_->grad);
+  }
+  x_ = w_hat_ = mean_ = rstd_ = Tensor();
+  return dx;
+}
+
+// --- GroupNormAct ----------------------------------------------------------------------------------
+
+static int64_t largest_divisor_at_most(int64_t c, int64_t limit) {
+  for (int64_t g = std::min(c, limit); g > 1; --g)
+    if (c % g == 0) return g;
+  return 1;
+}
+
+GroupNormAct::GroupNormAct(ParamStore& store, const std::string& name, int64_t channels, int64_t groups, float eps,
+                           bool relu)
+    : name_(name), groups_(largest_divisor_at_most(channels, groups)), eps_(eps), relu_(relu) {
+  gamma_ = store.add(name + ".weight", {channels}, ParamInit::ones, /*decay=*/false);
+  beta_ = store.add(name + ".bias", {channels}, ParamInit::zeros, /*decay=*/false);
+}
+
+Tensor GroupNormAct::forward(Context& ctx, const Tensor& x, Mode mode) {
+  if (mode == Mode::eval) return ops::groupnorm(ctx, x, gamma_->value, beta_->value, groups_, eps_, relu_, nullptr, nullptr);
+  Tensor y = ops::groupnorm(ctx, x, gamma_->value, beta_->value, groups_, eps_, relu_, &mean_, &rstd_);
+  x_ = x;
+  return y;
+}
+
+Tensor GroupNormAct::backward(Context& ctx, const Tensor& dy) {
+  require_saved(x_, name_);
+  Tensor dx = ops::groupnorm_backward(ctx, x_, gamma_->value, beta_->value, mean_, rstd_, groups_, relu_, dy,
+                                      gamma_->grad, beta_->grad);
+  x_ = mean_ = rstd_ = Tensor();
+  return dx;
+}
+
+// --- pooling -----------------------------------------------------------------------------------------
+
+MaxPool2d::MaxPool2d(int64_t kernel, int64_t stride, int64_t padding, bool pad_with_zero) {
+  shape_.k = kernel, shape_.stride = stride, shape_.pad = padding, shape_.pad_with_zero = pad_with_zero;
+}
+
+Tensor MaxPool2d::forward(Context& ctx, const Tensor& x, Mode mode) {
+  MaxPoolShape s = shape_;
+  s.n = x.dim(0), s.h = x.dim(1), s.w = x.dim(2), s.c = x.dim(3);
+  if (mode == Mode::eval) return ops::maxpool(ctx, x, s, nullptr);
+  shape_ = s;
+  return ops::maxpool(ctx, x, s, &argmax_);
+}
+
+Tensor MaxPool2d::backward(Context& ctx, const Tensor& dy) {
+  require_saved(argmax_, "maxpool");
+  Tensor dx = ops::maxpool_backward(ctx, argmax_, dy, shape_);
+  argmax_ = Tensor();
+  return dx;
+}
+
+Tensor GlobalAvgPool::forward(Context& ctx, const Tensor& x, Mode mode) {
+  if (mode == Mode::train) x_shape_ = x.shape();
+  return ops::global_avgpool(ctx, x);
+}
+
+Tensor GlobalAvgPool::backward(Context& ctx, const Tensor& dy) {
+  KD_CHECK(!x_shape_.empty(), "global_avgpool: backward called without a training-mode forward");
+  return ops::global_avgpool_backward(ctx, dy, x_shape_);
+}
+
+// --- Linear --------------------------------------------------------------------------------------------
+
+Linear::Linear(ParamStore& store, const std::string& name, int64_t in, int64_t out, bool file_4d, Init init)
+    : name_(name) {
+  const bool zero = init == Init::zeros;
+  weight_ = store.add(name + ".weight", {out, in}, zero ? ParamInit::zeros : ParamInit::normal, /*decay=*/true,
+                      ParamLayout::same, zero ? 0.0f : 0.01f, file_4d ? Shape{out, in, 1, 1} : Shape{});
+  bias_ = store.add(name + ".bias", {out}, ParamInit::zeros, /*decay=*/false);
+}
+
+Tensor Linear::forward(Context& ctx, const Tensor& x, Mode mode) {
+  Tensor y = ops::linear(ctx, x, weight_->compute, bias_->value);
+  if (mode == Mode::train) x_ = x;
+  return y;
+}
+
+Tensor Linear::backward(Context& ctx, const Tensor& dy) {
+  require_saved(x_, name_);
+  Tensor dx = ops::linear_backward(ctx, x_, weight_->compute, dy, weight_->grad, bias_->grad, /*need_dx=*/true);
+  x_ = Tensor();
+  return dx;
+}
+
+}  // namespace kd

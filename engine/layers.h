@@ -1,0 +1,97 @@
+// The building blocks of the models: convolution (optionally weight-standardised), GroupNorm
+// with fused ReLU, BatchNorm, activations, pooling and the dense classifier head. Each declares
+// its parameters in a ParamStore under timm's names at construction.
+#pragma once
+#include <string>
+
+#include "engine/layer.h"
+#include "engine/ops.h"
+
+namespace kd {
+
+// timm's symmetric padding for a given kernel/stride/dilation: ((s - 1) + d (k - 1)) / 2
+inline int64_t same_padding(int64_t kernel, int64_t stride, int64_t dilation = 1) {
+  return ((stride - 1) + dilation * (kernel - 1)) / 2;
+}
+
+struct ConvSpec {
+  int64_t c_in = 1, c_out = 1, kernel = 1, stride = 1, groups = 1, dilation = 1;
+  int64_t padding = -1;         // -1: same_padding(kernel, stride, dilation)
+  bool weight_std = false;      // BiT's StdConv2d
+  float weight_std_eps = 1e-8f;
+};
+
+class Conv2d : public Layer {
+ public:
+  Conv2d(ParamStore& store, const std::string& name, const ConvSpec& spec);
+  Tensor forward(Context& ctx, const Tensor& x, Mode mode) override;
+  Tensor backward(Context& ctx, const Tensor& dy) override;
+  void set_frozen(bool frozen) override;
+  const ConvSpec& spec() const { return spec_; }
+  Conv2dShape geometry() const;  // kernel, stride, padding, groups (n/h/w/c_in unset)
+
+ private:
+  // The weights the convolution reads: standardised (and cached when frozen) or the raw copy.
+  Tensor effective_weight(Context& ctx, Tensor* mean, Tensor* rstd);
+  ConvSpec spec_;
+  Param* weight_;
+  std::string name_;
+  Tensor x_, w_hat_, mean_, rstd_;  // saved for backward
+  Conv2dShape shape_;
+  Tensor cached_w_hat_;             // frozen layers only
+};
+
+class GroupNormAct : public Layer {
+ public:
+  // groups: 32 in BiT; channel counts below it use the largest divisor of c not above `groups`.
+  GroupNormAct(ParamStore& store, const std::string& name, int64_t channels, int64_t groups = 32, float eps = 1e-5f,
+               bool relu = true);
+  Tensor forward(Context& ctx, const Tensor& x, Mode mode) override;
+  Tensor backward(Context& ctx, const Tensor& dy) override;
+  int64_t groups() const { return groups_; }
+
+ private:
+  Param *gamma_, *beta_;
+  std::string name_;
+  int64_t groups_;
+  float eps_;
+  bool relu_;
+  Tensor x_, mean_, rstd_;
+};
+
+class MaxPool2d : public Layer {
+ public:
+  MaxPool2d(int64_t kernel, int64_t stride, int64_t padding, bool pad_with_zero);
+  Tensor forward(Context& ctx, const Tensor& x, Mode mode) override;
+  Tensor backward(Context& ctx, const Tensor& dy) override;
+
+ private:
+  MaxPoolShape shape_;
+  Tensor argmax_;
+};
+
+class GlobalAvgPool : public Layer {
+ public:
+  Tensor forward(Context& ctx, const Tensor& x, Mode mode) override;
+  Tensor backward(Context& ctx, const Tensor& dy) override;
+
+ private:
+  Shape x_shape_;
+};
+
+// Dense classifier: f32 logits [n, classes] from features [n, c]. timm's BiT head is a 1x1 conv,
+// so its file shape is [classes, c, 1, 1] (file_4d) while kd stores [classes, c].
+class Linear : public Layer {
+ public:
+  enum class Init { timm_head, zeros };  // timm: N(0, 0.01^2), bias 0; zeros: the distillation student's head
+  Linear(ParamStore& store, const std::string& name, int64_t in, int64_t out, bool file_4d, Init init);
+  Tensor forward(Context& ctx, const Tensor& x, Mode mode) override;
+  Tensor backward(Context& ctx, const Tensor& dy) override;  // dy f32 logits gradient
+
+ private:
+  Param *weight_, *bias_;
+  std::string name_;
+  Tensor x_;
+};
+
+}  // namespace kd

@@ -1,0 +1,451 @@
+#include "engine/ops.h"
+
+#include <algorithm>
+
+#include "kernels/linear.h"
+#include "kernels/weight_std.h"
+#if KD_HAVE_CUDA
+#include "kernels/cast.h"
+#endif
+
+namespace kd::ops {
+
+DType activation_dtype(const Context& ctx) { return ctx.activation_dtype(); }
+
+namespace {
+
+void check_activation(const Context& ctx, const Tensor& t, const char* op, const char* what) {
+  KD_CHECK(t.defined(), op, ": ", what, " is missing");
+  KD_CHECK(t.device() == ctx.device(), op, ": ", what, " ", t.describe(), " is not on ", device_name(ctx.device()));
+  KD_CHECK(t.dtype() == activation_dtype(ctx), op, ": ", what, " ", t.describe(), " should be ",
+           dtype_name(activation_dtype(ctx)));
+}
+
+// Parameters, gradients, statistics, logits: f32 (f64 in a double-precision CPU context).
+void check_param(const Context& ctx, const Tensor& t, const Shape& shape, const char* op, const char* what) {
+  KD_CHECK(t.defined(), op, ": ", what, " is missing");
+  KD_CHECK(t.device() == ctx.device() && t.dtype() == ctx.param_dtype() && t.shape() == shape, op, ": ", what,
+           " is ", t.describe(), ", expected ", dtype_name(ctx.param_dtype()), shape_str(shape), " on ",
+           device_name(ctx.device()));
+}
+
+void check_nhwc(const Tensor& x, const char* op) {
+  KD_CHECK(x.ndim() == 4, op, ": expected an NHWC tensor, got ", x.describe());
+}
+
+// Runs f(T{}) with T = float or double, the CPU context's precision.
+template <typename F>
+void with_cpu_precision(const Context& ctx, F&& f) {
+  if (ctx.param_dtype() == DType::f64)
+    f(double{});
+  else
+    f(float{});
+}
+
+[[noreturn]] void no_cuda_path(const char* op) { KD_FAIL(op, ": the CUDA path is not built in this binary"); }
+
+Tensor new_activation(Context& ctx, const Shape& shape) { return Tensor::empty(shape, activation_dtype(ctx), ctx); }
+
+}  // namespace
+
+// Host f32/f64 -> host tensor of the other float type.
+static Tensor convert_host(const Tensor& t, DType to) {
+  if (t.dtype() == to) return t;
+  Tensor out = Tensor::zeros_cpu(t.shape(), to);
+  const size_t n = size_t(t.numel());
+  if (to == DType::f64)
+    std::copy(t.data<float>(), t.data<float>() + n, out.data<double>());
+  else
+    std::copy(t.data<double>(), t.data<double>() + n, out.data<float>());
+  return out;
+}
+
+Tensor to_activation(Context& ctx, const Tensor& host) {
+  KD_CHECK(host.device() == Device::cpu && (host.dtype() == DType::f32 || host.dtype() == DType::f64),
+           "to_activation: expected a host f32 or f64 tensor, got ", host.describe());
+  if (!ctx.is_cuda()) return convert_host(host, ctx.activation_dtype());
+#if KD_HAVE_CUDA
+  Tensor staging = convert_host(host, DType::f32).to(Device::cuda, &ctx);
+  Tensor out = Tensor::empty(host.shape(), DType::bf16, ctx);
+  cast_f32_to_bf16_cuda(ctx.cuda_handles(), out.numel(), staging.data<float>(), out.data<bf16>());
+  return out;
+#else
+  no_cuda_path("to_activation");
+#endif
+}
+
+Tensor to_host_f32(Context& ctx, const Tensor& t) {
+  if (t.device() == Device::cpu) {
+    KD_CHECK(t.dtype() == DType::f32 || t.dtype() == DType::f64, "to_host_f32: expected f32 or f64, got ",
+             t.describe());
+    return convert_host(t, DType::f32);
+  }
+#if KD_HAVE_CUDA
+  if (t.dtype() == DType::f32) return t.to(Device::cpu, &ctx);
+  check_dtype(t, DType::bf16, "to_host_f32");
+  Tensor wide = Tensor::empty(t.shape(), DType::f32, ctx);
+  cast_bf16_to_f32_cuda(ctx.cuda_handles(), t.numel(), t.data<bf16>(), wide.data<float>());
+  return wide.to(Device::cpu, &ctx);
+#else
+  no_cuda_path("to_host_f32");
+#endif
+}
+
+// --- convolution --------------------------------------------------------------------------
+
+Conv2dShape conv_shape_for(const Tensor& x, Conv2dShape s) {
+  check_nhwc(x, "conv2d");
+  s.n = x.dim(0), s.h = x.dim(1), s.w = x.dim(2), s.c_in = x.dim(3);
+  validate(s);
+  return s;
+}
+
+static Shape conv_weight_shape(const Conv2dShape& s) { return {s.c_out, s.kh, s.kw, s.c_in_per_group()}; }
+
+Tensor conv2d(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dShape& s) {
+  check_activation(ctx, x, "conv2d", "input");
+  check_shape(x, {s.n, s.h, s.w, s.c_in}, "conv2d input (" + s.describe() + ")");
+  check_shape(w, conv_weight_shape(s), "conv2d weight (" + s.describe() + ")");
+  Tensor y = new_activation(ctx, {s.n, s.out_h(), s.out_w(), s.c_out});
+  if (ctx.is_cuda()) {
+#if KD_HAVE_CUDA
+    conv2d_forward_cuda(ctx.cuda_handles(), s, x.data<bf16>(), w.data<bf16>(), y.data<bf16>());
+#else
+    no_cuda_path("conv2d");
+#endif
+  } else {
+    with_cpu_precision(ctx, [&](auto zero) {
+      using T = decltype(zero);
+      conv2d_forward_cpu<T>(s, x.data<T>(), w.data<T>(), y.data<T>());
+    });
+  }
+  return y;
+}
+
+Tensor conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, const Conv2dShape& s) {
+  check_activation(ctx, dy, "conv2d_backward_data", "dy");
+  check_shape(dy, {s.n, s.out_h(), s.out_w(), s.c_out}, "conv2d dy (" + s.describe() + ")");
+  Tensor dx = new_activation(ctx, {s.n, s.h, s.w, s.c_in});
+  if (ctx.is_cuda()) {
+#if KD_HAVE_CUDA
+    conv2d_backward_data_cuda(ctx.cuda_handles(), s, dy.data<bf16>(), w.data<bf16>(), dx.data<bf16>());
+#else
+    no_cuda_path("conv2d_backward_data");
+#endif
+  } else {
+    with_cpu_precision(ctx, [&](auto zero) {
+      using T = decltype(zero);
+      conv2d_backward_data_cpu<T>(s, dy.data<T>(), w.data<T>(), dx.data<T>());
+    });
+  }
+  return dx;
+}
+
+void conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, const Conv2dShape& s, Tensor& dw) {
+  check_param(ctx, dw, conv_weight_shape(s), "conv2d_backward_filter", "dw");
+  if (ctx.is_cuda()) {
+#if KD_HAVE_CUDA
+    conv2d_backward_filter_cuda(ctx.cuda_handles(), s, x.data<bf16>(), dy.data<bf16>(), dw.data<float>());
+#else
+    no_cuda_path("conv2d_backward_filter");
+#endif
+  } else {
+    with_cpu_precision(ctx, [&](auto zero) {
+      using T = decltype(zero);
+      conv2d_backward_filter_cpu<T>(s, x.data<T>(), dy.data<T>(), dw.data<T>());
+    });
+  }
+}
+
+// --- weight standardisation ------------------------------------------------------------------
+
+void weight_std(Context& ctx, const Tensor& w, float eps, Tensor& w_hat, Tensor& mean, Tensor& rstd) {
+  const int64_t c_out = w.dim(0), k = w.numel() / c_out;
+  check_param(ctx, w, w.shape(), "weight_std", "w");
+  w_hat = Tensor::empty(w.shape(), activation_dtype(ctx), ctx);
+  mean = Tensor::empty({c_out}, ctx.param_dtype(), ctx);
+  rstd = Tensor::empty({c_out}, ctx.param_dtype(), ctx);
+  if (ctx.is_cuda()) {
+    no_cuda_path("weight_std");
+  } else {
+    with_cpu_precision(ctx, [&](auto zero) {
+      using T = decltype(zero);
+      weight_std_forward_cpu<T>(c_out, k, eps, w.data<T>(), w_hat.data<T>(), mean.data<T>(),
+                                    rstd.data<T>());
+    });
+  }
+}
+
+void weight_std_backward(Context& ctx, const Tensor& w, const Tensor& mean, const Tensor& rstd, const Tensor& dw_hat,
+                         Tensor& dw) {
+  const int64_t c_out = w.dim(0), k = w.numel() / c_out;
+  check_param(ctx, dw_hat, w.shape(), "weight_std_backward", "dw_hat");
+  check_param(ctx, dw, w.shape(), "weight_std_backward", "dw");
+  if (ctx.is_cuda()) {
+    no_cuda_path("weight_std_backward");
+  } else {
+    with_cpu_precision(ctx, [&](auto zero) {
+      using T = decltype(zero);
+      weight_std_backward_cpu<T>(c_out, k, w.data<T>(), mean.data<T>(), rstd.data<T>(),
+                                     dw_hat.data<T>(), dw.data<T>());
+    });
+  }
+}
+
+// --- normalisation ------------------------------------------------------------------------------
+
+Tensor groupnorm(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta, int64_t groups, float eps,
+                 bool relu, Tensor* mean, Tensor* rstd) {
+  check_activation(ctx, x, "groupnorm", "input");
+  check_nhwc(x, "groupnorm");
+  GroupNormShape s{x.dim(0), x.dim(1) * x.dim(2), x.dim(3), groups};
+  validate(s);
+  check_param(ctx, gamma, {s.c}, "groupnorm", "gamma");
+  check_param(ctx, beta, {s.c}, "groupnorm", "beta");
+  Tensor y = new_activation(ctx, x.shape());
+  Tensor m = Tensor::empty({s.n, groups}, ctx.param_dtype(), ctx), r = Tensor::empty({s.n, groups}, ctx.param_dtype(), ctx);
+  if (ctx.is_cuda()) {
+    no_cuda_path("groupnorm");
+  } else {
+    with_cpu_precision(ctx, [&](auto zero) {
+      using T = decltype(zero);
+      groupnorm_forward_cpu<T>(s, eps, x.data<T>(), gamma.data<T>(), beta.data<T>(), relu,
+                                   y.data<T>(), m.data<T>(), r.data<T>());
+    });
+  }
+  if (mean) *mean = m;
+  if (rstd) *rstd = r;
+  return y;
+}
+
+Tensor groupnorm_backward(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& mean,
+                          const Tensor& rstd, int64_t groups, bool relu, const Tensor& dy, Tensor& dgamma,
+                          Tensor& dbeta) {
+  check_activation(ctx, dy, "groupnorm_backward", "dy");
+  check_shape(dy, x.shape(), "groupnorm_backward dy");
+  GroupNormShape s{x.dim(0), x.dim(1) * x.dim(2), x.dim(3), groups};
+  check_param(ctx, dgamma, {s.c}, "groupnorm_backward", "dgamma");
+  check_param(ctx, dbeta, {s.c}, "groupnorm_backward", "dbeta");
+  Tensor dx = new_activation(ctx, x.shape());
+  if (ctx.is_cuda()) {
+    no_cuda_path("groupnorm_backward");
+  } else {
+    with_cpu_precision(ctx, [&](auto zero) {
+      using T = decltype(zero);
+      groupnorm_backward_cpu<T>(s, x.data<T>(), gamma.data<T>(), beta.data<T>(), mean.data<T>(),
+                                    rstd.data<T>(), relu, dy.data<T>(), dx.data<T>(), dgamma.data<T>(),
+                                    dbeta.data<T>());
+    });
+  }
+  return dx;
+}
+
+Tensor batchnorm_train(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps,
+                       float momentum, Tensor& running_mean, Tensor& running_var, Tensor& mean, Tensor& rstd) {
+  check_activation(ctx, x, "batchnorm", "input");
+  const int64_t c = x.dim(-1);
+  BatchNormShape s{x.numel() / c, c};
+  Tensor y = new_activation(ctx, x.shape());
+  mean = Tensor::empty({c}, ctx.param_dtype(), ctx);
+  rstd = Tensor::empty({c}, ctx.param_dtype(), ctx);
+  if (ctx.is_cuda()) {
+    no_cuda_path("batchnorm");
+  } else {
+    with_cpu_precision(ctx, [&](auto zero) {
+      using T = decltype(zero);
+      batchnorm_forward_train_cpu<T>(s, eps, momentum, x.data<T>(), gamma.data<T>(), beta.data<T>(),
+                                         y.data<T>(), mean.data<T>(), rstd.data<T>(),
+                                         running_mean.data<T>(), running_var.data<T>());
+    });
+  }
+  return y;
+}
+
+Tensor batchnorm_eval(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps,
+                      const Tensor& running_mean, const Tensor& running_var) {
+  check_activation(ctx, x, "batchnorm", "input");
+  const int64_t c = x.dim(-1);
+  BatchNormShape s{x.numel() / c, c};
+  Tensor y = new_activation(ctx, x.shape());
+  if (ctx.is_cuda()) {
+    no_cuda_path("batchnorm");
+  } else {
+    with_cpu_precision(ctx, [&](auto zero) {
+      using T = decltype(zero);
+      batchnorm_forward_eval_cpu<T>(s, eps, x.data<T>(), gamma.data<T>(), beta.data<T>(),
+                                        running_mean.data<T>(), running_var.data<T>(), y.data<T>());
+    });
+  }
+  return y;
+}
+
+Tensor batchnorm_backward(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& mean, const Tensor& rstd,
+                          const Tensor& dy, Tensor& dgamma, Tensor& dbeta) {
+  check_activation(ctx, dy, "batchnorm_backward", "dy");
+  const int64_t c = x.dim(-1);
+  BatchNormShape s{x.numel() / c, c};
+  Tensor dx = new_activation(ctx, x.shape());
+  if (ctx.is_cuda()) {
+    no_cuda_path("batchnorm_backward");
+  } else {
+    with_cpu_precision(ctx, [&](auto zero) {
+      using T = decltype(zero);
+      batchnorm_backward_cpu<T>(s, x.data<T>(), gamma.data<T>(), mean.data<T>(), rstd.data<T>(),
+                                    dy.data<T>(), dx.data<T>(), dgamma.data<T>(), dbeta.data<T>());
+    });
+  }
+  return dx;
+}
+
+// --- pooling, pointwise, dense -------------------------------------------------------------------
+
+Tensor maxpool(Context& ctx, const Tensor& x, MaxPoolShape s, Tensor* argmax) {
+  check_activation(ctx, x, "maxpool", "input");
+  check_nhwc(x, "maxpool");
+  s.n = x.dim(0), s.h = x.dim(1), s.w = x.dim(2), s.c = x.dim(3);
+  validate(s);
+  Tensor y = new_activation(ctx, {s.n, s.out_h(), s.out_w(), s.c});
+  Tensor idx = Tensor::empty(y.shape(), DType::i32, ctx);
+  if (ctx.is_cuda()) {
+    no_cuda_path("maxpool");
+  } else {
+    with_cpu_precision(ctx, [&](auto zero) {
+      using T = decltype(zero);
+      maxpool_forward_cpu<T>(s, x.data<T>(), y.data<T>(), idx.data<int32_t>());
+    });
+  }
+  if (argmax) *argmax = idx;
+  return y;
+}
+
+Tensor maxpool_backward(Context& ctx, const Tensor& argmax, const Tensor& dy, const MaxPoolShape& s) {
+  check_activation(ctx, dy, "maxpool_backward", "dy");
+  check_shape(dy, {s.n, s.out_h(), s.out_w(), s.c}, "maxpool_backward dy");
+  Tensor dx = new_activation(ctx, {s.n, s.h, s.w, s.c});
+  if (ctx.is_cuda()) {
+    no_cuda_path("maxpool_backward");
+  } else {
+    with_cpu_precision(ctx, [&](auto zero) {
+      using T = decltype(zero);
+      maxpool_backward_cpu<T>(s, argmax.data<int32_t>(), dy.data<T>(), dx.data<T>());
+    });
+  }
+  return dx;
+}
+
+Tensor global_avgpool(Context& ctx, const Tensor& x) {
+  check_activation(ctx, x, "global_avgpool", "input");
+  check_nhwc(x, "global_avgpool");
+  const int64_t n = x.dim(0), hw = x.dim(1) * x.dim(2), c = x.dim(3);
+  Tensor y = new_activation(ctx, {n, c});
+  if (ctx.is_cuda()) {
+    no_cuda_path("global_avgpool");
+  } else {
+    with_cpu_precision(ctx, [&](auto zero) {
+      using T = decltype(zero);
+      global_avgpool_forward_cpu<T>(n, hw, c, x.data<T>(), y.data<T>());
+    });
+  }
+  return y;
+}
+
+Tensor global_avgpool_backward(Context& ctx, const Tensor& dy, const Shape& x_shape) {
+  check_activation(ctx, dy, "global_avgpool_backward", "dy");
+  const int64_t n = x_shape[0], hw = x_shape[1] * x_shape[2], c = x_shape[3];
+  check_shape(dy, {n, c}, "global_avgpool_backward dy");
+  Tensor dx = new_activation(ctx, x_shape);
+  if (ctx.is_cuda()) {
+    no_cuda_path("global_avgpool_backward");
+  } else {
+    with_cpu_precision(ctx, [&](auto zero) {
+      using T = decltype(zero);
+      global_avgpool_backward_cpu<T>(n, hw, c, dy.data<T>(), dx.data<T>());
+    });
+  }
+  return dx;
+}
+
+Tensor activation(Context& ctx, Activation a, const Tensor& x) {
+  check_activation(ctx, x, "activation", "input");
+  Tensor y = new_activation(ctx, x.shape());
+  if (ctx.is_cuda()) {
+    no_cuda_path("activation");
+  } else {
+    with_cpu_precision(ctx, [&](auto zero) {
+      using T = decltype(zero);
+      activation_forward_cpu<T>(a, x.numel(), x.data<T>(), y.data<T>());
+    });
+  }
+  return y;
+}
+
+Tensor activation_backward(Context& ctx, Activation a, const Tensor& x, const Tensor& dy) {
+  check_activation(ctx, dy, "activation_backward", "dy");
+  check_shape(dy, x.shape(), "activation_backward dy");
+  Tensor dx = new_activation(ctx, x.shape());
+  if (ctx.is_cuda()) {
+    no_cuda_path("activation_backward");
+  } else {
+    with_cpu_precision(ctx, [&](auto zero) {
+      using T = decltype(zero);
+      activation_backward_cpu<T>(a, x.numel(), x.data<T>(), dy.data<T>(), dx.data<T>());
+    });
+  }
+  return dx;
+}
+
+Tensor add(Context& ctx, const Tensor& a, const Tensor& b) {
+  check_activation(ctx, a, "add", "a");
+  check_activation(ctx, b, "add", "b");
+  check_shape(b, a.shape(), "add: b");
+  Tensor y = new_activation(ctx, a.shape());
+  if (ctx.is_cuda()) {
+    no_cuda_path("add");
+  } else {
+    with_cpu_precision(ctx, [&](auto zero) {
+      using T = decltype(zero);
+      add_cpu<T>(a.numel(), a.data<T>(), b.data<T>(), y.data<T>());
+    });
+  }
+  return y;
+}
+
+Tensor linear(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias) {
+  check_activation(ctx, x, "linear", "input");
+  KD_CHECK(x.ndim() == 2 && w.ndim() == 2 && w.dim(1) == x.dim(1), "linear: input ", x.describe(),
+           " does not match weight ", w.describe());
+  LinearShape s{x.dim(0), x.dim(1), w.dim(0)};
+  if (bias.defined()) check_param(ctx, bias, {s.out}, "linear", "bias");
+  Tensor y = Tensor::empty({s.rows, s.out}, ctx.param_dtype(), ctx);
+  if (ctx.is_cuda()) {
+    no_cuda_path("linear");
+  } else {
+    with_cpu_precision(ctx, [&](auto zero) {
+      using T = decltype(zero);
+      linear_forward_cpu<T>(s, x.data<T>(), w.data<T>(), bias.defined() ? bias.data<T>() : nullptr,
+                                y.data<T>());
+    });
+  }
+  return y;
+}
+
+Tensor linear_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& dy, Tensor& dw, Tensor& dbias,
+                       bool need_dx) {
+  LinearShape s{x.dim(0), x.dim(1), w.dim(0)};
+  check_param(ctx, dy, {s.rows, s.out}, "linear_backward", "dy");
+  check_param(ctx, dw, {s.out, s.in}, "linear_backward", "dw");
+  Tensor dx = need_dx ? new_activation(ctx, x.shape()) : Tensor();
+  if (ctx.is_cuda()) {
+    no_cuda_path("linear_backward");
+  } else {
+    with_cpu_precision(ctx, [&](auto zero) {
+      using T = decltype(zero);
+      linear_backward_cpu<T>(s, x.data<T>(), w.data<T>(), dy.data<T>(),
+                                 need_dx ? dx.data<T>() : nullptr, dw.data<T>(),
+                                 dbias.defined() ? dbias.data<T>() : nullptr);
+    });
+  }
+  return dx;
+}
+
+}  // namespace kd::ops

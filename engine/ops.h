@@ -1,0 +1,71 @@
+// Tensor-level ops: check shapes and dtypes (naming the op and both shapes), allocate outputs
+// from the context's pool, and dispatch to the CPU reference or the CUDA kernel in kernels/.
+// Activations are f32 on the CPU and bf16 on a GPU; master weights, gradients, statistics and
+// logits are f32 on both. A CPU context may run in f64 instead (exact references for tests). Parameter gradients accumulate (+=); activation gradients are new.
+#pragma once
+#include "engine/context.h"
+#include "engine/tensor.h"
+#include "kernels/batchnorm.h"
+#include "kernels/conv.h"
+#include "kernels/distill_loss.h"
+#include "kernels/elementwise.h"
+#include "kernels/groupnorm.h"
+#include "kernels/pool.h"
+
+namespace kd::ops {
+
+// The activation dtype of a context: f32 on the CPU, bf16 on a GPU.
+DType activation_dtype(const Context& ctx);
+
+// Host f32/f64 -> the context's device and activation dtype (no copy when they already agree).
+Tensor to_activation(Context& ctx, const Tensor& host);
+// Any float tensor on any device -> host f32 (bf16 widened, f64 narrowed).
+Tensor to_host_f32(Context& ctx, const Tensor& t);
+
+// --- convolution ------------------------------------------------------------------------
+// s carries the geometry (c_out, kernel, stride, padding, groups); its n/h/w/c_in are taken from x.
+Conv2dShape conv_shape_for(const Tensor& x, Conv2dShape s);
+// w: compute weights OHWI [c_out, kh, kw, c_in/groups] (f32 on cpu, bf16 on cuda)
+Tensor conv2d(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dShape& s);
+Tensor conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, const Conv2dShape& s);
+// dw (f32, OHWI) += weight gradient
+void conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, const Conv2dShape& s, Tensor& dw);
+
+// --- weight standardisation ---------------------------------------------------------------
+// w f32 [c_out, ...] -> w_hat in the compute dtype, mean/rstd f32 [c_out]
+void weight_std(Context& ctx, const Tensor& w, float eps, Tensor& w_hat, Tensor& mean, Tensor& rstd);
+// dw (f32) += gradient through the standardisation, from dw_hat (f32)
+void weight_std_backward(Context& ctx, const Tensor& w, const Tensor& mean, const Tensor& rstd, const Tensor& dw_hat,
+                         Tensor& dw);
+
+// --- normalisation ------------------------------------------------------------------------
+// x [n, h, w, c]; gamma/beta f32 [c]; mean/rstd (outputs, f32 [n, groups]) may be null in inference
+Tensor groupnorm(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta, int64_t groups, float eps,
+                 bool relu, Tensor* mean, Tensor* rstd);
+Tensor groupnorm_backward(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta, const Tensor& mean,
+                          const Tensor& rstd, int64_t groups, bool relu, const Tensor& dy, Tensor& dgamma,
+                          Tensor& dbeta);
+// train: batch statistics (saved to mean/rstd, running stats updated); eval: running stats
+Tensor batchnorm_train(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps,
+                       float momentum, Tensor& running_mean, Tensor& running_var, Tensor& mean, Tensor& rstd);
+Tensor batchnorm_eval(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& beta, float eps,
+                      const Tensor& running_mean, const Tensor& running_var);
+Tensor batchnorm_backward(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& mean, const Tensor& rstd,
+                          const Tensor& dy, Tensor& dgamma, Tensor& dbeta);
+
+// --- pooling, pointwise, dense ----------------------------------------------------------------
+Tensor maxpool(Context& ctx, const Tensor& x, MaxPoolShape s, Tensor* argmax);
+Tensor maxpool_backward(Context& ctx, const Tensor& argmax, const Tensor& dy, const MaxPoolShape& s);
+Tensor global_avgpool(Context& ctx, const Tensor& x);  // [n, h, w, c] -> [n, c]
+Tensor global_avgpool_backward(Context& ctx, const Tensor& dy, const Shape& x_shape);
+Tensor activation(Context& ctx, Activation a, const Tensor& x);
+Tensor activation_backward(Context& ctx, Activation a, const Tensor& x, const Tensor& dy);
+Tensor add(Context& ctx, const Tensor& a, const Tensor& b);
+// x [rows, in] (activation dtype), w compute [out, in], bias f32 [out] or undefined -> f32 [rows, out]
+Tensor linear(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias);
+// dy f32 [rows, out]; dw (f32) +=, dbias (f32) += when defined; returns dx in the activation dtype
+// (undefined when need_dx is false)
+Tensor linear_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& dy, Tensor& dw, Tensor& dbias,
+                       bool need_dx);
+
+}  // namespace kd::ops

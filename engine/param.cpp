@@ -1,0 +1,195 @@
+#include "engine/param.h"
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include "engine/context.h"
+#include "engine/safetensors.h"
+#include "kernels/random.h"
+#if KD_HAVE_CUDA
+#include "kernels/cast.h"
+#endif
+
+namespace kd {
+
+Param* ParamStore::add(const std::string& name, const Shape& shape, ParamInit init, bool decay, ParamLayout layout,
+                       float init_std, const Shape& file_shape) {
+  KD_CHECK(!allocated(), "parameter '", name, "' declared after the store was allocated");
+  for (const Param& p : params_) KD_CHECK(p.name != name, "parameter '", name, "' declared twice");
+  Param p;
+  p.name = name;
+  p.shape = shape;
+  p.layout = layout;
+  if (layout == ParamLayout::conv_oihw) {
+    KD_CHECK(shape.size() == 4, "conv weight '", name, "' must be 4-D, got ", shape_str(shape));
+    p.file_shape = {shape[0], shape[3], shape[1], shape[2]};
+  } else {
+    p.file_shape = file_shape.empty() ? shape : file_shape;
+    KD_CHECK(shape_numel(p.file_shape) == shape_numel(shape), "parameter '", name, "': file shape ",
+             shape_str(p.file_shape), " does not hold ", shape_str(shape));
+  }
+  p.decay = decay;
+  p.init = init;
+  p.init_std = init_std;
+  p.offset = numel_;
+  numel_ += p.numel();
+  params_.push_back(std::move(p));
+  return &params_.back();
+}
+
+void ParamStore::allocate(Context& ctx) {
+  KD_CHECK(!allocated(), "parameter store allocated twice");
+  values_ = Tensor::empty({numel_}, ctx.param_dtype(), ctx);
+  grads_ = Tensor::empty({numel_}, ctx.param_dtype(), ctx);
+  fill_zero(values_.raw(), ctx.device(), values_.nbytes(), &ctx);
+  fill_zero(grads_.raw(), ctx.device(), grads_.nbytes(), &ctx);
+  if (ctx.is_cuda()) compute_ = Tensor::empty({numel_}, DType::bf16, ctx);
+  for (Param& p : params_) {
+    p.value = values_.slice_rows(p.offset, p.offset + p.numel()).reshape(p.shape);
+    p.grad = grads_.slice_rows(p.offset, p.offset + p.numel()).reshape(p.shape);
+    p.compute = ctx.is_cuda() ? compute_.slice_rows(p.offset, p.offset + p.numel()).reshape(p.shape) : p.value;
+  }
+}
+
+Param& ParamStore::get(const std::string& name) {
+  for (Param& p : params_)
+    if (p.name == name) return p;
+  KD_FAIL("no parameter named '", name, "'");
+}
+
+void ParamStore::init(uint64_t seed, Context& ctx) {
+  KD_CHECK(allocated(), "parameter store not allocated");
+  std::vector<float> host(static_cast<size_t>(numel_));
+  for (const Param& p : params_) {
+    float* v = host.data() + p.offset;
+    const uint64_t stream = hash_string(p.name.c_str());
+    double std_dev = p.init_std;
+    if (p.init == ParamInit::kaiming_fan_out) {
+      // kd layout: conv OHWI [c_out, kh, kw, c_in/g], dense [out, in]: fan_out = c_out * kh * kw
+      const int64_t fan_out = p.shape.size() == 4 ? p.shape[0] * p.shape[1] * p.shape[2] : p.shape[0];
+      std_dev = std::sqrt(2.0 / double(fan_out));
+    }
+    for (int64_t i = 0; i < p.numel(); ++i) {
+      switch (p.init) {
+        case ParamInit::zeros: v[i] = 0.0f; break;
+        case ParamInit::ones: v[i] = 1.0f; break;
+        case ParamInit::normal:
+        case ParamInit::kaiming_fan_out: v[i] = float(std_dev * random_normal(seed, stream, uint64_t(i))); break;
+      }
+    }
+  }
+  upload(values_, host.data(), ctx);
+  sync_compute(ctx);
+}
+
+void ParamStore::upload(const Tensor& dst, const float* host, Context& ctx) {
+  const size_t n = size_t(dst.numel());
+  if (dst.dtype() == DType::f64) {
+    std::vector<double> wide(host, host + n);
+    copy_bytes(dst.raw(), ctx.device(), wide.data(), Device::cpu, n * sizeof(double), &ctx);
+  } else {
+    copy_bytes(dst.raw(), ctx.device(), host, Device::cpu, n * sizeof(float), &ctx);
+  }
+}
+
+void ParamStore::zero_grads(Context& ctx) { fill_zero(grads_.raw(), ctx.device(), grads_.nbytes(), &ctx); }
+
+void ParamStore::sync_compute(Context& ctx) {
+  if (!ctx.is_cuda()) return;
+#if KD_HAVE_CUDA
+  cast_f32_to_bf16_cuda(ctx.cuda_handles(), numel_, values_.data<float>(), compute_.data<bf16>());
+#endif
+}
+
+namespace {
+// kd OHWI [o][y][x][i] <-> file OIHW [o][i][y][x], either direction.
+template <typename T>
+void convert_layout(const Param& p, const T* src, T* dst, bool to_file) {
+  if (p.layout == ParamLayout::same) {
+    std::copy(src, src + p.numel(), dst);
+    return;
+  }
+  const int64_t O = p.shape[0], H = p.shape[1], W = p.shape[2], I = p.shape[3];
+  for (int64_t o = 0; o < O; ++o)
+    for (int64_t y = 0; y < H; ++y)
+      for (int64_t x = 0; x < W; ++x)
+        for (int64_t i = 0; i < I; ++i) {
+          const int64_t kd_index = ((o * H + y) * W + x) * I + i, file_index = ((o * I + i) * H + y) * W + x;
+          if (to_file)
+            dst[file_index] = src[kd_index];
+          else
+            dst[kd_index] = src[file_index];
+        }
+}
+}  // namespace
+
+template <typename T>
+void to_file_layout(const Param& p, const T* kd, T* file) {
+  convert_layout(p, kd, file, true);
+}
+
+template <typename T>
+void from_file_layout(const Param& p, const T* file, T* kd) {
+  convert_layout(p, file, kd, false);
+}
+
+template void to_file_layout<float>(const Param&, const float*, float*);
+template void to_file_layout<double>(const Param&, const double*, double*);
+template void from_file_layout<float>(const Param&, const float*, float*);
+template void from_file_layout<double>(const Param&, const double*, double*);
+
+void ParamStore::load(const SafetensorsFile& file, Context& ctx, bool strict, const std::string& prefix,
+                      const std::vector<std::string>& skip) {
+  KD_CHECK(allocated(), "parameter store not allocated");
+  std::set<std::string> expected;
+  std::vector<std::string> missing;
+  const DType dtype = ctx.param_dtype();
+  for (Param& p : params_) {
+    const std::string key = prefix + p.name;
+    expected.insert(key);
+    if (std::find(skip.begin(), skip.end(), p.name) != skip.end()) continue;
+    if (!file.contains(key)) {
+      missing.push_back(key);
+      continue;
+    }
+    Tensor stored = file.tensor_as(key, p.file_shape, dtype);
+    Tensor host = Tensor::zeros_cpu(p.shape, dtype);
+    if (dtype == DType::f64)
+      from_file_layout(p, stored.data<double>(), host.data<double>());
+    else
+      from_file_layout(p, stored.data<float>(), host.data<float>());
+    p.value.copy_from(host, &ctx);
+  }
+  if (strict) {
+    if (!missing.empty()) {
+      std::string list;
+      for (size_t i = 0; i < missing.size() && i < 5; ++i) list += (i ? ", " : "") + missing[i];
+      KD_FAIL(file.path(), ": ", missing.size(), " parameter(s) missing, e.g. ", list);
+    }
+    std::vector<std::string> unexpected;
+    for (const std::string& name : file.names())
+      if (name.compare(0, prefix.size(), prefix) == 0 && !expected.count(name)) unexpected.push_back(name);
+    if (!unexpected.empty()) {
+      std::string list;
+      for (size_t i = 0; i < unexpected.size() && i < 5; ++i) list += (i ? ", " : "") + unexpected[i];
+      KD_FAIL(file.path(), ": ", unexpected.size(), " tensor(s) the model does not have, e.g. ", list);
+    }
+  }
+  sync_compute(ctx);
+}
+
+void ParamStore::save(SafetensorsWriter& out, Context& ctx, const std::string& prefix) const {
+  KD_CHECK(allocated(), "parameter store not allocated");
+  Tensor host = values_.to(Device::cpu, &ctx);
+  for (const Param& p : params_) {
+    Tensor file = Tensor::zeros_cpu(p.file_shape, host.dtype());
+    if (host.dtype() == DType::f64)
+      to_file_layout(p, host.data<double>() + p.offset, file.data<double>());
+    else
+      to_file_layout(p, host.data<float>() + p.offset, file.data<float>());
+    out.add(prefix + p.name, file);
+  }
+}
+
+}  // namespace kd

@@ -1,0 +1,119 @@
+// The fused augmentation: from uint8 source images and one view recipe per output image,
+// crop + bilinear resize + horizontal flip + mixup of two sources + mean/std normalisation,
+// written NHWC. The same recipe rendered at two resolutions gives the teacher's and the
+// student's view of exactly the same augmented image.
+//
+// Geometry (half-pixel centres, as tf.image.resize / PyTorch align_corners=False): output
+// pixel (oy, ox) of an out_h x out_w view of box (y0, x0, h, w) samples the source at
+//   sy = y0 + (oy + 0.5) * h / out_h - 0.5,   sx = x0 + (ox' + 0.5) * w / out_w - 0.5,
+// ox' = flip ? out_w - 1 - ox : ox, bilinear between the four neighbours, edges clamped.
+#pragma once
+#include <math.h>
+
+#include <cstdint>
+
+#include "kernels/common.h"
+#include "kernels/cuda_handles.h"
+
+namespace kd {
+
+struct CropBox {
+  float y0 = 0, x0 = 0, h = 1, w = 1;  // in source pixels
+};
+
+struct ViewSource {
+  int32_t image = 0;  // index into the batch's source images
+  uint8_t flip = 0;
+  CropBox box;
+};
+
+// out = lambda * render(a) + (1 - lambda) * render(b); b is not read when lambda == 1.
+struct ViewRecipe {
+  ViewSource a, b;
+  float lambda = 1.0f;
+};
+
+// A source image inside one packed buffer of uint8 HWC pixels with 3 channels.
+struct SourceImage {
+  int64_t offset = 0;  // bytes from the start of the buffer
+  int32_t h = 0, w = 0;
+};
+
+// Per-channel normalisation folded into one multiply-add: v = pixel * scale[c] + shift[c],
+// scale = 1 / (255 std), shift = -mean / std (BiT: mean = std = 0.5 -> [-1, 1]).
+struct Normalization {
+  float scale[3] = {2.0f / 255.0f, 2.0f / 255.0f, 2.0f / 255.0f};
+  float shift[3] = {-1.0f, -1.0f, -1.0f};
+  static Normalization from_mean_std(const float mean[3], const float std_dev[3]) {
+    Normalization n;
+    for (int c = 0; c < 3; ++c) n.scale[c] = 1.0f / (255.0f * std_dev[c]), n.shift[c] = -mean[c] / std_dev[c];
+    return n;
+  }
+};
+
+// Source coordinate of output pixel (oy, ox) (see the header comment).
+KD_HD void view_source_coord(const CropBox& box, bool flip, int64_t out_h, int64_t out_w, int64_t oy, int64_t ox,
+                             float* sy, float* sx) {
+  const int64_t fx = flip ? out_w - 1 - ox : ox;
+  *sy = box.y0 + (float(oy) + 0.5f) * box.h / float(out_h) - 0.5f;
+  *sx = box.x0 + (float(fx) + 0.5f) * box.w / float(out_w) - 0.5f;
+}
+
+// The two neighbours and the weight of the upper one along one axis, clamped to [0, size).
+KD_HD void bilinear_axis(float s, int32_t size, int32_t* i0, int32_t* i1, float* frac) {
+  const float fl = floorf(s);
+  int32_t lo = int32_t(fl);
+  float f = s - fl;
+  if (lo < 0) lo = 0, f = 0.0f;
+  if (lo >= size - 1) lo = size - 1, f = 0.0f;
+  *i0 = lo;
+  *i1 = lo + 1 < size ? lo + 1 : size - 1;
+  *frac = f;
+}
+
+// Bilinear sample of all 3 channels of one source image at (sy, sx); out[c] in pixel units.
+KD_HD void sample_bilinear3(const uint8_t* img, int32_t h, int32_t w, float sy, float sx, float out[3]) {
+  int32_t y0, y1, x0, x1;
+  float fy, fx;
+  bilinear_axis(sy, h, &y0, &y1, &fy);
+  bilinear_axis(sx, w, &x0, &x1, &fx);
+  const uint8_t* p00 = img + (int64_t(y0) * w + x0) * 3;
+  const uint8_t* p01 = img + (int64_t(y0) * w + x1) * 3;
+  const uint8_t* p10 = img + (int64_t(y1) * w + x0) * 3;
+  const uint8_t* p11 = img + (int64_t(y1) * w + x1) * 3;
+  for (int c = 0; c < 3; ++c) {
+    const float top = float(p00[c]) + fx * (float(p01[c]) - float(p00[c]));
+    const float bottom = float(p10[c]) + fx * (float(p11[c]) - float(p10[c]));
+    out[c] = top + fy * (bottom - top);
+  }
+}
+
+// One normalised output pixel of a recipe: all 3 channels.
+KD_HD void render_pixel(const uint8_t* pixels, const SourceImage* sources, const ViewRecipe& r,
+                        const Normalization& norm, int64_t out_h, int64_t out_w, int64_t oy, int64_t ox,
+                        float out[3]) {
+  float sy, sx, va[3];
+  const SourceImage& sa = sources[r.a.image];
+  view_source_coord(r.a.box, r.a.flip != 0, out_h, out_w, oy, ox, &sy, &sx);
+  sample_bilinear3(pixels + sa.offset, sa.h, sa.w, sy, sx, va);
+  if (r.lambda < 1.0f) {
+    float vb[3];
+    const SourceImage& sb = sources[r.b.image];
+    view_source_coord(r.b.box, r.b.flip != 0, out_h, out_w, oy, ox, &sy, &sx);
+    sample_bilinear3(pixels + sb.offset, sb.h, sb.w, sy, sx, vb);
+    for (int c = 0; c < 3; ++c) va[c] = r.lambda * va[c] + (1.0f - r.lambda) * vb[c];
+  }
+  for (int c = 0; c < 3; ++c) out[c] = va[c] * norm.scale[c] + norm.shift[c];
+}
+
+// out [n, out_h, out_w, 3] f32 on the host.
+void augment_cpu(const uint8_t* pixels, const SourceImage* sources, const ViewRecipe* recipes, int64_t n,
+                 const Normalization& norm, int64_t out_h, int64_t out_w, float* out);
+
+// Device pointers throughout. Writes both views of the same recipes in one launch:
+// first [n, h1, w1, 3] and second [n, h2, w2, 3] bf16; second may be null (one view).
+void augment_cuda(const CudaHandles& h, const uint8_t* pixels, const SourceImage* sources, const ViewRecipe* recipes,
+                  int64_t n, const Normalization& norm, int64_t h1, int64_t w1, bf16* first, int64_t h2, int64_t w2,
+                  bf16* second);
+
+}  // namespace kd

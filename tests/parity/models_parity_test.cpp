@@ -1,0 +1,94 @@
+// Whole-network parity with timm (tests/reference/make_models_fixtures.py): kd's CPU forward and
+// backward of BiT ResNetV2 models against timm, computed in float64, on the same weights/inputs.
+//
+//  - kd in f64: logits, input gradient and every parameter gradient within 1e-6 relative L2
+//    (the fixture stores F32, so ~3e-8 is the floor): the same function, exactly.
+//  - kd in f32 (the training path): logits within 1e-4 (the forward pass is continuous), and for
+//    the shallow models every gradient within 1e-4. The float32 backward pass of the deep
+//    resnetv2_50x1 differs from the exact one wherever float32 rounding flips a ReLU mask near
+//    zero, which depends on summation order: PyTorch's own float32 run of such fixtures is off by
+//    1e-5 to 2e-2 depending on the seed, and so is kd's. There the gradients are held to 1e-2
+//    (median tensor) and 5e-2 (every tensor); exactness is the f64 test's job.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "engine/ops.h"
+#include "engine/safetensors.h"
+#include "models/model.h"
+#include "tests/support/testing.h"
+
+namespace kd {
+namespace {
+
+struct Errors {
+  double logits = 0, dinput = 0, median_grad = 0, worst_grad = 0;
+  std::string worst_name;
+};
+
+template <typename T>
+double error_vs(const SafetensorsFile& file, const std::string& name, const T* values, const Shape& shape) {
+  const Tensor expected = file.tensor_as(name, shape, DType::f64);
+  return test::rel_l2(values, expected.data<double>(), size_t(shape_numel(shape)));
+}
+
+template <typename T>
+Errors run_model(const std::string& fixture, DType precision) {
+  SafetensorsFile file = SafetensorsFile::open(std::string(KD_PARITY_DIR) + "/" + fixture + ".safetensors");
+  auto ctx = Context::cpu(precision);
+  ModelSpec spec;
+  spec.arch = file.metadata().at("arch");
+  spec.num_classes = std::stoll(file.metadata().at("num_classes"));
+  std::unique_ptr<Model> model = create_model(spec);
+  model->params().allocate(*ctx);
+  model->params().load(file, *ctx, /*strict=*/false, "param.");
+  size_t timm_params = 0;
+  for (const std::string& name : file.names()) timm_params += name.rfind("param.", 0) == 0;
+  EXPECT_EQ(model->params().params().size(), timm_params) << "every timm parameter has a kd twin";
+
+  Errors e;
+  const Tensor input = ops::to_activation(*ctx, file.tensor_as("input", file.entry("input").shape, precision));
+  Tensor logits = model->forward(*ctx, input, Mode::train);
+  e.logits = error_vs(file, "logits", logits.data<T>(), logits.shape());
+  model->params().zero_grads(*ctx);
+  Tensor dinput = model->backward(*ctx, file.tensor_as("dlogits", logits.shape(), precision));
+  e.dinput = error_vs(file, "dinput", dinput.data<T>(), input.shape());
+  std::vector<double> errors;
+  for (const Param& p : model->params().params()) {
+    std::vector<T> grad(size_t(p.numel()));
+    to_file_layout(p, p.grad.data<T>(), grad.data());
+    errors.push_back(error_vs(file, "grad." + p.name, grad.data(), p.file_shape));
+    if (errors.back() > e.worst_grad) e.worst_grad = errors.back(), e.worst_name = p.name;
+  }
+  std::sort(errors.begin(), errors.end());
+  e.median_grad = errors[errors.size() / 2];
+  std::printf("[ parity ] %s in %s: logits %.1e, input grad %.1e, parameter grads median %.1e, worst %.1e (%s)\n",
+              fixture.c_str(), dtype_name(precision), e.logits, e.dinput, e.median_grad, e.worst_grad,
+              e.worst_name.c_str());
+  return e;
+}
+
+class Models : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Models, DoublePrecisionMatchesTimmExactly) {
+  const Errors e = run_model<double>(GetParam(), DType::f64);
+  EXPECT_LE(e.logits, 1e-6);
+  EXPECT_LE(e.dinput, 1e-6);
+  EXPECT_LE(e.worst_grad, 1e-6) << e.worst_name;
+}
+
+TEST_P(Models, SinglePrecisionMatchesTimm) {
+  const Errors e = run_model<float>(GetParam(), DType::f32);
+  const bool deep = GetParam() == "resnetv2_50x1_bit";
+  EXPECT_LE(e.logits, 1e-4);
+  EXPECT_LE(e.median_grad, deep ? 1e-2 : 1e-4);
+  EXPECT_LE(e.dinput, deep ? 5e-2 : 1e-4);
+  EXPECT_LE(e.worst_grad, deep ? 5e-2 : 1e-4) << e.worst_name;
+}
+
+INSTANTIATE_TEST_SUITE_P(ResNetV2, Models,
+                         ::testing::Values("resnetv2_50x1_bit", "resnetv2_demo_teacher", "resnetv2_fixed_small",
+                                           "resnetv2_demo_student"));
+
+}  // namespace
+}  // namespace kd

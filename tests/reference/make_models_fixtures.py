@@ -1,0 +1,93 @@
+"""Parity fixtures for whole models, computed by timm itself (pinned in tools/install_deps.sh).
+
+For each model: random input images (NHWC), timm's forward in float64, a random upstream
+gradient on the logits, and the gradients of every parameter and of the input. Parameters are
+timm's own initialisation, with the GroupNorm affine parameters and the head randomised so that
+their gradients are exercised. Saved as safetensors:
+  input [n, h, w, 3] NHWC, logits [n, classes], dlogits, dinput [n, h, w, 3] NHWC,
+  param.<timm name> (timm layout: conv OIHW), grad.<timm name>; metadata: arch, num_classes.
+Stored as F32 (inputs and parameters exactly, outputs rounded once); timm computed in float64.
+"""
+import argparse
+import collections
+import os
+from functools import partial
+
+import numpy as np
+import torch
+import timm
+from timm.layers.norm_act import GroupNormAct
+from timm.layers.std_conv import StdConv2d
+from timm.models.resnetv2 import ResNetV2
+
+import st
+
+
+def small_group_norm_act(num_channels, **kwargs):
+    """kd's rule for narrow custom networks: GroupNorm + ReLU with 32 groups, or the largest
+    divisor of the channel count below 32 (timm's default would reject fewer channels)."""
+    kwargs.pop("num_groups", None)
+    groups = max(g for g in range(1, min(32, num_channels) + 1) if num_channels % g == 0)
+    return GroupNormAct(num_channels, num_groups=groups, **kwargs)
+
+
+def custom_resnetv2(depths, width, stem, num_classes):
+    """The kd arch 'resnetv2(depths=..., width=W, stem=...)' built from timm's ResNetV2 class."""
+    model = ResNetV2(layers=depths, channels=tuple(4 * width * 2 ** i for i in range(len(depths))),
+                     num_classes=num_classes, stem_chs=width, stem_type="fixed",
+                     conv_layer=partial(StdConv2d, eps=1e-8), norm_layer=small_group_norm_act)
+    if stem == "conv3":  # one 3x3/2 weight-standardised conv, no pool
+        model.stem = torch.nn.Sequential(collections.OrderedDict(
+            conv=StdConv2d(3, width, kernel_size=3, stride=2, padding=1, eps=1e-8)))
+    return model
+
+
+def make(name, arch, model, n, size, seed, out_dir):
+    torch.manual_seed(seed)
+    model = model.double().train()
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if ".norm" in pname or pname.startswith("norm."):
+                p.copy_((1.0 if pname.endswith("weight") else 0.0) + 0.1 * torch.randn_like(p))
+            elif pname.startswith("head."):
+                p.copy_(0.05 * torch.randn_like(p))
+    # Parameters and inputs are rounded to float32 first, so the stored F32 values are exactly
+    # what the float64 computation used.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.float().double())
+    x = torch.randn(n, 3, size, size).double().requires_grad_(True)
+    logits = model(x)
+    dlogits = torch.randn(logits.shape).double()
+    logits.backward(dlogits)
+    nhwc = lambda t: t.detach().permute(0, 2, 3, 1).contiguous().numpy()
+    tensors = {"input": nhwc(x), "logits": logits.detach().numpy(), "dlogits": dlogits.numpy(),
+               "dinput": nhwc(x.grad)}
+    for pname, p in model.named_parameters():
+        tensors["param." + pname] = p.detach().numpy()
+        tensors["grad." + pname] = p.grad.numpy()
+    st.save(os.path.join(out_dir, name + ".safetensors"), tensors,
+            {"arch": arch, "num_classes": logits.shape[1], "timm": timm.__version__})
+    print(f"{name}: {sum(p.numel() for p in model.parameters())} parameters, logits {tuple(logits.shape)}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    torch.set_num_threads(1)
+    # The paper's student, exactly as timm registers it.
+    make("resnetv2_50x1_bit", "resnetv2_50x1_bit",
+         timm.create_model("resnetv2_50x1_bit", pretrained=False, num_classes=10), 2, 64, 0, args.out)
+    # The demo's teacher and student shapes (custom depth/width, both stems).
+    make("resnetv2_demo_teacher", "resnetv2(depths=1-1-1, width=32, stem=conv3)",
+         custom_resnetv2([1, 1, 1], 32, "conv3", 10), 3, 32, 1, args.out)
+    make("resnetv2_fixed_small", "resnetv2(depths=2-1, width=16, stem=fixed)",
+         custom_resnetv2([2, 1], 16, "fixed", 7), 2, 40, 2, args.out)
+    make("resnetv2_demo_student", "resnetv2(depths=1-1-1, width=8, stem=conv3)",
+         custom_resnetv2([1, 1, 1], 8, "conv3", 10), 4, 32, 3, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -32,7 +32,6 @@ Param* ParamStore::add(const std::string& name, const Shape& shape, ParamInit in
   p.decay = decay;
   p.init = init;
   p.init_std = init_std;
-  p.offset = numel_;
   numel_ += p.numel();
   params_.push_back(std::move(p));
   return &params_.back();
@@ -40,6 +39,13 @@ Param* ParamStore::add(const std::string& name, const Shape& shape, ParamInit in
 
 void ParamStore::allocate(Context& ctx) {
   KD_CHECK(!allocated(), "parameter store allocated twice");
+  // Decayed parameters first, then the rest: the optimizer is then two flat passes.
+  int64_t offset = 0;
+  for (bool decayed : {true, false})
+    for (Param& p : params_)
+      if (p.decay == decayed) p.offset = offset, offset += p.numel();
+  decay_numel_ = 0;
+  for (const Param& p : params_) decay_numel_ += p.decay ? p.numel() : 0;
   values_ = Tensor::empty({numel_}, ctx.param_dtype(), ctx);
   grads_ = Tensor::empty({numel_}, ctx.param_dtype(), ctx);
   fill_zero(values_.raw(), ctx.device(), values_.nbytes(), &ctx);

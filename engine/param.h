@@ -40,7 +40,7 @@ struct Param {
   Tensor value;            // fp32 master weights (f64 in a double-precision CPU context)
   Tensor grad;             // gradients in the same dtype (accumulated by backward)
   Tensor compute;          // what ops read: == value on the CPU, a bf16 copy on a GPU
-  int64_t offset = 0;      // in elements, into the store's buffers
+  int64_t offset = 0;      // in elements, into the store's buffers (set by allocate)
   int64_t numel() const { return shape_numel(shape); }
 };
 
@@ -58,6 +58,8 @@ class ParamStore {
   std::deque<Param>& params() { return params_; }
   Param& get(const std::string& name);  // throws naming the parameter
   int64_t numel() const { return numel_; }
+  // Elements [0, decay_numel) of the buffers belong to decayed parameters, the rest do not.
+  int64_t decay_numel() const { return decay_numel_; }
   Tensor values() const { return values_; }  // [numel] fp32, all parameters back to back
   Tensor grads() const { return grads_; }
 
@@ -77,7 +79,7 @@ class ParamStore {
   // Host f32 values -> dst (the store's dtype, any device).
   static void upload(const Tensor& dst, const float* host, Context& ctx);
   std::deque<Param> params_;
-  int64_t numel_ = 0;
+  int64_t numel_ = 0, decay_numel_ = 0;
   Tensor values_, grads_, compute_;
 };
 

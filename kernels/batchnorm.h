@@ -27,4 +27,15 @@ template <typename T>
 void batchnorm_backward_cpu(const BatchNormShape& s, const T* x, const T* gamma, const T* mean, const T* rstd,
                             const T* dy, T* dx, T* dgamma, T* dbeta);
 
+// CUDA: bf16 activations, fp32 statistics, running statistics and affine parameters.
+void batchnorm_forward_train_cuda(const CudaHandles& h, const BatchNormShape& s, float eps, float momentum,
+                                  const bf16* x, const float* gamma, const float* beta, bf16* y, float* mean,
+                                  float* rstd, float* running_mean, float* running_var);
+void batchnorm_forward_eval_cuda(const CudaHandles& h, const BatchNormShape& s, float eps, const bf16* x,
+                                 const float* gamma, const float* beta, const float* running_mean,
+                                 const float* running_var, bf16* y);
+void batchnorm_backward_cuda(const CudaHandles& h, const BatchNormShape& s, const bf16* x, const float* gamma,
+                             const float* mean, const float* rstd, const bf16* dy, bf16* dx, float* dgamma,
+                             float* dbeta);
+
 }  // namespace kd

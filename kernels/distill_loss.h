@@ -92,4 +92,10 @@ void distill_loss_cpu(const DistillLossShape& s, const DistillLossOptions& o, co
                       const T* student_logits, T* loss_rows, T* dstudent, int32_t* teacher_top1,
                       int32_t* student_rank);
 
+// CUDA: one block per row, one pass over the classes per statistic, fp32 throughout; outputs as
+// distill_loss_cpu (each may be null).
+void distill_loss_cuda(const CudaHandles& h, const DistillLossShape& s, const DistillLossOptions& o,
+                       const float* teacher_logits, const float* student_logits, float* loss_rows, float* dstudent,
+                       int32_t* teacher_top1, int32_t* student_rank);
+
 }  // namespace kd

@@ -55,4 +55,9 @@ void bias_add_cpu(int64_t rows, int64_t c, const T* bias, T* y);
 template <typename T>
 void bias_backward_cpu(int64_t rows, int64_t c, const T* dy, T* dbias);
 
+// CUDA: bf16 in and out, fp32 math.
+void activation_forward_cuda(const CudaHandles& h, Activation a, int64_t n, const bf16* x, bf16* y);
+void activation_backward_cuda(const CudaHandles& h, Activation a, int64_t n, const bf16* x, const bf16* dy, bf16* dx);
+void add_cuda(const CudaHandles& h, int64_t n, const bf16* a, const bf16* b, bf16* y);
+
 }  // namespace kd

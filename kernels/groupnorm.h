@@ -30,4 +30,12 @@ template <typename T>
 void groupnorm_backward_cpu(const GroupNormShape& s, const T* x, const T* gamma, const T* beta, const T* mean,
                             const T* rstd, bool relu, const T* dy, T* dx, T* dgamma, T* dbeta);
 
+// CUDA: bf16 activations, fp32 statistics and affine parameters, fp32 math. mean/rstd may be
+// null (inference: nothing is saved).
+void groupnorm_forward_cuda(const CudaHandles& h, const GroupNormShape& s, float eps, const bf16* x, const float* gamma,
+                            const float* beta, bool relu, bf16* y, float* mean, float* rstd);
+void groupnorm_backward_cuda(const CudaHandles& h, const GroupNormShape& s, const bf16* x, const float* gamma,
+                             const float* beta, const float* mean, const float* rstd, bool relu, const bf16* dy,
+                             bf16* dx, float* dgamma, float* dbeta);
+
 }  // namespace kd

@@ -19,4 +19,11 @@ void linear_forward_cpu(const LinearShape& s, const T* x, const T* w, const T* b
 template <typename T>
 void linear_backward_cpu(const LinearShape& s, const T* x, const T* w, const T* dy, T* dx, T* dw, T* dbias);
 
+// CUDA (cuBLASLt): bf16 features and weights, fp32 logits, bias and gradients. dx (bf16) and
+// dbias may be null.
+void linear_forward_cuda(const CudaHandles& h, const LinearShape& s, const bf16* x, const bf16* w, const float* bias,
+                         float* y);
+void linear_backward_cuda(const CudaHandles& h, const LinearShape& s, const bf16* x, const bf16* w, const float* dy,
+                          bf16* dx, float* dw, float* dbias);
+
 }  // namespace kd

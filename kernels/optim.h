@@ -43,11 +43,26 @@ KD_HD void sgd_update_element(const SgdHyper& h, float weight_decay, float& w, f
 // bias corrections 1 - beta^t, computed once per step on the host
 inline float adam_bias_correction(float beta, int64_t step) { return 1.0f - std::pow(beta, float(step)); }
 
-void adam_update_cpu(int64_t n, const AdamHyper& h, float weight_decay, float* w, const float* g, float* m, float* v);
-void sgd_update_cpu(int64_t n, const SgdHyper& h, float weight_decay, float* w, const float* g, float* buf);
+// g is multiplied by grad_scale first (gradient clipping without an extra pass).
+void adam_update_cpu(int64_t n, const AdamHyper& h, float weight_decay, float grad_scale, float* w, const float* g,
+                     float* m, float* v);
+void sgd_update_cpu(int64_t n, const SgdHyper& h, float weight_decay, float grad_scale, float* w, const float* g,
+                    float* buf);
 
 // sum of squares in double (for the global gradient norm), and x *= s
 double sum_squares_cpu(int64_t n, const float* x);
 void scale_cpu(int64_t n, float s, float* x);
+
+// CUDA: the same updates over one flat fp32 buffer (the parameter store keeps all decayed
+// parameters first, so a whole model is two launches); w_compute (bf16, may be null) receives
+// the updated weights' compute copy in the same pass. grad_scale multiplies g first (gradient
+// clipping without an extra pass).
+void adam_update_cuda(const CudaHandles& h, int64_t n, const AdamHyper& hp, float weight_decay, float grad_scale,
+                      float* w, const float* g, float* m, float* v, bf16* w_compute);
+void sgd_update_cuda(const CudaHandles& h, int64_t n, const SgdHyper& hp, float weight_decay, float grad_scale,
+                     float* w, const float* g, float* buf, bf16* w_compute);
+// *result (device) = sum of squares of x, accumulated in fp32 per block and fp64 across blocks.
+void sum_squares_cuda(const CudaHandles& h, int64_t n, const float* x, double* result);
+void scale_cuda(const CudaHandles& h, int64_t n, float s, float* x);
 
 }  // namespace kd

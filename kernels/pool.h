@@ -52,4 +52,11 @@ void global_avgpool_forward_cpu(int64_t n, int64_t hw, int64_t c, const T* x, T*
 template <typename T>
 void global_avgpool_backward_cpu(int64_t n, int64_t hw, int64_t c, const T* dy, T* dx);
 
+// CUDA: bf16 activations. argmax may be null in the forward pass (inference).
+void maxpool_forward_cuda(const CudaHandles& h, const MaxPoolShape& s, const bf16* x, bf16* y, int32_t* argmax);
+void maxpool_backward_cuda(const CudaHandles& h, const MaxPoolShape& s, const int32_t* argmax, const bf16* dy,
+                           bf16* dx);
+void global_avgpool_forward_cuda(const CudaHandles& h, int64_t n, int64_t hw, int64_t c, const bf16* x, bf16* y);
+void global_avgpool_backward_cuda(const CudaHandles& h, int64_t n, int64_t hw, int64_t c, const bf16* dy, bf16* dx);
+
 }  // namespace kd

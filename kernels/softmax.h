@@ -48,4 +48,9 @@ void topk_correct_cpu(int64_t rows, int64_t classes, const T* logits, const int3
 template <typename T>
 void argmax_rows_cpu(int64_t rows, int64_t classes, const T* x, int32_t* out);
 
+// CUDA: fp32 logits; as cross_entropy_cpu (labels are checked on the host by the caller).
+void cross_entropy_cuda(const CudaHandles& h, int64_t rows, int64_t classes, const float* logits,
+                        const int32_t* labels, float label_smoothing, float grad_scale, float* loss_rows,
+                        float* dlogits);
+
 }  // namespace kd

@@ -20,4 +20,11 @@ template <typename T>
 void weight_std_backward_cpu(int64_t c_out, int64_t k, const T* w, const T* mean, const T* rstd, const T* dw_hat,
                              T* dw);
 
+// CUDA: from the fp32 master weights straight to the bf16 compute copy; statistics fp32.
+// Backward as the CPU version, all fp32.
+void weight_std_forward_cuda(const CudaHandles& h, int64_t c_out, int64_t k, float eps, const float* w, bf16* w_hat,
+                             float* mean, float* rstd);
+void weight_std_backward_cuda(const CudaHandles& h, int64_t c_out, int64_t k, const float* w, const float* mean,
+                              const float* rstd, const float* dw_hat, float* dw);
+
 }  // namespace kd

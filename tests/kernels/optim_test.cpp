@@ -34,7 +34,7 @@ TEST(Adam, MatchesFormulasOverSeveralStepsWithAndWithoutWeightDecay) {
     for (int t = 1; t <= kSteps; ++t) {
       const std::vector<float> g = gradient_at(t);
       h.step = t;
-      adam_update_cpu(kSize, h, wd, w.data(), g.data(), m.data(), v.data());
+      adam_update_cpu(kSize, h, wd, 1.0f, w.data(), g.data(), m.data(), v.data());
       for (size_t i = 0; i < size_t(kSize); ++i) {
         m_ref[i] = b1 * m_ref[i] + (1 - b1) * g[i];
         v_ref[i] = b2 * v_ref[i] + (1 - b2) * double(g[i]) * g[i];
@@ -54,7 +54,7 @@ TEST(Adam, FirstStepMovesEveryWeightByAboutLearningRate) {
   h.lr = 0.001f;
   std::vector<float> w(size_t(kSize), 0.5f), m(static_cast<size_t>(kSize)), v(static_cast<size_t>(kSize));
   const std::vector<float> g = gradient_at(0);
-  adam_update_cpu(kSize, h, 0.0f, w.data(), g.data(), m.data(), v.data());
+  adam_update_cpu(kSize, h, 0.0f, 1.0f, w.data(), g.data(), m.data(), v.data());
   for (size_t i = 0; i < size_t(kSize); ++i) EXPECT_NEAR(w[i], 0.5f - 0.001f * std::copysign(1.0f, g[i]), 1e-6f);
 }
 
@@ -70,7 +70,7 @@ TEST(Sgd, MatchesFormulasOverSeveralStepsForMomentumNesterovAndWeightDecay) {
       for (int t = 1; t <= kSteps; ++t) {
         const std::vector<float> g = gradient_at(t);
         h.step = t;
-        sgd_update_cpu(kSize, h, wd, w.data(), g.data(), buf.data());
+        sgd_update_cpu(kSize, h, wd, 1.0f, w.data(), g.data(), buf.data());
         for (size_t i = 0; i < size_t(kSize); ++i) {
           buf_ref[i] = t == 1 ? g[i] : 0.9 * buf_ref[i] + g[i];
           const double d = nesterov ? g[i] + 0.9 * buf_ref[i] : buf_ref[i];
@@ -86,10 +86,10 @@ TEST(Optim, RejectsStepZero) {
   std::vector<float> w(4), g(4), m(4), v(4);
   AdamHyper a;
   a.step = 0;
-  EXPECT_THROW(adam_update_cpu(4, a, 0.0f, w.data(), g.data(), m.data(), v.data()), Error);
+  EXPECT_THROW(adam_update_cpu(4, a, 0.0f, 1.0f, w.data(), g.data(), m.data(), v.data()), Error);
   SgdHyper s;
   s.step = 0;
-  EXPECT_THROW(sgd_update_cpu(4, s, 0.0f, w.data(), g.data(), m.data()), Error);
+  EXPECT_THROW(sgd_update_cpu(4, s, 0.0f, 1.0f, w.data(), g.data(), m.data()), Error);
 }
 
 TEST(Optim, SumSquaresMatchesDoubleSumAndIsExactForLargeCounts) {

@@ -128,7 +128,7 @@ TEST(Loss, AdamWMatchesTorchOverSeveralSteps) {
   h.eps = meta_float("adam_eps");
   for (int64_t s = 0; s < steps; ++s) {
     h.step = s + 1;
-    adam_update_cpu(n, h, meta_float("adam_wd"), w.data(), grads.data() + s * n, m.data(), v.data());
+    adam_update_cpu(n, h, meta_float("adam_wd"), 1.0f, w.data(), grads.data() + s * n, m.data(), v.data());
   }
   expect_close("adamw w", w, floats("adamw/w", {n}));
   expect_close("adamw m", m, floats("adamw/m", {n}));
@@ -145,7 +145,7 @@ TEST(Loss, SgdMomentumMatchesTorchWithoutWeightDecay) {
   h.lr = meta_float("sgd_lr"), h.momentum = meta_float("sgd_momentum"), h.nesterov = false;
   for (int64_t s = 0; s < steps; ++s) {
     h.step = s + 1;
-    sgd_update_cpu(n, h, 0.0f, w.data(), grads.data() + s * n, buf.data());
+    sgd_update_cpu(n, h, 0.0f, 1.0f, w.data(), grads.data() + s * n, buf.data());
   }
   expect_close("sgd w", w, floats("sgd/w", {n}));
   expect_close("sgd momentum buffer", buf, floats("sgd/buf", {n}));

@@ -186,6 +186,22 @@ const CudaHandles& Context::cuda_handles() const {
 #endif
 }
 
+std::unique_ptr<Context> make_context(const std::string& device) {
+  if (device == "cpu") return Context::cpu();
+  if (device == "auto") return cuda_available() ? Context::cuda(0) : Context::cpu();
+  if (device == "cuda") return Context::cuda(0);
+  if (device.rfind("cuda:", 0) == 0) {
+    int index = -1;
+    try {
+      index = std::stoi(device.substr(5));
+    } catch (const std::exception&) {
+    }
+    KD_CHECK(index >= 0, "device '", device, "': expected cuda:N with N >= 0");
+    return Context::cuda(index);
+  }
+  KD_FAIL("unknown device '", device, "' (use cpu, cuda, cuda:N or auto)");
+}
+
 std::string Context::describe() const {
   if (device_ == Device::cpu) return "cpu (" + std::to_string(omp_get_max_threads()) + " threads)";
 #if KD_HAVE_CUDA

@@ -46,6 +46,9 @@ class Context {
   std::unique_ptr<CudaState> cuda_;
 };
 
+// "cpu", "cuda", "cuda:N" or "auto" (cuda when a device is usable, else cpu).
+std::unique_ptr<Context> make_context(const std::string& device);
+
 // Raw device memory, used by the pool and the parameter store.
 void* device_alloc(size_t bytes, int device_index);
 void device_free(void* p);

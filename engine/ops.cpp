@@ -1,8 +1,11 @@
 #include "engine/ops.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "kernels/linear.h"
+#include "kernels/optim.h"
+#include "kernels/softmax.h"
 #include "kernels/weight_std.h"
 #if KD_HAVE_CUDA
 #include "kernels/cast.h"
@@ -42,7 +45,9 @@ void with_cpu_precision(const Context& ctx, F&& f) {
     f(float{});
 }
 
-[[noreturn]] void no_cuda_path(const char* op) { KD_FAIL(op, ": the CUDA path is not built in this binary"); }
+#if !KD_HAVE_CUDA
+[[noreturn]] void no_cuda_path(const char* op) { KD_FAIL(op, ": kd was built without CUDA (KD_CUDA=OFF)"); }
+#endif
 
 Tensor new_activation(Context& ctx, const Shape& shape) { return Tensor::empty(shape, activation_dtype(ctx), ctx); }
 
@@ -166,7 +171,12 @@ void weight_std(Context& ctx, const Tensor& w, float eps, Tensor& w_hat, Tensor&
   mean = Tensor::empty({c_out}, ctx.param_dtype(), ctx);
   rstd = Tensor::empty({c_out}, ctx.param_dtype(), ctx);
   if (ctx.is_cuda()) {
+#if KD_HAVE_CUDA
+    weight_std_forward_cuda(ctx.cuda_handles(), c_out, k, eps, w.data<float>(), w_hat.data<bf16>(), mean.data<float>(),
+                             rstd.data<float>());
+#else
     no_cuda_path("weight_std");
+#endif
   } else {
     with_cpu_precision(ctx, [&](auto zero) {
       using T = decltype(zero);
@@ -182,7 +192,12 @@ void weight_std_backward(Context& ctx, const Tensor& w, const Tensor& mean, cons
   check_param(ctx, dw_hat, w.shape(), "weight_std_backward", "dw_hat");
   check_param(ctx, dw, w.shape(), "weight_std_backward", "dw");
   if (ctx.is_cuda()) {
+#if KD_HAVE_CUDA
+    weight_std_backward_cuda(ctx.cuda_handles(), c_out, k, w.data<float>(), mean.data<float>(), rstd.data<float>(),
+                              dw_hat.data<float>(), dw.data<float>());
+#else
     no_cuda_path("weight_std_backward");
+#endif
   } else {
     with_cpu_precision(ctx, [&](auto zero) {
       using T = decltype(zero);
@@ -205,7 +220,12 @@ Tensor groupnorm(Context& ctx, const Tensor& x, const Tensor& gamma, const Tenso
   Tensor y = new_activation(ctx, x.shape());
   Tensor m = Tensor::empty({s.n, groups}, ctx.param_dtype(), ctx), r = Tensor::empty({s.n, groups}, ctx.param_dtype(), ctx);
   if (ctx.is_cuda()) {
+#if KD_HAVE_CUDA
+    groupnorm_forward_cuda(ctx.cuda_handles(), s, eps, x.data<bf16>(), gamma.data<float>(), beta.data<float>(), relu,
+                           y.data<bf16>(), m.data<float>(), r.data<float>());
+#else
     no_cuda_path("groupnorm");
+#endif
   } else {
     with_cpu_precision(ctx, [&](auto zero) {
       using T = decltype(zero);
@@ -228,7 +248,13 @@ Tensor groupnorm_backward(Context& ctx, const Tensor& x, const Tensor& gamma, co
   check_param(ctx, dbeta, {s.c}, "groupnorm_backward", "dbeta");
   Tensor dx = new_activation(ctx, x.shape());
   if (ctx.is_cuda()) {
+#if KD_HAVE_CUDA
+    groupnorm_backward_cuda(ctx.cuda_handles(), s, x.data<bf16>(), gamma.data<float>(), beta.data<float>(),
+                            mean.data<float>(), rstd.data<float>(), relu, dy.data<bf16>(), dx.data<bf16>(),
+                            dgamma.data<float>(), dbeta.data<float>());
+#else
     no_cuda_path("groupnorm_backward");
+#endif
   } else {
     with_cpu_precision(ctx, [&](auto zero) {
       using T = decltype(zero);
@@ -249,7 +275,13 @@ Tensor batchnorm_train(Context& ctx, const Tensor& x, const Tensor& gamma, const
   mean = Tensor::empty({c}, ctx.param_dtype(), ctx);
   rstd = Tensor::empty({c}, ctx.param_dtype(), ctx);
   if (ctx.is_cuda()) {
+#if KD_HAVE_CUDA
+    batchnorm_forward_train_cuda(ctx.cuda_handles(), s, eps, momentum, x.data<bf16>(), gamma.data<float>(),
+                                 beta.data<float>(), y.data<bf16>(), mean.data<float>(), rstd.data<float>(),
+                                 running_mean.data<float>(), running_var.data<float>());
+#else
     no_cuda_path("batchnorm");
+#endif
   } else {
     with_cpu_precision(ctx, [&](auto zero) {
       using T = decltype(zero);
@@ -268,7 +300,12 @@ Tensor batchnorm_eval(Context& ctx, const Tensor& x, const Tensor& gamma, const 
   BatchNormShape s{x.numel() / c, c};
   Tensor y = new_activation(ctx, x.shape());
   if (ctx.is_cuda()) {
+#if KD_HAVE_CUDA
+    batchnorm_forward_eval_cuda(ctx.cuda_handles(), s, eps, x.data<bf16>(), gamma.data<float>(), beta.data<float>(),
+                                running_mean.data<float>(), running_var.data<float>(), y.data<bf16>());
+#else
     no_cuda_path("batchnorm");
+#endif
   } else {
     with_cpu_precision(ctx, [&](auto zero) {
       using T = decltype(zero);
@@ -286,7 +323,13 @@ Tensor batchnorm_backward(Context& ctx, const Tensor& x, const Tensor& gamma, co
   BatchNormShape s{x.numel() / c, c};
   Tensor dx = new_activation(ctx, x.shape());
   if (ctx.is_cuda()) {
+#if KD_HAVE_CUDA
+    batchnorm_backward_cuda(ctx.cuda_handles(), s, x.data<bf16>(), gamma.data<float>(), mean.data<float>(),
+                            rstd.data<float>(), dy.data<bf16>(), dx.data<bf16>(), dgamma.data<float>(),
+                            dbeta.data<float>());
+#else
     no_cuda_path("batchnorm_backward");
+#endif
   } else {
     with_cpu_precision(ctx, [&](auto zero) {
       using T = decltype(zero);
@@ -307,7 +350,11 @@ Tensor maxpool(Context& ctx, const Tensor& x, MaxPoolShape s, Tensor* argmax) {
   Tensor y = new_activation(ctx, {s.n, s.out_h(), s.out_w(), s.c});
   Tensor idx = Tensor::empty(y.shape(), DType::i32, ctx);
   if (ctx.is_cuda()) {
+#if KD_HAVE_CUDA
+    maxpool_forward_cuda(ctx.cuda_handles(), s, x.data<bf16>(), y.data<bf16>(), idx.data<int32_t>());
+#else
     no_cuda_path("maxpool");
+#endif
   } else {
     with_cpu_precision(ctx, [&](auto zero) {
       using T = decltype(zero);
@@ -323,7 +370,11 @@ Tensor maxpool_backward(Context& ctx, const Tensor& argmax, const Tensor& dy, co
   check_shape(dy, {s.n, s.out_h(), s.out_w(), s.c}, "maxpool_backward dy");
   Tensor dx = new_activation(ctx, {s.n, s.h, s.w, s.c});
   if (ctx.is_cuda()) {
+#if KD_HAVE_CUDA
+    maxpool_backward_cuda(ctx.cuda_handles(), s, argmax.data<int32_t>(), dy.data<bf16>(), dx.data<bf16>());
+#else
     no_cuda_path("maxpool_backward");
+#endif
   } else {
     with_cpu_precision(ctx, [&](auto zero) {
       using T = decltype(zero);
@@ -339,7 +390,11 @@ Tensor global_avgpool(Context& ctx, const Tensor& x) {
   const int64_t n = x.dim(0), hw = x.dim(1) * x.dim(2), c = x.dim(3);
   Tensor y = new_activation(ctx, {n, c});
   if (ctx.is_cuda()) {
+#if KD_HAVE_CUDA
+    global_avgpool_forward_cuda(ctx.cuda_handles(), n, hw, c, x.data<bf16>(), y.data<bf16>());
+#else
     no_cuda_path("global_avgpool");
+#endif
   } else {
     with_cpu_precision(ctx, [&](auto zero) {
       using T = decltype(zero);
@@ -355,7 +410,11 @@ Tensor global_avgpool_backward(Context& ctx, const Tensor& dy, const Shape& x_sh
   check_shape(dy, {n, c}, "global_avgpool_backward dy");
   Tensor dx = new_activation(ctx, x_shape);
   if (ctx.is_cuda()) {
+#if KD_HAVE_CUDA
+    global_avgpool_backward_cuda(ctx.cuda_handles(), n, hw, c, dy.data<bf16>(), dx.data<bf16>());
+#else
     no_cuda_path("global_avgpool_backward");
+#endif
   } else {
     with_cpu_precision(ctx, [&](auto zero) {
       using T = decltype(zero);
@@ -369,7 +428,11 @@ Tensor activation(Context& ctx, Activation a, const Tensor& x) {
   check_activation(ctx, x, "activation", "input");
   Tensor y = new_activation(ctx, x.shape());
   if (ctx.is_cuda()) {
+#if KD_HAVE_CUDA
+    activation_forward_cuda(ctx.cuda_handles(), a, x.numel(), x.data<bf16>(), y.data<bf16>());
+#else
     no_cuda_path("activation");
+#endif
   } else {
     with_cpu_precision(ctx, [&](auto zero) {
       using T = decltype(zero);
@@ -384,7 +447,11 @@ Tensor activation_backward(Context& ctx, Activation a, const Tensor& x, const Te
   check_shape(dy, x.shape(), "activation_backward dy");
   Tensor dx = new_activation(ctx, x.shape());
   if (ctx.is_cuda()) {
+#if KD_HAVE_CUDA
+    activation_backward_cuda(ctx.cuda_handles(), a, x.numel(), x.data<bf16>(), dy.data<bf16>(), dx.data<bf16>());
+#else
     no_cuda_path("activation_backward");
+#endif
   } else {
     with_cpu_precision(ctx, [&](auto zero) {
       using T = decltype(zero);
@@ -400,7 +467,11 @@ Tensor add(Context& ctx, const Tensor& a, const Tensor& b) {
   check_shape(b, a.shape(), "add: b");
   Tensor y = new_activation(ctx, a.shape());
   if (ctx.is_cuda()) {
+#if KD_HAVE_CUDA
+    add_cuda(ctx.cuda_handles(), a.numel(), a.data<bf16>(), b.data<bf16>(), y.data<bf16>());
+#else
     no_cuda_path("add");
+#endif
   } else {
     with_cpu_precision(ctx, [&](auto zero) {
       using T = decltype(zero);
@@ -418,7 +489,12 @@ Tensor linear(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias
   if (bias.defined()) check_param(ctx, bias, {s.out}, "linear", "bias");
   Tensor y = Tensor::empty({s.rows, s.out}, ctx.param_dtype(), ctx);
   if (ctx.is_cuda()) {
+#if KD_HAVE_CUDA
+    linear_forward_cuda(ctx.cuda_handles(), s, x.data<bf16>(), w.data<bf16>(), bias.defined() ? bias.data<float>() : nullptr,
+                        y.data<float>());
+#else
     no_cuda_path("linear");
+#endif
   } else {
     with_cpu_precision(ctx, [&](auto zero) {
       using T = decltype(zero);
@@ -436,7 +512,13 @@ Tensor linear_backward(Context& ctx, const Tensor& x, const Tensor& w, const Ten
   check_param(ctx, dw, {s.out, s.in}, "linear_backward", "dw");
   Tensor dx = need_dx ? new_activation(ctx, x.shape()) : Tensor();
   if (ctx.is_cuda()) {
+#if KD_HAVE_CUDA
+    linear_backward_cuda(ctx.cuda_handles(), s, x.data<bf16>(), w.data<bf16>(), dy.data<float>(),
+                         need_dx ? dx.data<bf16>() : nullptr, dw.data<float>(),
+                         dbias.defined() ? dbias.data<float>() : nullptr);
+#else
     no_cuda_path("linear_backward");
+#endif
   } else {
     with_cpu_precision(ctx, [&](auto zero) {
       using T = decltype(zero);
@@ -446,6 +528,120 @@ Tensor linear_backward(Context& ctx, const Tensor& x, const Tensor& w, const Ten
     });
   }
   return dx;
+}
+
+// --- data and losses -----------------------------------------------------------------------------
+
+std::pair<Tensor, Tensor> augment(Context& ctx, const uint8_t* pixels, size_t bytes,
+                                  const std::vector<SourceImage>& sources, const std::vector<ViewRecipe>& recipes,
+                                  const Normalization& norm, int64_t h1, int64_t w1, int64_t h2, int64_t w2) {
+  const int64_t n = int64_t(recipes.size());
+  KD_CHECK(n > 0 && h1 > 0 && w1 > 0, "augment: empty batch or view size ", h1, "x", w1);
+  for (const ViewRecipe& r : recipes) {
+    KD_CHECK(r.a.image >= 0 && size_t(r.a.image) < sources.size() && r.b.image >= 0 &&
+                 size_t(r.b.image) < sources.size(),
+             "augment: a recipe names source ", r.a.image, "/", r.b.image, " of ", sources.size());
+  }
+  for (const SourceImage& src : sources)
+    KD_CHECK(src.h > 0 && src.w > 0 && src.offset >= 0 && size_t(src.offset) + size_t(src.h) * src.w * 3 <= bytes,
+             "augment: source image ", src.h, "x", src.w, " at byte ", src.offset, " lies outside the ", bytes,
+             "-byte pixel buffer");
+  if (ctx.is_cuda()) {
+#if KD_HAVE_CUDA
+    // One staging buffer: recipes, sources, then pixels (each 256-byte aligned), one copy.
+    auto align = [](size_t b) { return (b + 255) / 256 * 256; };
+    const size_t recipe_bytes = align(recipes.size() * sizeof(ViewRecipe));
+    const size_t source_bytes = align(sources.size() * sizeof(SourceImage));
+    std::vector<uint8_t> host(recipe_bytes + source_bytes + bytes);
+    std::memcpy(host.data(), recipes.data(), recipes.size() * sizeof(ViewRecipe));
+    std::memcpy(host.data() + recipe_bytes, sources.data(), sources.size() * sizeof(SourceImage));
+    std::memcpy(host.data() + recipe_bytes + source_bytes, pixels, bytes);
+    Tensor staged = Tensor::empty({int64_t(host.size())}, DType::u8, ctx);
+    copy_bytes(staged.raw(), Device::cuda, host.data(), Device::cpu, host.size(), &ctx);
+    const uint8_t* base = staged.data<uint8_t>();
+    Tensor first = Tensor::empty({n, h1, w1, 3}, DType::bf16, ctx), second;
+    if (h2 > 0) second = Tensor::empty({n, h2, w2, 3}, DType::bf16, ctx);
+    augment_cuda(ctx.cuda_handles(), base + recipe_bytes + source_bytes,
+                 reinterpret_cast<const SourceImage*>(base + recipe_bytes), reinterpret_cast<const ViewRecipe*>(base),
+                 n, norm, h1, w1, first.data<bf16>(), h2, w2, h2 > 0 ? second.data<bf16>() : nullptr);
+    return {first, second};
+#else
+    no_cuda_path("augment");
+#endif
+  }
+  auto render = [&](int64_t h, int64_t w) {
+    Tensor out = Tensor::zeros_cpu({n, h, w, 3}, DType::f32);
+    augment_cpu(pixels, sources.data(), recipes.data(), n, norm, h, w, out.data<float>());
+    return to_activation(ctx, out);
+  };
+  return {render(h1, w1), h2 > 0 ? render(h2, w2) : Tensor()};
+}
+
+LossResult distill_loss(Context& ctx, const Tensor& teacher_logits, const Tensor& student_logits,
+                        const DistillLossOptions& options, bool need_grad) {
+  KD_CHECK(student_logits.ndim() == 2 && teacher_logits.ndim() == 3, "distill_loss: expected teacher [k, rows, ",
+           "classes] and student [rows, classes], got ", teacher_logits.describe(), " and ", student_logits.describe());
+  DistillLossShape s{student_logits.dim(0), student_logits.dim(1), teacher_logits.dim(0)};
+  check_param(ctx, student_logits, {s.rows, s.classes}, "distill_loss", "student logits");
+  check_param(ctx, teacher_logits, {s.teachers, s.rows, s.classes}, "distill_loss", "teacher logits");
+  LossResult r;
+  Tensor loss = Tensor::empty({s.rows}, ctx.param_dtype(), ctx);
+  Tensor top1 = Tensor::empty({s.rows}, DType::i32, ctx), rank = Tensor::empty({s.rows}, DType::i32, ctx);
+  if (need_grad) r.dlogits = Tensor::empty({s.rows, s.classes}, ctx.param_dtype(), ctx);
+  if (ctx.is_cuda()) {
+#if KD_HAVE_CUDA
+    distill_loss_cuda(ctx.cuda_handles(), s, options, teacher_logits.data<float>(), student_logits.data<float>(),
+                      loss.data<float>(), need_grad ? r.dlogits.data<float>() : nullptr, top1.data<int32_t>(),
+                      rank.data<int32_t>());
+#else
+    no_cuda_path("distill_loss");
+#endif
+  } else {
+    with_cpu_precision(ctx, [&](auto zero) {
+      using T = decltype(zero);
+      distill_loss_cpu<T>(s, options, teacher_logits.data<T>(), student_logits.data<T>(), loss.data<T>(),
+                          need_grad ? r.dlogits.data<T>() : nullptr, top1.data<int32_t>(), rank.data<int32_t>());
+    });
+  }
+  Tensor loss_host = to_host_f32(ctx, loss);
+  r.loss_rows.assign(loss_host.data<float>(), loss_host.data<float>() + s.rows);
+  Tensor top1_host = top1.to(Device::cpu, &ctx), rank_host = rank.to(Device::cpu, &ctx);
+  r.teacher_top1.assign(top1_host.data<int32_t>(), top1_host.data<int32_t>() + s.rows);
+  r.student_rank.assign(rank_host.data<int32_t>(), rank_host.data<int32_t>() + s.rows);
+  return r;
+}
+
+LossResult cross_entropy(Context& ctx, const Tensor& logits, const std::vector<int32_t>& labels,
+                         float label_smoothing, float grad_scale, bool need_grad) {
+  KD_CHECK(logits.ndim() == 2 && int64_t(labels.size()) == logits.dim(0), "cross_entropy: ", labels.size(),
+           " labels for logits ", logits.describe());
+  const int64_t rows = logits.dim(0), classes = logits.dim(1);
+  check_param(ctx, logits, {rows, classes}, "cross_entropy", "logits");
+  for (int64_t i = 0; i < rows; ++i)
+    KD_CHECK(labels[size_t(i)] >= 0 && labels[size_t(i)] < classes, "cross_entropy: row ", i, " has label ",
+             labels[size_t(i)], " outside [0, ", classes, ")");
+  LossResult r;
+  Tensor loss = Tensor::empty({rows}, ctx.param_dtype(), ctx);
+  if (need_grad) r.dlogits = Tensor::empty({rows, classes}, ctx.param_dtype(), ctx);
+  if (ctx.is_cuda()) {
+#if KD_HAVE_CUDA
+    Tensor label_host = Tensor::borrow(const_cast<int32_t*>(labels.data()), {rows}, DType::i32, Device::cpu);
+    Tensor label_dev = label_host.to(Device::cuda, &ctx);
+    cross_entropy_cuda(ctx.cuda_handles(), rows, classes, logits.data<float>(), label_dev.data<int32_t>(),
+                       label_smoothing, grad_scale, loss.data<float>(), need_grad ? r.dlogits.data<float>() : nullptr);
+#else
+    no_cuda_path("cross_entropy");
+#endif
+  } else {
+    with_cpu_precision(ctx, [&](auto zero) {
+      using T = decltype(zero);
+      cross_entropy_cpu<T>(rows, classes, logits.data<T>(), labels.data(), T(label_smoothing), T(grad_scale),
+                           loss.data<T>(), need_grad ? r.dlogits.data<T>() : nullptr);
+    });
+  }
+  Tensor loss_host = to_host_f32(ctx, loss);
+  r.loss_rows.assign(loss_host.data<float>(), loss_host.data<float>() + rows);
+  return r;
 }
 
 }  // namespace kd::ops

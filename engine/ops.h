@@ -5,6 +5,10 @@
 #pragma once
 #include "engine/context.h"
 #include "engine/tensor.h"
+#include <utility>
+#include <vector>
+
+#include "kernels/augment.h"
 #include "kernels/batchnorm.h"
 #include "kernels/conv.h"
 #include "kernels/distill_loss.h"
@@ -67,5 +71,25 @@ Tensor linear(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias
 // (undefined when need_dx is false)
 Tensor linear_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& dy, Tensor& dw, Tensor& dbias,
                        bool need_dx);
+
+// --- data and losses ---------------------------------------------------------------------------
+// Renders the recipes from host uint8 HWC pixels into activations [n, h1, w1, 3] and, when h2 > 0,
+// a second view [n, h2, w2, 3] of the same recipes (on a GPU in the same launch).
+std::pair<Tensor, Tensor> augment(Context& ctx, const uint8_t* pixels, size_t bytes,
+                                  const std::vector<SourceImage>& sources, const std::vector<ViewRecipe>& recipes,
+                                  const Normalization& norm, int64_t h1, int64_t w1, int64_t h2 = 0, int64_t w2 = 0);
+
+struct LossResult {
+  std::vector<float> loss_rows;        // host
+  Tensor dlogits;                      // on the device, param dtype; undefined without need_grad
+  std::vector<int32_t> teacher_top1;   // distillation only
+  std::vector<int32_t> student_rank;   // distillation only
+};
+// teacher_logits [teachers, rows, classes], student_logits [rows, classes]
+LossResult distill_loss(Context& ctx, const Tensor& teacher_logits, const Tensor& student_logits,
+                        const DistillLossOptions& options, bool need_grad);
+// labels on the host, checked against the class count
+LossResult cross_entropy(Context& ctx, const Tensor& logits, const std::vector<int32_t>& labels,
+                         float label_smoothing, float grad_scale, bool need_grad);
 
 }  // namespace kd::ops

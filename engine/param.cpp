@@ -175,7 +175,8 @@ void ParamStore::load(const SafetensorsFile& file, Context& ctx, bool strict, co
     }
     std::vector<std::string> unexpected;
     for (const std::string& name : file.names())
-      if (name.compare(0, prefix.size(), prefix) == 0 && !expected.count(name)) unexpected.push_back(name);
+      if (name.compare(0, prefix.size(), prefix) == 0 && !expected.count(name) && name.rfind("optimizer.", 0) != 0)
+        unexpected.push_back(name);
     if (!unexpected.empty()) {
       std::string list;
       for (size_t i = 0; i < unexpected.size() && i < 5; ++i) list += (i ? ", " : "") + unexpected[i];

@@ -62,6 +62,7 @@ class ParamStore {
   int64_t decay_numel() const { return decay_numel_; }
   Tensor values() const { return values_; }  // [numel] fp32, all parameters back to back
   Tensor grads() const { return grads_; }
+  Tensor compute_values() const { return compute_; }  // bf16 copies (GPU only)
 
   // Deterministic initial values from (seed, parameter name), on the host, then to the device.
   void init(uint64_t seed, Context& ctx);
@@ -70,7 +71,8 @@ class ParamStore {
   void sync_compute(Context& ctx);
 
   // Load/save under the file names and layouts. Loading checks every shape (naming the tensor
-  // and both shapes); `strict` also rejects missing and unexpected tensors. `prefix` is prepended
+  // and both shapes); `strict` also rejects missing and unexpected tensors (training state
+  // stored beside the weights under "optimizer." is not unexpected). `prefix` is prepended
   // to every name in the file (checkpoints keep "student." etc.). Skipped names may be excluded.
   void load(const SafetensorsFile& file, Context& ctx, bool strict = true, const std::string& prefix = "",
             const std::vector<std::string>& skip = {});

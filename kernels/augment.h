@@ -88,30 +88,101 @@ KD_HD void sample_bilinear3(const uint8_t* img, int32_t h, int32_t w, float sy, 
   }
 }
 
+// A source image resolved to its first byte.
+struct SourceView {
+  const uint8_t* pixels = nullptr;
+  int32_t h = 0, w = 0;
+};
+
+KD_HD SourceView resolve_source(const uint8_t* pixels, const SourceImage& s) {
+  SourceView v;
+  v.pixels = pixels + s.offset;
+  v.h = s.h;
+  v.w = s.w;
+  return v;
+}
+
+// One normalised output pixel of a recipe whose sources are resolved: all 3 channels. `b` is not
+// read when r.lambda == 1.
+KD_HD void render_resolved_pixel(const SourceView& a, const SourceView& b, const ViewRecipe& r,
+                                 const Normalization& norm, int64_t out_h, int64_t out_w, int64_t oy, int64_t ox,
+                                 float out[3]) {
+  float sy, sx, va[3];
+  view_source_coord(r.a.box, r.a.flip != 0, out_h, out_w, oy, ox, &sy, &sx);
+  sample_bilinear3(a.pixels, a.h, a.w, sy, sx, va);
+  if (r.lambda < 1.0f) {
+    float vb[3];
+    view_source_coord(r.b.box, r.b.flip != 0, out_h, out_w, oy, ox, &sy, &sx);
+    sample_bilinear3(b.pixels, b.h, b.w, sy, sx, vb);
+    for (int c = 0; c < 3; ++c) va[c] = r.lambda * va[c] + (1.0f - r.lambda) * vb[c];
+  }
+  for (int c = 0; c < 3; ++c) out[c] = va[c] * norm.scale[c] + norm.shift[c];
+}
+
 // One normalised output pixel of a recipe: all 3 channels.
 KD_HD void render_pixel(const uint8_t* pixels, const SourceImage* sources, const ViewRecipe& r,
                         const Normalization& norm, int64_t out_h, int64_t out_w, int64_t oy, int64_t ox,
                         float out[3]) {
-  float sy, sx, va[3];
-  const SourceImage& sa = sources[r.a.image];
-  view_source_coord(r.a.box, r.a.flip != 0, out_h, out_w, oy, ox, &sy, &sx);
-  sample_bilinear3(pixels + sa.offset, sa.h, sa.w, sy, sx, va);
-  if (r.lambda < 1.0f) {
-    float vb[3];
-    const SourceImage& sb = sources[r.b.image];
-    view_source_coord(r.b.box, r.b.flip != 0, out_h, out_w, oy, ox, &sy, &sx);
-    sample_bilinear3(pixels + sb.offset, sb.h, sb.w, sy, sx, vb);
-    for (int c = 0; c < 3; ++c) va[c] = r.lambda * va[c] + (1.0f - r.lambda) * vb[c];
-  }
-  for (int c = 0; c < 3; ++c) out[c] = va[c] * norm.scale[c] + norm.shift[c];
+  const SourceView a = resolve_source(pixels, sources[r.a.image]);
+  const SourceView b = r.lambda < 1.0f ? resolve_source(pixels, sources[r.b.image]) : a;
+  render_resolved_pixel(a, b, r, norm, out_h, out_w, oy, ox, out);
+}
+
+// ---- how augment_cuda cuts a batch into thread blocks ----
+//
+// The output of one (image, view) is a run of h * w pixels (h * w * 3 contiguous bf16), cut
+// into tiles of tile_px pixels, one block each. An image's tiles of view 0 come first, then its
+// tiles of view 1, then the next image's: both views of an image are rendered close in time,
+// while its sources are still in L2.
+struct AugmentPartition {
+  int64_t images = 0;
+  int64_t pixels[2] = {0, 0};  // per image, in each view (0: no second view)
+  int64_t tiles[2] = {0, 0};   // per image, in each view
+  int64_t tile_px = 1;
+};
+
+// Pixels [begin, end) (flat index oy * w + ox) of view `view` of image `image`.
+struct AugmentTile {
+  int32_t view = 0;
+  int64_t image = 0, begin = 0, end = 0;
+};
+
+// h2 = w2 = 0: one view.
+KD_HD AugmentPartition augment_partition(int64_t n, int64_t h1, int64_t w1, int64_t h2, int64_t w2, int64_t tile_px) {
+  AugmentPartition p;
+  p.images = n;
+  p.tile_px = tile_px;
+  p.pixels[0] = h1 * w1;
+  p.pixels[1] = h2 * w2;
+  for (int v = 0; v < 2; ++v) p.tiles[v] = ceil_div(p.pixels[v], tile_px);
+  return p;
+}
+
+KD_HD int64_t augment_blocks(const AugmentPartition& p) { return p.images * (p.tiles[0] + p.tiles[1]); }
+
+KD_HD AugmentTile augment_tile(const AugmentPartition& p, int64_t block) {
+  const int64_t per_image = p.tiles[0] + p.tiles[1];
+  AugmentTile t;
+  t.image = block / per_image;
+  int64_t k = block - t.image * per_image;
+  t.view = k < p.tiles[0] ? 0 : 1;
+  if (t.view == 1) k -= p.tiles[0];
+  t.begin = k * p.tile_px;
+  const int64_t pixels = t.view == 1 ? p.pixels[1] : p.pixels[0];  // (a select: no local-memory copy on a GPU)
+  t.end = t.begin + p.tile_px < pixels ? t.begin + p.tile_px : pixels;
+  return t;
 }
 
 // out [n, out_h, out_w, 3] f32 on the host.
 void augment_cpu(const uint8_t* pixels, const SourceImage* sources, const ViewRecipe* recipes, int64_t n,
                  const Normalization& norm, int64_t out_h, int64_t out_w, float* out);
 
-// Device pointers throughout. Writes both views of the same recipes in one launch:
-// first [n, h1, w1, 3] and second [n, h2, w2, 3] bf16; second may be null (one view).
+// Device pointers throughout (pixels, sources and recipes copied to the device by the caller;
+// every recipe's image indices valid). Writes both views of the same recipes in one launch:
+// first [n, h1, w1, 3] and second [n, h2, w2, 3] bf16; second may be null (one view). Outputs
+// need only bf16 (2-byte) alignment. Bytes that must move: 6 per output pixel written, plus each
+// recipe's source regions read once (about 3 bytes per box pixel, or 3 * 4 per output pixel
+// when downscaling by more than 2: bilinear taps skip the rest).
 void augment_cuda(const CudaHandles& h, const uint8_t* pixels, const SourceImage* sources, const ViewRecipe* recipes,
                   int64_t n, const Normalization& norm, int64_t h1, int64_t w1, bf16* first, int64_t h2, int64_t w2,
                   bf16* second);

@@ -112,8 +112,8 @@ void batchnorm_backward_cpu(const BatchNormShape& s, const T* x, const T* gamma,
   for (int64_t r = 0; r < s.rows; ++r)
     for (int64_t ch = 0; ch < c; ++ch) {
       const int64_t i = r * c + ch;
-      dx[i] = norm_input_grad(gamma[ch] * dy[i], norm_x_hat(x[i], mean[ch], rstd[ch]), mean_dxh[size_t(ch)],
-                              mean_dxh_xh[size_t(ch)], rstd[ch]);
+      dx[i] = norm_affine_input_grad(dy[i], gamma[ch], norm_x_hat(x[i], mean[ch], rstd[ch]), mean_dxh[size_t(ch)],
+                                     mean_dxh_xh[size_t(ch)], rstd[ch]);
     }
 }
 

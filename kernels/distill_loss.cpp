@@ -40,9 +40,7 @@ const char* distill_distance_name(DistillDistance d) {
   KD_FAIL("invalid DistillDistance value ", int(d));
 }
 
-namespace {
-
-void validate(const DistillLossShape& s, const DistillLossOptions& o) {
+void check_distill_loss_args(const DistillLossShape& s, const DistillLossOptions& o) {
   KD_CHECK(s.rows >= 0 && s.classes >= 1 && s.teachers >= 1,
            "distill_loss: need rows >= 0, classes >= 1, teachers >= 1, got rows ", s.rows, " classes ", s.classes,
            " teachers ", s.teachers);
@@ -54,6 +52,18 @@ void validate(const DistillLossShape& s, const DistillLossOptions& o) {
            " outside [0, 1)");
   KD_CHECK(std::isfinite(o.epsilon) && o.epsilon >= 0, "distill_loss: epsilon must be >= 0, got ", o.epsilon);
 }
+
+DistillLossCudaPlan distill_loss_cuda_plan(const DistillLossShape& s) {
+  DistillLossCudaPlan p;
+  p.threads = s.classes <= 1024 ? 128 : s.classes <= 4096 ? 256 : 512;
+  const int64_t stats = s.teachers * DistillLossCudaPlan::kTeacherStatBytes;
+  const int64_t rows = (s.teachers + 1) * s.classes * int64_t(sizeof(float));
+  p.cache_rows = stats + rows <= DistillLossCudaPlan::kSharedBytes;
+  p.shared_bytes = stats + (p.cache_rows ? rows : 0);
+  return p;
+}
+
+namespace {
 
 // p = softmax(x / temperature); returns lse = log sum_c exp(x_c / temperature), so that
 // log p_c = x_c / temperature - lse exactly (no log of a rounded probability).
@@ -191,7 +201,7 @@ class DistillRow {
         return loss / double(K);
       }
     }
-    return 0;  // unreachable: validate() rejected other values
+    return 0;  // unreachable: check_distill_loss_args() rejected other values
   }
 
  private:
@@ -214,7 +224,7 @@ template <typename T>
 void distill_loss_cpu(const DistillLossShape& s, const DistillLossOptions& o, const T* teacher_logits,
                       const T* student_logits, T* loss_rows, T* dstudent, int32_t* teacher_top1,
                       int32_t* student_rank) {
-  validate(s, o);
+  check_distill_loss_args(s, o);
   const DistillRow<T> row(s, o, teacher_logits, student_logits);
   const int64_t C = s.classes;
   const bool is_kl = o.distance == DistillDistance::kl, is_hard = o.distance == DistillDistance::hard;

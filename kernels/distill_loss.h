@@ -87,13 +87,31 @@ KD_HD A logsoftmax_euclidean_grad_element(A u_c, A p_s, A sum_u) {
   return u_c - p_s * sum_u;
 }
 
+// Throws kd::Error on a bad shape or option (both distill_loss_cpu and distill_loss_cuda call it).
+void check_distill_loss_args(const DistillLossShape& s, const DistillLossOptions& o);
+
 template <typename T>
 void distill_loss_cpu(const DistillLossShape& s, const DistillLossOptions& o, const T* teacher_logits,
                       const T* student_logits, T* loss_rows, T* dstudent, int32_t* teacher_top1,
                       int32_t* student_rank);
 
+// How distill_loss_cuda runs a shape: one block of `threads` per row; the row's student and teacher
+// logits are staged in shared memory when they fit kSharedBytes (then global memory is read once),
+// else the passes after the first re-read them from global memory, where they are still in L2.
+struct DistillLossCudaPlan {
+  static constexpr int64_t kSharedBytes = 48 * 1024;  // the default per-block limit, no opt-in
+  static constexpr int64_t kTeacherStatBytes = 32;    // per teacher, ahead of the staged rows
+  int threads = 128;
+  bool cache_rows = false;
+  int64_t shared_bytes = 0;  // dynamic shared memory per block
+};
+DistillLossCudaPlan distill_loss_cuda_plan(const DistillLossShape& s);
+
 // CUDA: one block per row, one pass over the classes per statistic, fp32 throughout; outputs as
-// distill_loss_cpu (each may be null).
+// distill_loss_cpu (each may be null). Deterministic: the same inputs give the same bits.
+// Bytes that must move: 4 * rows * classes * (teachers + 1) read, 4 * rows * classes written
+// (dstudent), 12 * rows (the per-row outputs). An ensemble's top-1 is an argmax of fp32 sums of
+// probabilities: it can differ from the CPU's double only where two classes tie to ~1e-6.
 void distill_loss_cuda(const CudaHandles& h, const DistillLossShape& s, const DistillLossOptions& o,
                        const float* teacher_logits, const float* student_logits, float* loss_rows, float* dstudent,
                        int32_t* teacher_top1, int32_t* student_rank);

@@ -132,8 +132,8 @@ void groupnorm_backward_cpu(const GroupNormShape& s, const T* x, const T* gamma,
         for (int64_t ch = 0; ch < c; ++ch) {
           const T xv = xi[p * c + ch], m = mean_c[size_t(ch)], r = rstd_c[size_t(ch)];
           const T g = norm_upstream_grad(dyi[p * c + ch], xv, m, r, gamma[ch], beta[ch], relu);
-          dxi[p * c + ch] =
-              norm_input_grad(gamma[ch] * g, norm_x_hat(xv, m, r), mean_dxh[size_t(ch)], mean_dxh_xh[size_t(ch)], r);
+          dxi[p * c + ch] = norm_affine_input_grad(g, gamma[ch], norm_x_hat(xv, m, r), mean_dxh[size_t(ch)],
+                                                   mean_dxh_xh[size_t(ch)], r);
         }
     }
   }

@@ -19,8 +19,13 @@ void linear_forward_cpu(const LinearShape& s, const T* x, const T* w, const T* b
 template <typename T>
 void linear_backward_cpu(const LinearShape& s, const T* x, const T* w, const T* dy, T* dx, T* dw, T* dbias);
 
+// dbias on the GPU is a segmented sum over a column-major walk of dy [rows, cols]: step j visits
+// dy[j % rows][j / rows], so segment c, steps [c * rows, (c + 1) * rows), is column c.
+KD_HD int64_t column_walk_index(int64_t j, int64_t rows, int64_t cols) { return j % rows * cols + j / rows; }
+
 // CUDA (cuBLASLt): bf16 features and weights, fp32 logits, bias and gradients. dx (bf16) and
-// dbias may be null.
+// dbias may be null. Backward: dy is rounded to bf16 (in the workspace) for the two products;
+// dbias sums the fp32 dy.
 void linear_forward_cuda(const CudaHandles& h, const LinearShape& s, const bf16* x, const bf16* w, const float* bias,
                          float* y);
 void linear_backward_cuda(const CudaHandles& h, const LinearShape& s, const bf16* x, const bf16* w, const float* dy,

@@ -53,6 +53,16 @@ void sgd_update_cpu(int64_t n, const SgdHyper& h, float weight_decay, float grad
 double sum_squares_cpu(int64_t n, const float* x);
 void scale_cpu(int64_t n, float s, float* x);
 
+// sum_squares_cuda's partition, fixed by n alone so the sum is deterministic: chunks of
+// kSumSquaresChunk elements, one block each; in a chunk, thread t adds the squares of its
+// 4-element vectors t, t + threads, t + 2 threads, ... in that order (fp32), the block adds its
+// threads' sums (fp32, CUB), and the chunks' sums are added in fp64.
+constexpr int kSumSquaresThreads = 256, kSumSquaresVectors = 8;
+constexpr int64_t kSumSquaresChunk = int64_t(kSumSquaresThreads) * kSumSquaresVectors * 4;
+KD_HD int64_t sum_squares_element(int64_t chunk, int thread, int vector, int lane) {
+  return chunk * kSumSquaresChunk + (int64_t(vector) * kSumSquaresThreads + thread) * 4 + lane;
+}
+
 // CUDA: the same updates over one flat fp32 buffer (the parameter store keeps all decayed
 // parameters first, so a whole model is two launches); w_compute (bf16, may be null) receives
 // the updated weights' compute copy in the same pass. grad_scale multiplies g first (gradient

@@ -3,7 +3,8 @@
 // pixel the taps are visited in (ky, kx) order, the first tap initialising the maximum and later
 // taps replacing it per channel only when strictly larger (ties keep the first, as PyTorch).
 // With `pad_with_zero`, a tap in the padding is a candidate of value 0 whose argmax is -1; with
-// -inf padding such taps are skipped.
+// -inf padding such taps are skipped. The per-tap and per-output steps are pool.h's KD_HD
+// functions, which the CUDA kernels run too; the backward pass is the kernels' gather.
 #include "kernels/pool.h"
 
 #include <algorithm>
@@ -52,22 +53,14 @@ void maxpool_forward_cpu(const MaxPoolShape& s, const T* x, T* y, int32_t* argma
         bool first = true;
         for (int64_t iy = y0; iy < y0 + s.k; ++iy)
           for (int64_t ix = x0; ix < x0 + s.k; ++ix) {
-            const bool inside = iy >= 0 && iy < s.h && ix >= 0 && ix < s.w;
+            const bool inside = maxpool_tap_inside(s, iy, ix);
             if (!inside && !s.pad_with_zero) continue;
             // The candidates: the pixel's channels, or zeros with argmax -1 for a padding tap.
-            const T* v = inside ? xi + (iy * s.w + ix) * c : nullptr;
-            const int32_t base = inside ? maxpool_index(s, iy, ix, 0) : -1, step = inside ? 1 : 0;
-            if (first) {
-              for (int64_t ch = 0; ch < c; ++ch) best[ch] = inside ? v[ch] : T(0), arg[ch] = base + step * int32_t(ch);
-              first = false;
-              continue;
-            }
-            for (int64_t ch = 0; ch < c; ++ch) {  // selects, not branches: the loop vectorises
-              const T value = inside ? v[ch] : T(0);
-              const bool take = maxpool_replaces(value, best[ch]);
-              best[ch] = take ? value : best[ch];
-              arg[ch] = take ? base + step * int32_t(ch) : arg[ch];
-            }
+            if (inside)
+              maxpool_fold_tap(first, xi + (iy * s.w + ix) * c, maxpool_index(s, iy, ix, 0), c, best, arg);
+            else
+              maxpool_fold_tap<T>(first, nullptr, -1, c, best, arg);
+            first = false;
           }
       }
     }
@@ -76,18 +69,27 @@ void maxpool_forward_cpu(const MaxPoolShape& s, const T* x, T* y, int32_t* argma
 template <typename T>
 void maxpool_backward_cpu(const MaxPoolShape& s, const int32_t* argmax, const T* dy, T* dx) {
   validate(s);
-  const int64_t per_image_in = s.h * s.w * s.c, per_image_out = s.out_h() * s.out_w() * s.c;
-  // Overlapping windows (k > stride) can send several outputs to one input: images run in
-  // parallel, each image's outputs in order, so the sums are race-free and deterministic.
-#pragma omp parallel for schedule(static)
-  for (int64_t img = 0; img < s.n; ++img) {
-    T* dxi = dx + img * per_image_in;
-    const T* dyi = dy + img * per_image_out;
-    const int32_t* ai = argmax + img * per_image_out;
-    std::fill(dxi, dxi + per_image_in, T(0));
-    for (int64_t o = 0; o < per_image_out; ++o)
-      if (ai[o] >= 0) dxi[ai[o]] += dyi[o];
-  }
+  const int64_t oh = s.out_h(), ow = s.out_w(), c = s.c;
+  // A gather, as the CUDA kernel: each input position sums the outputs whose windows cover it and
+  // whose argmax points at it, in (oy, ox) order. Input rows run in parallel, race-free, and
+  // overlapping windows (k > stride) need no atomics.
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t img = 0; img < s.n; ++img)
+    for (int64_t iy = 0; iy < s.h; ++iy) {
+      const int32_t* ai = argmax + img * oh * ow * c;
+      const T* dyi = dy + img * oh * ow * c;
+      const MaxPoolCover rows = maxpool_cover_rows(s, iy);
+      for (int64_t ix = 0; ix < s.w; ++ix) {
+        T* acc = dx + ((img * s.h + iy) * s.w + ix) * c;
+        std::fill(acc, acc + c, T(0));
+        const MaxPoolCover cols = maxpool_cover_cols(s, ix);
+        for (int64_t oy = rows.first; oy <= rows.last; ++oy)
+          for (int64_t ox = cols.first; ox <= cols.last; ++ox) {
+            const int64_t o = (oy * ow + ox) * c;
+            maxpool_gather_output(ai + o, dyi + o, maxpool_index(s, iy, ix, 0), c, acc);
+          }
+      }
+    }
 }
 
 template <typename T>
@@ -110,10 +112,8 @@ void global_avgpool_forward_cpu(int64_t n, int64_t hw, int64_t c, const T* x, T*
 template <typename T>
 void global_avgpool_backward_cpu(int64_t n, int64_t hw, int64_t c, const T* dy, T* dx) {
   KD_CHECK(n > 0 && hw > 0 && c > 0, "global_avgpool: sizes must be positive, got [", n, ", ", hw, ", ", c, "]");
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t img = 0; img < n; ++img)
-    for (int64_t p = 0; p < hw; ++p)
-      for (int64_t ch = 0; ch < c; ++ch) dx[(img * hw + p) * c + ch] = dy[img * c + ch] / T(hw);
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n * hw * c; ++i) dx[i] = dy[global_avgpool_dy_index(i, hw, c)] / T(hw);
 }
 
 #define KD_INSTANTIATE_POOL(T)                                                                 \

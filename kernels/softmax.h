@@ -1,6 +1,8 @@
 // Row-wise softmax family over logits [rows, classes], numerically stable (max subtracted),
 // accumulation in the wider of T and float. And cross-entropy with integer labels.
 #pragma once
+#include <math.h>
+
 #include <cstdint>
 
 #include "kernels/common.h"
@@ -23,6 +25,64 @@ KD_HD bool ranks_above(T x_j, int64_t j, T x_ref, int64_t ref) {
 template <typename A>
 KD_HD A smoothed_target(bool is_label, int64_t classes, A eps) {
   return (is_label ? A(1) - eps : A(0)) + eps / A(classes);
+}
+
+// ---- running softmax statistics (online softmax), gathered by the CUDA row kernels ----
+//
+// Statistics of a set of logits that grow one logit at a time and merge in any order
+// (Milakov & Gimelshein 2018, "Online normalizer calculation for softmax"): the largest logit
+// with its index (the lowest among ties, ranks_above's rule), the sums of exp((x - max) / T) and
+// of exp(x - max) (each only when its spec asks for it: one exp per logit per sum), and `aux`, a
+// plain sum carried along in the same reduction. Then log softmax(x / T)_c =
+// (x_c - max) / T - log(sum_t). A NaN logit makes the sums NaN; it never becomes the max.
+struct SoftmaxStats {
+  float max;
+  int32_t argmax;  // INT32_MAX while empty, so that an empty set loses every tie
+  float sum_t, sum_1, aux;
+};
+
+struct SoftmaxStatsSpec {
+  float inv_temperature = 1.0f;
+  bool sum_t = false, sum_1 = false;  // which sums to keep (sum_t at the temperature, sum_1 at 1)
+};
+
+KD_HD SoftmaxStats softmax_stats_empty() { return SoftmaxStats{-INFINITY, INT32_MAX, 0.0f, 0.0f, 0.0f}; }
+
+// sum_c exp((x_c - from) * k) re-expressed relative to the larger max `to`; an empty sum stays 0
+// (and no exp of -inf - -inf when both maxima are still -inf).
+KD_HD float softmax_rescale(float sum, float from_max, float to_max, float k) {
+  return sum == 0.0f ? 0.0f : sum * expf((from_max - to_max) * k);
+}
+
+KD_HD void softmax_stats_push(SoftmaxStats& s, const SoftmaxStatsSpec& spec, float x, int32_t index) {
+  if (x > s.max) {
+    if (spec.sum_t) s.sum_t = softmax_rescale(s.sum_t, s.max, x, spec.inv_temperature) + 1.0f;
+    if (spec.sum_1) s.sum_1 = softmax_rescale(s.sum_1, s.max, x, 1.0f) + 1.0f;
+    s.max = x;
+    s.argmax = index;
+  } else {
+    if (spec.sum_t) s.sum_t += expf((x - s.max) * spec.inv_temperature);
+    if (spec.sum_1) s.sum_1 += expf(x - s.max);
+    if (x == s.max && index < s.argmax) s.argmax = index;
+  }
+}
+
+KD_HD SoftmaxStats softmax_stats_merge(const SoftmaxStats& a, const SoftmaxStats& b, const SoftmaxStatsSpec& spec) {
+  const SoftmaxStats& top = ranks_above(b.max, b.argmax, a.max, a.argmax) ? b : a;
+  SoftmaxStats m = softmax_stats_empty();
+  m.max = top.max;
+  m.argmax = top.argmax;
+  if (spec.sum_t)
+    m.sum_t = softmax_rescale(a.sum_t, a.max, m.max, spec.inv_temperature) +
+              softmax_rescale(b.sum_t, b.max, m.max, spec.inv_temperature);
+  if (spec.sum_1) m.sum_1 = softmax_rescale(a.sum_1, a.max, m.max, 1.0f) + softmax_rescale(b.sum_1, b.max, m.max, 1.0f);
+  m.aux = a.aux + b.aux;
+  return m;
+}
+
+// log softmax(x / T) of one logit from its row's max and log of the matching sum.
+KD_HD float log_softmax_from_stats(float x, float max, float inv_temperature, float log_sum) {
+  return (x - max) * inv_temperature - log_sum;
 }
 
 template <typename T>
@@ -48,7 +108,9 @@ void topk_correct_cpu(int64_t rows, int64_t classes, const T* logits, const int3
 template <typename T>
 void argmax_rows_cpu(int64_t rows, int64_t classes, const T* x, int32_t* out);
 
-// CUDA: fp32 logits; as cross_entropy_cpu (labels are checked on the host by the caller).
+// CUDA: fp32 logits; as cross_entropy_cpu (labels are checked on the host by the caller; a label
+// out of range gives NaN loss and gradient in its row). One block per row. Bytes that must move:
+// 4 * rows * classes read + 4 * rows read (labels), 4 * rows * classes (dlogits) + 4 * rows written.
 void cross_entropy_cuda(const CudaHandles& h, int64_t rows, int64_t classes, const float* logits,
                         const int32_t* labels, float label_smoothing, float grad_scale, float* loss_rows,
                         float* dlogits);

@@ -16,7 +16,7 @@ std::string Model::summary() const {
 
 std::vector<std::string> known_archs() {
   return {"resnetv2_{26,50,101,152}x{1,2,3,4}_bit (e.g. resnetv2_50x1_bit, resnetv2_152x2_bit)",
-          "resnetv2(depths=D1-D2-..., width=W, stem=fixed|conv3)"};
+          "resnetv2(depths=D1-D2-..., width=W, stem=fixed|conv3[, groups=G])"};
 }
 
 std::unique_ptr<Model> create_model(const ModelSpec& spec) {

@@ -3,7 +3,8 @@
 // (which stores the string) can rebuild its model:
 //   resnetv2_50x1_bit, resnetv2_152x2_bit, ...       timm's BiT models (depth 26/50/101/152, width 1..4)
 //   resnetv2(depths=1-1-1, width=32, stem=conv3)      any BiT ResNetV2: blocks per stage, stem width
-//                                                     (stage channels 4*width*2^i), stem fixed|conv3
+//                                                     (stage channels 4*width*2^i), stem fixed|conv3,
+//                                                     optional groups=G (GroupNorm groups, default 32)
 #pragma once
 #include <cstdint>
 #include <memory>

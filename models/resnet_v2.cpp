@@ -56,12 +56,15 @@ bool parse_resnetv2_arch(const std::string& arch, ResNetV2Config* out) {
       } else if (key == "width") {
         c.width = std::stoll(value);
         have_width = true;
+      } else if (key == "groups") {
+        c.groups = std::stoll(value);
+        KD_CHECK(c.groups > 0, "arch '", arch, "': groups must be positive");
       } else if (key == "stem") {
         KD_CHECK(value == "fixed" || value == "conv3", "arch '", arch, "': stem '", value,
                  "' is not one of fixed, conv3");
         c.stem = value == "fixed" ? ResNetV2Config::Stem::fixed : ResNetV2Config::Stem::conv3;
       } else {
-        KD_FAIL("arch '", arch, "': unknown argument '", key, "' (known: depths, width, stem)");
+        KD_FAIL("arch '", arch, "': unknown argument '", key, "' (known: depths, width, stem, groups)");
       }
     } catch (const std::logic_error&) {
       KD_FAIL("arch '", arch, "': '", value, "' is not a valid value for ", key);
@@ -85,10 +88,10 @@ static ConvSpec std_conv(int64_t in, int64_t out, int64_t kernel, int64_t stride
 }
 
 PreActBottleneck::PreActBottleneck(ParamStore& store, const std::string& name, int64_t in, int64_t out,
-                                   int64_t stride, bool project)
-    : norm1_(store, name + ".norm1", in),
-      norm2_(store, name + ".norm2", out / 4),
-      norm3_(store, name + ".norm3", out / 4),
+                                   int64_t stride, bool project, int64_t groups)
+    : norm1_(store, name + ".norm1", in, groups),
+      norm2_(store, name + ".norm2", out / 4, groups),
+      norm3_(store, name + ".norm3", out / 4, groups),
       conv1_(store, name + ".conv1", std_conv(in, out / 4, 1, 1)),
       conv2_(store, name + ".conv2", std_conv(out / 4, out / 4, 3, stride)),
       conv3_(store, name + ".conv3", std_conv(out / 4, out, 1, 1)) {
@@ -154,11 +157,11 @@ ResNetV2::ResNetV2(const ModelSpec& spec, const ResNetV2Config& config) : Model(
     for (int64_t j = 0; j < config.depths[i]; ++j) {
       const std::string name = "stages." + std::to_string(i) + ".blocks." + std::to_string(j);
       const int64_t stride = (j == 0 && i > 0) ? 2 : 1;
-      blocks_.push_back(std::make_unique<PreActBottleneck>(params_, name, in, out, stride, j == 0));
+      blocks_.push_back(std::make_unique<PreActBottleneck>(params_, name, in, out, stride, j == 0, config.groups));
       in = out;
     }
   }
-  norm_ = std::make_unique<GroupNormAct>(params_, "norm", in);
+  norm_ = std::make_unique<GroupNormAct>(params_, "norm", in, config.groups);
   head_ = std::make_unique<Linear>(params_, "head.fc", in, spec.num_classes, /*file_4d=*/true,
                                    spec.zero_head ? Linear::Init::zeros : Linear::Init::timm_head);
 }

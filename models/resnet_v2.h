@@ -16,15 +16,18 @@ struct ResNetV2Config {
   int64_t width = 64;                       // stem channels; stage i outputs 4 * width * 2^i
   enum class Stem { fixed, conv3 } stem = Stem::fixed;
   // fixed: 7x7/2 conv, zero pad 1, 3x3/2 max-pool (BiT). conv3: one 3x3/2 conv, no pool (small images).
+  int64_t groups = 32;  // GroupNorm groups (BiT: 32); narrower layers use the largest divisor below
 };
 
-// Parses "resnetv2_50x1_bit" style names and "resnetv2(depths=..., width=..., stem=...)".
+// Parses "resnetv2_50x1_bit" style names and "resnetv2(depths=..., width=..., stem=..., groups=...)".
+
 // Returns false when the string is not a ResNetV2 arch; throws when it is one but malformed.
 bool parse_resnetv2_arch(const std::string& arch, ResNetV2Config* out);
 
 class PreActBottleneck : public Layer {
  public:
-  PreActBottleneck(ParamStore& store, const std::string& name, int64_t in, int64_t out, int64_t stride, bool project);
+  PreActBottleneck(ParamStore& store, const std::string& name, int64_t in, int64_t out, int64_t stride, bool project,
+                   int64_t groups);
   Tensor forward(Context& ctx, const Tensor& x, Mode mode) override;
   Tensor backward(Context& ctx, const Tensor& dy) override;
   void set_frozen(bool frozen) override;

@@ -204,5 +204,95 @@ TEST(ArgmaxRows, AgreesWithTopOneOnRandomRows) {
   }
 }
 
+// ---- running softmax statistics, as the CUDA row kernels gather them ----
+
+// Pushes x into `parts` partial statistics the way a block's threads do (element c to part
+// c % parts, in increasing c), then merges the parts pairwise as a reduction tree does.
+SoftmaxStats stats_by_parts(const std::vector<float>& x, const SoftmaxStatsSpec& spec, size_t parts) {
+  std::vector<SoftmaxStats> p(parts, softmax_stats_empty());
+  for (size_t c = 0; c < x.size(); ++c) softmax_stats_push(p[c % parts], spec, x[c], int32_t(c));
+  for (size_t width = 1; width < parts; width *= 2)
+    for (size_t i = 0; i + width < parts; i += 2 * width) p[i] = softmax_stats_merge(p[i], p[i + width], spec);
+  return p[0];
+}
+
+TEST(SoftmaxStats, AnySplitMatchesTwoPassLogSumExpAndArgmax) {
+  for (int64_t classes : {1, 10, 1000, 21843}) {
+    const std::vector<float> x = random_vector<float>(size_t(classes), uint64_t(classes), -6, 6);
+    int32_t argmax = 0;
+    argmax_rows_cpu<float>(1, classes, x.data(), &argmax);
+    const double max = double(x[size_t(argmax)]), temperature = 4;
+    double sum_t = 0, sum_1 = 0;
+    for (float v : x) sum_t += std::exp((v - max) / temperature), sum_1 += std::exp(v - max);
+    SoftmaxStatsSpec spec;
+    spec.inv_temperature = float(1 / temperature), spec.sum_t = spec.sum_1 = true;
+    for (size_t parts : {1, 3, 128, 512}) {
+      SoftmaxStats s = stats_by_parts(x, spec, parts);
+      EXPECT_EQ(s.max, x[size_t(argmax)]) << classes << " classes, " << parts << " parts";
+      EXPECT_EQ(s.argmax, argmax) << classes << " classes, " << parts << " parts";
+      // float sums: a long serial run drifts (~1e-5 over 21843 terms); the kernels' split over
+      // 128-512 threads and a tree stays near float precision
+      const double tol = parts >= 128 ? 1e-6 : 5e-5;
+      EXPECT_NEAR(std::log(s.sum_t), std::log(sum_t), tol) << classes << " classes, " << parts << " parts";
+      EXPECT_NEAR(std::log(s.sum_1), std::log(sum_1), tol) << classes << " classes, " << parts << " parts";
+      EXPECT_NEAR(log_softmax_from_stats(x[0], s.max, spec.inv_temperature, std::log(s.sum_t)),
+                  (x[0] - max) / temperature - std::log(sum_t), tol + 1e-6);
+      // the merge is symmetric: the reverse order gives the same statistics
+      const SoftmaxStats a = stats_by_parts(std::vector<float>(x.begin(), x.begin() + classes / 2), spec, 1);
+      SoftmaxStats b = softmax_stats_empty();
+      for (int64_t c = classes / 2; c < classes; ++c) softmax_stats_push(b, spec, x[size_t(c)], int32_t(c));
+      const SoftmaxStats ab = softmax_stats_merge(a, b, spec), ba = softmax_stats_merge(b, a, spec);
+      EXPECT_EQ(ab.argmax, argmax);
+      EXPECT_EQ(ba.argmax, argmax);
+      EXPECT_EQ(ab.sum_t, ba.sum_t);
+      s = stats_by_parts(x, SoftmaxStatsSpec(), parts);
+      EXPECT_EQ(s.argmax, argmax);
+      EXPECT_EQ(s.sum_t, 0.0f) << "sums that were not asked for stay empty";
+      EXPECT_EQ(s.sum_1, 0.0f);
+    }
+  }
+}
+
+TEST(SoftmaxStats, TiesGoToTheLowestIndexWhicheverPartHoldsIt) {
+  const std::vector<float> x = {1, 7, 3, 7, 7, -2, 7, 0};
+  SoftmaxStatsSpec spec;
+  spec.sum_1 = true;
+  for (size_t parts : {1, 2, 3, 4, 8}) {
+    const SoftmaxStats s = stats_by_parts(x, spec, parts);
+    EXPECT_EQ(s.argmax, 1) << parts << " parts";
+    EXPECT_FLOAT_EQ(s.sum_1, 4 + std::exp(-4.0f) + std::exp(-6.0f) + std::exp(-9.0f) + std::exp(-7.0f));
+  }
+  // pushed out of order: a later push of an equal value at a lower index takes over
+  SoftmaxStats s = softmax_stats_empty();
+  softmax_stats_push(s, spec, 5.0f, 9);
+  softmax_stats_push(s, spec, 5.0f, 2);
+  EXPECT_EQ(s.argmax, 2);
+  EXPECT_FLOAT_EQ(s.sum_1, 2.0f);
+}
+
+TEST(SoftmaxStats, EmptyStatsAreTheIdentityOfMergeAndNanPropagates) {
+  SoftmaxStatsSpec spec;
+  spec.inv_temperature = 0.5f, spec.sum_t = spec.sum_1 = true;
+  const SoftmaxStats empty = softmax_stats_empty();
+  const SoftmaxStats both_empty = softmax_stats_merge(empty, empty, spec);
+  EXPECT_EQ(both_empty.max, -INFINITY);
+  EXPECT_EQ(both_empty.sum_t, 0.0f);  // no exp(-inf - -inf) = NaN
+  EXPECT_EQ(both_empty.sum_1, 0.0f);
+  SoftmaxStats one = softmax_stats_empty();
+  softmax_stats_push(one, spec, -3.0f, 4);
+  one.aux = 2.5f;
+  for (const SoftmaxStats& m : {softmax_stats_merge(one, empty, spec), softmax_stats_merge(empty, one, spec)}) {
+    EXPECT_EQ(m.max, -3.0f);
+    EXPECT_EQ(m.argmax, 4);
+    EXPECT_EQ(m.sum_t, 1.0f);
+    EXPECT_EQ(m.sum_1, 1.0f);
+    EXPECT_EQ(m.aux, 2.5f);
+  }
+  softmax_stats_push(one, spec, NAN, 5);
+  EXPECT_TRUE(std::isnan(one.sum_t));
+  EXPECT_TRUE(std::isnan(one.sum_1));
+  EXPECT_EQ(one.argmax, 4) << "NaN never becomes the max";
+}
+
 }  // namespace
 }  // namespace kd

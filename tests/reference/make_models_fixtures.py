@@ -23,19 +23,21 @@ from timm.models.resnetv2 import ResNetV2
 import st
 
 
-def small_group_norm_act(num_channels, **kwargs):
-    """kd's rule for narrow custom networks: GroupNorm + ReLU with 32 groups, or the largest
-    divisor of the channel count below 32 (timm's default would reject fewer channels)."""
-    kwargs.pop("num_groups", None)
-    groups = max(g for g in range(1, min(32, num_channels) + 1) if num_channels % g == 0)
-    return GroupNormAct(num_channels, num_groups=groups, **kwargs)
+def group_norm_act(max_groups):
+    """kd's rule for custom networks: GroupNorm + ReLU with `max_groups` groups (BiT: 32), or the
+    largest divisor of the channel count below it (timm's default rejects narrower layers)."""
+    def make(num_channels, **kwargs):
+        kwargs.pop("num_groups", None)
+        groups = max(g for g in range(1, min(max_groups, num_channels) + 1) if num_channels % g == 0)
+        return GroupNormAct(num_channels, num_groups=groups, **kwargs)
+    return make
 
 
-def custom_resnetv2(depths, width, stem, num_classes):
-    """The kd arch 'resnetv2(depths=..., width=W, stem=...)' built from timm's ResNetV2 class."""
+def custom_resnetv2(depths, width, stem, num_classes, groups=32):
+    """The kd arch 'resnetv2(depths=..., width=W, stem=..., groups=G)' from timm's ResNetV2 class."""
     model = ResNetV2(layers=depths, channels=tuple(4 * width * 2 ** i for i in range(len(depths))),
                      num_classes=num_classes, stem_chs=width, stem_type="fixed",
-                     conv_layer=partial(StdConv2d, eps=1e-8), norm_layer=small_group_norm_act)
+                     conv_layer=partial(StdConv2d, eps=1e-8), norm_layer=group_norm_act(groups))
     if stem == "conv3":  # one 3x3/2 weight-standardised conv, no pool
         model.stem = torch.nn.Sequential(collections.OrderedDict(
             conv=StdConv2d(3, width, kernel_size=3, stride=2, padding=1, eps=1e-8)))
@@ -85,8 +87,8 @@ def main():
          custom_resnetv2([1, 1, 1], 32, "conv3", 10), 3, 32, 1, args.out)
     make("resnetv2_fixed_small", "resnetv2(depths=2-1, width=16, stem=fixed)",
          custom_resnetv2([2, 1], 16, "fixed", 7), 2, 40, 2, args.out)
-    make("resnetv2_demo_student", "resnetv2(depths=1-1-1, width=8, stem=conv3)",
-         custom_resnetv2([1, 1, 1], 8, "conv3", 10), 4, 32, 3, args.out)
+    make("resnetv2_demo_student", "resnetv2(depths=1-1-1, width=8, stem=conv3, groups=4)",
+         custom_resnetv2([1, 1, 1], 8, "conv3", 10, groups=4), 4, 32, 3, args.out)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,4 @@ namespace kd::cli {
 // Runs kd with its arguments; returns the process exit code. Errors are printed, not thrown.
 int run(int argc, char** argv);
 
-// "cpu", "cuda", "cuda:N" or "auto" (cuda when a device is usable, else cpu).
-std::unique_ptr<Context> make_context(const std::string& device);
-
 }  // namespace kd::cli

@@ -1,0 +1,130 @@
+// The kd command line: kd forward on timm-named weights and its errors for bad input, and kd
+// bench on the CPU path.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "engine/safetensors.h"
+#include "models/model.h"
+#include "tests/support/testing.h"
+#include "tests/tools/tool_fixtures.h"
+
+namespace kd {
+namespace {
+
+using test::run_kd;
+
+const char* kArch = "resnetv2(depths=1-1, width=8, stem=conv3)";
+
+// Random timm-named weights and random images in files.
+struct ForwardFiles {
+  test::TempDir dir;
+  std::string weights = dir.file("w.safetensors"), images = dir.file("x.safetensors"), out = dir.file("y.safetensors");
+  ForwardFiles(int64_t n = 3, int64_t hw = 20) {
+    auto ctx = Context::cpu();
+    ModelSpec spec;
+    spec.arch = kArch;
+    spec.num_classes = 5;
+    auto model = create_model(spec, *ctx, 9);
+    SafetensorsWriter w;
+    model->params().save(w, *ctx);
+    w.write(weights);
+    Tensor x = Tensor::zeros_cpu({n, hw, hw, 3}, DType::f32);
+    const auto v = test::random_vector<float>(size_t(x.numel()), 4);
+    std::copy(v.begin(), v.end(), x.data<float>());
+    SafetensorsWriter xi;
+    xi.add("images", x);
+    xi.write(images);
+  }
+};
+
+TEST(Forward, WritesTheLogitsOfTheModelOnTheImages) {
+  ForwardFiles f;
+  const auto r = run_kd({"forward", "--arch", kArch, "--num-classes", "5", "--weights", f.weights, "--input", f.images,
+                         "--output", f.out, "--device", "cpu", "--batch-size", "2"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  // The same logits as the model computes in-process from the same weights.
+  auto ctx = Context::cpu();
+  ModelSpec spec;
+  spec.arch = kArch;
+  spec.num_classes = 5;
+  auto model = create_model(spec);
+  model->params().allocate(*ctx);
+  model->params().load(SafetensorsFile::open(f.weights), *ctx);
+  const Tensor x = SafetensorsFile::open(f.images).tensor_f32("images", {3, 20, 20, 3});
+  const Tensor expected = model->forward(*ctx, x, Mode::eval);
+  const Tensor got = SafetensorsFile::open(f.out).tensor_f32("logits", {3, 5});
+  EXPECT_LT(test::rel_l2(got.data<float>(), expected.data<float>(), 15), 1e-6);
+}
+
+TEST(Forward, BadInputGetsAClearErrorAndNoCrash) {
+  ForwardFiles f;
+  auto r = run_kd({"forward", "--arch", "resnet_unknown", "--num-classes", "5", "--weights", f.weights, "--input",
+                   f.images, "--output", f.out});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("unknown arch 'resnet_unknown'"), std::string::npos) << r.err;
+  r = run_kd({"forward", "--arch", kArch, "--num-classes", "7", "--weights", f.weights, "--input", f.images,
+              "--output", f.out});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("head.fc"), std::string::npos) << "names the tensor whose shape differs: " << r.err;
+  EXPECT_NE(r.err.find("[5, 64, 1, 1]"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("[7, 64, 1, 1]"), std::string::npos) << r.err;
+  // weights given as images, images missing the tensor
+  r = run_kd({"forward", "--arch", kArch, "--num-classes", "5", "--weights", f.weights, "--input", f.weights,
+              "--output", f.out});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("'images'"), std::string::npos) << r.err;
+  // a truncated weights file
+  test::write_bytes(f.dir.file("cut.safetensors"), {1, 2, 3});
+  r = run_kd({"forward", "--arch", kArch, "--num-classes", "5", "--weights", f.dir.file("cut.safetensors"), "--input",
+              f.images, "--output", f.out});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("cut.safetensors"), std::string::npos) << r.err;
+  // images that are not NHWC with 3 channels
+  Tensor bad = Tensor::zeros_cpu({2, 8, 8, 1}, DType::f32);
+  SafetensorsWriter w;
+  w.add("images", bad);
+  w.write(f.dir.file("gray.safetensors"));
+  r = run_kd({"forward", "--arch", kArch, "--num-classes", "5", "--weights", f.weights, "--input",
+              f.dir.file("gray.safetensors"), "--output", f.out});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("[2, 8, 8, 1]"), std::string::npos) << r.err;
+}
+
+TEST(Bench, CpuStepPrintsThroughputAndPhases) {
+  const auto r = run_kd({"bench", "--device", "cpu", "--teacher", "resnetv2(depths=1-1, width=16, stem=conv3)",
+                         "--student", kArch, "--teacher-res", "24", "--student-res", "16", "--batch", "4", "--steps",
+                         "2", "--warmup", "1", "--classes", "10", "--source-px", "30"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const char* phase : {"augment", "teacher_forward", "student_forward", "loss", "backward", "optimizer"})
+    EXPECT_NE(r.out.find(phase), std::string::npos) << phase << " missing in:\n" << r.out;
+  EXPECT_NE(r.out.find("RESULT {\"tool\": \"kd\""), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("images/s"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace kd
+
+namespace kd {
+namespace {
+
+TEST(Configs, EveryShippedConfigLoads) {
+  int checked = 0;
+  for (const auto& e : std::filesystem::directory_iterator(std::string(KD_SOURCE_DIR) + "/configs")) {
+    if (e.path().extension() != ".toml") continue;
+    std::ifstream in(e.path());
+    std::stringstream text;
+    text << in.rdbuf();
+    const std::string mode = text.str().find("[model]") != std::string::npos ? "train" : "distill";
+    const auto r = test::run_kd({mode, "-c", e.path().string(), "--print-config"});
+    EXPECT_EQ(r.code, 0) << e.path() << ": " << r.err;
+    EXPECT_NE(r.out.find("[run]"), std::string::npos);
+    ++checked;
+  }
+  EXPECT_GE(checked, 3);
+}
+
+}  // namespace
+}  // namespace kd

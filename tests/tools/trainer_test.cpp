@@ -1,0 +1,161 @@
+// kd train / kd distill end to end on synthetic images: exact resume, agreement with the
+// teacher rising far above chance, unreadable images skipped and counted, a diverging run
+// stopped with its last good checkpoint kept, and clear errors for bad configurations.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "engine/safetensors.h"
+#include "tests/tools/tool_fixtures.h"
+
+namespace kd {
+namespace {
+
+using test::concat;
+using test::run_kd;
+using test::tiny_run;
+
+const std::string kTeacherArch = "model.arch=resnetv2(depths=1-1, width=16, stem=conv3)";
+const std::string kStudentArch = "student.arch=resnetv2(depths=1-1, width=8, stem=conv3)";
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+double json_value(const std::string& json, const std::string& key) {
+  const size_t at = json.find("\"" + key + "\": ");
+  if (at == std::string::npos) return NAN;
+  return std::stod(json.substr(at + key.size() + 4));
+}
+
+// One trained teacher shared by the tests of this file (built once, in a folder that lives as
+// long as the test process).
+class Distill : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new test::TempDir();
+    test::write_stripes_dataset(*dir_);
+    const auto r = run_kd(concat({"train"}, concat(tiny_run(*dir_, "teacher", 60), {kTeacherArch, "optim.lr=0.01"})));
+    ASSERT_EQ(r.code, 0) << r.err;
+    teacher_ = dir_->str() + "/runs/teacher/model.safetensors";
+    teacher_top1_ = json_value(read_file(dir_->str() + "/runs/teacher/summary.json"), "student_top1");
+  }
+  static void TearDownTestSuite() {
+    delete dir_;
+    dir_ = nullptr;
+  }
+  static std::vector<std::string> distill_run(const std::string& name, int steps) {
+    return concat(tiny_run(*dir_, name, steps), {kStudentArch, "teacher.weights=" + teacher_});
+  }
+  static test::TempDir* dir_;
+  static std::string teacher_;
+  static double teacher_top1_;
+};
+test::TempDir* Distill::dir_ = nullptr;
+std::string Distill::teacher_;
+double Distill::teacher_top1_ = 0;
+
+TEST_F(Distill, TeacherLearnsTheSyntheticClasses) { EXPECT_GE(teacher_top1_, 0.9); }
+
+TEST_F(Distill, AgreementWithTheTeacherRisesFarAboveChance) {
+  const auto before = run_kd(concat({"distill"}, concat(distill_run("fm_0", 1), {"optim.lr=1e-9"})));
+  ASSERT_EQ(before.code, 0) << before.err;
+  const auto after = run_kd(concat({"distill"}, concat(distill_run("fm", 150), {"optim.lr=0.01"})));
+  ASSERT_EQ(after.code, 0) << after.err;
+  const std::string summary = read_file(dir_->str() + "/runs/fm/summary.json");
+  const double agreement = json_value(summary, "agreement");
+  const double start = json_value(read_file(dir_->str() + "/runs/fm_0/summary.json"), "agreement");
+  EXPECT_LE(start, 0.5) << "a zero-initialised head agrees with the teacher only by chance";
+  EXPECT_GE(agreement, 0.8) << summary;
+  EXPECT_GE(json_value(summary, "teacher_top1"), 0.9);
+  EXPECT_TRUE(std::filesystem::exists(dir_->str() + "/runs/fm/metrics.jsonl"));
+  EXPECT_TRUE(std::filesystem::exists(dir_->str() + "/runs/fm/config.toml"));
+}
+
+TEST_F(Distill, ResumeIsBitwiseIdentical) {
+  // 10 steps straight vs 5 steps, stop, resume, 5 more: identical weights, bit for bit.
+  const auto straight = run_kd(concat({"distill"}, distill_run("straight", 10)));
+  ASSERT_EQ(straight.code, 0) << straight.err;
+  const auto first = run_kd(concat({"distill"}, concat(distill_run("resumed", 10), {"run.stop_after=5"})));
+  ASSERT_EQ(first.code, 0) << first.err;
+  EXPECT_NE(first.err.find("stopped by run.stop_after after step 5"), std::string::npos) << first.err;
+  EXPECT_FALSE(std::filesystem::exists(dir_->str() + "/runs/resumed/model.safetensors"));
+  const auto second = run_kd(concat({"distill", "--resume"}, distill_run("resumed", 10)));
+  ASSERT_EQ(second.code, 0) << second.err;
+  EXPECT_NE(second.err.find("at step 5"), std::string::npos) << second.err;
+  SafetensorsFile a = SafetensorsFile::open(dir_->str() + "/runs/straight/model.safetensors");
+  SafetensorsFile b = SafetensorsFile::open(dir_->str() + "/runs/resumed/model.safetensors");
+  ASSERT_EQ(a.names(), b.names());
+  for (const std::string& name : a.names()) {
+    const Tensor x = a.tensor(name), y = b.tensor(name);
+    ASSERT_EQ(x.nbytes(), y.nbytes());
+    EXPECT_EQ(std::memcmp(x.raw(), y.raw(), x.nbytes()), 0) << name << " differs after resume";
+  }
+}
+
+TEST_F(Distill, EveryTeachingStrategyRuns) {
+  for (const char* s : {"fixed", "independent", "consistent"}) {
+    const auto r = run_kd(concat({"distill"}, concat(distill_run(std::string("s_") + s, 4), {std::string("distill.strategy=") + s})));
+    EXPECT_EQ(r.code, 0) << s << ": " << r.err;
+  }
+}
+
+TEST(Train, UnreadableImagesAreSkippedReportedAndCounted) {
+  test::TempDir dir;
+  test::write_stripes_dataset(dir, 8, 4);
+  test::write_bytes(dir.file("train/vertical/broken.png"), test::random_bytes(300, 1));
+  const auto r = run_kd(concat({"train"}, concat(tiny_run(dir, "bad", 6), {kTeacherArch})));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("broken.png"), std::string::npos) << "reported by path";
+  EXPECT_EQ(r.err.find("broken.png"), r.err.rfind("broken.png")) << "reported once";
+  EXPECT_EQ(json_value(read_file(dir.str() + "/runs/bad/summary.json"), "bad_images"), 1.0);
+}
+
+TEST(Train, DivergenceStopsAndKeepsTheLastGoodCheckpoint) {
+  test::TempDir dir;
+  test::write_stripes_dataset(dir, 8, 4);
+  const auto r = run_kd(concat({"train"}, concat(tiny_run(dir, "nan", 30),
+                                                 {kTeacherArch, "optim.lr=1e30", "optim.clip_norm=0",
+                                                  "checkpoint.every=1", "schedule.warmup_steps=0"})));
+  EXPECT_EQ(r.code, 3) << r.err;
+  EXPECT_NE(r.err.find("at step"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("last good checkpoint"), std::string::npos) << r.err;
+  const std::string ckpt_dir = dir.str() + "/runs/nan/checkpoints";
+  if (std::filesystem::exists(ckpt_dir + "/latest")) {
+    std::string name;
+    std::ifstream(ckpt_dir + "/latest") >> name;
+    SafetensorsFile f = SafetensorsFile::open(ckpt_dir + "/" + name);  // loadable
+    const Tensor w = f.tensor("head.fc.bias");
+    for (int64_t i = 0; i < w.numel(); ++i) EXPECT_TRUE(std::isfinite(w.data<float>()[i]));
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir.str() + "/runs/nan/model.safetensors"));
+}
+
+TEST(Train, ConfigErrorsNameTheKey) {
+  test::TempDir dir;
+  auto r = run_kd({"train", "run.stepz=5", kTeacherArch});
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.err.find("run.stepz"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("run.steps"), std::string::npos) << "suggests the right key: " << r.err;
+  r = run_kd({"train", "optim.lr=fast", kTeacherArch});
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.err.find("optim.lr"), std::string::npos) << r.err;
+  r = run_kd({"train", "-c", dir.str() + "/missing.toml"});
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.err.find("missing.toml"), std::string::npos) << r.err;
+  r = run_kd(concat({"train"}, {"run.steps=2", kTeacherArch, "data.kind=image_folder", "data.train=" + dir.str() + "/nothing",
+                                "run.out_dir=" + dir.str()}));
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.err.find("nothing"), std::string::npos) << "names the missing dataset: " << r.err;
+  r = run_kd({"distill", "run.steps=2", kStudentArch});
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.err.find("teacher.weights"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace kd

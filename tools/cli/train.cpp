@@ -1,0 +1,131 @@
+#include "tools/cli/train.h"
+
+#include <cstdio>
+
+#include "engine/config.h"
+#include "engine/safetensors.h"
+#include "tools/train/pipeline.h"
+#include "tools/train/trainer.h"
+
+namespace kd::cli {
+
+namespace {
+
+struct TrainArgs {
+  std::vector<std::string> configs;
+  std::vector<std::string> overrides;
+  bool resume = false, print_config = false, list_keys = false;
+};
+
+int run_train(RunMode mode, const TrainArgs& a) {
+  TrainOptions options(mode);
+  ConfigSchema schema;
+  options.bind(schema);
+  if (a.list_keys) {
+    std::printf("%s", schema.help().c_str());
+    return 0;
+  }
+  for (const std::string& path : a.configs) schema.load_file(path);
+  for (const std::string& assignment : a.overrides) schema.apply_override(assignment);
+  if (a.print_config) {
+    std::printf("%s", schema.to_toml().c_str());
+    return 0;
+  }
+  return run_training(options, schema.to_toml(), a.resume).exit_code();
+}
+
+void add_train_command(CLI::App& app, RunMode mode, int* exit_code) {
+  auto args = std::make_shared<TrainArgs>();
+  const bool distill = mode == RunMode::distill;
+  CLI::App* cmd = app.add_subcommand(
+      distill ? "distill" : "train",
+      distill ? "Distill teacher(s) into a student by function matching (or another teaching strategy)"
+              : "Train a model from labels (e.g. to make a teacher)");
+  cmd->add_option("--config,-c", args->configs, "TOML config file(s), applied in order (repeat -c)")
+      ->allow_extra_args(false)
+      ->check(CLI::ExistingFile);
+  cmd->add_option("overrides", args->overrides, "section.key=value overrides, applied after the config files");
+  cmd->add_flag("--resume", args->resume, "continue from the run folder's latest checkpoint, if there is one");
+  cmd->add_flag("--print-config", args->print_config, "print the resolved configuration and exit");
+  cmd->add_flag("--list-keys", args->list_keys, "list every configuration key with its default and exit");
+  cmd->footer("Example: kd " + std::string(distill ? "distill" : "train") +
+              " -c configs/fashion_mnist_" + (distill ? "distill" : "teacher") + ".toml run.steps=1000 optim.lr=3e-3");
+  cmd->callback([args, mode, exit_code] { *exit_code = run_train(mode, *args); });
+}
+
+struct EvalArgs {
+  std::string checkpoint;
+  std::vector<std::string> teachers, configs, overrides;
+  std::string teacher_arch, device = "auto";
+  bool json = false;
+};
+
+void run_eval(const EvalArgs& a) {
+  // Data and preprocessing come from the checkpoint's own configuration, then --config, then
+  // the overrides.
+  TrainOptions options(RunMode::train);
+  ConfigSchema schema;
+  options.bind(schema);
+  {
+    SafetensorsFile file = SafetensorsFile::open(a.checkpoint);
+    auto it = file.metadata().find("config");
+    if (it != file.metadata().end()) {
+      // The stored config may belong to kd distill: read it with the distill schema and copy over
+      // what evaluation needs.
+      TrainOptions stored(it->second.find("[student]") != std::string::npos ? RunMode::distill : RunMode::train);
+      ConfigSchema stored_schema;
+      stored.bind(stored_schema);
+      stored_schema.load_string(it->second, a.checkpoint + " (stored config)");
+      options.data = stored.data;
+      options.augment = stored.augment;
+      options.eval = stored.eval;
+    }
+  }
+  for (const std::string& path : a.configs) schema.load_file(path);
+  for (const std::string& assignment : a.overrides) schema.apply_override(assignment);
+  auto ctx = make_context(a.device);
+  const Datasets data = open_datasets(options.data, /*need_train=*/false);
+  std::unique_ptr<Model> student = load_checkpoint_model(*ctx, a.checkpoint);
+  KD_CHECK(student->spec().num_classes == data.num_classes, a.checkpoint, " has ", student->spec().num_classes,
+           " classes, the evaluation data ", data.num_classes);
+  TeacherOptions t;
+  t.weights = a.teachers;
+  if (!a.teacher_arch.empty()) t.arch = {a.teacher_arch};
+  auto teacher_models = build_teachers(*ctx, t, data.num_classes);
+  std::vector<Model*> teachers;
+  for (auto& m : teacher_models) teachers.push_back(m.get());
+  student->set_frozen(true);
+  EvalSettings settings = eval_settings(options);
+  if (!teachers.empty() && options.augment.teacher_resolution == 0) settings.teacher_resolution = settings.student_resolution;
+  const EvalResult r = evaluate(*ctx, *student, teachers, data.test, settings);
+  if (a.json)
+    std::printf("%s\n", r.json().c_str());
+  else
+    std::printf("%s: %s\n", a.checkpoint.c_str(), r.summary().c_str());
+}
+
+}  // namespace
+
+void add_train_commands(CLI::App& app, int* exit_code) {
+  add_train_command(app, RunMode::train, exit_code);
+  add_train_command(app, RunMode::distill, exit_code);
+}
+
+void add_eval_command(CLI::App& app) {
+  auto args = std::make_shared<EvalArgs>();
+  CLI::App* cmd = app.add_subcommand("eval", "Top-1/top-5 of a checkpoint and its agreement with teacher(s)");
+  cmd->add_option("checkpoint", args->checkpoint, "kd checkpoint (safetensors)")->required()->check(CLI::ExistingFile);
+  cmd->add_option("--teacher,-t", args->teachers, "teacher checkpoint(s) to measure agreement with (repeat -t)")
+      ->allow_extra_args(false)
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--teacher-arch", args->teacher_arch, "architecture of the teachers when they are plain timm weights");
+  cmd->add_option("--config,-c", args->configs, "TOML config file(s) for [data] and [augment]")
+      ->allow_extra_args(false)
+      ->check(CLI::ExistingFile);
+  cmd->add_option("overrides", args->overrides, "section.key=value overrides (e.g. data.test=/path)");
+  cmd->add_option("--device", args->device, "cpu, cuda, cuda:N or auto")->capture_default_str();
+  cmd->add_flag("--json", args->json, "print the result as JSON");
+  cmd->callback([args] { run_eval(*args); });
+}
+
+}  // namespace kd::cli

@@ -1,0 +1,128 @@
+#include "tools/train/evaluate.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <sstream>
+
+#include "data/loader.h"
+#include "engine/ops.h"
+#include "kernels/softmax.h"
+#include "tools/train/pipeline.h"
+
+namespace kd {
+
+std::string EvalResult::json() const {
+  std::ostringstream o;
+  o.precision(6);
+  o << "{\"images\": " << images << ", \"student_top1\": " << student_top1 << ", \"student_top5\": " << student_top5;
+  if (has_teacher)
+    o << ", \"teacher_top1\": " << teacher_top1 << ", \"agreement\": " << agree_top1
+      << ", \"agreement_top5\": " << agree_top5 << ", \"kl\": " << kl;
+  o << ", \"wall_s\": " << wall_s << "}";
+  return o.str();
+}
+
+std::string EvalResult::summary() const {
+  char buf[256];
+  if (has_teacher)
+    std::snprintf(buf, sizeof buf,
+                  "eval on %lld images: student top-1 %.2f%% top-5 %.2f%% | teacher top-1 %.2f%% | agreement %.2f%% "
+                  "(top-5 %.2f%%) | KL %.4f | %.1fs",
+                  (long long)images, 100 * student_top1, 100 * student_top5, 100 * teacher_top1, 100 * agree_top1,
+                  100 * agree_top5, kl, wall_s);
+  else
+    std::snprintf(buf, sizeof buf, "eval on %lld images: top-1 %.2f%% top-5 %.2f%% | %.1fs", (long long)images,
+                  100 * student_top1, 100 * student_top5, wall_s);
+  return buf;
+}
+
+EvalSettings eval_settings(const TrainOptions& o) {
+  EvalSettings s;
+  s.student_resolution = o.augment.resolution;
+  s.teacher_resolution = o.augment.teacher_resolution > 0 ? o.augment.teacher_resolution : o.augment.resolution;
+  s.batch_size = o.eval.batch_size;
+  s.threads = int(o.data.loader_threads);
+  s.norm = o.augment.normalization();
+  s.crop_fraction = float(o.augment.eval_crop_fraction);
+  return s;
+}
+
+EvalResult evaluate(Context& ctx, Model& student, const std::vector<Model*>& teachers, SourcePtr test,
+                    const EvalSettings& settings, TeacherEvalCache* cache) {
+  const auto started = std::chrono::steady_clock::now();
+  const int64_t n = test->size(), classes = student.spec().num_classes, k = int64_t(teachers.size());
+  std::vector<std::vector<int64_t>> plan;
+  for (int64_t b = 0; b < n; b += settings.batch_size) {
+    plan.emplace_back();
+    for (int64_t i = b; i < std::min(n, b + settings.batch_size); ++i) plan.back().push_back(i);
+  }
+  LoaderOptions lo;
+  lo.batch_size = int(settings.batch_size);
+  lo.num_threads = settings.threads;
+  lo.prefetch_batches = 2;
+  Loader loader(test, fixed_plan(plan), lo);
+
+  const bool use_cache = cache && k > 0;
+  const bool fill_cache = use_cache && !cache->filled;
+  if (fill_cache) cache->logits.assign(size_t(k * n * classes), 0.0f), cache->teachers = k, cache->classes = classes;
+  EvalResult r;
+  r.has_teacher = k > 0;
+  double kl_sum = 0;
+  int64_t correct1 = 0, correct5 = 0, teacher_correct = 0, agree1 = 0, agree5 = 0, seen = 0;
+  while (auto batch = loader.next()) {
+    const PackedImages packed = pack_images(batch->images);
+    const int64_t rows = int64_t(batch->size());
+    const auto views = make_eval_views(packed.sizes, settings.crop_fraction);
+    const bool same_res = settings.teacher_resolution == settings.student_resolution;
+    auto [xs, xt] = render_views(ctx, packed, views, settings.norm, settings.student_resolution,
+                                 k > 0 && !same_res && !(use_cache && cache->filled) ? settings.teacher_resolution : 0);
+    Tensor student_logits = student.forward(ctx, xs, Mode::eval);
+    Tensor host = ops::to_host_f32(ctx, student_logits);
+    std::vector<int32_t> hit1(static_cast<size_t>(rows)), hit5(static_cast<size_t>(rows));
+    topk_correct_cpu<float>(rows, classes, host.data<float>(), batch->labels.data(), 1, hit1.data());
+    topk_correct_cpu<float>(rows, classes, host.data<float>(), batch->labels.data(), 5, hit5.data());
+    for (int64_t i = 0; i < rows; ++i) correct1 += hit1[size_t(i)], correct5 += hit5[size_t(i)];
+    if (k > 0) {
+      // Teacher logits [k, rows, classes] on the host: from the cache or computed now.
+      std::vector<float> t(static_cast<size_t>(k * rows * classes));
+      if (use_cache && cache->filled) {
+        for (int64_t m = 0; m < k; ++m)
+          std::copy_n(cache->logits.begin() + (m * n + seen) * classes, rows * classes, t.begin() + m * rows * classes);
+      } else {
+        Tensor logits = ops::to_host_f32(ctx, teacher_logits(ctx, teachers, same_res ? xs : xt));
+        std::copy_n(logits.data<float>(), t.size(), t.begin());
+        if (fill_cache)
+          for (int64_t m = 0; m < k; ++m)
+            std::copy_n(t.begin() + m * rows * classes, rows * classes, cache->logits.begin() + (m * n + seen) * classes);
+      }
+      DistillLossShape s{rows, classes, k};
+      DistillLossOptions o;  // kl at T = 1
+      std::vector<float> kl(static_cast<size_t>(rows));
+      std::vector<int32_t> top1(static_cast<size_t>(rows)), rank(static_cast<size_t>(rows));
+      distill_loss_cpu<float>(s, o, t.data(), host.data<float>(), kl.data(), nullptr, top1.data(), rank.data());
+      for (int64_t i = 0; i < rows; ++i) {
+        kl_sum += kl[size_t(i)];
+        teacher_correct += top1[size_t(i)] == batch->labels[size_t(i)];
+        agree1 += rank[size_t(i)] == 0;
+        agree5 += rank[size_t(i)] < 5;
+      }
+    }
+    seen += rows;
+  }
+  if (fill_cache) cache->filled = true;
+  KD_CHECK(seen > 0, "evaluation: the test split is empty");
+  r.images = seen;
+  r.student_top1 = double(correct1) / double(seen);
+  r.student_top5 = double(correct5) / double(seen);
+  if (k > 0) {
+    r.teacher_top1 = double(teacher_correct) / double(seen);
+    r.agree_top1 = double(agree1) / double(seen);
+    r.agree_top5 = double(agree5) / double(seen);
+    r.kl = kl_sum / double(seen);
+  }
+  r.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  return r;
+}
+
+}  // namespace kd

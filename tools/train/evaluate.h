@@ -1,0 +1,46 @@
+// Evaluation on centre crops (resize the short side, take the centre): student top-1/top-5
+// against the labels, and with teachers the ensemble's top-1, the student/teacher agreement
+// (the teacher's top-1 class within the student's top-1 / top-5) and the mean KL(teacher ||
+// student) at temperature 1.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "data/source.h"
+#include "engine/context.h"
+#include "models/model.h"
+#include "tools/train/options.h"
+
+namespace kd {
+
+struct EvalResult {
+  int64_t images = 0;
+  double student_top1 = 0, student_top5 = 0;
+  bool has_teacher = false;
+  double teacher_top1 = 0, agree_top1 = 0, agree_top5 = 0, kl = 0;
+  double wall_s = 0;
+  std::string json() const;     // {"images": .., "student_top1": .., ...}
+  std::string summary() const;  // one console line
+};
+
+// Teacher logits on the evaluation set never change during a run: computed once, then reused.
+struct TeacherEvalCache {
+  std::vector<float> logits;  // [teachers, images, classes]
+  int64_t teachers = 0, classes = 0;
+  bool filled = false;
+};
+
+struct EvalSettings {
+  int64_t student_resolution = 224, teacher_resolution = 224;
+  int64_t batch_size = 256;
+  int threads = 2;
+  Normalization norm;
+  float crop_fraction = 0.875f;
+};
+EvalSettings eval_settings(const TrainOptions& o);
+
+EvalResult evaluate(Context& ctx, Model& student, const std::vector<Model*>& teachers, SourcePtr test,
+                    const EvalSettings& settings, TeacherEvalCache* cache = nullptr);
+
+}  // namespace kd

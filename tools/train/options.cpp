@@ -1,0 +1,137 @@
+#include "tools/train/options.h"
+
+#include "kernels/check.h"
+
+namespace kd {
+
+RecipeConfig AugmentOptions::recipe() const {
+  RecipeConfig c;
+  c.area_min = float(area_min), c.area_max = float(area_max);
+  c.aspect_min = float(aspect_min), c.aspect_max = float(aspect_max);
+  c.flip = flip;
+  c.mixup_alpha = float(mixup_alpha);
+  c.mixup_per_sample = mixup_per_sample;
+  c.eval_crop_fraction = float(eval_crop_fraction);
+  return c;
+}
+
+Normalization AugmentOptions::normalization() const {
+  const float m[3] = {float(mean[0]), float(mean[1]), float(mean[2])};
+  const float s[3] = {float(std[0]), float(std[1]), float(std[2])};
+  return Normalization::from_mean_std(m, s);
+}
+
+TrainOptions::TrainOptions(RunMode m) : mode(m) {
+  student.zero_head = true;
+  optim.weight_decay = 1e-4;
+}
+
+void TrainOptions::bind(ConfigSchema& s) {
+  s.bind("run.name", &run.name, "name of the run folder under run.out_dir");
+  s.bind("run.out_dir", &run.out_dir, "folder that holds run folders");
+  s.bind("run.device", &run.device, "cpu, cuda, cuda:N or auto");
+  s.bind("run.seed", &run.seed, "seed of initialisation, sample order and augmentation");
+  s.bind("run.steps", &run.steps, "optimizer steps (0: from run.epochs)");
+  s.bind("run.epochs", &run.epochs, "epochs over the training set (used when run.steps is 0)");
+  s.bind("run.log_every", &run.log_every, "steps between metrics lines");
+  s.bind("run.stop_after", &run.stop_after,
+         "stop with a checkpoint after this many steps of this invocation (0: run to the end); --resume continues");
+  if (mode == RunMode::train) s.bind("run.label_smoothing", &run.label_smoothing, "label smoothing of the loss");
+
+  s.bind("data.kind", &data.kind, "dataset format", {"fashion-mnist", "idx", "image_folder", "list"});
+  s.bind("data.train", &data.train, "training split: a name (fashion-mnist) or a path");
+  s.bind("data.test", &data.test, "evaluation split: a name (fashion-mnist) or a path");
+  s.bind("data.train_labels", &data.train_labels, "idx: labels file of the training split");
+  s.bind("data.test_labels", &data.test_labels, "idx: labels file of the evaluation split");
+  s.bind("data.root", &data.root, "list files: folder the listed paths are relative to");
+  s.bind("data.train_subset", &data.train_subset, "train on a class-balanced subset of this many images (0: all)");
+  s.bind("data.subset_seed", &data.subset_seed, "seed that picks the subset");
+  s.bind("data.test_limit", &data.test_limit, "evaluate on the first N test images (0: all)");
+  s.bind("data.batch_size", &data.batch_size, "global batch size");
+  s.bind("data.loader_threads", &data.loader_threads, "image decoding threads");
+  s.bind("data.prefetch", &data.prefetch, "batches decoded ahead of the step");
+
+  s.bind("augment.resolution", &augment.resolution, "input size of the trained model, px");
+  if (mode == RunMode::distill)
+    s.bind("augment.teacher_resolution", &augment.teacher_resolution, "teacher input size, px (0: the same)");
+  s.bind("augment.area_min", &augment.area_min, "inception crop: smallest area fraction");
+  s.bind("augment.area_max", &augment.area_max, "inception crop: largest area fraction");
+  s.bind("augment.aspect_min", &augment.aspect_min, "inception crop: smallest aspect ratio");
+  s.bind("augment.aspect_max", &augment.aspect_max, "inception crop: largest aspect ratio");
+  s.bind("augment.flip", &augment.flip, "random horizontal flips");
+  if (mode == RunMode::distill) {
+    s.bind("augment.mixup_alpha", &augment.mixup_alpha, "mixup: Beta(alpha, alpha), folded to [0.5, 1]");
+    s.bind("augment.mixup_per_sample", &augment.mixup_per_sample, "mixup: one coefficient per image (else per batch)");
+  }
+  s.bind("augment.eval_crop_fraction", &augment.eval_crop_fraction, "evaluation: centre crop / resized short side");
+  s.bind("augment.mean", &augment.mean, "per-channel mean of pixels in [0, 1]");
+  s.bind("augment.std", &augment.std, "per-channel std of pixels in [0, 1]");
+
+  if (mode == RunMode::train) {
+    s.bind("model.arch", &model.arch, "architecture, e.g. resnetv2_50x1_bit or resnetv2(depths=1-1-1, width=32, stem=conv3)");
+    s.bind("model.weights", &model.weights, "initial weights (safetensors); empty: random");
+    s.bind("model.zero_head", &model.zero_head, "initialise the dense head to zero");
+  } else {
+    s.bind("student.arch", &student.arch, "student architecture");
+    s.bind("student.weights", &student.weights, "initial student weights; empty: from scratch");
+    s.bind("student.zero_head", &student.zero_head, "initialise the student's dense head to zero (the paper)");
+    s.bind("teacher.arch", &teacher.arch, "teacher architecture(s): one per member, one for all, or none (kd checkpoints know theirs)");
+    s.bind("teacher.weights", &teacher.weights, "teacher weights: one file per ensemble member");
+    s.bind("distill.strategy", &distill.strategy, "teaching strategy",
+           {"fixed", "independent", "consistent", "function_matching"});
+    s.bind("distill.distance", &distill.distance, "loss between student and teacher outputs",
+           {"kl", "hard", "l2", "euclidean", "logsoftmax_euclidean"});
+    s.bind("distill.temperature", &distill.temperature, "softmax temperature T of the kl distance (loss * T^2)");
+    s.bind("distill.label_smoothing", &distill.label_smoothing, "label smoothing of the 'hard' distance");
+  }
+
+  s.bind("optim.name", &optim.name, "optimizer", {"adam", "sgd"});
+  s.bind("optim.lr", &optim.lr, "peak learning rate");
+  s.bind("optim.weight_decay", &optim.weight_decay, "decoupled weight decay (x lr), conv/dense kernels only");
+  s.bind("optim.beta1", &optim.beta1, "adam: first-moment decay");
+  s.bind("optim.beta2", &optim.beta2, "adam: second-moment decay");
+  s.bind("optim.eps", &optim.eps, "adam: epsilon");
+  s.bind("optim.momentum", &optim.momentum, "sgd: momentum");
+  s.bind("optim.nesterov", &optim.nesterov, "sgd: Nesterov momentum");
+  s.bind("optim.clip_norm", &optim.clip_norm, "clip gradients to this global norm (0: off)");
+  s.bind("schedule.warmup_steps", &schedule.warmup_steps, "linear warmup steps");
+  s.bind("schedule.warmup_fraction", &warmup_fraction, "warmup as a fraction of all steps (if warmup_steps is 0)");
+  s.bind("schedule.decay", &schedule.decay, "after warmup", {"cosine", "linear", "constant"});
+  s.bind("schedule.final_fraction", &schedule.final_fraction, "final lr as a fraction of the peak");
+
+  s.bind("eval.every", &eval.every, "steps between evaluations (0: at the end only)");
+  s.bind("eval.batch_size", &eval.batch_size, "evaluation batch size");
+  s.bind("checkpoint.every", &checkpoint.every, "steps between checkpoints (0: at the end only)");
+  s.bind("checkpoint.keep", &checkpoint.keep, "checkpoints kept in the run folder");
+}
+
+void TrainOptions::validate() const {
+  KD_CHECK(run.steps > 0 || run.epochs > 0, "set run.steps or run.epochs to a positive value");
+  KD_CHECK(run.log_every > 0, "run.log_every must be positive");
+  KD_CHECK(run.stop_after >= 0, "run.stop_after must not be negative");
+  KD_CHECK(data.batch_size > 0, "data.batch_size must be positive, got ", data.batch_size);
+  KD_CHECK(data.loader_threads > 0 && data.prefetch > 0, "data.loader_threads and data.prefetch must be positive");
+  KD_CHECK(augment.resolution > 0, "augment.resolution must be positive");
+  KD_CHECK(augment.area_min > 0 && augment.area_min <= augment.area_max && augment.area_max <= 1,
+           "augment.area_min/area_max must satisfy 0 < min <= max <= 1");
+  KD_CHECK(augment.aspect_min > 0 && augment.aspect_min <= augment.aspect_max,
+           "augment.aspect_min/aspect_max must satisfy 0 < min <= max");
+  KD_CHECK(augment.mean.size() == 3 && augment.std.size() == 3, "augment.mean and augment.std need 3 values");
+  for (double v : augment.std) KD_CHECK(v > 0, "augment.std values must be positive");
+  KD_CHECK(augment.eval_crop_fraction > 0 && augment.eval_crop_fraction <= 1, "augment.eval_crop_fraction must be in (0, 1]");
+  KD_CHECK(!trained_model().arch.empty(), mode == RunMode::train ? "model.arch" : "student.arch", " is required");
+  if (mode == RunMode::distill) {
+    KD_CHECK(!teacher.weights.empty(), "teacher.weights is required (one file per ensemble member)");
+    KD_CHECK(teacher.arch.size() <= 1 || teacher.arch.size() == teacher.weights.size(), "teacher.arch has ",
+             teacher.arch.size(), " entries for ", teacher.weights.size(),
+             " teacher.weights (give none for kd checkpoints, one for all, or one each)");
+    KD_CHECK(distill.temperature > 0, "distill.temperature must be positive");
+    KD_CHECK(augment.mixup_alpha > 0, "augment.mixup_alpha must be positive");
+  }
+  KD_CHECK(optim.lr > 0, "optim.lr must be positive");
+  KD_CHECK(warmup_fraction >= 0 && warmup_fraction < 1, "schedule.warmup_fraction must be in [0, 1)");
+  KD_CHECK(checkpoint.keep >= 1, "checkpoint.keep must be at least 1");
+  KD_CHECK(eval.batch_size > 0, "eval.batch_size must be positive");
+}
+
+}  // namespace kd

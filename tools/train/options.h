@@ -1,0 +1,109 @@
+// Everything a training run is configured by, with defaults, bound to TOML keys. `kd train`
+// (supervised) uses [model]; `kd distill` uses [teacher] and [student]. configs/*.toml are ready
+// examples; every key can be overridden on the command line as section.key=value.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "data/recipe.h"
+#include "engine/config.h"
+#include "engine/optim/optimizer.h"
+#include "kernels/distill_loss.h"
+
+namespace kd {
+
+enum class RunMode : uint8_t { train, distill };
+
+struct DataOptions {
+  std::string kind = "fashion-mnist";  // fashion-mnist | idx | image_folder | list
+  std::string train = "train";         // split name (fashion-mnist) or path
+  std::string test = "test";
+  std::string train_labels, test_labels;  // idx: labels files (default: derived from the names)
+  std::string root;                        // list files: folder the paths are relative to
+  int64_t train_subset = 0;                // use a class-balanced subset of this many images (0: all)
+  int64_t subset_seed = 0;
+  int64_t test_limit = 0;                  // evaluate on the first N test images (0: all)
+  int64_t batch_size = 128;
+  int64_t loader_threads = 2;
+  int64_t prefetch = 4;
+};
+
+struct AugmentOptions {
+  int64_t resolution = 224;          // the trained model's (student's) input size
+  int64_t teacher_resolution = 0;    // 0: the same as resolution
+  double area_min = 0.05, area_max = 1.0, aspect_min = 0.75, aspect_max = 4.0 / 3.0;
+  bool flip = true;
+  double mixup_alpha = 1.0;
+  bool mixup_per_sample = false;
+  double eval_crop_fraction = 0.875;
+  std::vector<double> mean{0.5, 0.5, 0.5}, std{0.5, 0.5, 0.5};
+
+  RecipeConfig recipe() const;
+  Normalization normalization() const;
+};
+
+struct ModelOptions {
+  std::string arch;
+  std::string weights;     // initial weights (timm-named safetensors or a kd checkpoint); "" = random
+  bool zero_head = false;  // dense head initialised to zero (the paper's student)
+};
+
+struct TeacherOptions {
+  std::vector<std::string> arch;     // one per ensemble member (one entry applies to all)
+  std::vector<std::string> weights;  // one file per member
+};
+
+struct DistillOptions {
+  std::string strategy = "function_matching";
+  std::string distance = "kl";
+  double temperature = 1.0;
+  double label_smoothing = 0.0;  // 'hard' distance only
+};
+
+struct RunOptions {
+  std::string name = "run";
+  std::string out_dir = "runs";
+  std::string device = "auto";
+  int64_t seed = 0;
+  int64_t steps = 0;     // total optimizer steps (or set epochs)
+  double epochs = 0.0;
+  int64_t log_every = 50;
+  int64_t stop_after = 0;        // stop (with a checkpoint) after this many steps in this invocation
+  double label_smoothing = 0.0;  // kd train only
+};
+
+struct EvalOptions {
+  int64_t every = 0;  // steps between evaluations (0: at the end only)
+  int64_t batch_size = 256;
+};
+
+struct CheckpointOptions {
+  int64_t every = 0;  // steps between checkpoints (0: at the end only)
+  int64_t keep = 3;
+};
+
+struct TrainOptions {
+  RunMode mode = RunMode::distill;
+  RunOptions run;
+  DataOptions data;
+  AugmentOptions augment;
+  ModelOptions model;    // kd train
+  ModelOptions student;  // kd distill
+  TeacherOptions teacher;
+  DistillOptions distill;
+  OptimizerConfig optim;
+  ScheduleConfig schedule;      // total_steps is set from run.steps / run.epochs
+  double warmup_fraction = 0;   // alternative to schedule.warmup_steps
+  EvalOptions eval;
+  CheckpointOptions checkpoint;
+
+  explicit TrainOptions(RunMode m);
+  // Declares every key of this mode in the schema.
+  void bind(ConfigSchema& schema);
+  // Checks values that the schema cannot (ranges, combinations); errors name the key.
+  void validate() const;
+  const ModelOptions& trained_model() const { return mode == RunMode::train ? model : student; }
+};
+
+}  // namespace kd

@@ -1,0 +1,50 @@
+// From options to batches: opening the train/test sources (with the class-balanced subset),
+// packing decoded images into one pixel buffer for the augment op, and the models a run uses
+// (built, allocated and loaded from options or checkpoints).
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "data/loader.h"
+#include "data/recipe.h"
+#include "data/source.h"
+#include "engine/context.h"
+#include "models/model.h"
+#include "tools/train/options.h"
+
+namespace kd {
+
+struct Datasets {
+  SourcePtr train, test;
+  int num_classes = 0;
+};
+// Errors name the option and the path (a missing dataset, an empty one, classes that disagree).
+Datasets open_datasets(const DataOptions& data, bool need_train = true);
+
+// Decoded images back to back in one uint8 buffer, as the augment op reads them.
+struct PackedImages {
+  std::vector<uint8_t> pixels;
+  std::vector<SourceImage> sources;
+  std::vector<ImageSize> sizes;
+};
+PackedImages pack_images(const std::vector<Image>& images);
+
+// Renders recipes of a packed batch at one or two resolutions (see ops::augment).
+std::pair<Tensor, Tensor> render_views(Context& ctx, const PackedImages& batch, const std::vector<ViewRecipe>& recipes,
+                                       const Normalization& norm, int64_t res1, int64_t res2 = 0);
+
+// A model for `arch` with `classes` outputs on ctx, from `weights` (timm-named safetensors or a
+// kd checkpoint; strict) or initialised from `seed` when weights is empty.
+std::unique_ptr<Model> build_model(Context& ctx, const std::string& arch, int64_t classes, bool zero_head,
+                                   const std::string& weights, uint64_t seed);
+// A model from a kd checkpoint alone: its metadata names the arch and the class count.
+std::unique_ptr<Model> load_checkpoint_model(Context& ctx, const std::string& path);
+
+// Teachers of a distillation run, frozen (inference only).
+std::vector<std::unique_ptr<Model>> build_teachers(Context& ctx, const TeacherOptions& t, int64_t classes);
+
+// Logits of every teacher on x, stacked [teachers, n, classes] (param dtype, on the device).
+Tensor teacher_logits(Context& ctx, const std::vector<Model*>& teachers, const Tensor& x);
+
+}  // namespace kd

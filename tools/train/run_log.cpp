@@ -1,0 +1,62 @@
+#include "tools/train/run_log.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+
+#include "kernels/check.h"
+
+namespace kd {
+
+std::string format_duration(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  char buf[32];
+  const long long t = (long long)std::llround(s);
+  if (t >= 3600)
+    std::snprintf(buf, sizeof buf, "%lldh%02lldm", t / 3600, (t % 3600) / 60);
+  else if (t >= 60)
+    std::snprintf(buf, sizeof buf, "%lldm%02llds", t / 60, t % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%llds", t);
+  return buf;
+}
+
+RunLog::RunLog(const std::string& run_dir, bool resume) : tty_(::isatty(STDERR_FILENO) != 0) {
+  const std::string path = run_dir + "/metrics.jsonl";
+  metrics_.open(path, resume ? std::ios::app : std::ios::trunc);
+  KD_CHECK(metrics_.good(), "cannot open ", path, " for writing");
+}
+
+void RunLog::metrics(const std::string& json_object) {
+  metrics_ << json_object << '\n';
+  metrics_.flush();
+}
+
+void RunLog::progress(bool logged, int64_t step, int64_t total, double epoch, double images_per_s, double loss, double lr,
+                      double eta_s) {
+  if (!tty_ && !logged) return;
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "step %lld/%lld | epoch %.2f | %.0f img/s | loss %.4f | lr %.2e | ETA %s",
+                (long long)step, (long long)total, epoch, images_per_s, loss, lr, format_duration(eta_s).c_str());
+  if (tty_) {
+    std::fprintf(stderr, "\r\033[K%s", buf);
+    progress_open_ = true;
+  } else {
+    std::fprintf(stderr, "%s\n", buf);
+  }
+  std::fflush(stderr);
+}
+
+void RunLog::finish_progress() {
+  if (progress_open_) std::fputc('\n', stderr);
+  progress_open_ = false;
+}
+
+void RunLog::line(const std::string& text) {
+  finish_progress();
+  std::fprintf(stderr, "%s\n", text.c_str());
+  std::fflush(stderr);
+}
+
+}  // namespace kd

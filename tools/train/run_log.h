@@ -1,0 +1,33 @@
+// What a run leaves behind and shows: <run>/metrics.jsonl (one JSON object per logged step or
+// evaluation, appended across resumes), <run>/summary.json at the end, and on the console a
+// single updating progress line (a plain line per log interval when stderr is not a terminal).
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <fstream>
+#include <string>
+
+namespace kd {
+
+class RunLog {
+ public:
+  // resume: append to an existing metrics.jsonl instead of starting it anew.
+  RunLog(const std::string& run_dir, bool resume);
+  void metrics(const std::string& json_object);  // one line, flushed
+  // The progress line: step/total, epoch, images/s, loss, lr, ETA. `logged` marks a step that
+  // also went to metrics.jsonl: without a terminal only those steps are printed.
+  void progress(bool logged, int64_t step, int64_t total, double epoch, double images_per_s, double loss, double lr,
+                double eta_s);
+  // A line of its own (ends any progress line first).
+  void line(const std::string& text);
+  void finish_progress();
+
+ private:
+  std::ofstream metrics_;
+  bool tty_;
+  bool progress_open_ = false;
+};
+
+std::string format_duration(double seconds);  // "1h02m", "3m12s", "45s"
+
+}  // namespace kd

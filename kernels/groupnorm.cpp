@@ -9,6 +9,7 @@
 //             image order after the parallel loop (deterministic).
 #include "kernels/groupnorm.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "kernels/check.h"
@@ -16,6 +17,8 @@
 namespace kd {
 
 namespace {
+
+constexpr int64_t kChunk = 16;  // pixels summed in T before the double accumulators
 
 std::string describe(const GroupNormShape& s) {
   return detail::concat("groupnorm [n ", s.n, ", hw ", s.hw, ", c ", s.c, "] groups ", s.groups);
@@ -95,7 +98,8 @@ void groupnorm_backward_cpu(const GroupNormShape& s, const T* x, const T* gamma,
   std::vector<double> sum_g(size_t(s.n * c)), sum_g_x_hat(size_t(s.n * c));
 #pragma omp parallel
   {
-    std::vector<T> mean_c(static_cast<size_t>(c)), rstd_c(static_cast<size_t>(c)), mean_dxh(static_cast<size_t>(c)), mean_dxh_xh(static_cast<size_t>(c));
+    std::vector<T> mean_c(static_cast<size_t>(c)), rstd_c(static_cast<size_t>(c)), mean_dxh(static_cast<size_t>(c)),
+        mean_dxh_xh(static_cast<size_t>(c)), part_g(static_cast<size_t>(c)), part_gx(static_cast<size_t>(c));
 #pragma omp for schedule(static)
     for (int64_t img = 0; img < s.n; ++img) {
       const T* xi = x + img * s.hw * c;
@@ -106,15 +110,27 @@ void groupnorm_backward_cpu(const GroupNormShape& s, const T* x, const T* gamma,
       expand_to_channels(s, mean + img * s.groups, mean_c.data());
       expand_to_channels(s, rstd + img * s.groups, rstd_c.data());
 
+      // Sums in T over chunks of kChunk pixels (vectorisable over channels), then in double.
       std::fill(sg, sg + c, 0.0);
       std::fill(sgx, sgx + c, 0.0);
-      for (int64_t p = 0; p < s.hw; ++p)
-        for (int64_t ch = 0; ch < c; ++ch) {
-          const T xv = xi[p * c + ch], m = mean_c[size_t(ch)], r = rstd_c[size_t(ch)];
-          const double g = double(norm_upstream_grad(dyi[p * c + ch], xv, m, r, gamma[ch], beta[ch], relu));
-          sg[ch] += g;
-          sgx[ch] += g * double(norm_x_hat(xv, m, r));
+      const T* m = mean_c.data();
+      const T* r = rstd_c.data();
+      T* pg = part_g.data();
+      T* pgx = part_gx.data();
+      for (int64_t p0 = 0; p0 < s.hw; p0 += kChunk) {
+        std::fill(pg, pg + c, T(0));
+        std::fill(pgx, pgx + c, T(0));
+        for (int64_t p = p0; p < std::min(s.hw, p0 + kChunk); ++p) {
+          const T* xr = xi + p * c;
+          const T* dyr = dyi + p * c;
+          for (int64_t ch = 0; ch < c; ++ch) {
+            const T g = norm_upstream_grad(dyr[ch], xr[ch], m[ch], r[ch], gamma[ch], beta[ch], relu);
+            pg[ch] += g;
+            pgx[ch] += g * norm_x_hat(xr[ch], m[ch], r[ch]);
+          }
         }
+        for (int64_t ch = 0; ch < c; ++ch) sg[ch] += double(pg[ch]), sgx[ch] += double(pgx[ch]);
+      }
       // Group means of dL/dx_hat = gamma * g and of dL/dx_hat * x_hat.
       for (int64_t grp = 0; grp < s.groups; ++grp) {
         double a = 0, b = 0;
@@ -128,13 +144,17 @@ void groupnorm_backward_cpu(const GroupNormShape& s, const T* x, const T* gamma,
         }
       }
 
-      for (int64_t p = 0; p < s.hw; ++p)
+      const T* mg = mean_dxh.data();
+      const T* mgx = mean_dxh_xh.data();
+      for (int64_t p = 0; p < s.hw; ++p) {
+        const T* xr = xi + p * c;
+        const T* dyr = dyi + p * c;
+        T* dxr = dxi + p * c;
         for (int64_t ch = 0; ch < c; ++ch) {
-          const T xv = xi[p * c + ch], m = mean_c[size_t(ch)], r = rstd_c[size_t(ch)];
-          const T g = norm_upstream_grad(dyi[p * c + ch], xv, m, r, gamma[ch], beta[ch], relu);
-          dxi[p * c + ch] = norm_affine_input_grad(g, gamma[ch], norm_x_hat(xv, m, r), mean_dxh[size_t(ch)],
-                                                   mean_dxh_xh[size_t(ch)], r);
+          const T g = norm_upstream_grad(dyr[ch], xr[ch], m[ch], r[ch], gamma[ch], beta[ch], relu);
+          dxr[ch] = norm_affine_input_grad(g, gamma[ch], norm_x_hat(xr[ch], m[ch], r[ch]), mg[ch], mgx[ch], r[ch]);
         }
+      }
     }
   }
   for (int64_t ch = 0; ch < c; ++ch) {

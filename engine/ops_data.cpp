@@ -1,0 +1,174 @@
+#include "engine/ops.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "engine/ops_internal.h"
+#include "kernels/softmax.h"
+#if KD_HAVE_CUDA
+#include "kernels/cast.h"
+#endif
+
+// Tensor-level ops at the edges of a step: host <-> device conversion, augmentation and losses.
+namespace kd::ops {
+
+using namespace detail;
+
+// Host f32/f64 -> host tensor of the other float type.
+static Tensor convert_host(const Tensor& t, DType to) {
+  if (t.dtype() == to) return t;
+  Tensor out = Tensor::zeros_cpu(t.shape(), to);
+  const size_t n = size_t(t.numel());
+  if (to == DType::f64)
+    std::copy(t.data<float>(), t.data<float>() + n, out.data<double>());
+  else
+    std::copy(t.data<double>(), t.data<double>() + n, out.data<float>());
+  return out;
+}
+
+Tensor to_activation(Context& ctx, const Tensor& host) {
+  KD_CHECK(host.device() == Device::cpu && (host.dtype() == DType::f32 || host.dtype() == DType::f64),
+           "to_activation: expected a host f32 or f64 tensor, got ", host.describe());
+  if (!ctx.is_cuda()) return convert_host(host, ctx.activation_dtype());
+#if KD_HAVE_CUDA
+  Tensor staging = convert_host(host, DType::f32).to(Device::cuda, &ctx);
+  Tensor out = Tensor::empty(host.shape(), DType::bf16, ctx);
+  cast_f32_to_bf16_cuda(ctx.cuda_handles(), out.numel(), staging.data<float>(), out.data<bf16>());
+  return out;
+#else
+  no_cuda_path("to_activation");
+#endif
+}
+
+Tensor to_host_f32(Context& ctx, const Tensor& t) {
+  if (t.device() == Device::cpu) {
+    KD_CHECK(t.dtype() == DType::f32 || t.dtype() == DType::f64, "to_host_f32: expected f32 or f64, got ",
+             t.describe());
+    return convert_host(t, DType::f32);
+  }
+#if KD_HAVE_CUDA
+  if (t.dtype() == DType::f32) return t.to(Device::cpu, &ctx);
+  check_dtype(t, DType::bf16, "to_host_f32");
+  Tensor wide = Tensor::empty(t.shape(), DType::f32, ctx);
+  cast_bf16_to_f32_cuda(ctx.cuda_handles(), t.numel(), t.data<bf16>(), wide.data<float>());
+  return wide.to(Device::cpu, &ctx);
+#else
+  no_cuda_path("to_host_f32");
+#endif
+}
+
+// --- data and losses -----------------------------------------------------------------------------
+
+std::pair<Tensor, Tensor> augment(Context& ctx, const uint8_t* pixels, size_t bytes,
+                                  const std::vector<SourceImage>& sources, const std::vector<ViewRecipe>& recipes,
+                                  const Normalization& norm, int64_t h1, int64_t w1, int64_t h2, int64_t w2) {
+  const int64_t n = int64_t(recipes.size());
+  KD_CHECK(n > 0 && h1 > 0 && w1 > 0, "augment: empty batch or view size ", h1, "x", w1);
+  for (const ViewRecipe& r : recipes) {
+    KD_CHECK(r.a.image >= 0 && size_t(r.a.image) < sources.size() && r.b.image >= 0 &&
+                 size_t(r.b.image) < sources.size(),
+             "augment: a recipe names source ", r.a.image, "/", r.b.image, " of ", sources.size());
+  }
+  for (const SourceImage& src : sources)
+    KD_CHECK(src.h > 0 && src.w > 0 && src.offset >= 0 && size_t(src.offset) + size_t(src.h) * src.w * 3 <= bytes,
+             "augment: source image ", src.h, "x", src.w, " at byte ", src.offset, " lies outside the ", bytes,
+             "-byte pixel buffer");
+  if (ctx.is_cuda()) {
+#if KD_HAVE_CUDA
+    // One staging buffer: recipes, sources, then pixels (each 256-byte aligned), one copy.
+    auto align = [](size_t b) { return (b + 255) / 256 * 256; };
+    const size_t recipe_bytes = align(recipes.size() * sizeof(ViewRecipe));
+    const size_t source_bytes = align(sources.size() * sizeof(SourceImage));
+    std::vector<uint8_t> host(recipe_bytes + source_bytes + bytes);
+    std::memcpy(host.data(), recipes.data(), recipes.size() * sizeof(ViewRecipe));
+    std::memcpy(host.data() + recipe_bytes, sources.data(), sources.size() * sizeof(SourceImage));
+    std::memcpy(host.data() + recipe_bytes + source_bytes, pixels, bytes);
+    Tensor staged = Tensor::empty({int64_t(host.size())}, DType::u8, ctx);
+    copy_bytes(staged.raw(), Device::cuda, host.data(), Device::cpu, host.size(), &ctx);
+    const uint8_t* base = staged.data<uint8_t>();
+    Tensor first = Tensor::empty({n, h1, w1, 3}, DType::bf16, ctx), second;
+    if (h2 > 0) second = Tensor::empty({n, h2, w2, 3}, DType::bf16, ctx);
+    augment_cuda(ctx.cuda_handles(), base + recipe_bytes + source_bytes,
+                 reinterpret_cast<const SourceImage*>(base + recipe_bytes), reinterpret_cast<const ViewRecipe*>(base),
+                 n, norm, h1, w1, first.data<bf16>(), h2, w2, h2 > 0 ? second.data<bf16>() : nullptr);
+    return {first, second};
+#else
+    no_cuda_path("augment");
+#endif
+  }
+  auto render = [&](int64_t h, int64_t w) {
+    Tensor out = Tensor::zeros_cpu({n, h, w, 3}, DType::f32);
+    augment_cpu(pixels, sources.data(), recipes.data(), n, norm, h, w, out.data<float>());
+    return to_activation(ctx, out);
+  };
+  return {render(h1, w1), h2 > 0 ? render(h2, w2) : Tensor()};
+}
+
+LossResult distill_loss(Context& ctx, const Tensor& teacher_logits, const Tensor& student_logits,
+                        const DistillLossOptions& options, bool need_grad) {
+  KD_CHECK(student_logits.ndim() == 2 && teacher_logits.ndim() == 3, "distill_loss: expected teacher [k, rows, ",
+           "classes] and student [rows, classes], got ", teacher_logits.describe(), " and ", student_logits.describe());
+  DistillLossShape s{student_logits.dim(0), student_logits.dim(1), teacher_logits.dim(0)};
+  check_param(ctx, student_logits, {s.rows, s.classes}, "distill_loss", "student logits");
+  check_param(ctx, teacher_logits, {s.teachers, s.rows, s.classes}, "distill_loss", "teacher logits");
+  LossResult r;
+  Tensor loss = Tensor::empty({s.rows}, ctx.param_dtype(), ctx);
+  Tensor top1 = Tensor::empty({s.rows}, DType::i32, ctx), rank = Tensor::empty({s.rows}, DType::i32, ctx);
+  if (need_grad) r.dlogits = Tensor::empty({s.rows, s.classes}, ctx.param_dtype(), ctx);
+  if (ctx.is_cuda()) {
+#if KD_HAVE_CUDA
+    distill_loss_cuda(ctx.cuda_handles(), s, options, teacher_logits.data<float>(), student_logits.data<float>(),
+                      loss.data<float>(), need_grad ? r.dlogits.data<float>() : nullptr, top1.data<int32_t>(),
+                      rank.data<int32_t>());
+#else
+    no_cuda_path("distill_loss");
+#endif
+  } else {
+    with_cpu_precision(ctx, [&](auto zero) {
+      using T = decltype(zero);
+      distill_loss_cpu<T>(s, options, teacher_logits.data<T>(), student_logits.data<T>(), loss.data<T>(),
+                          need_grad ? r.dlogits.data<T>() : nullptr, top1.data<int32_t>(), rank.data<int32_t>());
+    });
+  }
+  Tensor loss_host = to_host_f32(ctx, loss);
+  r.loss_rows.assign(loss_host.data<float>(), loss_host.data<float>() + s.rows);
+  Tensor top1_host = top1.to(Device::cpu, &ctx), rank_host = rank.to(Device::cpu, &ctx);
+  r.teacher_top1.assign(top1_host.data<int32_t>(), top1_host.data<int32_t>() + s.rows);
+  r.student_rank.assign(rank_host.data<int32_t>(), rank_host.data<int32_t>() + s.rows);
+  return r;
+}
+
+LossResult cross_entropy(Context& ctx, const Tensor& logits, const std::vector<int32_t>& labels,
+                         float label_smoothing, float grad_scale, bool need_grad) {
+  KD_CHECK(logits.ndim() == 2 && int64_t(labels.size()) == logits.dim(0), "cross_entropy: ", labels.size(),
+           " labels for logits ", logits.describe());
+  const int64_t rows = logits.dim(0), classes = logits.dim(1);
+  check_param(ctx, logits, {rows, classes}, "cross_entropy", "logits");
+  for (int64_t i = 0; i < rows; ++i)
+    KD_CHECK(labels[size_t(i)] >= 0 && labels[size_t(i)] < classes, "cross_entropy: row ", i, " has label ",
+             labels[size_t(i)], " outside [0, ", classes, ")");
+  LossResult r;
+  Tensor loss = Tensor::empty({rows}, ctx.param_dtype(), ctx);
+  if (need_grad) r.dlogits = Tensor::empty({rows, classes}, ctx.param_dtype(), ctx);
+  if (ctx.is_cuda()) {
+#if KD_HAVE_CUDA
+    Tensor label_host = Tensor::borrow(const_cast<int32_t*>(labels.data()), {rows}, DType::i32, Device::cpu);
+    Tensor label_dev = label_host.to(Device::cuda, &ctx);
+    cross_entropy_cuda(ctx.cuda_handles(), rows, classes, logits.data<float>(), label_dev.data<int32_t>(),
+                       label_smoothing, grad_scale, loss.data<float>(), need_grad ? r.dlogits.data<float>() : nullptr);
+#else
+    no_cuda_path("cross_entropy");
+#endif
+  } else {
+    with_cpu_precision(ctx, [&](auto zero) {
+      using T = decltype(zero);
+      cross_entropy_cpu<T>(rows, classes, logits.data<T>(), labels.data(), T(label_smoothing), T(grad_scale),
+                           loss.data<T>(), need_grad ? r.dlogits.data<T>() : nullptr);
+    });
+  }
+  Tensor loss_host = to_host_f32(ctx, loss);
+  r.loss_rows.assign(loss_host.data<float>(), loss_host.data<float>() + rows);
+  return r;
+}
+
+}  // namespace kd::ops

@@ -17,7 +17,7 @@ endforeach()
 file(GLOB kd_parity_sources CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/parity/*_test.cpp)
 if(kd_parity_sources)
   add_executable(test_parity ${kd_parity_sources})
-  target_link_libraries(test_parity PRIVATE kd_test_support kd_models GTest::gtest_main)
+  target_link_libraries(test_parity PRIVATE kd_test_support kd_cli GTest::gtest_main)
   target_compile_options(test_parity PRIVATE ${kd_cxx_warnings})
   target_compile_definitions(test_parity PRIVATE KD_PARITY_DIR="${kd_parity_dir}")
   gtest_discover_tests(test_parity TEST_PREFIX "parity." DISCOVERY_TIMEOUT 60

@@ -18,6 +18,7 @@
 #include "engine/safetensors.h"
 #include "models/model.h"
 #include "tests/support/testing.h"
+#include "tools/cli/cli.h"
 
 namespace kd {
 namespace {
@@ -90,6 +91,30 @@ TEST_P(Models, SinglePrecisionMatchesTimm) {
 INSTANTIATE_TEST_SUITE_P(ResNetV2, Models,
                          ::testing::Values("resnetv2_50x1_bit", "resnetv2_demo_teacher", "resnetv2_fixed_small",
                                            "resnetv2_demo_student"));
+
+}  // namespace
+}  // namespace kd
+
+namespace kd {
+namespace {
+
+// The command a user runs: `kd forward` on timm's own resnetv2_50x1_bit state dict.
+TEST(Forward, CliOnTimmWeightsMatchesTimm) {
+  const std::string dir = KD_PARITY_DIR;
+  const std::string out = dir + "/kd_forward_logits.safetensors";
+  std::vector<std::string> args{"kd", "forward", "--arch", "resnetv2_50x1_bit", "--num-classes", "10",
+                                "--weights", dir + "/resnetv2_50x1_bit.weights.safetensors", "--input",
+                                dir + "/resnetv2_50x1_bit.forward.safetensors", "--output", out, "--device", "cpu"};
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  ASSERT_EQ(cli::run(int(argv.size()), argv.data()), 0);
+  const Tensor got = SafetensorsFile::open(out).tensor_f32("logits", {2, 10});
+  const Tensor expected =
+      SafetensorsFile::open(dir + "/resnetv2_50x1_bit.forward.safetensors").tensor_as("logits", {2, 10}, DType::f64);
+  const double err = test::rel_l2(got.data<float>(), expected.data<double>(), 20);
+  std::printf("[ parity ] kd forward on timm's resnetv2_50x1_bit weights: logits %.1e relative L2\n", err);
+  EXPECT_LE(err, 1e-4);
+}
 
 }  // namespace
 }  // namespace kd

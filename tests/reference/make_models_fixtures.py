@@ -73,6 +73,24 @@ def make(name, arch, model, n, size, seed, out_dir):
     print(f"{name}: {sum(p.numel() for p in model.parameters())} parameters, logits {tuple(logits.shape)}")
 
 
+def forward_fixture(out_dir):
+    """What a user brings to `kd forward`: timm's own state dict of resnetv2_50x1_bit (plain names,
+    OIHW) and float32 NHWC images; the expected logits are timm's, computed in float64."""
+    torch.manual_seed(5)
+    model = timm.create_model("resnetv2_50x1_bit", pretrained=False, num_classes=10).eval()
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if ".norm" in pname or pname.startswith("norm.") or pname.startswith("head."):
+                p.add_(0.1 * torch.randn_like(p))
+    st.save(os.path.join(out_dir, "resnetv2_50x1_bit.weights.safetensors"),
+            {k: v.numpy() for k, v in model.state_dict().items()}, {"format": "pt"})
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        logits = model.double()(x.double())
+    st.save(os.path.join(out_dir, "resnetv2_50x1_bit.forward.safetensors"),
+            {"images": x.permute(0, 2, 3, 1).contiguous().numpy(), "logits": logits.numpy()})
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -80,6 +98,7 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     torch.set_num_threads(1)
     # The paper's student, exactly as timm registers it.
+    forward_fixture(args.out)
     make("resnetv2_50x1_bit", "resnetv2_50x1_bit",
          timm.create_model("resnetv2_50x1_bit", pretrained=False, num_classes=10), 2, 64, 0, args.out)
     # The demo's teacher and student shapes (custom depth/width, both stems).

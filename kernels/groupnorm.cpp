@@ -2,7 +2,8 @@
 // contiguous [hw, c] block, so every pass below is a straight sweep over memory that accumulates
 // per-channel sums in double; a group's statistic is then the sum of its c/groups channels.
 //   forward:  pass 1 sums x (-> group means), pass 2 sums (x - mean)^2 (-> group variances,
-//             around the mean, so no cancellation), pass 3 writes y.
+//             around the mean, so no cancellation), pass 3 writes y. Sums run in T over chunks of
+//             16 pixels (so the channel loops vectorise) and in double across chunks.
 //   backward: pass 1 sums g and g * x_hat per channel (g = dL/d(gamma x_hat + beta), the ReLU
 //             mask recomputed), which gives dbeta, dgamma and the group means of
 //             dL/dx_hat = gamma * g; pass 2 writes dx. dgamma/dbeta are reduced over images in
@@ -48,7 +49,8 @@ void groupnorm_forward_cpu(const GroupNormShape& s, T eps, const T* x, const T* 
 #pragma omp parallel
   {
     std::vector<double> sums(static_cast<size_t>(c)), channel_mean(static_cast<size_t>(c));
-    std::vector<T> mean_c(static_cast<size_t>(c)), rstd_c(static_cast<size_t>(c));
+    std::vector<T> mean_c(static_cast<size_t>(c)), rstd_c(static_cast<size_t>(c)), partial(static_cast<size_t>(c)),
+        centre(static_cast<size_t>(c));
 #pragma omp for schedule(static)
     for (int64_t img = 0; img < s.n; ++img) {
       const T* xi = x + img * s.hw * c;
@@ -56,21 +58,38 @@ void groupnorm_forward_cpu(const GroupNormShape& s, T eps, const T* x, const T* 
       T* mean_i = mean + img * s.groups;
       T* rstd_i = rstd + img * s.groups;
 
+      // Sums in T over chunks of kChunk pixels (vectorisable over channels), then in double.
+      T* part = partial.data();
       std::fill(sums.begin(), sums.end(), 0.0);
-      for (int64_t p = 0; p < s.hw; ++p)
-        for (int64_t ch = 0; ch < c; ++ch) sums[size_t(ch)] += double(xi[p * c + ch]);
+      for (int64_t p0 = 0; p0 < s.hw; p0 += kChunk) {
+        std::fill(part, part + c, T(0));
+        for (int64_t p = p0; p < std::min(s.hw, p0 + kChunk); ++p) {
+          const T* xr = xi + p * c;
+          for (int64_t ch = 0; ch < c; ++ch) part[ch] += xr[ch];
+        }
+        for (int64_t ch = 0; ch < c; ++ch) sums[size_t(ch)] += double(part[ch]);
+      }
       for (int64_t g = 0; g < s.groups; ++g) {
         double total = 0;
         for (int64_t j = 0; j < cpg; ++j) total += sums[size_t(g * cpg + j)];
         for (int64_t j = 0; j < cpg; ++j) channel_mean[size_t(g * cpg + j)] = total / count;
       }
 
+      // Squares around the (double) mean, rounded to T once per channel: the centred values are
+      // of the order of the spread, so T sums over a chunk keep full relative accuracy.
+      for (int64_t ch = 0; ch < c; ++ch) centre[size_t(ch)] = T(channel_mean[size_t(ch)]);
       std::fill(sums.begin(), sums.end(), 0.0);
-      for (int64_t p = 0; p < s.hw; ++p)
-        for (int64_t ch = 0; ch < c; ++ch) {
-          const double d = double(xi[p * c + ch]) - channel_mean[size_t(ch)];
-          sums[size_t(ch)] += d * d;
+      for (int64_t p0 = 0; p0 < s.hw; p0 += kChunk) {
+        std::fill(part, part + c, T(0));
+        for (int64_t p = p0; p < std::min(s.hw, p0 + kChunk); ++p) {
+          const T* xr = xi + p * c;
+          for (int64_t ch = 0; ch < c; ++ch) {
+            const T d = xr[ch] - centre[size_t(ch)];
+            part[ch] += d * d;
+          }
         }
+        for (int64_t ch = 0; ch < c; ++ch) sums[size_t(ch)] += double(part[ch]);
+      }
       for (int64_t g = 0; g < s.groups; ++g) {
         double total = 0;
         for (int64_t j = 0; j < cpg; ++j) total += sums[size_t(g * cpg + j)];
@@ -80,10 +99,13 @@ void groupnorm_forward_cpu(const GroupNormShape& s, T eps, const T* x, const T* 
 
       expand_to_channels(s, mean_i, mean_c.data());
       expand_to_channels(s, rstd_i, rstd_c.data());
-      for (int64_t p = 0; p < s.hw; ++p)
-        for (int64_t ch = 0; ch < c; ++ch)
-          yi[p * c + ch] = norm_affine_act(xi[p * c + ch], mean_c[size_t(ch)], rstd_c[size_t(ch)], gamma[ch],
-                                           beta[ch], relu);
+      const T* m = mean_c.data();
+      const T* r = rstd_c.data();
+      for (int64_t p = 0; p < s.hw; ++p) {
+        const T* xr = xi + p * c;
+        T* yr = yi + p * c;
+        for (int64_t ch = 0; ch < c; ++ch) yr[ch] = norm_affine_act(xr[ch], m[ch], r[ch], gamma[ch], beta[ch], relu);
+      }
     }
   }
 }

@@ -26,18 +26,13 @@ Tensor conv2d(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dShape&
   check_shape(x, {s.n, s.h, s.w, s.c_in}, "conv2d input (" + s.describe() + ")");
   check_shape(w, conv_weight_shape(s), "conv2d weight (" + s.describe() + ")");
   Tensor y = new_activation(ctx, {s.n, s.out_h(), s.out_w(), s.c_out});
-  if (ctx.is_cuda()) {
-#if KD_HAVE_CUDA
-    conv2d_forward_cuda(ctx.cuda_handles(), s, x.data<bf16>(), w.data<bf16>(), y.data<bf16>());
-#else
-    no_cuda_path("conv2d");
-#endif
-  } else {
-    with_cpu_precision(ctx, [&](auto zero) {
-      using T = decltype(zero);
-      conv2d_forward_cpu<T>(s, x.data<T>(), w.data<T>(), y.data<T>());
-    });
-  }
+  dispatch(
+      ctx, "conv2d",
+      [&] { KD_IF_CUDA(conv2d_forward_cuda(ctx.cuda_handles(), s, x.data<bf16>(), w.data<bf16>(), y.data<bf16>());) },
+      [&](auto zero) {
+        using T = decltype(zero);
+        conv2d_forward_cpu<T>(s, x.data<T>(), w.data<T>(), y.data<T>());
+      });
   return y;
 }
 
@@ -45,35 +40,30 @@ Tensor conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, con
   check_activation(ctx, dy, "conv2d_backward_data", "dy");
   check_shape(dy, {s.n, s.out_h(), s.out_w(), s.c_out}, "conv2d dy (" + s.describe() + ")");
   Tensor dx = new_activation(ctx, {s.n, s.h, s.w, s.c_in});
-  if (ctx.is_cuda()) {
-#if KD_HAVE_CUDA
-    conv2d_backward_data_cuda(ctx.cuda_handles(), s, dy.data<bf16>(), w.data<bf16>(), dx.data<bf16>());
-#else
-    no_cuda_path("conv2d_backward_data");
-#endif
-  } else {
-    with_cpu_precision(ctx, [&](auto zero) {
-      using T = decltype(zero);
-      conv2d_backward_data_cpu<T>(s, dy.data<T>(), w.data<T>(), dx.data<T>());
-    });
-  }
+  dispatch(
+      ctx, "conv2d_backward_data",
+      [&] {
+        KD_IF_CUDA(conv2d_backward_data_cuda(ctx.cuda_handles(), s, dy.data<bf16>(), w.data<bf16>(), dx.data<bf16>());)
+      },
+      [&](auto zero) {
+        using T = decltype(zero);
+        conv2d_backward_data_cpu<T>(s, dy.data<T>(), w.data<T>(), dx.data<T>());
+      });
   return dx;
 }
 
 void conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, const Conv2dShape& s, Tensor& dw) {
   check_param(ctx, dw, conv_weight_shape(s), "conv2d_backward_filter", "dw");
-  if (ctx.is_cuda()) {
-#if KD_HAVE_CUDA
-    conv2d_backward_filter_cuda(ctx.cuda_handles(), s, x.data<bf16>(), dy.data<bf16>(), dw.data<float>());
-#else
-    no_cuda_path("conv2d_backward_filter");
-#endif
-  } else {
-    with_cpu_precision(ctx, [&](auto zero) {
-      using T = decltype(zero);
-      conv2d_backward_filter_cpu<T>(s, x.data<T>(), dy.data<T>(), dw.data<T>());
-    });
-  }
+  dispatch(
+      ctx, "conv2d_backward_filter",
+      [&] {
+        KD_IF_CUDA(
+            conv2d_backward_filter_cuda(ctx.cuda_handles(), s, x.data<bf16>(), dy.data<bf16>(), dw.data<float>());)
+      },
+      [&](auto zero) {
+        using T = decltype(zero);
+        conv2d_backward_filter_cpu<T>(s, x.data<T>(), dy.data<T>(), dw.data<T>());
+      });
 }
 
 // --- weight standardisation ------------------------------------------------------------------
@@ -84,20 +74,16 @@ void weight_std(Context& ctx, const Tensor& w, float eps, Tensor& w_hat, Tensor&
   w_hat = Tensor::empty(w.shape(), activation_dtype(ctx), ctx);
   mean = Tensor::empty({c_out}, ctx.param_dtype(), ctx);
   rstd = Tensor::empty({c_out}, ctx.param_dtype(), ctx);
-  if (ctx.is_cuda()) {
-#if KD_HAVE_CUDA
-    weight_std_forward_cuda(ctx.cuda_handles(), c_out, k, eps, w.data<float>(), w_hat.data<bf16>(), mean.data<float>(),
-                             rstd.data<float>());
-#else
-    no_cuda_path("weight_std");
-#endif
-  } else {
-    with_cpu_precision(ctx, [&](auto zero) {
-      using T = decltype(zero);
-      weight_std_forward_cpu<T>(c_out, k, eps, w.data<T>(), w_hat.data<T>(), mean.data<T>(),
-                                    rstd.data<T>());
-    });
-  }
+  dispatch(
+      ctx, "weight_std",
+      [&] {
+        KD_IF_CUDA(weight_std_forward_cuda(ctx.cuda_handles(), c_out, k, eps, w.data<float>(), w_hat.data<bf16>(),
+                                           mean.data<float>(), rstd.data<float>());)
+      },
+      [&](auto zero) {
+        using T = decltype(zero);
+        weight_std_forward_cpu<T>(c_out, k, eps, w.data<T>(), w_hat.data<T>(), mean.data<T>(), rstd.data<T>());
+      });
 }
 
 void weight_std_backward(Context& ctx, const Tensor& w, const Tensor& mean, const Tensor& rstd, const Tensor& dw_hat,
@@ -105,20 +91,17 @@ void weight_std_backward(Context& ctx, const Tensor& w, const Tensor& mean, cons
   const int64_t c_out = w.dim(0), k = w.numel() / c_out;
   check_param(ctx, dw_hat, w.shape(), "weight_std_backward", "dw_hat");
   check_param(ctx, dw, w.shape(), "weight_std_backward", "dw");
-  if (ctx.is_cuda()) {
-#if KD_HAVE_CUDA
-    weight_std_backward_cuda(ctx.cuda_handles(), c_out, k, w.data<float>(), mean.data<float>(), rstd.data<float>(),
-                              dw_hat.data<float>(), dw.data<float>());
-#else
-    no_cuda_path("weight_std_backward");
-#endif
-  } else {
-    with_cpu_precision(ctx, [&](auto zero) {
-      using T = decltype(zero);
-      weight_std_backward_cpu<T>(c_out, k, w.data<T>(), mean.data<T>(), rstd.data<T>(),
-                                     dw_hat.data<T>(), dw.data<T>());
-    });
-  }
+  dispatch(
+      ctx, "weight_std_backward",
+      [&] {
+        KD_IF_CUDA(weight_std_backward_cuda(ctx.cuda_handles(), c_out, k, w.data<float>(), mean.data<float>(),
+                                            rstd.data<float>(), dw_hat.data<float>(), dw.data<float>());)
+      },
+      [&](auto zero) {
+        using T = decltype(zero);
+        weight_std_backward_cpu<T>(c_out, k, w.data<T>(), mean.data<T>(), rstd.data<T>(), dw_hat.data<T>(),
+                                   dw.data<T>());
+      });
 }
 
 // --- normalisation ------------------------------------------------------------------------------
@@ -132,21 +115,19 @@ Tensor groupnorm(Context& ctx, const Tensor& x, const Tensor& gamma, const Tenso
   check_param(ctx, gamma, {s.c}, "groupnorm", "gamma");
   check_param(ctx, beta, {s.c}, "groupnorm", "beta");
   Tensor y = new_activation(ctx, x.shape());
-  Tensor m = Tensor::empty({s.n, groups}, ctx.param_dtype(), ctx), r = Tensor::empty({s.n, groups}, ctx.param_dtype(), ctx);
-  if (ctx.is_cuda()) {
-#if KD_HAVE_CUDA
-    groupnorm_forward_cuda(ctx.cuda_handles(), s, eps, x.data<bf16>(), gamma.data<float>(), beta.data<float>(), relu,
-                           y.data<bf16>(), m.data<float>(), r.data<float>());
-#else
-    no_cuda_path("groupnorm");
-#endif
-  } else {
-    with_cpu_precision(ctx, [&](auto zero) {
-      using T = decltype(zero);
-      groupnorm_forward_cpu<T>(s, eps, x.data<T>(), gamma.data<T>(), beta.data<T>(), relu,
-                                   y.data<T>(), m.data<T>(), r.data<T>());
-    });
-  }
+  Tensor m = Tensor::empty({s.n, groups}, ctx.param_dtype(), ctx),
+         r = Tensor::empty({s.n, groups}, ctx.param_dtype(), ctx);
+  dispatch(
+      ctx, "groupnorm",
+      [&] {
+        KD_IF_CUDA(groupnorm_forward_cuda(ctx.cuda_handles(), s, eps, x.data<bf16>(), gamma.data<float>(),
+                                          beta.data<float>(), relu, y.data<bf16>(), m.data<float>(), r.data<float>());)
+      },
+      [&](auto zero) {
+        using T = decltype(zero);
+        groupnorm_forward_cpu<T>(s, eps, x.data<T>(), gamma.data<T>(), beta.data<T>(), relu, y.data<T>(), m.data<T>(),
+                                 r.data<T>());
+      });
   if (mean) *mean = m;
   if (rstd) *rstd = r;
   return y;
@@ -161,22 +142,19 @@ Tensor groupnorm_backward(Context& ctx, const Tensor& x, const Tensor& gamma, co
   check_param(ctx, dgamma, {s.c}, "groupnorm_backward", "dgamma");
   check_param(ctx, dbeta, {s.c}, "groupnorm_backward", "dbeta");
   Tensor dx = new_activation(ctx, x.shape());
-  if (ctx.is_cuda()) {
-#if KD_HAVE_CUDA
-    groupnorm_backward_cuda(ctx.cuda_handles(), s, x.data<bf16>(), gamma.data<float>(), beta.data<float>(),
-                            mean.data<float>(), rstd.data<float>(), relu, dy.data<bf16>(), dx.data<bf16>(),
-                            dgamma.data<float>(), dbeta.data<float>());
-#else
-    no_cuda_path("groupnorm_backward");
-#endif
-  } else {
-    with_cpu_precision(ctx, [&](auto zero) {
-      using T = decltype(zero);
-      groupnorm_backward_cpu<T>(s, x.data<T>(), gamma.data<T>(), beta.data<T>(), mean.data<T>(),
-                                    rstd.data<T>(), relu, dy.data<T>(), dx.data<T>(), dgamma.data<T>(),
-                                    dbeta.data<T>());
-    });
-  }
+  dispatch(
+      ctx, "groupnorm_backward",
+      [&] {
+        KD_IF_CUDA(groupnorm_backward_cuda(ctx.cuda_handles(), s, x.data<bf16>(), gamma.data<float>(),
+                                           beta.data<float>(), mean.data<float>(), rstd.data<float>(), relu,
+                                           dy.data<bf16>(), dx.data<bf16>(), dgamma.data<float>(),
+                                           dbeta.data<float>());)
+      },
+      [&](auto zero) {
+        using T = decltype(zero);
+        groupnorm_backward_cpu<T>(s, x.data<T>(), gamma.data<T>(), beta.data<T>(), mean.data<T>(), rstd.data<T>(), relu,
+                                  dy.data<T>(), dx.data<T>(), dgamma.data<T>(), dbeta.data<T>());
+      });
   return dx;
 }
 
@@ -188,22 +166,19 @@ Tensor batchnorm_train(Context& ctx, const Tensor& x, const Tensor& gamma, const
   Tensor y = new_activation(ctx, x.shape());
   mean = Tensor::empty({c}, ctx.param_dtype(), ctx);
   rstd = Tensor::empty({c}, ctx.param_dtype(), ctx);
-  if (ctx.is_cuda()) {
-#if KD_HAVE_CUDA
-    batchnorm_forward_train_cuda(ctx.cuda_handles(), s, eps, momentum, x.data<bf16>(), gamma.data<float>(),
-                                 beta.data<float>(), y.data<bf16>(), mean.data<float>(), rstd.data<float>(),
-                                 running_mean.data<float>(), running_var.data<float>());
-#else
-    no_cuda_path("batchnorm");
-#endif
-  } else {
-    with_cpu_precision(ctx, [&](auto zero) {
-      using T = decltype(zero);
-      batchnorm_forward_train_cpu<T>(s, eps, momentum, x.data<T>(), gamma.data<T>(), beta.data<T>(),
-                                         y.data<T>(), mean.data<T>(), rstd.data<T>(),
-                                         running_mean.data<T>(), running_var.data<T>());
-    });
-  }
+  dispatch(
+      ctx, "batchnorm",
+      [&] {
+        KD_IF_CUDA(batchnorm_forward_train_cuda(ctx.cuda_handles(), s, eps, momentum, x.data<bf16>(),
+                                                gamma.data<float>(), beta.data<float>(), y.data<bf16>(),
+                                                mean.data<float>(), rstd.data<float>(), running_mean.data<float>(),
+                                                running_var.data<float>());)
+      },
+      [&](auto zero) {
+        using T = decltype(zero);
+        batchnorm_forward_train_cpu<T>(s, eps, momentum, x.data<T>(), gamma.data<T>(), beta.data<T>(), y.data<T>(),
+                                       mean.data<T>(), rstd.data<T>(), running_mean.data<T>(), running_var.data<T>());
+      });
   return y;
 }
 
@@ -213,20 +188,18 @@ Tensor batchnorm_eval(Context& ctx, const Tensor& x, const Tensor& gamma, const 
   const int64_t c = x.dim(-1);
   BatchNormShape s{x.numel() / c, c};
   Tensor y = new_activation(ctx, x.shape());
-  if (ctx.is_cuda()) {
-#if KD_HAVE_CUDA
-    batchnorm_forward_eval_cuda(ctx.cuda_handles(), s, eps, x.data<bf16>(), gamma.data<float>(), beta.data<float>(),
-                                running_mean.data<float>(), running_var.data<float>(), y.data<bf16>());
-#else
-    no_cuda_path("batchnorm");
-#endif
-  } else {
-    with_cpu_precision(ctx, [&](auto zero) {
-      using T = decltype(zero);
-      batchnorm_forward_eval_cpu<T>(s, eps, x.data<T>(), gamma.data<T>(), beta.data<T>(),
-                                        running_mean.data<T>(), running_var.data<T>(), y.data<T>());
-    });
-  }
+  dispatch(
+      ctx, "batchnorm",
+      [&] {
+        KD_IF_CUDA(batchnorm_forward_eval_cuda(ctx.cuda_handles(), s, eps, x.data<bf16>(), gamma.data<float>(),
+                                               beta.data<float>(), running_mean.data<float>(),
+                                               running_var.data<float>(), y.data<bf16>());)
+      },
+      [&](auto zero) {
+        using T = decltype(zero);
+        batchnorm_forward_eval_cpu<T>(s, eps, x.data<T>(), gamma.data<T>(), beta.data<T>(), running_mean.data<T>(),
+                                      running_var.data<T>(), y.data<T>());
+      });
   return y;
 }
 
@@ -236,21 +209,18 @@ Tensor batchnorm_backward(Context& ctx, const Tensor& x, const Tensor& gamma, co
   const int64_t c = x.dim(-1);
   BatchNormShape s{x.numel() / c, c};
   Tensor dx = new_activation(ctx, x.shape());
-  if (ctx.is_cuda()) {
-#if KD_HAVE_CUDA
-    batchnorm_backward_cuda(ctx.cuda_handles(), s, x.data<bf16>(), gamma.data<float>(), mean.data<float>(),
-                            rstd.data<float>(), dy.data<bf16>(), dx.data<bf16>(), dgamma.data<float>(),
-                            dbeta.data<float>());
-#else
-    no_cuda_path("batchnorm_backward");
-#endif
-  } else {
-    with_cpu_precision(ctx, [&](auto zero) {
-      using T = decltype(zero);
-      batchnorm_backward_cpu<T>(s, x.data<T>(), gamma.data<T>(), mean.data<T>(), rstd.data<T>(),
-                                    dy.data<T>(), dx.data<T>(), dgamma.data<T>(), dbeta.data<T>());
-    });
-  }
+  dispatch(
+      ctx, "batchnorm_backward",
+      [&] {
+        KD_IF_CUDA(batchnorm_backward_cuda(ctx.cuda_handles(), s, x.data<bf16>(), gamma.data<float>(),
+                                           mean.data<float>(), rstd.data<float>(), dy.data<bf16>(), dx.data<bf16>(),
+                                           dgamma.data<float>(), dbeta.data<float>());)
+      },
+      [&](auto zero) {
+        using T = decltype(zero);
+        batchnorm_backward_cpu<T>(s, x.data<T>(), gamma.data<T>(), mean.data<T>(), rstd.data<T>(), dy.data<T>(),
+                                  dx.data<T>(), dgamma.data<T>(), dbeta.data<T>());
+      });
   return dx;
 }
 
@@ -263,18 +233,15 @@ Tensor maxpool(Context& ctx, const Tensor& x, MaxPoolShape s, Tensor* argmax) {
   validate(s);
   Tensor y = new_activation(ctx, {s.n, s.out_h(), s.out_w(), s.c});
   Tensor idx = Tensor::empty(y.shape(), DType::i32, ctx);
-  if (ctx.is_cuda()) {
-#if KD_HAVE_CUDA
-    maxpool_forward_cuda(ctx.cuda_handles(), s, x.data<bf16>(), y.data<bf16>(), idx.data<int32_t>());
-#else
-    no_cuda_path("maxpool");
-#endif
-  } else {
-    with_cpu_precision(ctx, [&](auto zero) {
-      using T = decltype(zero);
-      maxpool_forward_cpu<T>(s, x.data<T>(), y.data<T>(), idx.data<int32_t>());
-    });
-  }
+  dispatch(
+      ctx, "maxpool",
+      [&] {
+        KD_IF_CUDA(maxpool_forward_cuda(ctx.cuda_handles(), s, x.data<bf16>(), y.data<bf16>(), idx.data<int32_t>());)
+      },
+      [&](auto zero) {
+        using T = decltype(zero);
+        maxpool_forward_cpu<T>(s, x.data<T>(), y.data<T>(), idx.data<int32_t>());
+      });
   if (argmax) *argmax = idx;
   return y;
 }
@@ -283,18 +250,16 @@ Tensor maxpool_backward(Context& ctx, const Tensor& argmax, const Tensor& dy, co
   check_activation(ctx, dy, "maxpool_backward", "dy");
   check_shape(dy, {s.n, s.out_h(), s.out_w(), s.c}, "maxpool_backward dy");
   Tensor dx = new_activation(ctx, {s.n, s.h, s.w, s.c});
-  if (ctx.is_cuda()) {
-#if KD_HAVE_CUDA
-    maxpool_backward_cuda(ctx.cuda_handles(), s, argmax.data<int32_t>(), dy.data<bf16>(), dx.data<bf16>());
-#else
-    no_cuda_path("maxpool_backward");
-#endif
-  } else {
-    with_cpu_precision(ctx, [&](auto zero) {
-      using T = decltype(zero);
-      maxpool_backward_cpu<T>(s, argmax.data<int32_t>(), dy.data<T>(), dx.data<T>());
-    });
-  }
+  dispatch(
+      ctx, "maxpool_backward",
+      [&] {
+        KD_IF_CUDA(
+            maxpool_backward_cuda(ctx.cuda_handles(), s, argmax.data<int32_t>(), dy.data<bf16>(), dx.data<bf16>());)
+      },
+      [&](auto zero) {
+        using T = decltype(zero);
+        maxpool_backward_cpu<T>(s, argmax.data<int32_t>(), dy.data<T>(), dx.data<T>());
+      });
   return dx;
 }
 
@@ -303,18 +268,13 @@ Tensor global_avgpool(Context& ctx, const Tensor& x) {
   check_nhwc(x, "global_avgpool");
   const int64_t n = x.dim(0), hw = x.dim(1) * x.dim(2), c = x.dim(3);
   Tensor y = new_activation(ctx, {n, c});
-  if (ctx.is_cuda()) {
-#if KD_HAVE_CUDA
-    global_avgpool_forward_cuda(ctx.cuda_handles(), n, hw, c, x.data<bf16>(), y.data<bf16>());
-#else
-    no_cuda_path("global_avgpool");
-#endif
-  } else {
-    with_cpu_precision(ctx, [&](auto zero) {
-      using T = decltype(zero);
-      global_avgpool_forward_cpu<T>(n, hw, c, x.data<T>(), y.data<T>());
-    });
-  }
+  dispatch(
+      ctx, "global_avgpool",
+      [&] { KD_IF_CUDA(global_avgpool_forward_cuda(ctx.cuda_handles(), n, hw, c, x.data<bf16>(), y.data<bf16>());) },
+      [&](auto zero) {
+        using T = decltype(zero);
+        global_avgpool_forward_cpu<T>(n, hw, c, x.data<T>(), y.data<T>());
+      });
   return y;
 }
 
@@ -323,36 +283,26 @@ Tensor global_avgpool_backward(Context& ctx, const Tensor& dy, const Shape& x_sh
   const int64_t n = x_shape[0], hw = x_shape[1] * x_shape[2], c = x_shape[3];
   check_shape(dy, {n, c}, "global_avgpool_backward dy");
   Tensor dx = new_activation(ctx, x_shape);
-  if (ctx.is_cuda()) {
-#if KD_HAVE_CUDA
-    global_avgpool_backward_cuda(ctx.cuda_handles(), n, hw, c, dy.data<bf16>(), dx.data<bf16>());
-#else
-    no_cuda_path("global_avgpool_backward");
-#endif
-  } else {
-    with_cpu_precision(ctx, [&](auto zero) {
-      using T = decltype(zero);
-      global_avgpool_backward_cpu<T>(n, hw, c, dy.data<T>(), dx.data<T>());
-    });
-  }
+  dispatch(
+      ctx, "global_avgpool_backward",
+      [&] { KD_IF_CUDA(global_avgpool_backward_cuda(ctx.cuda_handles(), n, hw, c, dy.data<bf16>(), dx.data<bf16>());) },
+      [&](auto zero) {
+        using T = decltype(zero);
+        global_avgpool_backward_cpu<T>(n, hw, c, dy.data<T>(), dx.data<T>());
+      });
   return dx;
 }
 
 Tensor activation(Context& ctx, Activation a, const Tensor& x) {
   check_activation(ctx, x, "activation", "input");
   Tensor y = new_activation(ctx, x.shape());
-  if (ctx.is_cuda()) {
-#if KD_HAVE_CUDA
-    activation_forward_cuda(ctx.cuda_handles(), a, x.numel(), x.data<bf16>(), y.data<bf16>());
-#else
-    no_cuda_path("activation");
-#endif
-  } else {
-    with_cpu_precision(ctx, [&](auto zero) {
-      using T = decltype(zero);
-      activation_forward_cpu<T>(a, x.numel(), x.data<T>(), y.data<T>());
-    });
-  }
+  dispatch(
+      ctx, "activation",
+      [&] { KD_IF_CUDA(activation_forward_cuda(ctx.cuda_handles(), a, x.numel(), x.data<bf16>(), y.data<bf16>());) },
+      [&](auto zero) {
+        using T = decltype(zero);
+        activation_forward_cpu<T>(a, x.numel(), x.data<T>(), y.data<T>());
+      });
   return y;
 }
 
@@ -360,18 +310,16 @@ Tensor activation_backward(Context& ctx, Activation a, const Tensor& x, const Te
   check_activation(ctx, dy, "activation_backward", "dy");
   check_shape(dy, x.shape(), "activation_backward dy");
   Tensor dx = new_activation(ctx, x.shape());
-  if (ctx.is_cuda()) {
-#if KD_HAVE_CUDA
-    activation_backward_cuda(ctx.cuda_handles(), a, x.numel(), x.data<bf16>(), dy.data<bf16>(), dx.data<bf16>());
-#else
-    no_cuda_path("activation_backward");
-#endif
-  } else {
-    with_cpu_precision(ctx, [&](auto zero) {
-      using T = decltype(zero);
-      activation_backward_cpu<T>(a, x.numel(), x.data<T>(), dy.data<T>(), dx.data<T>());
-    });
-  }
+  dispatch(
+      ctx, "activation_backward",
+      [&] {
+        KD_IF_CUDA(activation_backward_cuda(ctx.cuda_handles(), a, x.numel(), x.data<bf16>(), dy.data<bf16>(),
+                                            dx.data<bf16>());)
+      },
+      [&](auto zero) {
+        using T = decltype(zero);
+        activation_backward_cpu<T>(a, x.numel(), x.data<T>(), dy.data<T>(), dx.data<T>());
+      });
   return dx;
 }
 
@@ -380,18 +328,13 @@ Tensor add(Context& ctx, const Tensor& a, const Tensor& b) {
   check_activation(ctx, b, "add", "b");
   check_shape(b, a.shape(), "add: b");
   Tensor y = new_activation(ctx, a.shape());
-  if (ctx.is_cuda()) {
-#if KD_HAVE_CUDA
-    add_cuda(ctx.cuda_handles(), a.numel(), a.data<bf16>(), b.data<bf16>(), y.data<bf16>());
-#else
-    no_cuda_path("add");
-#endif
-  } else {
-    with_cpu_precision(ctx, [&](auto zero) {
-      using T = decltype(zero);
-      add_cpu<T>(a.numel(), a.data<T>(), b.data<T>(), y.data<T>());
-    });
-  }
+  dispatch(
+      ctx, "add",
+      [&] { KD_IF_CUDA(add_cuda(ctx.cuda_handles(), a.numel(), a.data<bf16>(), b.data<bf16>(), y.data<bf16>());) },
+      [&](auto zero) {
+        using T = decltype(zero);
+        add_cpu<T>(a.numel(), a.data<T>(), b.data<T>(), y.data<T>());
+      });
   return y;
 }
 
@@ -402,20 +345,16 @@ Tensor linear(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias
   LinearShape s{x.dim(0), x.dim(1), w.dim(0)};
   if (bias.defined()) check_param(ctx, bias, {s.out}, "linear", "bias");
   Tensor y = Tensor::empty({s.rows, s.out}, ctx.param_dtype(), ctx);
-  if (ctx.is_cuda()) {
-#if KD_HAVE_CUDA
-    linear_forward_cuda(ctx.cuda_handles(), s, x.data<bf16>(), w.data<bf16>(), bias.defined() ? bias.data<float>() : nullptr,
-                        y.data<float>());
-#else
-    no_cuda_path("linear");
-#endif
-  } else {
-    with_cpu_precision(ctx, [&](auto zero) {
-      using T = decltype(zero);
-      linear_forward_cpu<T>(s, x.data<T>(), w.data<T>(), bias.defined() ? bias.data<T>() : nullptr,
-                                y.data<T>());
-    });
-  }
+  dispatch(
+      ctx, "linear",
+      [&] {
+        KD_IF_CUDA(linear_forward_cuda(ctx.cuda_handles(), s, x.data<bf16>(), w.data<bf16>(),
+                                       bias.defined() ? bias.data<float>() : nullptr, y.data<float>());)
+      },
+      [&](auto zero) {
+        using T = decltype(zero);
+        linear_forward_cpu<T>(s, x.data<T>(), w.data<T>(), bias.defined() ? bias.data<T>() : nullptr, y.data<T>());
+      });
   return y;
 }
 
@@ -425,22 +364,18 @@ Tensor linear_backward(Context& ctx, const Tensor& x, const Tensor& w, const Ten
   check_param(ctx, dy, {s.rows, s.out}, "linear_backward", "dy");
   check_param(ctx, dw, {s.out, s.in}, "linear_backward", "dw");
   Tensor dx = need_dx ? new_activation(ctx, x.shape()) : Tensor();
-  if (ctx.is_cuda()) {
-#if KD_HAVE_CUDA
-    linear_backward_cuda(ctx.cuda_handles(), s, x.data<bf16>(), w.data<bf16>(), dy.data<float>(),
-                         need_dx ? dx.data<bf16>() : nullptr, dw.data<float>(),
-                         dbias.defined() ? dbias.data<float>() : nullptr);
-#else
-    no_cuda_path("linear_backward");
-#endif
-  } else {
-    with_cpu_precision(ctx, [&](auto zero) {
-      using T = decltype(zero);
-      linear_backward_cpu<T>(s, x.data<T>(), w.data<T>(), dy.data<T>(),
-                                 need_dx ? dx.data<T>() : nullptr, dw.data<T>(),
-                                 dbias.defined() ? dbias.data<T>() : nullptr);
-    });
-  }
+  dispatch(
+      ctx, "linear_backward",
+      [&] {
+        KD_IF_CUDA(linear_backward_cuda(ctx.cuda_handles(), s, x.data<bf16>(), w.data<bf16>(), dy.data<float>(),
+                                        need_dx ? dx.data<bf16>() : nullptr, dw.data<float>(),
+                                        dbias.defined() ? dbias.data<float>() : nullptr);)
+      },
+      [&](auto zero) {
+        using T = decltype(zero);
+        linear_backward_cpu<T>(s, x.data<T>(), w.data<T>(), dy.data<T>(), need_dx ? dx.data<T>() : nullptr,
+                               dw.data<T>(), dbias.defined() ? dbias.data<T>() : nullptr);
+      });
   return dx;
 }
 

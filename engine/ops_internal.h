@@ -14,8 +14,8 @@ inline void check_activation(const Context& ctx, const Tensor& t, const char* op
 // Parameters, gradients, statistics, logits: f32 (f64 in a double-precision CPU context).
 inline void check_param(const Context& ctx, const Tensor& t, const Shape& shape, const char* op, const char* what) {
   KD_CHECK(t.defined(), op, ": ", what, " is missing");
-  KD_CHECK(t.device() == ctx.device() && t.dtype() == ctx.param_dtype() && t.shape() == shape, op, ": ", what,
-           " is ", t.describe(), ", expected ", dtype_name(ctx.param_dtype()), shape_str(shape), " on ",
+  KD_CHECK(t.device() == ctx.device() && t.dtype() == ctx.param_dtype() && t.shape() == shape, op, ": ", what, " is ",
+           t.describe(), ", expected ", dtype_name(ctx.param_dtype()), shape_str(shape), " on ",
            device_name(ctx.device()));
 }
 
@@ -36,7 +36,31 @@ void with_cpu_precision(const Context& ctx, F&& f) {
 [[noreturn]] inline void no_cuda_path(const char* op) { KD_FAIL(op, ": kd was built without CUDA (KD_CUDA=OFF)"); }
 #endif
 
-inline Tensor new_activation(Context& ctx, const Shape& shape) { return Tensor::empty(shape, activation_dtype(ctx), ctx); }
+inline Tensor new_activation(Context& ctx, const Shape& shape) {
+  return Tensor::empty(shape, activation_dtype(ctx), ctx);
+}
 
+// The CUDA half of an op: compiled only into CUDA builds (it names kernels that a CPU-only
+// build does not have).
+#if KD_HAVE_CUDA
+#define KD_IF_CUDA(...) __VA_ARGS__
+#else
+#define KD_IF_CUDA(...)
+#endif
+
+// Runs `cuda` on a GPU context and `cpu(T{})` on a CPU one, T the context's precision.
+template <typename Cuda, typename Cpu>
+void dispatch(const Context& ctx, const char* op, Cuda&& cuda, Cpu&& cpu) {
+  if (ctx.is_cuda()) {
+#if KD_HAVE_CUDA
+    cuda();
+#else
+    (void)cuda;
+    no_cuda_path(op);
+#endif
+  } else {
+    with_cpu_precision(ctx, cpu);
+  }
+}
 
 }  // namespace kd::ops::detail

@@ -70,9 +70,12 @@ void run_eval(const EvalArgs& a) {
     SafetensorsFile file = SafetensorsFile::open(a.checkpoint);
     auto it = file.metadata().find("config");
     if (it != file.metadata().end()) {
-      // The stored config may belong to kd distill: read it with the distill schema and copy over
-      // what evaluation needs.
-      TrainOptions stored(it->second.find("[student]") != std::string::npos ? RunMode::distill : RunMode::train);
+      // The stored config may belong to kd distill: read it with that schema and copy over what
+      // evaluation needs.
+      const auto mode = file.metadata().find("mode");
+      const bool distilled = mode != file.metadata().end() ? mode->second == "distill"
+                                                           : it->second.find("[student]") != std::string::npos;
+      TrainOptions stored(distilled ? RunMode::distill : RunMode::train);
       ConfigSchema stored_schema;
       stored.bind(stored_schema);
       stored_schema.load_string(it->second, a.checkpoint + " (stored config)");

@@ -224,6 +224,7 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
     w.set_metadata("arch", mo.arch);
     w.set_metadata("num_classes", std::to_string(data.num_classes));
     w.set_metadata("step", std::to_string(total));
+    w.set_metadata("mode", o.mode == RunMode::train ? "train" : "distill");
     w.set_metadata("config", resolved_config);
     w.write(result.run_dir + "/model.safetensors");
   }

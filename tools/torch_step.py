@@ -30,6 +30,7 @@ import json
 import math
 import re
 import resource
+import os
 import sys
 import time
 from functools import partial
@@ -225,6 +226,8 @@ def main(argv):
             device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
+    elif "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(len(os.sched_getaffinity(0)))  # as kd: every core (Debian's torch defaults to 1)
     precision = args.precision if args.precision != "auto" else ("bf16" if cuda else "fp32")
     act_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
 

@@ -49,10 +49,10 @@ __device__ __forceinline__ void load_bf16(const bf16* p, float (&v)[VEC]) {
 }
 
 __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
-  const __nv_bfloat162 b = __floats2bfloat162_rn(lo, hi);  // .x (lo) in the low 16 bits
-  uint32_t u;
-  memcpy(&u, &b, sizeof u);
-  return u;
+  // .x (lo) in the low 16 bits; through the 16-bit views, not a memcpy of the vector type (see
+  // store_bf16).
+  return uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(lo))) |
+         (uint32_t(__bfloat16_as_ushort(__float2bfloat16_rn(hi))) << 16);
 }
 
 template <int VEC>
@@ -62,8 +62,10 @@ __device__ __forceinline__ void store_bf16(bf16* p, const float (&v)[VEC]) {
                                pack_bf16x2(v[6], v[7]));
     __stcs(reinterpret_cast<uint4*>(p), u);  // written once, read by a later op: don't keep in L2
   } else {
-    const __nv_bfloat16 b = __float2bfloat16_rn(v[0]);
-    memcpy(p, &b, sizeof b);
+    // One 16-bit store of the bits. A memcpy of the __nv_bfloat16 here compiled (CUDA 13.0, sm_90)
+    // to two byte stores whose low byte came out 0x00/0x01: every scalar-path output was wrong
+    // in its low 8 bits (found on the first H100 run by the channels_not_multiple_of_8 tests).
+    p->bits = __bfloat16_as_ushort(__float2bfloat16_rn(v[0]));
   }
 }
 

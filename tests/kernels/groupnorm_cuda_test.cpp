@@ -79,7 +79,8 @@ void check_forward(const GnCase& k, bool relu, bool save_stats) {
   rstd.poison();
   groupnorm_forward_cuda(handles(), s, 1e-5f, x.get(), gamma.get(), beta.get(), relu, y.get(),
                          save_stats ? mean.get() : nullptr, save_stats ? rstd.get() : nullptr);
-  EXPECT_LE(rel_l2(test::to_f32(y.download()), y_ref), 1e-2);
+  const std::vector<float> y_got = test::to_f32(y.download());
+  EXPECT_LE(rel_l2(y_got, y_ref), 1e-2) << test::mismatches(y_got, y_ref, 2e-2, 2e-2, size_t(s.c));
   if (save_stats) {
     EXPECT_LE(rel_l2(mean.download(), mean_ref), 1e-5);
     EXPECT_LE(rel_l2(rstd.download(), rstd_ref), 1e-5);
@@ -114,7 +115,7 @@ BackwardResult check_backward(const GnCase& k, bool relu) {
   groupnorm_backward_cuda(handles(), s, x.get(), gamma.get(), beta.get(), mean.get(), rstd.get(), relu, ddy.get(),
                           dx.get(), dgamma.get(), dbeta.get());
   BackwardResult r{dx.download(), dgamma.download(), dbeta.download()};
-  EXPECT_LE(rel_l2(test::to_f32(r.dx), dx_ref), 1e-2);
+  EXPECT_LE(rel_l2(test::to_f32(r.dx), dx_ref), 1e-2) << test::mismatches(test::to_f32(r.dx), dx_ref, 2e-2, 2e-2, size_t(s.c));
   EXPECT_LE(rel_l2(r.dgamma, dgamma_ref), 1e-5);
   EXPECT_LE(rel_l2(r.dbeta, dbeta_ref), 1e-5);
   return r;

@@ -37,6 +37,24 @@ double rel_l2(const std::vector<A>& a, const std::vector<B>& b) {
   return a.size() == b.size() ? rel_l2(a.data(), b.data(), a.size()) : INFINITY;
 }
 
+// For a failure message: how many elements differ by more than atol + rtol * |want|, and the
+// first few as [index] (row, column of a row-major matrix `columns` wide): got vs want.
+template <typename A, typename B>
+std::string mismatches(const std::vector<A>& got, const std::vector<B>& want, double rtol, double atol,
+                       size_t columns) {
+  if (got.size() != want.size()) return "sizes differ";
+  size_t bad = 0;
+  std::string first;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double g = double(got[i]), w = double(want[i]);
+    if (std::fabs(g - w) <= atol + rtol * std::fabs(w)) continue;
+    if (bad++ < 6)
+      first += " [" + std::to_string(i) + "] (" + std::to_string(i / columns) + ", " + std::to_string(i % columns) +
+               "): " + std::to_string(g) + " vs " + std::to_string(w) + ";";
+  }
+  return std::to_string(bad) + " of " + std::to_string(got.size()) + " elements off;" + first;
+}
+
 template <typename To, typename From>
 std::vector<To> cast_vector(const std::vector<From>& v) {
   return std::vector<To>(v.begin(), v.end());

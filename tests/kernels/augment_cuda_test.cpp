@@ -71,13 +71,19 @@ std::vector<float> run_cpu(const test::SourceBatch& b, const std::vector<ViewRec
 }
 
 // rel L2 < 1e-2, and every element within one bf16 step of the CPU's fp32 (the two fp32 values
-// differ only by rounding, e.g. fused multiply-adds, so the bf16 roundings differ by <= 1 step).
+// differ only by rounding, e.g. fused multiply-adds, so the bf16 roundings differ by <= 1 step),
+// plus kCancellation for outputs near zero: normalisation subtracts terms of magnitude up to ~2.5
+// (mean / std), whose fp32 rounding (2.4e-7 an ulp) survives the cancellation while the bf16 step
+// of the tiny result shrinks below it (seen on the H100: 1.49e-6 vs 1.56e-6).
+constexpr double kCancellation = 1e-6;
+
 void expect_matches_cpu(const std::vector<float>& got, const std::vector<float>& want, const std::string& what) {
   ASSERT_EQ(got.size(), want.size()) << what;
   EXPECT_LT(test::rel_l2(got, want), 1e-2) << what;
   size_t bad = 0, first_bad = 0;
   for (size_t i = 0; i < got.size(); ++i)
-    if (!(std::fabs(double(got[i]) - double(want[i])) <= bf16_step(want[i]) * 1.01)) first_bad = bad++ ? first_bad : i;
+    if (!(std::fabs(double(got[i]) - double(want[i])) <= bf16_step(want[i]) * 1.01 + kCancellation))
+      first_bad = bad++ ? first_bad : i;
   EXPECT_EQ(bad, 0u) << what << ": first at element " << first_bad << ": " << got[first_bad] << " vs "
                      << want[first_bad];
 }

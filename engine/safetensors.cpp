@@ -301,11 +301,13 @@ Tensor SafetensorsFile::tensor_f32(const std::string& name, const Shape& expecte
 
 // ---- writing ----------------------------------------------------------------------------------
 
-void SafetensorsWriter::add(const std::string& name, const Tensor& t) {
+void SafetensorsWriter::add(const std::string& name, const Tensor& t, Context* ctx) {
   KD_CHECK(name != kMetadataKey, "safetensors: '", kMetadataKey, "' is reserved, not a tensor name");
   KD_CHECK(t.defined(), "safetensors: tensor '", name, "' is undefined");
   for (const auto& kv : tensors_) KD_CHECK(kv.first != name, "safetensors: tensor '", name, "' added twice");
-  tensors_.emplace_back(name, t.clone_cpu());
+  KD_CHECK(t.device() == Device::cpu || ctx, "safetensors: tensor '", name, "' is ", t.describe(),
+           ": adding it needs its context");
+  tensors_.emplace_back(name, t.to(Device::cpu, ctx));
 }
 
 namespace {

@@ -51,8 +51,9 @@ class SafetensorsFile {
 
 class SafetensorsWriter {
  public:
-  // The tensor is copied to host memory now (any device), so the caller may reuse it.
-  void add(const std::string& name, const Tensor& t);
+  // The tensor is copied to host memory now, so the caller may reuse it; a device tensor needs its
+  // context (whose stream orders the copy).
+  void add(const std::string& name, const Tensor& t, Context* ctx = nullptr);
   void set_metadata(const std::string& key, const std::string& value) { metadata_[key] = value; }
   // Writes `path` atomically: path.tmp.<pid>, fsync, rename over path, fsync the folder.
   // A crash at any point leaves either the old file or the new one, never a torn file.

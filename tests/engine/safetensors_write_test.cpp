@@ -245,7 +245,8 @@ TEST_F(SafetensorsWrite, WritesCudaTensors) {
   const Tensor host = random_tensor({3, 17}, DType::bf16, 11);
   const Tensor dev = host.to(Device::cuda, ctx.get());
   SafetensorsWriter w;
-  w.add("dev", dev);
+  EXPECT_THROW(w.add("dev", dev), Error);  // no context to order the copy: a clear error
+  w.add("dev", dev, ctx.get());
   w.write(path("dev.safetensors"));
   const Tensor r = SafetensorsFile::open(path("dev.safetensors")).tensor("dev", {3, 17});
   EXPECT_EQ(std::memcmp(r.raw(), host.raw(), host.nbytes()), 0);

@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
 # The one command for a machine with an NVIDIA GPU: build, every test with the GPU present (none
-# may skip for lack of a device), the GPU tests under compute-sanitizer (memcheck, racecheck),
-# the kernel benchmarks, kd bench on the default step, and PyTorch side by side (eager and
-# torch.compile). Prints one table; logs go to $OUT (the device tool's output folder) if set,
-# else build-gpu/check/.
+# may skip for lack of a device), the kernel benchmarks, kd bench on the default step, PyTorch side
+# by side (eager and torch.compile), the GPU tests under compute-sanitizer. Prints one table; logs
+# go to $OUT (the device tool's output folder) if set, else build-gpu/check/.
 #
-# On the lent GPU machine (no apt, no network): first run tools/gpu_prepare.sh on the dev machine,
-# then  device run: carry [".deps"]  command "tools/gpu_check.sh"   (or stage by stage:
-# "tools/gpu_check.sh build", then "tools/gpu_check.sh check" -- each device call is <= 10 min).
-# On a machine with Debian's packages it needs no .deps.
+# On the lent GPU machine (no apt, no network; a fresh machine per call): run tools/gpu_prepare.sh
+# on the dev machine first, then
+#   device run:  carry [".deps"]  command "tools/gpu_check.sh"
+# The build takes ~1 min on its 16 cores and the whole check ~8 min. Stages can be picked:
+#   tools/gpu_check.sh build tests        (stages: build tests bench torch sanitizer; default all)
+# KD_GPU_TORCH_MODES="eager compile" picks PyTorch's modes; torch needs no build of kd.
+# Each stage runs under a time limit (KD_GPU_LIMIT_<STAGE>=seconds) so the call ends inside the
+# device tool's 10 minutes with a table even when something hangs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-stage=${1:-all}
-case "$stage" in all|build|check) ;; *) echo "usage: tools/gpu_check.sh [all|build|check]" >&2; exit 2 ;; esac
+stages=("$@")
+[ ${#stages[@]} = 0 ] && stages=(build tests bench torch sanitizer)
+for s in "${stages[@]}"; do
+  case "$s" in build|tests|bench|torch|sanitizer) ;;
+    *) echo "usage: tools/gpu_check.sh [build] [tests] [bench] [torch] [sanitizer]" >&2; exit 2 ;; esac
+done
+want() { [[ " ${stages[*]} " == *" $1 "* ]]; }
 build=${KD_GPU_BUILD:-build-gpu}
 out=${OUT:-$build/check}
 mkdir -p "$out"
@@ -20,13 +28,15 @@ jobs=$(nproc)
 py=$(command -v python3 || echo /usr/bin/python3)
 summary=()
 failed=0
-note() { summary+=("$1|$2|$3"); [ "$2" = FAIL ] && failed=1; }
+note() { summary+=("$1|$2|$3"); [ "$2" = FAIL ] && failed=1; echo "-- $1: $2 $3"; }
+limit() { local v="KD_GPU_LIMIT_$1"; echo "${!v:-$2}"; }
 
 # --- environment: libraries from .deps (gpu_prepare.sh) and from the pip wheels of PyTorch -------
 if [ -d .deps/root ]; then
   deps=$(pwd)/.deps/root
   export CMAKE_PREFIX_PATH="$deps/usr${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
-  export LD_LIBRARY_PATH="$deps/usr/lib/x86_64-linux-gnu:$deps/usr/lib/x86_64-linux-gnu/openblas-openmp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  export CPATH="$deps/usr/include${CPATH:+:$CPATH}"
+  export LD_LIBRARY_PATH="$deps/usr/lib/x86_64-linux-gnu:$deps/usr/lib/x86_64-linux-gnu/openblas-openmp:$deps/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
 pip_dir() { "$py" -c "import importlib, os; m = importlib.import_module('$1'); print(os.path.dirname(m.__file__) if m.__file__ else list(m.__path__)[0])" 2>/dev/null; }
 cmake_extra=()
@@ -39,68 +49,107 @@ for pkg in nvidia.cudnn nvidia.nccl nvidia.cublas nvidia.cu13; do
   esac
 done
 export PATH="/usr/local/cuda/bin:$PATH"
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; nvcc --version | tail -2
+  g++ --version | head -1; "$py" -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__, 'cudnn', torch.backends.cudnn.version())"
+} > "$out/machine.log" 2>&1
+cat "$out/machine.log"
 
-if [ "$stage" != check ]; then
+if want build; then
   echo "== build ($build)"
   start=$(date +%s)
-  if cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKD_CUDA=ON -DKD_PYTHON="$py" "${cmake_extra[@]}" \
-       > "$out/build.log" 2>&1 && cmake --build "$build" -j "$jobs" >> "$out/build.log" 2>&1; then
+  if timeout "$(limit BUILD 400)" cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKD_CUDA=ON \
+       -DKD_PYTHON="$py" "${cmake_extra[@]}" > "$out/build.log" 2>&1 &&
+     timeout "$(limit BUILD 400)" cmake --build "$build" -j "$jobs" >> "$out/build.log" 2>&1; then
     note build PASS "$(( $(date +%s) - start ))s"
   else
     tail -40 "$out/build.log"
     note build FAIL "see build.log"
   fi
 fi
+if [ ! -x "$build/kd" ]; then
+  if want tests || want bench || want sanitizer; then note kd FAIL "$build/kd missing: tests and benchmarks cannot run"; fi
+  keep=(); want torch && keep=(torch); stages=("${keep[@]}")
+else
+  "$build/kd" info > "$out/info.log" 2>&1
+  cat "$out/info.log" >> "$out/machine.log"
+  cat "$out/info.log"
+  grep -q "OLDER MAJOR" "$out/info.log" && note versions FAIL "cuDNN older than the headers" ||
+    note versions PASS "$(grep -E '^(cudnn|cuda|device)' "$out/info.log" | tr '\n' ' ')"
+  rm -f "$out/info.log"
+fi
 
-if [ "$stage" != build ] && [ "$failed" = 0 ]; then
-  "$build/kd" info | tee -a "$out/build.log"
-  grep -q "OLDER MAJOR" "$out/build.log" && note versions FAIL "cuDNN older than the headers" || note versions PASS "$(grep -E '^(cudnn|cuda):' "$out/build.log" | tr '\n' ' ')"
-
+if want tests; then
   echo "== tests with the GPU"
-  (cd "$build" && ctest -j 8 --output-on-failure --timeout 900) > "$out/tests.log" 2>&1
+  # One OpenMP thread per test process: ctest runs one process per core.
+  (cd "$build" && OMP_NUM_THREADS=2 timeout "$(limit TESTS 300)" ctest -j "$(( jobs / 2 ))" --output-on-failure --timeout 240) > "$out/tests.log" 2>&1
   tests_rc=$?
   passed=$(grep -Eo "[0-9]+% tests passed, [0-9]+ tests failed out of [0-9]+" "$out/tests.log" | tail -1)
   no_device=$(grep -c "no CUDA device\|built without CUDA" "$out/tests.log")
   if [ "$tests_rc" = 0 ] && [ "$no_device" = 0 ]; then note tests PASS "$passed"
-  else note tests FAIL "$passed; $no_device skipped for lack of a device"; fi
+  else note tests FAIL "${passed:-rc $tests_rc}; $no_device skipped for lack of a device"; grep -E "^\s+[0-9]+ - |\(Failed\)|\(Timeout\)|SEGFAULT|Exception" "$out/tests.log" | head -40; fi
+fi
 
-  echo "== compute-sanitizer"
-  san_ok=1
-  : > "$out/sanitizer.log"
-  for tool in memcheck racecheck initcheck; do
-    echo "==== $tool" >> "$out/sanitizer.log"
-    compute-sanitizer --tool "$tool" --error-exitcode 9 "$build/tests/test_kernels" --gtest_filter='*Cuda*' \
-      >> "$out/sanitizer.log" 2>&1 || { san_ok=0; echo "==== $tool FAILED" >> "$out/sanitizer.log"; }
-  done
-  [ "$san_ok" = 1 ] && note sanitizer PASS "memcheck, racecheck, initcheck clean" || note sanitizer FAIL "see sanitizer.log"
-
+if want bench; then
   echo "== bench_kernels"
-  if [ -x "$build/bench_kernels" ]; then
-    echo "==== bench_kernels" > "$out/bench.log"
-    "$build/bench_kernels" --device cuda > "$out/bench_kernels.tmp" 2>&1 && note bench_kernels PASS "$(grep -c '^RESULT' "$out/bench_kernels.tmp") kernels" || note bench_kernels FAIL "see bench.log"
-    cat "$out/bench_kernels.tmp" >> "$out/bench.log" && rm -f "$out/bench_kernels.tmp"
-  else
-    note bench_kernels FAIL "not built"
-  fi
+  timeout "$(limit BENCH_KERNELS 150)" "$build/bench_kernels" --device cuda > "$out/bench_kernels.log" 2>&1
+  rc=$?
+  [ "$rc" = 0 ] && note bench_kernels PASS "$(grep -c '^RESULT' "$out/bench_kernels.log") kernels" || note bench_kernels FAIL "rc $rc, see bench_kernels.log"
+  grep -v '^RESULT' "$out/bench_kernels.log" | tail -40
+  echo "== kd bench (teacher resnetv2_152x2_bit @224, student resnetv2_50x1_bit @160, batch 128)"
+  timeout "$(limit KD_BENCH 150)" "$build/kd" bench --device cuda > "$out/kd_bench.log" 2>&1
+  rc=$?
+  cat "$out/kd_bench.log" | tail -30
+  kd_ips=$(grep -o '"images_per_sec": [0-9.]*' "$out/kd_bench.log" | cut -d' ' -f2)
+  [ -n "$kd_ips" ] && note "kd bench" PASS "$kd_ips img/s, $(grep -o '"mfu": [0-9.]*' "$out/kd_bench.log" | cut -d' ' -f2) MFU" ||
+    note "kd bench" FAIL "rc $rc, see kd_bench.log"
+fi
 
-  echo "== kd bench vs PyTorch (teacher resnetv2_152x2_bit @224, student resnetv2_50x1_bit @160, batch 128)"
-  "$build/kd" bench --device cuda > "$out/step.tmp" 2>&1
-  kd_ips=$(grep -o '"images_per_sec": [0-9.]*' "$out/step.tmp" | cut -d' ' -f2)
-  [ -n "$kd_ips" ] && note "kd bench" PASS "$kd_ips img/s, $(grep -o '"mfu": [0-9.]*' "$out/step.tmp" | cut -d' ' -f2) MFU" || note "kd bench" FAIL "see bench.log"
-  { echo "==== kd bench"; cat "$out/step.tmp"; } >> "$out/bench.log"
-  for mode in eager compile; do
+if want torch; then
+  # KD_IPS: kd bench's images/s from an earlier call, when this one runs PyTorch alone.
+  kd_ips=${kd_ips:-${KD_IPS:-$(grep -o '"images_per_sec": [0-9.]*' "$out/kd_bench.log" 2>/dev/null | cut -d' ' -f2)}}
+  : > "$out/torch_step.log"
+  for mode in ${KD_GPU_TORCH_MODES:-eager compile}; do
     flag=(); [ "$mode" = compile ] && flag=(--compile)
-    "$py" tools/torch_step.py --device cuda "${flag[@]}" > "$out/step.tmp" 2>&1
+    echo "== torch_step.py $mode"
+    PYTHONUNBUFFERED=1 timeout "$(limit TORCH 200)" "$py" tools/torch_step.py --device cuda "${flag[@]}" > "$out/step.tmp" 2>&1
+    rc=$?
     ips=$(grep -o '"images_per_sec": [0-9.]*' "$out/step.tmp" | cut -d' ' -f2)
-    { echo "==== torch_step.py $mode"; cat "$out/step.tmp"; } >> "$out/bench.log"
+    tail -12 "$out/step.tmp"; [ "$rc" = 124 ] && echo "torch_step.py $mode: timed out after $(limit TORCH 200) s" | tee -a "$out/step.tmp"
+    { echo "==== torch_step.py $mode"; cat "$out/step.tmp"; } >> "$out/torch_step.log"
     if [ -n "$ips" ]; then
       ratio=$(awk -v a="${kd_ips:-0}" -v b="$ips" 'BEGIN { if (b > 0) printf "%.2f", a / b }')
       note "torch $mode" PASS "$ips img/s (kd/torch = $ratio)"
     else
-      note "torch $mode" FAIL "see bench.log"
+      note "torch $mode" FAIL "see torch_step.log"
     fi
   done
   rm -f "$out/step.tmp"
+fi
+
+if want sanitizer; then
+  # memcheck and initcheck over every CUDA kernel test; racecheck (shared-memory hazards, slow)
+  # over the tests of kd's own kernels: cuDNN's and cuBLAS's are not ours to fix.
+  echo "== compute-sanitizer (the CUDA kernel tests)"
+  own='*NormCuda*:*AugmentCuda*:*DistillLossCuda*:*CrossEntropyCuda*:*WeightStdCuda*:*PoolCuda*:*OptimCuda*:*ElementwiseCuda*:*CastCuda*'
+  san_detail=()
+  : > "$out/sanitizer.log"
+  for tool in memcheck racecheck initcheck; do
+    filter='*Cuda*'; [ "$tool" = racecheck ] && filter=$own
+    echo "==== $tool ($filter)" >> "$out/sanitizer.log"
+    timeout "$(limit SANITIZER 120)" compute-sanitizer --tool "$tool" --error-exitcode 9 \
+      "$build/tests/test_kernels" --gtest_filter="$filter" --gtest_brief=1 >> "$out/sanitizer.log" 2>&1
+    rc=$?
+    case $rc in
+      0) san_detail+=("$tool clean") ;;
+      9) san_detail+=("$tool FOUND ERRORS") ;;
+      124) san_detail+=("$tool timed out") ;;
+      *) san_detail+=("$tool: tests failed under it (rc $rc)") ;;
+    esac
+    echo "==== $tool rc $rc" >> "$out/sanitizer.log"
+  done
+  detail=$(IFS=,; echo "${san_detail[*]}")
+  [[ "$detail" == *FOUND* || "$detail" == *timed* || "$detail" == *rc* ]] && note sanitizer FAIL "$detail" || note sanitizer PASS "$detail"
+  grep -E "ERROR SUMMARY|RACECHECK SUMMARY|Invalid|Race reported|Uninitialized" "$out/sanitizer.log" | sort | uniq -c | head -20
 fi
 
 {

@@ -38,7 +38,10 @@ struct Context::CudaState {
   CudaHandles handles;
   std::unique_ptr<StreamWorkspace> workspace;
   std::string name;
+  void* staging = nullptr;  // host_staging(): pinned, grown on demand
+  size_t staging_bytes = 0;
   ~CudaState() {
+    if (staging) cudaFreeHost(staging);
     workspace.reset();
     if (handles.cudnn) cudnnDestroy(handles.cudnn);
     if (handles.cublaslt) cublasLtDestroy(handles.cublaslt);
@@ -103,6 +106,20 @@ void fill_zero(void* dst, Device dev, size_t bytes, Context* ctx) {
   KD_CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, stream));
 }
 
+uint8_t* Context::host_staging(size_t bytes) {
+  KD_CHECK(cuda_, "host_staging: a cpu context has no device to upload to");
+  CudaState& st = *cuda_;
+  if (bytes > st.staging_bytes) {
+    KD_CUDA_CHECK(cudaStreamSynchronize(st.handles.stream));  // nothing may still read the old one
+    if (st.staging) KD_CUDA_CHECK(cudaFreeHost(st.staging));
+    st.staging = nullptr, st.staging_bytes = 0;
+    const size_t grown = bytes + bytes / 4;  // batches of mixed image sizes vary a little
+    KD_CUDA_CHECK(cudaHostAlloc(&st.staging, grown, cudaHostAllocDefault));
+    st.staging_bytes = grown;
+  }
+  return static_cast<uint8_t*>(st.staging);
+}
+
 std::unique_ptr<Context> Context::cuda(int device_index) {
   std::string why;
   KD_CHECK(cuda_available(&why), "cannot create a cuda context: ", why);
@@ -157,6 +174,7 @@ void fill_zero(void* dst, Device dev, size_t bytes, Context*) {
   std::memset(dst, 0, bytes);
 }
 std::unique_ptr<Context> Context::cuda(int) { KD_FAIL("cannot create a cuda context: kd was built without CUDA"); }
+uint8_t* Context::host_staging(size_t) { KD_FAIL("host_staging: kd was built without CUDA"); }
 void Context::synchronize() {}
 
 #endif

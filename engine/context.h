@@ -34,6 +34,10 @@ class Context {
   DType param_dtype() const { return device_ == Device::cuda ? DType::f32 : precision_; }
   const CudaHandles& cuda_handles() const;  // throws on a CPU context
   void synchronize();
+  // Page-locked host memory for host-to-device uploads (a DMA straight from it, no driver
+  // staging copy, no page faults of a fresh buffer): at least `bytes`, valid until the next call,
+  // which may move it. Reuse is safe because copy_bytes waits for its copy. CUDA contexts only.
+  uint8_t* host_staging(size_t bytes);
   std::string describe() const;  // "cpu (2 threads)" / "cuda:0 NVIDIA H100 80GB HBM3 (sm_90)"
 
  private:

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "engine/safetensors.h"
+#include "tests/support/testing.h"
 #include "tests/tools/tool_fixtures.h"
 
 namespace kd {
@@ -103,6 +104,36 @@ TEST_F(Distill, EveryTeachingStrategyRuns) {
     const auto r = run_kd(concat({"distill"}, concat(distill_run(std::string("s_") + s, 4), {std::string("distill.strategy=") + s})));
     EXPECT_EQ(r.code, 0) << s << ": " << r.err;
   }
+}
+
+// The same runs with run.device=cuda.
+std::vector<std::string> on_gpu(std::vector<std::string> args) {
+  for (std::string& a : args)
+    if (a == "run.device=cpu") a = "run.device=cuda";
+  return args;
+}
+
+// The training loop on the GPU (bf16 activations, fp32 master weights): distillation from the
+// CPU-trained teacher clears the CPU's agreement bar, across a stop and a resume on the GPU.
+TEST_F(Distill, OnTheGpuAgreementRisesAcrossAResume) {
+  KD_REQUIRE_CUDA();
+  const auto first = run_kd(concat({"distill"}, on_gpu(concat(distill_run("gpu_fm", 150), {"run.stop_after=75"}))));
+  ASSERT_EQ(first.code, 0) << first.err;
+  const auto second = run_kd(concat({"distill", "--resume"}, on_gpu(distill_run("gpu_fm", 150))));
+  ASSERT_EQ(second.code, 0) << second.err;
+  EXPECT_NE(second.err.find("at step 75"), std::string::npos) << second.err;
+  const std::string summary = read_file(dir_->str() + "/runs/gpu_fm/summary.json");
+  EXPECT_GE(json_value(summary, "agreement"), 0.8) << summary;
+  EXPECT_GE(json_value(summary, "teacher_top1"), 0.9) << summary;
+}
+
+TEST(Train, OnTheGpuTheTeacherLearnsTheSyntheticClasses) {
+  KD_REQUIRE_CUDA();
+  test::TempDir dir;
+  test::write_stripes_dataset(dir);
+  const auto r = run_kd(concat({"train"}, on_gpu(concat(tiny_run(dir, "gpu_teacher", 60), {kTeacherArch}))));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_GE(json_value(read_file(dir.str() + "/runs/gpu_teacher/summary.json"), "student_top1"), 0.9);
 }
 
 TEST(Train, UnreadableImagesAreSkippedReportedAndCounted) {

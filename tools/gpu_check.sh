@@ -10,6 +10,7 @@
 # The build takes ~1 min on its 16 cores and the whole check ~8 min. Stages can be picked:
 #   tools/gpu_check.sh build tests        (stages: build tests bench torch sanitizer; default all)
 # KD_GPU_TORCH_MODES="eager compile" picks PyTorch's modes; torch needs no build of kd.
+# KD_GPU_TARGETS="kd test_tools" builds only those targets (a short check of a few tests).
 # Each stage runs under a time limit (KD_GPU_LIMIT_<STAGE>=seconds) so the call ends inside the
 # device tool's 10 minutes with a table even when something hangs.
 set -uo pipefail
@@ -59,7 +60,8 @@ if want build; then
   start=$(date +%s)
   if timeout "$(limit BUILD 400)" cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKD_CUDA=ON \
        -DKD_PYTHON="$py" "${cmake_extra[@]}" > "$out/build.log" 2>&1 &&
-     timeout "$(limit BUILD 400)" cmake --build "$build" -j "$jobs" >> "$out/build.log" 2>&1; then
+     timeout "$(limit BUILD 400)" cmake --build "$build" -j "$jobs" ${KD_GPU_TARGETS:+--target $KD_GPU_TARGETS} \
+       >> "$out/build.log" 2>&1; then
     note build PASS "$(( $(date +%s) - start ))s"
   else
     tail -40 "$out/build.log"

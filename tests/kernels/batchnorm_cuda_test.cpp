@@ -29,22 +29,13 @@ using test::DeviceArray;
 using test::random_vector;
 using test::rel_l2;
 
-struct Bf16Tensor {
-  std::vector<bf16> bits;
-  std::vector<float> values;  // the same numbers in fp32, for the CPU reference
-};
-
-Bf16Tensor random_bf16(size_t n, uint64_t seed, double lo, double hi) {
-  Bf16Tensor t;
-  t.bits = test::to_bf16(random_vector<float>(n, seed, lo, hi));
-  t.values = test::to_f32(t.bits);
-  return t;
-}
+using test::Bf16Input;
+using test::random_bf16;
 
 const CudaHandles& handles() { return test::cuda_test_context().cuda_handles(); }
 
 struct BnInputs {
-  Bf16Tensor x;
+  Bf16Input x;
   std::vector<float> gamma, beta;
 };
 
@@ -119,7 +110,7 @@ TEST_P(BatchNormCuda, BackwardMatchesCpuAndAccumulatesParameterGradients) {
   const BnCase k = GetParam();
   const BatchNormShape s{k.rows, k.c};
   const BnInputs in = random_inputs(s, 9);
-  const Bf16Tensor dy = random_bf16(size_t(s.rows * s.c), 10, -1.0, 1.0);
+  const Bf16Input dy = random_bf16(size_t(s.rows * s.c), 10, -1.0, 1.0);
   const size_t numel = size_t(s.rows * s.c), c = size_t(s.c);
   std::vector<float> y_ref(numel), mean_ref(c), rstd_ref(c);
   batchnorm_forward_train_cpu<float>(s, 1e-5f, 0.1f, in.x.values.data(), in.gamma.data(), in.beta.data(),

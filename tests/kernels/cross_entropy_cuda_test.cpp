@@ -40,14 +40,6 @@ Result run_cuda(int64_t rows, int64_t classes, const std::vector<float>& x, cons
   return Result{loss.download(), grad.download()};
 }
 
-bool all_poisoned(const std::vector<float>& v) {
-  for (float x : v) {
-    uint32_t bits;
-    std::memcpy(&bits, &x, 4);
-    if (bits != 0xFFFFFFFFu) return false;
-  }
-  return true;
-}
 #endif
 
 TEST(CrossEntropyCuda, MatchesCpuReferenceWithAndWithoutSmoothing) {
@@ -66,10 +58,10 @@ TEST(CrossEntropyCuda, MatchesCpuReferenceWithAndWithoutSmoothing) {
       EXPECT_LT(rel_l2(got.grad, grad), 1e-5) << what;
       const Result loss_only = run_cuda(rows, classes, x, labels, eps, 0.5f, true, false);
       EXPECT_LT(rel_l2(loss_only.loss, loss), 1e-5) << what;
-      EXPECT_TRUE(all_poisoned(loss_only.grad)) << what;
+      EXPECT_TRUE(test::all_poisoned(loss_only.grad)) << what;
       const Result grad_only = run_cuda(rows, classes, x, labels, eps, 0.5f, false, true);
       EXPECT_LT(rel_l2(grad_only.grad, grad), 1e-5) << what;
-      EXPECT_TRUE(all_poisoned(grad_only.loss)) << what;
+      EXPECT_TRUE(test::all_poisoned(grad_only.loss)) << what;
     }
 #else
   GTEST_SKIP() << "built without CUDA";

@@ -65,17 +65,28 @@ inline std::vector<float> to_f32(const std::vector<bf16>& v) {
   return out;
 }
 
-// Random values in [-1, 1) rounded to bf16: the GPU gets the bf16 bits, the CPU reference the
+// Random values in [lo, hi) rounded to bf16: the GPU gets the bf16 bits, the CPU reference the
 // same values in fp32.
 struct Bf16Input {
   std::vector<bf16> bits;
   std::vector<float> values;
 };
-inline Bf16Input random_bf16(size_t n, uint64_t seed) {
+inline Bf16Input random_bf16(size_t n, uint64_t seed, double lo = -1.0, double hi = 1.0) {
   Bf16Input in;
-  in.bits = to_bf16(random_vector<float>(n, seed));
+  in.bits = to_bf16(random_vector<float>(n, seed, lo, hi));
   in.values = to_f32(in.bits);
   return in;
+}
+
+// True when every element still has DeviceArray::poison's 0xFF bytes: an output the op was told
+// not to write.
+inline bool all_poisoned(const std::vector<float>& v) {
+  for (float x : v) {
+    uint32_t bits;
+    std::memcpy(&bits, &x, 4);
+    if (bits != 0xFFFFFFFFu) return false;
+  }
+  return true;
 }
 
 }  // namespace kd::test

@@ -106,14 +106,6 @@ Outputs run_cuda(const DistillLossShape& sh, const DistillLossOptions& o, const 
   return Outputs{loss.download(), grad.download(), top1.download(), rank.download()};
 }
 
-bool all_poisoned(const std::vector<float>& v) {
-  for (float x : v) {
-    uint32_t bits;
-    std::memcpy(&bits, &x, 4);
-    if (bits != 0xFFFFFFFFu) return false;
-  }
-  return true;
-}
 #endif
 
 using Case = std::tuple<DistillDistance, int, float, int64_t>;
@@ -166,7 +158,7 @@ TEST(DistillLossCudaOutputs, NullOutputsAreSkippedAndTheOthersStillMatch) {
       only_top1.loss = only_top1.grad = only_top1.rank = false;
       Outputs got = run_cuda(sh, o, l, only_top1);
       EXPECT_EQ(got.top1, want.top1) << what;
-      EXPECT_TRUE(all_poisoned(got.loss) && all_poisoned(got.grad)) << what;
+      EXPECT_TRUE(test::all_poisoned(got.loss) && test::all_poisoned(got.grad)) << what;
       EXPECT_EQ(got.rank, std::vector<int32_t>(size_t(sh.rows), -1)) << what;
       Want only_rank = only_top1;
       only_rank.top1 = false, only_rank.rank = true;
@@ -176,12 +168,12 @@ TEST(DistillLossCudaOutputs, NullOutputsAreSkippedAndTheOthersStillMatch) {
       loss_only.top1 = false, loss_only.loss = true;
       got = run_cuda(sh, o, l, loss_only);
       EXPECT_LT(rel_l2(got.loss, want.loss), 1e-5) << what;
-      EXPECT_TRUE(all_poisoned(got.grad)) << what;
+      EXPECT_TRUE(test::all_poisoned(got.grad)) << what;
       Want grad_only = only_top1;
       grad_only.top1 = false, grad_only.grad = true;
       got = run_cuda(sh, o, l, grad_only);
       EXPECT_LT(rel_l2(got.grad, want.grad), 1e-5) << what;
-      EXPECT_TRUE(all_poisoned(got.loss)) << what;
+      EXPECT_TRUE(test::all_poisoned(got.loss)) << what;
     }
 #else
   GTEST_SKIP() << "built without CUDA";

@@ -37,22 +37,13 @@ using test::DeviceArray;
 using test::random_vector;
 using test::rel_l2;
 
-struct Bf16Tensor {
-  std::vector<bf16> bits;
-  std::vector<float> values;  // the same numbers in fp32, for the CPU reference
-};
-
-Bf16Tensor random_bf16(size_t n, uint64_t seed, double lo, double hi) {
-  Bf16Tensor t;
-  t.bits = test::to_bf16(random_vector<float>(n, seed, lo, hi));
-  t.values = test::to_f32(t.bits);
-  return t;
-}
+using test::Bf16Input;
+using test::random_bf16;
 
 // x with a non-zero mean (as activations have), gamma around 1, beta around 0: the ReLU clips
 // some outputs, not all.
 struct GnInputs {
-  Bf16Tensor x;
+  Bf16Input x;
   std::vector<float> gamma, beta;
 };
 
@@ -98,7 +89,7 @@ BackwardResult check_backward(const GnCase& k, bool relu) {
   SCOPED_TRACE(::testing::Message() << "relu " << relu);
   const GroupNormShape s = shape_of(k);
   const GnInputs in = random_inputs(s, 21 + uint64_t(relu));
-  const Bf16Tensor dy = random_bf16(size_t(s.numel()), 24, -1.0, 1.0);
+  const Bf16Input dy = random_bf16(size_t(s.numel()), 24, -1.0, 1.0);
   const size_t numel = size_t(s.numel()), stats = size_t(s.n * s.groups);
   std::vector<float> y_ref(numel), mean_ref(stats), rstd_ref(stats);
   groupnorm_forward_cpu<float>(s, 1e-5f, in.x.values.data(), in.gamma.data(), in.beta.data(), relu, y_ref.data(),

@@ -76,7 +76,7 @@ std::unique_ptr<Model> copy_to_gpu(const Model& cpu_model, Context& gpu) {
 // Random images in [-1, 1) rounded to bf16, as a host f32 tensor: both paths see the same input
 // (to_activation keeps it f32 on the CPU and casts it, exactly, to bf16 on the GPU).
 Tensor random_images(const Shape& shape, uint64_t seed) {
-  const std::vector<float> v = test::to_f32(test::to_bf16(random_vector<float>(size_t(shape_numel(shape)), seed)));
+  const std::vector<float> v = test::random_bf16(size_t(shape_numel(shape)), seed).values;
   Tensor t = Tensor::zeros_cpu(shape, DType::f32);
   std::copy(v.begin(), v.end(), t.data<float>());
   return t;

@@ -4,16 +4,17 @@
 // handed out and freed, so a worker's pointer to its batch stays valid while it decodes.
 #include "data/loader.h"
 
+#include <algorithm>
 #include <cstdio>
 
 namespace kd {
 
 struct Loader::Pending {
   int64_t step = 0;
-  std::vector<int64_t> indices;
+  std::vector<int64_t> indices;                    // what the plan asked for, per slot
+  std::vector<int64_t> used;                       // what filled the slot (differs where replaced)
   std::vector<Image> images;
-  std::vector<char> unreadable;                    // per slot: the image could not be decoded
-  std::vector<std::pair<std::string, std::string>> why;  // per unreadable slot: origin, reason
+  std::vector<std::vector<int64_t>> skipped;       // per slot: the unreadable indices passed over
   size_t claimed = 0;                              // slots handed to workers, in slot order
   size_t done = 0;                                 // slots that came back
   std::exception_ptr error;                        // planning failed or a non-decode error
@@ -91,8 +92,8 @@ void Loader::plan_next() {
   }
   const size_t n = pending->indices.size();
   pending->images.resize(n);
-  pending->unreadable.assign(n, 0);
-  pending->why.resize(n);
+  pending->used = pending->indices;
+  pending->skipped.resize(n);
   window_.push_back(std::move(pending));
   if (window_.back()->complete()) ready_cv_.notify_all();
 }
@@ -121,17 +122,28 @@ void Loader::work() {
     while (!stop_ && !claim(batch, slot)) work_cv_.wait(lock);
     if (stop_) return;
 
-    const int64_t index = batch->indices[slot];
-    const auto bad = known_bad_.find(index);
-    if (bad != known_bad_.end()) {  // seen before: don't decode (nor report) it again
-      batch->unreadable[slot] = 1;
-      batch->why[slot] = bad->second;
-    } else {
+    // The slot's image, or the next readable one of the dataset (index + 1, + 2, ... cyclically).
+    // The replacement depends on the index alone, never on the batch, so every rank of a
+    // data-parallel run and every micro-batch split fills a slot the same way.
+    const int64_t size = source_->size(), limit = std::min<int64_t>(size, kMaxUnreadableInARow);
+    int64_t index = batch->indices[slot];
+    std::exception_ptr error;
+    for (int64_t tries = 0;; ++tries, index = (index + 1) % size) {
+      if (tries == limit) {
+        error = std::make_exception_ptr(Error(
+            "loader: " + std::to_string(limit) + " images in a row are unreadable from " +
+            source_->where(batch->indices[slot]) + " on (batch " + std::to_string(batch->step) + "; the first: " +
+            known_bad_.at(batch->indices[slot]).first + ": " + known_bad_.at(batch->indices[slot]).second + ")"));
+        break;
+      }
+      if (known_bad_.count(index)) {  // seen before: don't decode (nor report) it again
+        batch->skipped[slot].push_back(index);
+        continue;
+      }
       lock.unlock();
       Image image;
       std::pair<std::string, std::string> why;
       bool unreadable = false;
-      std::exception_ptr error;
       try {
         image = source_->load(index);
       } catch (const DecodeError& e) {
@@ -141,19 +153,22 @@ void Loader::work() {
         error = std::current_exception();
       }
       lock.lock();
+      if (error) break;
       if (unreadable) {
-        known_bad_.emplace(index, why);
-        batch->unreadable[slot] = 1;
-        batch->why[slot] = std::move(why);
-      } else if (error) {
-        // Anything but a bad image is fatal for this batch: keep the first error and give up the
-        // slots nobody has started, so the batch completes as soon as the running ones return.
-        if (!batch->error) batch->error = error;
-        batch->done += batch->indices.size() - batch->claimed;
-        batch->claimed = batch->indices.size();
-      } else {
-        batch->images[slot] = std::move(image);
+        known_bad_.emplace(index, std::move(why));
+        batch->skipped[slot].push_back(index);
+        continue;
       }
+      batch->images[slot] = std::move(image);
+      batch->used[slot] = index;
+      break;
+    }
+    if (error) {
+      // Anything but a bad image is fatal for this batch: keep the first error and give up the
+      // slots nobody has started, so the batch completes as soon as the running ones return.
+      if (!batch->error) batch->error = error;
+      batch->done += batch->indices.size() - batch->claimed;
+      batch->claimed = batch->indices.size();
     }
     ++batch->done;
     if (batch->complete()) ready_cv_.notify_all();
@@ -177,44 +192,28 @@ std::optional<Batch> Loader::next() {
   return finish(*front);
 }
 
-// Reports the unreadable images (once each) and fills their slots with the next readable image
-// of the batch, cyclically. Runs on the caller's thread, so reports come in step order.
+// Reports the unreadable images passed over (once each, in slot order). Runs on the caller's
+// thread, so reports come in step order.
 Batch Loader::finish(Pending& pending) {
   const size_t n = pending.indices.size();
-  size_t readable = 0;
-  for (size_t j = 0; j < n; ++j) {
-    if (!pending.unreadable[j]) {
-      ++readable;
-      continue;
-    }
-    if (reported_.insert(pending.indices[j]).second) {
-      bad_images_.fetch_add(1);
-      options_.on_bad_image(pending.why[j].first, pending.why[j].second);
-    }
-  }
-  KD_CHECK(readable > 0, "loader: every one of the ", n, " images of batch ", pending.step,
-           " is unreadable (the first: ", pending.why[0].first, ": ", pending.why[0].second, ")");
-
   Batch batch;
   batch.step = pending.step;
   batch.images.resize(n);
   batch.labels.resize(n);
-  batch.indices.resize(n);
-  // Replacements first (they copy), then the readable images move into their own slots.
+  batch.indices = pending.used;
   for (size_t j = 0; j < n; ++j) {
-    if (!pending.unreadable[j]) continue;
-    size_t from = (j + 1) % n;
-    while (pending.unreadable[from]) from = (from + 1) % n;
-    batch.images[j] = pending.images[from];
-    batch.indices[j] = pending.indices[from];
-    ++batch.replaced;
-  }
-  for (size_t j = 0; j < n; ++j) {
-    if (pending.unreadable[j]) continue;
+    std::vector<std::pair<std::string, std::string>> reports;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (int64_t bad : pending.skipped[j])
+        if (reported_.insert(bad).second) reports.push_back(known_bad_.at(bad));
+    }
+    for (const auto& [origin, reason] : reports) {
+      bad_images_.fetch_add(1);
+      options_.on_bad_image(origin, reason);
+    }
+    if (!pending.skipped[j].empty()) ++batch.replaced;
     batch.images[j] = std::move(pending.images[j]);
-    batch.indices[j] = pending.indices[j];
-  }
-  for (size_t j = 0; j < n; ++j) {
     batch.labels[j] = source_->label(batch.indices[j]);
     batch.images[j].label = batch.labels[j];
   }

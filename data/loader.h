@@ -4,10 +4,11 @@
 //
 // Determinism: batch k depends only on plan(k) and on which of its images are unreadable, never
 // on thread timing. An unreadable image (DecodeError) is replaced by the next readable image of
-// the same batch, cyclically (slot j takes slot j+1's image, or j+2's, ..., wrapping around), so
-// batches stay full; it is reported once per source index, from next() on the caller's thread, so
-// reports and the bad_images() count also advance in step order. A batch whose every image is
-// unreadable is an error.
+// the dataset (index + 1, + 2, ..., cyclically), so batches stay full and a slot's content is a
+// function of its index alone: data-parallel ranks and micro-batch splits see the same images.
+// It is reported once per source index, from next() on the caller's thread, so reports and the
+// bad_images() count also advance in step order. kMaxUnreadableInARow unreadable images in a
+// row are an error.
 //
 // Threading: workers take single images (not whole batches) from the earliest unfinished batch,
 // so several threads finish batch k before anyone starts k+1. At most `prefetch_batches` batches
@@ -32,6 +33,8 @@
 #include "data/source.h"
 
 namespace kd {
+
+constexpr int64_t kMaxUnreadableInARow = 256;
 
 struct Batch {
   int64_t step = 0;
@@ -95,7 +98,7 @@ class Loader {
   // Unreadable images seen by the workers: index -> (origin, reason); not decoded again.
   std::unordered_map<int64_t, std::pair<std::string, std::string>> known_bad_;
 
-  std::unordered_set<int64_t> reported_;  // next()'s thread only
+  std::unordered_set<int64_t> reported_;  // guarded by mu_ too
   std::atomic<int64_t> bad_images_{0};
   std::vector<std::thread> threads_;
 };

@@ -18,11 +18,11 @@ uint64_t stream_for(uint64_t purpose, int64_t step, int64_t slot) {
   return mix64(purpose ^ mix64(uint64_t(step))) ^ uint64_t(slot);
 }
 
-ViewSource random_view(const RecipeConfig& c, const std::vector<ImageSize>& sizes, int32_t i, uint64_t seed,
-                       uint64_t stream) {
+// A random crop + flip of source image `image` (of size `size`).
+ViewSource random_view(const RecipeConfig& c, ImageSize size, int32_t image, uint64_t seed, uint64_t stream) {
   ViewSource v;
-  v.image = i;
-  v.box = sample_inception_crop(c, sizes[size_t(i)], seed, stream);
+  v.image = image;
+  v.box = sample_inception_crop(c, size, seed, stream);
   v.flip = c.flip && random_uniform(seed, stream, 1000) < 0.5f;
   return v;
 }
@@ -106,38 +106,55 @@ float sample_mixup_lambda(float alpha, uint64_t seed, uint64_t stream) {
   return float(std::max(a, 1.0 - a));
 }
 
-TrainViews make_train_views(const RecipeConfig& c, TeachingStrategy strategy, const std::vector<ImageSize>& sizes,
-                            uint64_t seed, int64_t step, int64_t slot0) {
-  const int32_t n = int32_t(sizes.size());
+bool needs_mixup_partner(TeachingStrategy strategy, int64_t global_batch) {
+  return strategy == TeachingStrategy::function_matching && global_batch > 1;
+}
+
+TrainViews make_train_views(const RecipeConfig& c, TeachingStrategy strategy, const BatchSlots& slots, uint64_t seed) {
+  const int32_t n = int32_t(slots.sizes.size());
   KD_CHECK(n > 0, "make_train_views: empty batch");
+  KD_CHECK(slots.slot0 >= 0 && slots.slot0 + n <= slots.global_batch, "make_train_views: slots [", slots.slot0, ", ",
+           slots.slot0 + n, ") outside a global batch of ", slots.global_batch);
+  const int64_t step = slots.step, slot0 = slots.slot0;
   TrainViews v;
   v.student.resize(size_t(n));
-  for (int32_t i = 0; i < n; ++i) v.student[size_t(i)].a = random_view(c, sizes, i, seed, stream_for(kCropStream, step, slot0 + i));
+  for (int32_t i = 0; i < n; ++i)
+    v.student[size_t(i)].a = random_view(c, slots.sizes[size_t(i)], i, seed, stream_for(kCropStream, step, slot0 + i));
   switch (strategy) {
     case TeachingStrategy::fixed:
-      v.teacher = make_eval_views(sizes, c.eval_crop_fraction);
+      v.teacher = make_eval_views(slots.sizes, c.eval_crop_fraction);
       break;
     case TeachingStrategy::independent:
       v.teacher.resize(size_t(n));
       for (int32_t i = 0; i < n; ++i)
-        v.teacher[size_t(i)].a = random_view(c, sizes, i, seed, stream_for(kTeacherStream, step, slot0 + i));
+        v.teacher[size_t(i)].a = random_view(c, slots.sizes[size_t(i)], i, seed, stream_for(kTeacherStream, step, slot0 + i));
       break;
     case TeachingStrategy::consistent:
       v.shared = true;
       break;
     case TeachingStrategy::function_matching: {
       v.shared = true;
-      // slot i takes lambda of itself and 1 - lambda of its left neighbour, cyclically
-      const float batch_lambda = sample_mixup_lambda(c.mixup_alpha, seed, stream_for(kMixStream, step, slot0));
+      // Global slot g takes lambda of itself and 1 - lambda of slot g - 1, cyclically over the
+      // global batch (big_vision's roll by one). One lambda per step, drawn from the step alone.
+      const float batch_lambda = sample_mixup_lambda(c.mixup_alpha, seed, stream_for(kMixStream, step, 0));
       v.lambda = batch_lambda;
+      if (!needs_mixup_partner(strategy, slots.global_batch)) {
+        v.lambda = 1.0f;  // a global batch of one image: nothing to mix with
+        break;
+      }
+      KD_CHECK(slots.partner_image >= 0, "make_train_views: function matching needs the partner image of slot ",
+               slot0);
+      // The partner's own view: drawn from its global slot's stream, as on the rank that holds it.
+      const int64_t partner_slot = (slot0 + slots.global_batch - 1) % slots.global_batch;
+      const ViewSource partner = random_view(c, slots.partner_size, slots.partner_image, seed,
+                                             stream_for(kCropStream, step, partner_slot));
       const std::vector<ViewRecipe> own = v.student;
       for (int32_t i = 0; i < n; ++i) {
         ViewRecipe& r = v.student[size_t(i)];
-        r.b = own[size_t((i + n - 1) % n)].a;
+        r.b = i == 0 ? partner : own[size_t(i - 1)].a;
         r.lambda = c.mixup_per_sample
                        ? sample_mixup_lambda(c.mixup_alpha, seed, stream_for(kMixStream, step, slot0 + i + 1))
                        : batch_lambda;
-        if (n == 1) r.lambda = 1.0f;  // nothing to mix with
       }
       break;
     }
@@ -146,11 +163,23 @@ TrainViews make_train_views(const RecipeConfig& c, TeachingStrategy strategy, co
   return v;
 }
 
+TrainViews make_train_views(const RecipeConfig& c, TeachingStrategy strategy, const std::vector<ImageSize>& sizes,
+                            uint64_t seed, int64_t step) {
+  KD_CHECK(!sizes.empty(), "make_train_views: empty batch");
+  BatchSlots slots;
+  slots.step = step;
+  slots.global_batch = int64_t(sizes.size());
+  slots.sizes = sizes;
+  slots.partner_size = sizes.back();
+  slots.partner_image = int32_t(sizes.size()) - 1;
+  return make_train_views(c, strategy, slots, seed);
+}
+
 std::vector<ViewRecipe> make_supervised_views(const RecipeConfig& c, const std::vector<ImageSize>& sizes,
                                               uint64_t seed, int64_t step, int64_t slot0) {
   std::vector<ViewRecipe> out(sizes.size());
   for (size_t i = 0; i < sizes.size(); ++i)
-    out[i].a = random_view(c, sizes, int32_t(i), seed, stream_for(kCropStream, step, slot0 + int64_t(i)));
+    out[i].a = random_view(c, sizes[i], int32_t(i), seed, stream_for(kCropStream, step, slot0 + int64_t(i)));
   return out;
 }
 

@@ -52,10 +52,28 @@ struct TrainViews {
   float lambda = 1.0f;  // the batch's mixup coefficient (1 without mixup)
 };
 
-// Views of one training batch. sizes[i] is the size of the batch's source image i; `slot0` is
-// the global index of the first slot (ranks of a data-parallel run pass their offset).
+// Where a rank's share of a global batch sits in it. Views, mixup partners and the mixup
+// coefficient are functions of (seed, step, global slot) only, so any split of a global batch
+// over ranks and micro-batches renders the same images.
+struct BatchSlots {
+  int64_t step = 0;
+  int64_t slot0 = 0;             // global slot of sizes[0]
+  int64_t global_batch = 0;      // slots in the whole batch, on all ranks
+  std::vector<ImageSize> sizes;  // the images of global slots [slot0, slot0 + sizes.size())
+  // Mixup partner of slot0: the image of global slot (slot0 - 1) mod global_batch, at index
+  // partner_image of the batch's sources (the rank loads it as an extra image, or holds it).
+  ImageSize partner_size;
+  int32_t partner_image = -1;
+};
+
+// True when the strategy mixes each slot with its neighbour (so a rank needs the partner image).
+bool needs_mixup_partner(TeachingStrategy strategy, int64_t global_batch);
+
+// Views of a rank's slots. Recipe i reads source image i (and the partner image for slot0's mix).
+TrainViews make_train_views(const RecipeConfig& c, TeachingStrategy strategy, const BatchSlots& slots, uint64_t seed);
+// Views of a whole global batch held by one rank: sizes[i] is the size of source image i.
 TrainViews make_train_views(const RecipeConfig& c, TeachingStrategy strategy, const std::vector<ImageSize>& sizes,
-                            uint64_t seed, int64_t step, int64_t slot0 = 0);
+                            uint64_t seed, int64_t step);
 // Supervised training: a random crop + flip per image, no mixup.
 std::vector<ViewRecipe> make_supervised_views(const RecipeConfig& c, const std::vector<ImageSize>& sizes,
                                               uint64_t seed, int64_t step, int64_t slot0 = 0);

@@ -35,16 +35,24 @@ const std::vector<int64_t>& EpochSampler::permutation(int64_t epoch) {
   return cached_;
 }
 
-std::vector<int64_t> EpochSampler::indices(int64_t step) {
+int64_t EpochSampler::index_at(int64_t step, int64_t global_slot) {
   KD_CHECK(step >= 0, "sampler: negative step ", step);
+  KD_CHECK(global_slot >= 0 && global_slot < global_batch_, "sampler: slot ", global_slot, " outside a batch of ",
+           global_batch_);
   std::lock_guard<std::mutex> lock(mutex_);
+  const int64_t position = step * global_batch_ + global_slot;
+  return permutation(position / size_)[size_t(position % size_)];
+}
+
+std::vector<int64_t> EpochSampler::indices(int64_t step) {
   const int64_t local = local_batch();
   std::vector<int64_t> out(static_cast<size_t>(local));
-  for (int64_t j = 0; j < local; ++j) {
-    const int64_t position = step * global_batch_ + rank_ * local + j;
-    out[size_t(j)] = permutation(position / size_)[size_t(position % size_)];
-  }
+  for (int64_t j = 0; j < local; ++j) out[size_t(j)] = index_at(step, first_slot() + j);
   return out;
+}
+
+int64_t EpochSampler::partner_index(int64_t step) {
+  return index_at(step, (first_slot() + global_batch_ - 1) % global_batch_);
 }
 
 }  // namespace kd

@@ -8,7 +8,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <set>
+#include <tuple>
 
 #include "data/sampler.h"
 #include "kernels/augment.h"
@@ -262,6 +264,84 @@ TEST(Sampler, RanksSplitEachGlobalBatch) {
     EXPECT_EQ(a, all);
   }
   EXPECT_THROW(EpochSampler(100, 9, 5, 0, 2), Error);
+}
+
+// Any split of a global batch over ranks and micro-batches (contiguous shares) must give every
+// slot the recipe it has when one rank holds the whole batch: the same crop, flip, mixup partner
+// image (the global neighbour) and the same lambda.
+TEST(Recipe, ViewsAndMixupAreTheSameWhateverTheRankCount) {
+  const int64_t batch = 12;
+  std::vector<ImageSize> sizes;  // slot i's image; every slot a different size
+  for (int64_t i = 0; i < batch; ++i) sizes.push_back({int32_t(40 + 3 * i), int32_t(70 - 2 * i)});
+  for (TeachingStrategy strategy : {TeachingStrategy::fixed, TeachingStrategy::independent,
+                                    TeachingStrategy::consistent, TeachingStrategy::function_matching}) {
+    for (bool per_sample : {false, true}) {
+      RecipeConfig c;
+      c.mixup_per_sample = per_sample;
+      for (int64_t step : {0, 7, 123456}) {
+        const TrainViews whole = make_train_views(c, strategy, sizes, 99, step);
+        for (int64_t shares : {2, 3, 4, 6, 12}) {
+          const int64_t n = batch / shares;
+          for (int64_t share = 0; share < shares; ++share) {
+            BatchSlots slots;
+            slots.step = step, slots.slot0 = share * n, slots.global_batch = batch;
+            slots.sizes.assign(sizes.begin() + share * n, sizes.begin() + (share + 1) * n);
+            slots.partner_size = sizes[size_t((share * n + batch - 1) % batch)];
+            slots.partner_image = int32_t(n);  // loaded after the share's own images
+            const TrainViews part = make_train_views(c, strategy, slots, 99);
+            ASSERT_EQ(part.lambda, whole.lambda) << "one lambda per step, whatever the split";
+            ASSERT_EQ(part.shared, whole.shared);
+            for (int64_t i = 0; i < n; ++i) {
+              const int64_t g = share * n + i;
+              for (const auto& [mine, ref] : {std::pair{&part.student, &whole.student}, {&part.teacher, &whole.teacher}}) {
+                const ViewRecipe &a = (*mine)[size_t(i)], &b = (*ref)[size_t(g)];
+                // Image indices are local to the share: slot i is image i, the partner is image n.
+                EXPECT_EQ(a.a.image, i);
+                EXPECT_EQ(a.a.flip, b.a.flip);
+                EXPECT_EQ(std::tie(a.a.box.y0, a.a.box.x0, a.a.box.h, a.a.box.w),
+                          std::tie(b.a.box.y0, b.a.box.x0, b.a.box.h, b.a.box.w))
+                    << "slot " << g << " split " << shares;
+                EXPECT_EQ(a.lambda, b.lambda);
+                if (b.lambda == 1.0f) continue;
+                const int64_t partner_global = (g + batch - 1) % batch;
+                EXPECT_EQ(b.b.image, partner_global) << "one rank: the left neighbour";
+                EXPECT_EQ(a.b.image, i == 0 ? n : i - 1) << "split: the extra image or the slot before";
+                EXPECT_EQ(a.b.flip, b.b.flip);
+                EXPECT_EQ(std::tie(a.b.box.y0, a.b.box.x0, a.b.box.h, a.b.box.w),
+                          std::tie(b.b.box.y0, b.b.box.x0, b.b.box.h, b.b.box.w));
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(Sampler, EverySampleOnceAnEpochOnEveryRankCount) {
+  const int64_t n = 60, batch = 12;
+  for (int ranks : {1, 2, 3, 4}) {
+    std::vector<std::unique_ptr<EpochSampler>> samplers;
+    for (int r = 0; r < ranks; ++r) samplers.push_back(std::make_unique<EpochSampler>(n, batch, 17, r, ranks));
+    for (int64_t epoch = 0; epoch < 3; ++epoch) {
+      std::vector<int64_t> seen;
+      for (int64_t step = epoch * n / batch; step < (epoch + 1) * n / batch; ++step)
+        for (auto& s : samplers) {
+          const auto idx = s->indices(step);
+          seen.insert(seen.end(), idx.begin(), idx.end());
+          // The partner of a rank's first slot is the image of the slot before it.
+          EXPECT_EQ(s->partner_index(step), s->index_at(step, (s->first_slot() + batch - 1) % batch));
+        }
+      std::sort(seen.begin(), seen.end());
+      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(seen[size_t(i)], i) << ranks << " ranks, epoch " << epoch;
+    }
+    // The same stream as one rank: rank r holds slots [r * local, (r + 1) * local).
+    EpochSampler one(n, batch, 17);
+    for (int64_t step = 0; step < 9; ++step)
+      for (int r = 0; r < ranks; ++r)
+        for (int64_t j = 0; j < batch / ranks; ++j)
+          EXPECT_EQ(samplers[size_t(r)]->indices(step)[size_t(j)], one.index_at(step, r * (batch / ranks) + j));
+  }
 }
 
 }  // namespace

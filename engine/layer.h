@@ -1,7 +1,11 @@
 // The layer contract. forward(train) saves what backward needs; forward(eval) saves nothing
 // (teachers run that way, so their activations are freed layer by layer). backward consumes
 // the saved tensors, returns the input gradient and accumulates parameter gradients (+=).
+//
+// Composite layers (blocks, models) list their parts in children(); freezing and inference
+// preparation walk that graph, so a new model gets them without code of its own.
 #pragma once
+#include <functional>
 #include <string>
 
 #include "engine/context.h"
@@ -17,12 +21,26 @@ class Layer {
   virtual ~Layer() = default;
   virtual Tensor forward(Context& ctx, const Tensor& x, Mode mode) = 0;
   virtual Tensor backward(Context& ctx, const Tensor& dy) = 0;
+  // The layers this one is made of (none for a leaf).
+  virtual void children(const std::function<void(Layer&)>& visit) {}
   // Frozen layers may cache values derived from their parameters (standardised weights).
-  // Changing parameters of a frozen layer requires set_frozen(false) first.
-  virtual void set_frozen(bool frozen) { frozen_ = frozen; }
+  // Changing parameters of a frozen layer requires set_frozen(false) first. Applies to children.
+  void set_frozen(bool frozen) {
+    frozen_ = frozen;
+    on_frozen(frozen);
+    children([frozen](Layer& l) { l.set_frozen(frozen); });
+  }
   bool frozen() const { return frozen_; }
+  // For a frozen layer: computes now what inference will read (caches), so that values it does
+  // not read afterwards can be released (ParamStore::release_for_inference). Applies to children.
+  void prepare_inference(Context& ctx) {
+    on_prepare_inference(ctx);
+    children([&ctx](Layer& l) { l.prepare_inference(ctx); });
+  }
 
  protected:
+  virtual void on_frozen(bool frozen) {}
+  virtual void on_prepare_inference(Context& ctx) {}
   bool frozen_ = false;
 };
 

@@ -12,6 +12,8 @@ Conv2d::Conv2d(ParamStore& store, const std::string& name, const ConvSpec& spec)
   if (spec_.padding < 0) spec_.padding = same_padding(spec.kernel, spec.stride, spec.dilation);
   weight_ = store.add(name + ".weight", {spec.c_out, spec.kernel, spec.kernel, spec.c_in / spec.groups},
                       ParamInit::kaiming_fan_out, /*decay=*/true, ParamLayout::conv_oihw);
+  // Frozen, a standardised conv reads only its cached w_hat; a plain one its compute copy.
+  weight_->frozen_reads = spec.weight_std ? FrozenReads::nothing : FrozenReads::compute;
 }
 
 Conv2dShape Conv2d::geometry() const {
@@ -25,9 +27,15 @@ Conv2dShape Conv2d::geometry() const {
   return s;
 }
 
-void Conv2d::set_frozen(bool frozen) {
-  Layer::set_frozen(frozen);
+void Conv2d::on_frozen(bool frozen) {
+  KD_CHECK(frozen || !spec_.weight_std || weight_->value.defined(), name_,
+           ": the fp32 weights of this frozen model were released for inference; load the model again to train it");
   cached_w_hat_ = Tensor();
+}
+
+void Conv2d::on_prepare_inference(Context& ctx) {
+  KD_CHECK(frozen_, name_, ": prepare_inference on a layer that is not frozen");
+  if (spec_.weight_std) effective_weight(ctx, nullptr, nullptr);  // fills the cache
 }
 
 Tensor Conv2d::effective_weight(Context& ctx, Tensor* mean, Tensor* rstd) {
@@ -66,6 +74,7 @@ Tensor Conv2d::backward(Context& ctx, const Tensor& dy) {
   } else {
     ops::conv2d_backward_filter(ctx, x_, dy, shape_, weight_->grad);
   }
+  weight_->grad_written();
   x_ = w_hat_ = mean_ = rstd_ = Tensor();
   return dx;
 }
@@ -96,6 +105,8 @@ Tensor GroupNormAct::backward(Context& ctx, const Tensor& dy) {
   require_saved(x_, name_);
   Tensor dx = ops::groupnorm_backward(ctx, x_, gamma_->value, beta_->value, mean_, rstd_, groups_, relu_, dy,
                                       gamma_->grad, beta_->grad);
+  gamma_->grad_written();
+  beta_->grad_written();
   x_ = mean_ = rstd_ = Tensor();
   return dx;
 }
@@ -138,6 +149,7 @@ Linear::Linear(ParamStore& store, const std::string& name, int64_t in, int64_t o
   const bool zero = init == Init::zeros;
   weight_ = store.add(name + ".weight", {out, in}, zero ? ParamInit::zeros : ParamInit::normal, /*decay=*/true,
                       ParamLayout::same, zero ? 0.0f : 0.01f, file_4d ? Shape{out, in, 1, 1} : Shape{});
+  weight_->frozen_reads = FrozenReads::compute;
   bias_ = store.add(name + ".bias", {out}, ParamInit::zeros, /*decay=*/false);
 }
 
@@ -150,6 +162,8 @@ Tensor Linear::forward(Context& ctx, const Tensor& x, Mode mode) {
 Tensor Linear::backward(Context& ctx, const Tensor& dy) {
   require_saved(x_, name_);
   Tensor dx = ops::linear_backward(ctx, x_, weight_->compute, dy, weight_->grad, bias_->grad, /*need_dx=*/true);
+  weight_->grad_written();
+  bias_->grad_written();
   x_ = Tensor();
   return dx;
 }

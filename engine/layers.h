@@ -26,9 +26,12 @@ class Conv2d : public Layer {
   Conv2d(ParamStore& store, const std::string& name, const ConvSpec& spec);
   Tensor forward(Context& ctx, const Tensor& x, Mode mode) override;
   Tensor backward(Context& ctx, const Tensor& dy) override;
-  void set_frozen(bool frozen) override;
   const ConvSpec& spec() const { return spec_; }
   Conv2dShape geometry() const;  // kernel, stride, padding, groups (n/h/w/c_in unset)
+
+ protected:
+  void on_frozen(bool frozen) override;
+  void on_prepare_inference(Context& ctx) override;
 
  private:
   // The weights the convolution reads: standardised (and cached when frozen) or the raw copy.

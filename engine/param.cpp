@@ -32,30 +32,102 @@ Param* ParamStore::add(const std::string& name, const Shape& shape, ParamInit in
   p.decay = decay;
   p.init = init;
   p.init_std = init_std;
+  p.index = int32_t(params_.size());
+  p.store = this;
   numel_ += p.numel();
   params_.push_back(std::move(p));
   return &params_.back();
 }
 
-void ParamStore::allocate(Context& ctx) {
+void Param::grad_written() const {
+  if (store) store->on_grad_written(*this);
+}
+
+void ParamStore::allocate(Context& ctx, bool trainable) {
   KD_CHECK(!allocated(), "parameter store allocated twice");
-  // Decayed parameters first, then the rest: the optimizer is then two flat passes.
+  // Decayed parameters first, then the rest: the optimizer is then two flat passes. Each part
+  // in reverse declaration order: backward's order (see the header).
   int64_t offset = 0;
   for (bool decayed : {true, false})
-    for (Param& p : params_)
-      if (p.decay == decayed) p.offset = offset, offset += p.numel();
+    for (auto p = params_.rbegin(); p != params_.rend(); ++p)
+      if (p->decay == decayed) p->offset = offset, offset += p->numel();
   decay_numel_ = 0;
   for (const Param& p : params_) decay_numel_ += p.decay ? p.numel() : 0;
   values_ = Tensor::empty({numel_}, ctx.param_dtype(), ctx);
-  grads_ = Tensor::empty({numel_}, ctx.param_dtype(), ctx);
   fill_zero(values_.raw(), ctx.device(), values_.nbytes(), &ctx);
-  fill_zero(grads_.raw(), ctx.device(), grads_.nbytes(), &ctx);
+  if (trainable) {
+    grads_ = Tensor::empty({numel_}, ctx.param_dtype(), ctx);
+    fill_zero(grads_.raw(), ctx.device(), grads_.nbytes(), &ctx);
+  }
   if (ctx.is_cuda()) compute_ = Tensor::empty({numel_}, DType::bf16, ctx);
   for (Param& p : params_) {
     p.value = values_.slice_rows(p.offset, p.offset + p.numel()).reshape(p.shape);
-    p.grad = grads_.slice_rows(p.offset, p.offset + p.numel()).reshape(p.shape);
+    if (trainable) p.grad = grads_.slice_rows(p.offset, p.offset + p.numel()).reshape(p.shape);
     p.compute = ctx.is_cuda() ? compute_.slice_rows(p.offset, p.offset + p.numel()).reshape(p.shape) : p.value;
   }
+}
+
+void ParamStore::point_grads_at(const Tensor& flat) {
+  KD_CHECK(trainable(), "point_grads_at: the parameter store has no gradients (frozen)");
+  KD_CHECK(flat.defined() && flat.numel() == numel_ && flat.dtype() == grads_.dtype() &&
+               flat.device() == grads_.device(),
+           "point_grads_at: need ", dtype_name(grads_.dtype()), "[", numel_, "] on ", device_name(grads_.device()),
+           ", got ", flat.describe());
+  for (Param& p : params_) p.grad = flat.slice_rows(p.offset, p.offset + p.numel()).reshape(p.shape);
+}
+
+void ParamStore::release_for_inference(Context& ctx) {
+  KD_CHECK(allocated() && !released_, "release_for_inference: the store is not allocated or already released");
+  KD_CHECK(!trainable(), "release_for_inference: a trainable store keeps its values (allocate it untrainable)");
+  // What stays: fp32 values where read (and, on the CPU, where the compute copy is read: it is
+  // the value there), compute copies (GPU) where read. New, packed buffers; the old ones go.
+  int64_t value_numel = 0, compute_numel = 0;
+  auto keeps_value = [&](const Param& p) {
+    return p.frozen_reads == FrozenReads::value || (!ctx.is_cuda() && p.frozen_reads == FrozenReads::compute);
+  };
+  auto keeps_compute = [&](const Param& p) { return ctx.is_cuda() && p.frozen_reads == FrozenReads::compute; };
+  for (const Param& p : params_) {
+    if (keeps_value(p)) value_numel += p.numel();
+    if (keeps_compute(p)) compute_numel += p.numel();
+  }
+  if (value_numel > 0) kept_values_ = Tensor::empty({value_numel}, values_.dtype(), ctx);
+  if (compute_numel > 0) kept_compute_ = Tensor::empty({compute_numel}, DType::bf16, ctx);
+  int64_t vo = 0, co = 0;
+  for (Param& p : params_) {
+    Tensor value, compute;
+    if (keeps_value(p)) {
+      value = kept_values_.slice_rows(vo, vo + p.numel()).reshape(p.shape);
+      copy_bytes(value.raw(), ctx.device(), p.value.raw(), ctx.device(), value.nbytes(), &ctx);
+      vo += p.numel();
+    }
+    if (keeps_compute(p)) {
+      compute = kept_compute_.slice_rows(co, co + p.numel()).reshape(p.shape);
+      copy_bytes(compute.raw(), ctx.device(), p.compute.raw(), ctx.device(), compute.nbytes(), &ctx);
+      co += p.numel();
+    }
+    p.value = value;
+    p.compute = ctx.is_cuda() ? compute : value;
+  }
+  values_ = compute_ = Tensor();
+  released_ = true;
+}
+
+size_t ParamStore::bytes_held() const {
+  size_t bytes = 0;
+  for (const Tensor* t : {&values_, &grads_, &compute_, &kept_values_, &kept_compute_})
+    if (t->defined()) bytes += t->nbytes();
+  return bytes;
+}
+
+int64_t ParamStore::legacy_offset(const Param& target) const {
+  int64_t offset = 0;
+  for (bool decayed : {true, false})
+    for (const Param& p : params_) {
+      if (p.decay != decayed) continue;
+      if (&p == &target) return offset;
+      offset += p.numel();
+    }
+  KD_FAIL("legacy_offset: '", target.name, "' is not a parameter of this store");
 }
 
 Param& ParamStore::get(const std::string& name) {
@@ -99,10 +171,14 @@ void ParamStore::upload(const Tensor& dst, const float* host, Context& ctx) {
   }
 }
 
-void ParamStore::zero_grads(Context& ctx) { fill_zero(grads_.raw(), ctx.device(), grads_.nbytes(), &ctx); }
+void ParamStore::zero_grads(Context& ctx) {
+  KD_CHECK(trainable(), "zero_grads: the parameter store has no gradients (frozen)");
+  fill_zero(grads_.raw(), ctx.device(), grads_.nbytes(), &ctx);
+}
 
 void ParamStore::sync_compute(Context& ctx) {
   if (!ctx.is_cuda()) return;
+  KD_CHECK(!released_, "sync_compute on a store released for inference");
 #if KD_HAVE_CUDA
   cast_f32_to_bf16_cuda(ctx.cuda_handles(), numel_, values_.data<float>(), compute_.data<bf16>());
 #endif
@@ -148,6 +224,7 @@ template void from_file_layout<double>(const Param&, const double*, double*);
 void ParamStore::load(const SafetensorsFile& file, Context& ctx, bool strict, const std::string& prefix,
                       const std::vector<std::string>& skip) {
   KD_CHECK(allocated(), "parameter store not allocated");
+  KD_CHECK(!released_, file.path(), ": cannot load into a model whose weights were released for inference");
   std::set<std::string> expected;
   std::vector<std::string> missing;
   const DType dtype = ctx.param_dtype();
@@ -188,6 +265,7 @@ void ParamStore::load(const SafetensorsFile& file, Context& ctx, bool strict, co
 
 void ParamStore::save(SafetensorsWriter& out, Context& ctx, const std::string& prefix) const {
   KD_CHECK(allocated(), "parameter store not allocated");
+  KD_CHECK(!released_, "cannot save a model whose weights were released for inference");
   Tensor host = values_.to(Device::cpu, &ctx);
   for (const Param& p : params_) {
     Tensor file = Tensor::zeros_cpu(p.file_shape, host.dtype());

@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,7 @@
 namespace kd {
 
 class Context;
+class ParamStore;
 class SafetensorsFile;
 class SafetensorsWriter;
 
@@ -29,6 +31,14 @@ enum class ParamInit : uint8_t {
   kaiming_fan_out,  // N(0, 2 / fan_out), fan_out = c_out * kh * kw (timm's conv init)
 };
 
+// What a frozen model's layer reads of a parameter after prepare_inference: the rest can be
+// released (a teacher keeps no fp32 master weights it does not read).
+enum class FrozenReads : uint8_t {
+  value,    // the fp32 values (norm scales and biases)
+  compute,  // the compute copy (bf16 on a GPU; == value on the CPU)
+  nothing,  // a cache derived from it (weight-standardised convolutions)
+};
+
 struct Param {
   std::string name;        // e.g. "stages.0.blocks.0.conv2.weight"
   Shape shape;             // kd's layout
@@ -37,11 +47,17 @@ struct Param {
   bool decay = false;      // weight decay applies (conv and dense kernels only)
   ParamInit init = ParamInit::zeros;
   float init_std = 0.0f;
+  FrozenReads frozen_reads = FrozenReads::value;
   Tensor value;            // fp32 master weights (f64 in a double-precision CPU context)
   Tensor grad;             // gradients in the same dtype (accumulated by backward)
   Tensor compute;          // what ops read: == value on the CPU, a bf16 copy on a GPU
   int64_t offset = 0;      // in elements, into the store's buffers (set by allocate)
+  int32_t index = 0;       // declaration order
+  ParamStore* store = nullptr;
   int64_t numel() const { return shape_numel(shape); }
+  // Layers call this once per backward, right after the last write to `grad`: the store's hook
+  // (gradient buckets of a data-parallel run) may start reducing it while backward goes on.
+  void grad_written() const;
 };
 
 class ParamStore {
@@ -51,8 +67,13 @@ class ParamStore {
   Param* add(const std::string& name, const Shape& shape, ParamInit init, bool decay,
              ParamLayout layout = ParamLayout::same, float init_std = 0.0f, const Shape& file_shape = {});
   // Allocates the buffers on the context's device; values are zero until init() or load().
-  void allocate(Context& ctx);
+  // Layout: decayed parameters first, then the rest; within each part in reverse declaration
+  // order, which is about the order backward writes their gradients (so gradient buckets, cut
+  // from the front of the buffer, fill one after another while backward runs). A store that is
+  // not trainable (a frozen teacher) gets no gradient buffer.
+  void allocate(Context& ctx, bool trainable = true);
   bool allocated() const { return values_.defined(); }
+  bool trainable() const { return grads_.defined(); }
 
   const std::deque<Param>& params() const { return params_; }
   std::deque<Param>& params() { return params_; }
@@ -67,6 +88,26 @@ class ParamStore {
   // Deterministic initial values from (seed, parameter name), on the host, then to the device.
   void init(uint64_t seed, Context& ctx);
   void zero_grads(Context& ctx);
+  // Where backward writes: every Param::grad is re-pointed into `flat` ([numel], param dtype, on
+  // the store's device) at its offset; point_grads_at(grads()) restores the store's own buffer.
+  // Micro-batches write into a zeroed buffer of their own and are added as whole tensors.
+  void point_grads_at(const Tensor& flat);
+  // Called by Param::grad_written (null: nothing happens).
+  void set_grad_hook(std::function<void(const Param&)> hook) { grad_hook_ = std::move(hook); }
+  void on_grad_written(const Param& p) const {
+    if (grad_hook_) grad_hook_(p);
+  }
+  // For a frozen model whose layers have run prepare_inference: keeps only what each parameter's
+  // FrozenReads names, in buffers of their own, and frees the rest (fp32 values and compute
+  // copies nobody reads). Loading and saving are refused afterwards.
+  void release_for_inference(Context& ctx);
+  bool released() const { return released_; }
+  // Bytes of the buffers the store holds now.
+  size_t bytes_held() const;
+
+  // The offset of p in the first round's layout (decayed first, each part in declaration order):
+  // optimizer state of checkpoints written before state was saved by name.
+  int64_t legacy_offset(const Param& p) const;
   // Refreshes the bf16 compute copies from the fp32 values (GPU only; no-op on the CPU).
   void sync_compute(Context& ctx);
 
@@ -83,6 +124,9 @@ class ParamStore {
   std::deque<Param> params_;
   int64_t numel_ = 0, decay_numel_ = 0;
   Tensor values_, grads_, compute_;
+  Tensor kept_values_, kept_compute_;  // after release_for_inference
+  bool released_ = false;
+  std::function<void(const Param&)> grad_hook_;
 };
 
 // Converts between kd's layout and the file layout (host memory; T = float or double).

@@ -45,4 +45,10 @@ void scale_cpu(int64_t n, float s, float* x) {
   for (int64_t i = 0; i < n; ++i) x[i] *= s;
 }
 
+void accumulate_cpu(int64_t n, const float* src, float* dst) {
+  KD_CHECK(n >= 0, "accumulate: negative size ", n);
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
+}
+
 }  // namespace kd

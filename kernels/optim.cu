@@ -90,6 +90,19 @@ __global__ void scale_kernel(int64_t n, int64_t vectors, float s, float* x) {
   for (int64_t i = vectors * kWidth + first; i < n; i += stride) x[i] *= s;
 }
 
+// dst += src; the vector path needs both pointers 16-byte aligned.
+__global__ void accumulate_kernel(int64_t n, int64_t vectors, const float* src, float* dst) {
+  const int64_t first = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = first; i < vectors; i += stride) {
+    const F4 a = reinterpret_cast<const F4*>(src)[i];
+    F4 b = reinterpret_cast<const F4*>(dst)[i];
+#pragma unroll
+    for (int lane = 0; lane < kWidth; ++lane) b.v[lane] += a.v[lane];
+    reinterpret_cast<F4*>(dst)[i] = b;
+  }
+  for (int64_t i = vectors * kWidth + first; i < n; i += stride) dst[i] += src[i];
+}
+
 __device__ __forceinline__ void add_square(float& acc, float v) { acc += v * v; }
 
 // partials[chunk] = the chunk's sum of squares (optim.h's partition). Both paths visit the
@@ -184,6 +197,16 @@ void scale_cuda(const CudaHandles& h, int64_t n, float s, float* x) {
   const int64_t vectors = gpu::aligned_to(x, sizeof(F4)) ? n / kWidth : 0;
   scale_kernel<<<gpu::grid_for(h, vectors + (n - vectors * kWidth)), gpu::kThreads, 0, h.stream>>>(n, vectors, s, x);
   KD_CUDA_LAUNCH_CHECK("scale_kernel");
+}
+
+void accumulate_cuda(const CudaHandles& h, int64_t n, const float* src, float* dst) {
+  KD_CHECK(n >= 0, "accumulate_cuda: negative size ", n);
+  if (n == 0) return;
+  const bool aligned = gpu::aligned_to(src, sizeof(F4)) && gpu::aligned_to(dst, sizeof(F4));
+  const int64_t vectors = aligned ? n / kWidth : 0;
+  accumulate_kernel<<<gpu::grid_for(h, vectors + (n - vectors * kWidth)), gpu::kThreads, 0, h.stream>>>(n, vectors,
+                                                                                                      src, dst);
+  KD_CUDA_LAUNCH_CHECK("accumulate_kernel");
 }
 
 }  // namespace kd

@@ -49,9 +49,11 @@ void adam_update_cpu(int64_t n, const AdamHyper& h, float weight_decay, float gr
 void sgd_update_cpu(int64_t n, const SgdHyper& h, float weight_decay, float grad_scale, float* w, const float* g,
                     float* buf);
 
-// sum of squares in double (for the global gradient norm), and x *= s
+// sum of squares in double (for the global gradient norm), x *= s, and dst += src (a
+// micro-batch's gradient added to the step's total as a whole tensor)
 double sum_squares_cpu(int64_t n, const float* x);
 void scale_cpu(int64_t n, float s, float* x);
+void accumulate_cpu(int64_t n, const float* src, float* dst);
 
 // sum_squares_cuda's partition, fixed by n alone so the sum is deterministic: chunks of
 // kSumSquaresChunk elements, one block each; in a chunk, thread t adds the squares of its
@@ -74,5 +76,6 @@ void sgd_update_cuda(const CudaHandles& h, int64_t n, const SgdHyper& hp, float 
 // *result (device) = sum of squares of x, accumulated in fp32 per block and fp64 across blocks.
 void sum_squares_cuda(const CudaHandles& h, int64_t n, const float* x, double* result);
 void scale_cuda(const CudaHandles& h, int64_t n, float s, float* x);
+void accumulate_cuda(const CudaHandles& h, int64_t n, const float* src, float* dst);
 
 }  // namespace kd

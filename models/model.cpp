@@ -14,6 +14,12 @@ std::string Model::summary() const {
   return buf;
 }
 
+void Model::freeze_for_inference(Context& ctx) {
+  set_frozen(true);
+  prepare_inference(ctx);
+  params_.release_for_inference(ctx);
+}
+
 std::vector<std::string> known_archs() {
   return {"resnetv2_{26,50,101,152}x{1,2,3,4}_bit (e.g. resnetv2_50x1_bit, resnetv2_152x2_bit)",
           "resnetv2(depths=D1-D2-..., width=W, stem=fixed|conv3[, groups=G])"};

@@ -33,6 +33,9 @@ class Model : public Layer {
   virtual int64_t forward_macs(int64_t h, int64_t w) const = 0;
   // Human-readable one-line summary: "resnetv2_50x1_bit: 25.55 M parameters, 153 tensors".
   std::string summary() const;
+  // A teacher: frozen, its inference caches computed, and every parameter buffer it will not
+  // read again released (the store must have been allocated untrainable: no gradients).
+  void freeze_for_inference(Context& ctx);
 
  protected:
   explicit Model(const ModelSpec& spec) : spec_(spec) {}

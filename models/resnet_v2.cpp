@@ -122,11 +122,9 @@ Tensor PreActBottleneck::backward(Context& ctx, const Tensor& dy) {
   return ops::add(ctx, norm1_.backward(ctx, dx_pre), dy);
 }
 
-void PreActBottleneck::set_frozen(bool frozen) {
-  Layer::set_frozen(frozen);
-  for (Layer* l : std::initializer_list<Layer*>{&norm1_, &norm2_, &norm3_, &conv1_, &conv2_, &conv3_})
-    l->set_frozen(frozen);
-  if (downsample_) downsample_->set_frozen(frozen);
+void PreActBottleneck::children(const std::function<void(Layer&)>& visit) {
+  for (Layer* l : std::initializer_list<Layer*>{&norm1_, &norm2_, &norm3_, &conv1_, &conv2_, &conv3_}) visit(*l);
+  if (downsample_) visit(*downsample_);
 }
 
 void PreActBottleneck::output_size(int64_t* h, int64_t* w) const {
@@ -186,12 +184,13 @@ Tensor ResNetV2::backward(Context& ctx, const Tensor& dy) {
   return stem_conv_->backward(ctx, g);
 }
 
-void ResNetV2::set_frozen(bool frozen) {
-  Layer::set_frozen(frozen);
-  stem_conv_->set_frozen(frozen);
-  for (auto& b : blocks_) b->set_frozen(frozen);
-  norm_->set_frozen(frozen);
-  head_->set_frozen(frozen);
+void ResNetV2::children(const std::function<void(Layer&)>& visit) {
+  visit(*stem_conv_);
+  if (stem_pool_) visit(*stem_pool_);
+  for (auto& b : blocks_) visit(*b);
+  visit(*norm_);
+  visit(pool_);
+  visit(*head_);
 }
 
 int64_t ResNetV2::forward_macs(int64_t h, int64_t w) const {

@@ -30,7 +30,7 @@ class PreActBottleneck : public Layer {
                    int64_t groups);
   Tensor forward(Context& ctx, const Tensor& x, Mode mode) override;
   Tensor backward(Context& ctx, const Tensor& dy) override;
-  void set_frozen(bool frozen) override;
+  void children(const std::function<void(Layer&)>& visit) override;
   int64_t macs(int64_t h, int64_t w) const;            // at input size h x w
   void output_size(int64_t* h, int64_t* w) const;      // spatial size after this block
 
@@ -45,7 +45,7 @@ class ResNetV2 : public Model {
   ResNetV2(const ModelSpec& spec, const ResNetV2Config& config);
   Tensor forward(Context& ctx, const Tensor& x, Mode mode) override;
   Tensor backward(Context& ctx, const Tensor& dy) override;
-  void set_frozen(bool frozen) override;
+  void children(const std::function<void(Layer&)>& visit) override;
   int64_t forward_macs(int64_t h, int64_t w) const override;
 
  private:

@@ -95,9 +95,18 @@ StepStats Optimizer::step(Context& ctx) {
   return stats;
 }
 
+// State is saved per parameter, under "optimizer.<state>.<parameter name>" in the parameter's
+// file layout, so a checkpoint does not depend on how kd lays out its buffers.
 void Optimizer::save(SafetensorsWriter& out, Context& ctx) const {
-  out.add("optimizer.m", m_.to(Device::cpu, &ctx));
-  if (v_.defined()) out.add("optimizer.v", v_.to(Device::cpu, &ctx));
+  for (const auto& [state_name, state] : {std::pair<const char*, const Tensor*>{"m", &m_}, {"v", &v_}}) {
+    if (!state->defined()) continue;
+    const Tensor host = state->to(Device::cpu, &ctx);
+    for (const Param& p : params_.params()) {
+      Tensor file = Tensor::zeros_cpu(p.file_shape, DType::f32);
+      to_file_layout(p, host.data<float>() + p.offset, file.data<float>());
+      out.add(std::string("optimizer.") + state_name + "." + p.name, file);
+    }
+  }
   Tensor step = Tensor::zeros_cpu({1}, DType::i64);
   step.data<int64_t>()[0] = steps_done_;
   out.add("optimizer.step", step);
@@ -109,8 +118,25 @@ void Optimizer::load(const SafetensorsFile& file, Context& ctx) {
   KD_CHECK(it != file.metadata().end(), file.path(), ": no optimizer state in this checkpoint");
   KD_CHECK(it->second == config_.name, file.path(), ": optimizer state is for '", it->second, "', the run uses '",
            config_.name, "'");
-  m_.copy_from(file.tensor("optimizer.m", {params_.numel()}), &ctx);
-  if (v_.defined()) v_.copy_from(file.tensor("optimizer.v", {params_.numel()}), &ctx);
+  for (const auto& [state_name, state] : {std::pair<const char*, Tensor*>{"m", &m_}, {"v", &v_}}) {
+    if (!state->defined()) continue;
+    Tensor host = Tensor::zeros_cpu({params_.numel()}, DType::f32);
+    const std::string flat = std::string("optimizer.") + state_name;
+    if (file.contains(flat)) {
+      // Written before state was saved by name: one flat tensor in the first round's layout.
+      const Tensor legacy = file.tensor_as(flat, {params_.numel()}, DType::f32);
+      for (const Param& p : params_.params())
+        std::copy_n(legacy.data<float>() + params_.legacy_offset(p), p.numel(), host.data<float>() + p.offset);
+    } else {
+      for (const Param& p : params_.params()) {
+        const std::string name = flat + "." + p.name;
+        KD_CHECK(file.contains(name), file.path(), ": optimizer state '", name, "' is missing");
+        const Tensor stored = file.tensor_as(name, p.file_shape, DType::f32);
+        from_file_layout(p, stored.data<float>(), host.data<float>() + p.offset);
+      }
+    }
+    state->copy_from(host, &ctx);
+  }
   steps_done_ = file.tensor("optimizer.step", {1}).data<int64_t>()[0];
 }
 

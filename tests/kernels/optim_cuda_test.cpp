@@ -187,5 +187,23 @@ TEST(OptimCuda, ScaleMatchesCpuBitForBit) {
 #endif
 }
 
+TEST(OptimCuda, AccumulateMatchesCpuBitForBit) {
+  KD_REQUIRE_CUDA();
+#if KD_HAVE_CUDA
+  const CudaHandles& h = test::cuda_test_context().cuda_handles();
+  for (int64_t n : kSizes)
+    for (auto [src_offset, dst_offset] : {std::pair<size_t, size_t>{0, 0}, {1, 0}, {0, 3}, {1, 1}}) {
+      std::vector<float> dst = random_vector<float>(size_t(n), 9);
+      const std::vector<float> src = random_vector<float>(size_t(n), 10);
+      DeviceArray<float> d_dst(dst, dst_offset), d_src(src, src_offset);
+      accumulate_cpu(n, src.data(), dst.data());
+      accumulate_cuda(h, n, d_src.get(), d_dst.get());
+      EXPECT_EQ(d_dst.download(), dst) << "n " << n << " offsets " << src_offset << ", " << dst_offset;
+    }
+#else
+  GTEST_SKIP() << "built without CUDA";
+#endif
+}
+
 }  // namespace
 }  // namespace kd

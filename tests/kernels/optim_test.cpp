@@ -111,5 +111,13 @@ TEST(Optim, ScaleMultipliesEveryElement) {
   for (size_t i = 0; i < x.size(); ++i) EXPECT_EQ(x[i], before[i] * 0.3f);
 }
 
+TEST(Optim, AccumulateAddsEveryElement) {
+  auto dst = random_vector<float>(size_t(kSize), 5);
+  const auto src = random_vector<float>(size_t(kSize), 6);
+  const auto before = dst;
+  accumulate_cpu(kSize, src.data(), dst.data());
+  for (size_t i = 0; i < dst.size(); ++i) EXPECT_EQ(dst[i], before[i] + src[i]);
+}
+
 }  // namespace
 }  // namespace kd

@@ -11,7 +11,9 @@
 #include "engine/timer.h"
 #include "kernels/gemm.h"
 #include "kernels/random.h"
-#include "tools/train/step.h"
+#include "engine/comm.h"
+#include "train/options.h"
+#include "train/step.h"
 #if KD_HAVE_CUDA
 #include "kernels/gemm_cuda.h"
 #endif
@@ -77,41 +79,54 @@ void run_bench(const BenchArgs& a) {
   TrainOptions o(RunMode::distill);
   o.augment.resolution = a.student_res;
   o.augment.teacher_resolution = a.teacher_res;
+  o.data.batch_size = a.batch;
   o.schedule.total_steps = a.warmup + a.steps;
   o.schedule.decay = "constant";
-  std::unique_ptr<Model> teacher = build_model(*ctx, a.teacher, a.classes, false, "", 1);
-  teacher->set_frozen(true);
+  const size_t pool_before = ctx->pool().bytes_in_use();
+  std::unique_ptr<Model> teacher = build_model(*ctx, a.teacher, a.classes, false, "", 1, /*frozen=*/true);
+  const size_t teacher_bytes = ctx->pool().bytes_in_use() - pool_before;
+  // What the same teacher held before frozen models were released (round 1): fp32 values and
+  // gradients, a bf16 compute copy (GPU), and the standardised-weight cache.
+  int64_t std_numel = 0;
+  for (const Param& p : teacher->params().params()) std_numel += p.frozen_reads == FrozenReads::nothing ? p.numel() : 0;
+  const double act = double(dtype_size(ctx->activation_dtype()));
+  const double teacher_bytes_before =
+      double(teacher->params().numel()) * (8.0 + (ctx->is_cuda() ? 2.0 : 0.0)) + double(std_numel) * act;
   std::unique_ptr<Model> student = build_model(*ctx, a.student, a.classes, true, "", 2);
   Optimizer optimizer(student->params(), o.optim, o.schedule, *ctx);
-  StepRunner runner(o, *student, {teacher.get()}, optimizer);
+  auto comm = make_local_communicator();
+  GradientSync sync(student->params(), *comm, o.grad_sync(), *ctx);
+  StepRunner runner(o.step_config(), *student, {teacher.get()}, optimizer, sync);
 
-  // One batch of random source images (the recipes change every step, so the work does too).
+  // One batch of random source images (the recipes change every step, so the work does too),
+  // plus the mixup partner of its first slot.
   std::mt19937 rng(3);
-  std::vector<Image> images(size_t(a.batch));
-  std::vector<int32_t> labels(size_t(a.batch));
-  std::vector<int64_t> indices(size_t(a.batch));
-  for (int64_t i = 0; i < a.batch; ++i) {
-    Image& im = images[size_t(i)];
+  RankBatch batch;
+  batch.has_partner = true;
+  batch.images.resize(size_t(a.batch + 1));
+  for (int64_t i = 0; i <= a.batch; ++i) {
+    Image& im = batch.images[size_t(i)];
     im.height = im.width = int(a.source_px);
     im.pixels.resize(size_t(a.source_px * a.source_px * 3));
     for (uint8_t& p : im.pixels) p = uint8_t(rng());
-    labels[size_t(i)] = int32_t(i % a.classes);
-    indices[size_t(i)] = i;
+    if (i < a.batch) batch.labels.push_back(int32_t(i % a.classes)), batch.indices.push_back(i);
   }
-  const PackedImages packed = pack_images(images);
+  auto at_step = [&batch](int64_t s) -> const RankBatch& {
+    batch.step = s;
+    return batch;
+  };
 
   const double peak = measured_matmul_rate(*ctx);
   std::fprintf(stderr, "kd bench: teacher %s @%lld px, student %s @%lld px, batch %lld on %s\n", a.teacher.c_str(),
                (long long)a.teacher_res, a.student.c_str(), (long long)a.student_res, (long long)a.batch,
                ctx->describe().c_str());
   PhaseTimer timer(*ctx);
-  for (int64_t s = 0; s < a.warmup; ++s) runner.run(*ctx, StepInput{s, &packed, &labels, &indices}, &timer);
+  for (int64_t s = 0; s < a.warmup; ++s) runner.run(*ctx, at_step(s), &timer);
   ctx->synchronize();
   timer.reset();
   ctx->pool().reset_peak();
   const auto started = std::chrono::steady_clock::now();
-  for (int64_t s = a.warmup; s < a.warmup + a.steps; ++s)
-    runner.run(*ctx, StepInput{s, &packed, &labels, &indices}, &timer);
+  for (int64_t s = a.warmup; s < a.warmup + a.steps; ++s) runner.run(*ctx, at_step(s), &timer);
   ctx->synchronize();
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   const auto phases = timer.totals_ms();
@@ -126,14 +141,18 @@ void run_bench(const BenchArgs& a) {
               "peak memory %.2f GiB\n",
               images_per_s, 1e3 * seconds / double(a.steps), flops / 1e9, 100 * mfu, peak / 1e12,
               ctx->is_cuda() ? "bf16 8192^3" : "fp32 sgemm 1024^3", peak_gib);
+  std::printf("teacher weights: %.3f GiB held (%.3f GiB before frozen teachers dropped gradients and unread fp32 "
+              "values)\n",
+              double(teacher_bytes) / double(1ull << 30), teacher_bytes_before / double(1ull << 30));
   double phase_total = 0;
   for (const auto& p : phases) phase_total += p.second;
   std::printf("%-16s %10s %7s\n", "phase", "ms/step", "share");
   for (const auto& p : phases)
     std::printf("%-16s %10.2f %6.1f%%\n", p.first.c_str(), p.second / double(a.steps), 100 * p.second / phase_total);
   std::printf("RESULT {\"tool\": \"kd\", \"device\": \"%s\", \"images_per_sec\": %.2f, \"mfu\": %.4f, "
-              "\"peak_tflops\": %.2f, \"peak_memory_gib\": %.3f, \"batch\": %lld}\n",
-              ctx->describe().c_str(), images_per_s, mfu, peak / 1e12, peak_gib, (long long)a.batch);
+              "\"peak_tflops\": %.2f, \"peak_memory_gib\": %.3f, \"teacher_weights_gib\": %.3f, \"batch\": %lld}\n",
+              ctx->describe().c_str(), images_per_s, mfu, peak / 1e12, peak_gib, double(teacher_bytes) / double(1ull << 30),
+              (long long)a.batch);
 }
 
 }  // namespace

@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <exception>
 
+#include "engine/comm_mpi.h"
+#include "engine/version.h"
 #include "tools/cli/bench.h"
 #include "tools/cli/forward.h"
 #include "tools/cli/info.h"
@@ -13,7 +15,7 @@ namespace kd::cli {
 int run(int argc, char** argv) {
   CLI::App app{"kd: knowledge distillation of image classifiers by function matching"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "kd 0.1");
+  app.set_version_flag("--version", std::string("kd ") + kVersion);
   add_forward_command(app);
   int exit_code = 0;
   add_train_commands(app, &exit_code);
@@ -26,6 +28,8 @@ int run(int argc, char** argv) {
     return app.exit(e);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "kd: error: %s\n", e.what());
+    std::fflush(stderr);
+    abort_peers_after_error(1);  // other ranks of an MPI job end now, not at their timeout
     return 1;
   }
   return exit_code;

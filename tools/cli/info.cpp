@@ -4,7 +4,12 @@
 
 #include <cstdio>
 
+#include "engine/comm_mpi.h"
+#include "engine/comm_nccl.h"
 #include "engine/context.h"
+#include "engine/launch.h"
+#include "engine/version.h"
+#include "train/distributed.h"
 #if KD_HAVE_CUDA
 #include <nccl.h>
 
@@ -16,8 +21,18 @@ namespace kd::cli {
 namespace {
 
 void print_info() {
-  std::printf("kd 0.1, built %s with %s\n", __DATE__, KD_HAVE_CUDA ? "CUDA" : "no CUDA (CPU only)");
+  std::printf("kd %s, built %s with %s\n", kVersion, __DATE__, KD_HAVE_CUDA ? "CUDA" : "no CUDA (CPU only)");
   std::printf("cpu: %d OpenMP threads, OpenBLAS %s\n", omp_get_max_threads(), KD_HAVE_OPENBLAS ? "yes" : "no");
+  // This process in its job, as the launcher's environment describes it, and how it would talk.
+  const LaunchInfo launch = detect_launch();
+  std::string why;
+  const bool gpu = cuda_available(&why);
+  std::printf("rank: %d of %d (local %d of %d), launched by %s\n", launch.rank, launch.size, launch.local_rank,
+              launch.local_size, launch.launcher.c_str());
+  std::printf("transport: %s (comm.backend = auto on %s)\n", choose_backend("auto", launch.size, gpu).c_str(),
+              gpu ? "GPUs" : "the CPU");
+  std::printf("mpi: %s\n", mpi_library_version().c_str());
+  if (!KD_HAVE_CUDA) std::printf("nccl: %s\n", nccl_version().c_str());
 #if KD_HAVE_CUDA
   int runtime = 0, driver = 0;
   cudaRuntimeGetVersion(&runtime);
@@ -31,9 +46,8 @@ void print_info() {
   std::printf("cublasLt: loaded %zu\n", cublasLtGetVersion());
   int nccl = 0;
   ncclGetVersion(&nccl);
-  std::printf("nccl: loaded %d, compiled against %d\n", nccl, NCCL_VERSION_CODE);
-  std::string why;
-  if (!cuda_available(&why)) {
+  std::printf("nccl: %s loaded (%d), compiled against %d\n", nccl_version().c_str(), nccl, NCCL_VERSION_CODE);
+  if (!gpu) {
     std::printf("devices: none (%s)\n", why.c_str());
     return;
   }

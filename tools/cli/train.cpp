@@ -4,8 +4,8 @@
 
 #include "engine/config.h"
 #include "engine/safetensors.h"
-#include "tools/train/pipeline.h"
-#include "tools/train/trainer.h"
+#include "train/pipeline.h"
+#include "train/trainer.h"
 
 namespace kd::cli {
 
@@ -88,7 +88,7 @@ void run_eval(const EvalArgs& a) {
   for (const std::string& assignment : a.overrides) schema.apply_override(assignment);
   auto ctx = make_context(a.device);
   const Datasets data = open_datasets(options.data, /*need_train=*/false);
-  std::unique_ptr<Model> student = load_checkpoint_model(*ctx, a.checkpoint);
+  std::unique_ptr<Model> student = load_checkpoint_model(*ctx, a.checkpoint, /*frozen=*/true);
   KD_CHECK(student->spec().num_classes == data.num_classes, a.checkpoint, " has ", student->spec().num_classes,
            " classes, the evaluation data ", data.num_classes);
   TeacherOptions t;
@@ -97,7 +97,6 @@ void run_eval(const EvalArgs& a) {
   auto teacher_models = build_teachers(*ctx, t, data.num_classes);
   std::vector<Model*> teachers;
   for (auto& m : teacher_models) teachers.push_back(m.get());
-  student->set_frozen(true);
   EvalSettings settings = eval_settings(options);
   if (!teachers.empty() && options.augment.teacher_resolution == 0) settings.teacher_resolution = settings.student_resolution;
   const EvalResult r = evaluate(*ctx, *student, teachers, data.test, settings);

@@ -7,9 +7,11 @@
 #include <fstream>
 #include <string>
 
+#include "train/observer.h"
+
 namespace kd {
 
-class RunLog {
+class RunLog final : public LoopObserver {
  public:
   // resume: append to an existing metrics.jsonl instead of starting it anew.
   RunLog(const std::string& run_dir, bool resume);
@@ -22,6 +24,12 @@ class RunLog {
   void line(const std::string& text);
   void finish_progress();
 
+  // LoopObserver: the console's progress line and metrics.jsonl.
+  void message(const std::string& text) override { line(text); }
+  void step(const StepRecord& r) override;
+  void logged(const StepRecord& r) override;
+  void evaluated(int64_t step, double epoch, const EvalResult& eval) override;
+
  private:
   std::ofstream metrics_;
   bool tty_;
@@ -29,5 +37,6 @@ class RunLog {
 };
 
 std::string format_duration(double seconds);  // "1h02m", "3m12s", "45s"
+std::string json_number(double v);            // 7 significant digits; null when not finite
 
 }  // namespace kd

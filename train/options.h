@@ -8,12 +8,12 @@
 
 #include "data/recipe.h"
 #include "engine/config.h"
+#include "engine/grad_sync.h"
 #include "engine/optim/optimizer.h"
 #include "kernels/distill_loss.h"
+#include "train/step_config.h"
 
 namespace kd {
-
-enum class RunMode : uint8_t { train, distill };
 
 struct DataOptions {
   std::string kind = "fashion-mnist";  // fashion-mnist | idx | image_folder | list
@@ -78,6 +78,15 @@ struct EvalOptions {
   int64_t batch_size = 256;
 };
 
+// Data parallelism: how the ranks of a job (mpirun, srun or torchrun-style launches) talk.
+struct ParallelOptions {
+  std::string backend = "auto";  // auto | local | mpi | nccl
+  double timeout_s = 300;        // a collective open longer than this ends the job, naming the rank
+  double bucket_mb = 25;         // gradient bucket size, MiB
+  double first_bucket_mb = 1;    // the first bucket (small: communication starts early)
+  bool overlap = true;           // reduce buckets while backward runs
+};
+
 struct CheckpointOptions {
   int64_t every = 0;  // steps between checkpoints (0: at the end only)
   int64_t keep = 3;
@@ -93,10 +102,12 @@ struct TrainOptions {
   TeacherOptions teacher;
   DistillOptions distill;
   OptimizerConfig optim;
+  int64_t accumulate = 1;       // optim.accumulate: micro-batches per rank and step
   ScheduleConfig schedule;      // total_steps is set from run.steps / run.epochs
   double warmup_fraction = 0;   // alternative to schedule.warmup_steps
   EvalOptions eval;
   CheckpointOptions checkpoint;
+  ParallelOptions comm;
 
   explicit TrainOptions(RunMode m);
   // Declares every key of this mode in the schema.
@@ -104,6 +115,9 @@ struct TrainOptions {
   // Checks values that the schema cannot (ranges, combinations); errors name the key.
   void validate() const;
   const ModelOptions& trained_model() const { return mode == RunMode::train ? model : student; }
+  // What the training step needs of these options.
+  StepConfig step_config() const;
+  GradSyncOptions grad_sync() const;
 };
 
 }  // namespace kd

@@ -1,9 +1,10 @@
-#include "tools/train/run_log.h"
+#include "train/run_log.h"
 
 #include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
+#include <sstream>
 
 #include "kernels/check.h"
 
@@ -57,6 +58,37 @@ void RunLog::line(const std::string& text) {
   finish_progress();
   std::fprintf(stderr, "%s\n", text.c_str());
   std::fflush(stderr);
+}
+
+std::string json_number(double v) {
+  if (!std::isfinite(v)) return "null";
+  std::ostringstream o;
+  o.precision(7);
+  o << v;
+  return o.str();
+}
+
+void RunLog::step(const StepRecord& r) {
+  if (tty_) progress(false, r.step, r.total, r.epoch, r.images_per_s, r.loss, r.lr, r.eta_s);
+}
+
+void RunLog::logged(const StepRecord& r) {
+  progress(true, r.step, r.total, r.epoch, r.images_per_s, r.loss, r.lr, r.eta_s);
+  std::ostringstream m;
+  m << "{\"step\": " << r.step << ", \"epoch\": " << json_number(r.epoch) << ", \"loss\": " << json_number(r.loss)
+    << ", \"lr\": " << json_number(r.lr) << ", \"grad_norm\": " << json_number(r.grad_norm)
+    << ", \"images_per_sec\": " << json_number(r.images_per_s);
+  if (r.distill)
+    m << ", \"train_agreement\": " << json_number(r.train_agreement)
+      << ", \"mixup_lambda\": " << json_number(r.mixup_lambda);
+  m << ", \"bad_images\": " << r.bad_images << "}";
+  metrics(m.str());
+}
+
+void RunLog::evaluated(int64_t step, double epoch, const EvalResult& e) {
+  line("step " + std::to_string(step) + ": " + e.summary());
+  metrics("{\"step\": " + std::to_string(step) + ", \"epoch\": " + json_number(epoch) + ", \"eval\": " + e.json() +
+          "}");
 }
 
 }  // namespace kd

@@ -11,7 +11,7 @@
 #include "data/source.h"
 #include "engine/context.h"
 #include "models/model.h"
-#include "tools/train/options.h"
+#include "train/options.h"
 
 namespace kd {
 
@@ -29,19 +29,21 @@ struct PackedImages {
   std::vector<ImageSize> sizes;
 };
 PackedImages pack_images(const std::vector<Image>& images);
+PackedImages pack_images(const std::vector<const Image*>& images);
 
 // Renders recipes of a packed batch at one or two resolutions (see ops::augment).
 std::pair<Tensor, Tensor> render_views(Context& ctx, const PackedImages& batch, const std::vector<ViewRecipe>& recipes,
                                        const Normalization& norm, int64_t res1, int64_t res2 = 0);
 
 // A model for `arch` with `classes` outputs on ctx, from `weights` (timm-named safetensors or a
-// kd checkpoint; strict) or initialised from `seed` when weights is empty.
+// kd checkpoint; strict) or initialised from `seed` when weights is empty. frozen: for inference
+// only (no gradients; Model::freeze_for_inference releases what inference does not read).
 std::unique_ptr<Model> build_model(Context& ctx, const std::string& arch, int64_t classes, bool zero_head,
-                                   const std::string& weights, uint64_t seed);
+                                   const std::string& weights, uint64_t seed, bool frozen = false);
 // A model from a kd checkpoint alone: its metadata names the arch and the class count.
-std::unique_ptr<Model> load_checkpoint_model(Context& ctx, const std::string& path);
+std::unique_ptr<Model> load_checkpoint_model(Context& ctx, const std::string& path, bool frozen = false);
 
-// Teachers of a distillation run, frozen (inference only).
+// Teachers of a distillation run, frozen for inference (no gradient or unread fp32 memory).
 std::vector<std::unique_ptr<Model>> build_teachers(Context& ctx, const TeacherOptions& t, int64_t classes);
 
 // Logits of every teacher on x, stacked [teachers, n, classes] (param dtype, on the device).

@@ -8,9 +8,10 @@
 #include <vector>
 
 #include "data/source.h"
+#include "engine/comm.h"
 #include "engine/context.h"
 #include "models/model.h"
-#include "tools/train/options.h"
+#include "train/options.h"
 
 namespace kd {
 
@@ -24,7 +25,8 @@ struct EvalResult {
   std::string summary() const;  // one console line
 };
 
-// Teacher logits on the evaluation set never change during a run: computed once, then reused.
+// Teacher logits on the evaluation set (this rank's part) never change during a run: computed
+// once, then reused.
 struct TeacherEvalCache {
   std::vector<float> logits;  // [teachers, images, classes]
   int64_t teachers = 0, classes = 0;
@@ -40,7 +42,9 @@ struct EvalSettings {
 };
 EvalSettings eval_settings(const TrainOptions& o);
 
+// With a communicator of several ranks, each evaluates its contiguous part of the test set and
+// the counts are summed: every rank returns the result over the whole set.
 EvalResult evaluate(Context& ctx, Model& student, const std::vector<Model*>& teachers, SourcePtr test,
-                    const EvalSettings& settings, TeacherEvalCache* cache = nullptr);
+                    const EvalSettings& settings, TeacherEvalCache* cache = nullptr, Communicator* comm = nullptr);
 
 }  // namespace kd

@@ -1,14 +1,15 @@
-#include "tools/train/evaluate.h"
+#include "train/evaluate.h"
 
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <optional>
 #include <sstream>
 
 #include "data/loader.h"
 #include "engine/ops.h"
 #include "kernels/softmax.h"
-#include "tools/train/pipeline.h"
+#include "train/pipeline.h"
 
 namespace kd {
 
@@ -49,19 +50,22 @@ EvalSettings eval_settings(const TrainOptions& o) {
 }
 
 EvalResult evaluate(Context& ctx, Model& student, const std::vector<Model*>& teachers, SourcePtr test,
-                    const EvalSettings& settings, TeacherEvalCache* cache) {
+                    const EvalSettings& settings, TeacherEvalCache* cache, Communicator* comm) {
   const auto started = std::chrono::steady_clock::now();
-  const int64_t n = test->size(), classes = student.spec().num_classes, k = int64_t(teachers.size());
+  const int64_t total = test->size(), classes = student.spec().num_classes, k = int64_t(teachers.size());
+  const int64_t ranks = comm ? comm->size() : 1, rank = comm ? comm->rank() : 0;
+  const int64_t first = total * rank / ranks, n = total * (rank + 1) / ranks - first;  // this rank's part
   std::vector<std::vector<int64_t>> plan;
   for (int64_t b = 0; b < n; b += settings.batch_size) {
     plan.emplace_back();
-    for (int64_t i = b; i < std::min(n, b + settings.batch_size); ++i) plan.back().push_back(i);
+    for (int64_t i = b; i < std::min(n, b + settings.batch_size); ++i) plan.back().push_back(first + i);
   }
   LoaderOptions lo;
   lo.batch_size = int(settings.batch_size);
   lo.num_threads = settings.threads;
   lo.prefetch_batches = 2;
-  Loader loader(test, fixed_plan(plan), lo);
+  std::optional<Loader> loader;
+  if (n > 0) loader.emplace(test, fixed_plan(plan), lo);
 
   const bool use_cache = cache && k > 0;
   const bool fill_cache = use_cache && !cache->filled;
@@ -70,7 +74,9 @@ EvalResult evaluate(Context& ctx, Model& student, const std::vector<Model*>& tea
   r.has_teacher = k > 0;
   double kl_sum = 0;
   int64_t correct1 = 0, correct5 = 0, teacher_correct = 0, agree1 = 0, agree5 = 0, seen = 0;
-  while (auto batch = loader.next()) {
+  while (loader) {
+    auto batch = loader->next();
+    if (!batch) break;
     const PackedImages packed = pack_images(batch->images);
     const int64_t rows = int64_t(batch->size());
     const auto views = make_eval_views(packed.sizes, settings.crop_fraction);
@@ -111,6 +117,13 @@ EvalResult evaluate(Context& ctx, Model& student, const std::vector<Model*>& tea
     seen += rows;
   }
   if (fill_cache) cache->filled = true;
+  if (comm && comm->size() > 1) {
+    double sums[7] = {double(seen),  double(correct1), double(correct5), double(teacher_correct),
+                      double(agree1), double(agree5),   kl_sum};
+    comm->all_reduce_host(sums, 7, ReduceOp::sum);
+    seen = int64_t(sums[0]), correct1 = int64_t(sums[1]), correct5 = int64_t(sums[2]);
+    teacher_correct = int64_t(sums[3]), agree1 = int64_t(sums[4]), agree5 = int64_t(sums[5]), kl_sum = sums[6];
+  }
   KD_CHECK(seen > 0, "evaluation: the test split is empty");
   r.images = seen;
   r.student_top1 = double(correct1) / double(seen);

@@ -1,4 +1,4 @@
-#include "tools/train/pipeline.h"
+#include "train/pipeline.h"
 
 #include <filesystem>
 
@@ -47,12 +47,19 @@ Datasets open_datasets(const DataOptions& d, bool need_train) {
 }
 
 PackedImages pack_images(const std::vector<Image>& images) {
+  std::vector<const Image*> pointers;
+  for (const Image& im : images) pointers.push_back(&im);
+  return pack_images(pointers);
+}
+
+PackedImages pack_images(const std::vector<const Image*>& images) {
   PackedImages p;
   size_t total = 0;
-  for (const Image& im : images) total += im.bytes();
+  for (const Image* im : images) total += im->bytes();
   p.pixels.resize(total);
   size_t offset = 0;
-  for (const Image& im : images) {
+  for (const Image* image : images) {
+    const Image& im = *image;
     std::copy(im.pixels.begin(), im.pixels.end(), p.pixels.begin() + std::ptrdiff_t(offset));
     p.sources.push_back(SourceImage{int64_t(offset), int32_t(im.height), int32_t(im.width)});
     p.sizes.push_back(ImageSize{int32_t(im.height), int32_t(im.width)});
@@ -68,23 +75,24 @@ std::pair<Tensor, Tensor> render_views(Context& ctx, const PackedImages& batch, 
 }
 
 std::unique_ptr<Model> build_model(Context& ctx, const std::string& arch, int64_t classes, bool zero_head,
-                                   const std::string& weights, uint64_t seed) {
+                                   const std::string& weights, uint64_t seed, bool frozen) {
   ModelSpec spec;
   spec.arch = arch;
   spec.num_classes = classes;
   spec.zero_head = zero_head;
   std::unique_ptr<Model> model = create_model(spec);
-  model->params().allocate(ctx);
+  model->params().allocate(ctx, !frozen);
   if (weights.empty()) {
     model->params().init(seed, ctx);
   } else {
     KD_CHECK(std::filesystem::exists(weights), "weights file ", weights, " does not exist");
     model->params().load(SafetensorsFile::open(weights), ctx);
   }
+  if (frozen) model->freeze_for_inference(ctx);
   return model;
 }
 
-std::unique_ptr<Model> load_checkpoint_model(Context& ctx, const std::string& path) {
+std::unique_ptr<Model> load_checkpoint_model(Context& ctx, const std::string& path, bool frozen) {
   SafetensorsFile file = SafetensorsFile::open(path);
   const auto& meta = file.metadata();
   KD_CHECK(meta.count("arch") && meta.count("num_classes"), path,
@@ -99,8 +107,9 @@ std::unique_ptr<Model> load_checkpoint_model(Context& ctx, const std::string& pa
   spec.arch = meta.at("arch");
   spec.num_classes = classes;
   std::unique_ptr<Model> model = create_model(spec);
-  model->params().allocate(ctx);
+  model->params().allocate(ctx, !frozen);
   model->params().load(file, ctx);
+  if (frozen) model->freeze_for_inference(ctx);
   return model;
 }
 
@@ -110,13 +119,12 @@ std::vector<std::unique_ptr<Model>> build_teachers(Context& ctx, const TeacherOp
     const std::string& arch = t.arch.empty() ? std::string() : t.arch[t.arch.size() == 1 ? 0 : i];
     std::unique_ptr<Model> m;
     if (arch.empty()) {
-      m = load_checkpoint_model(ctx, t.weights[i]);
+      m = load_checkpoint_model(ctx, t.weights[i], /*frozen=*/true);
     } else {
-      m = build_model(ctx, arch, classes, false, t.weights[i], 0);
+      m = build_model(ctx, arch, classes, false, t.weights[i], 0, /*frozen=*/true);
     }
     KD_CHECK(m->spec().num_classes == classes, "teacher ", t.weights[i], " has ", m->spec().num_classes,
              " classes, the data ", classes);
-    m->set_frozen(true);
     out.push_back(std::move(m));
   }
   return out;

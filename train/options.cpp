@@ -1,4 +1,4 @@
-#include "tools/train/options.h"
+#include "train/options.h"
 
 #include "kernels/check.h"
 
@@ -94,6 +94,8 @@ void TrainOptions::bind(ConfigSchema& s) {
   s.bind("optim.momentum", &optim.momentum, "sgd: momentum");
   s.bind("optim.nesterov", &optim.nesterov, "sgd: Nesterov momentum");
   s.bind("optim.clip_norm", &optim.clip_norm, "clip gradients to this global norm (0: off)");
+  s.bind("optim.accumulate", &accumulate,
+         "micro-batches per rank and step: data.batch_size stays the global batch (ranks x accumulate must divide it)");
   s.bind("schedule.warmup_steps", &schedule.warmup_steps, "linear warmup steps");
   s.bind("schedule.warmup_fraction", &warmup_fraction, "warmup as a fraction of all steps (if warmup_steps is 0)");
   s.bind("schedule.decay", &schedule.decay, "after warmup", {"cosine", "linear", "constant"});
@@ -103,6 +105,13 @@ void TrainOptions::bind(ConfigSchema& s) {
   s.bind("eval.batch_size", &eval.batch_size, "evaluation batch size");
   s.bind("checkpoint.every", &checkpoint.every, "steps between checkpoints (0: at the end only)");
   s.bind("checkpoint.keep", &checkpoint.keep, "checkpoints kept in the run folder");
+
+  s.bind("comm.backend", &comm.backend, "data-parallel transport (auto: local for one rank, nccl on GPUs, mpi on CPUs)",
+         {"auto", "local", "mpi", "nccl"});
+  s.bind("comm.timeout_s", &comm.timeout_s, "a collective open this long ends the job, naming the rank that hung");
+  s.bind("comm.bucket_mb", &comm.bucket_mb, "gradient all-reduce bucket, MiB");
+  s.bind("comm.first_bucket_mb", &comm.first_bucket_mb, "the first gradient bucket, MiB (small: starts early)");
+  s.bind("comm.overlap", &comm.overlap, "all-reduce gradient buckets while backward runs (off: one after it)");
 }
 
 void TrainOptions::validate() const {
@@ -132,6 +141,41 @@ void TrainOptions::validate() const {
   KD_CHECK(warmup_fraction >= 0 && warmup_fraction < 1, "schedule.warmup_fraction must be in [0, 1)");
   KD_CHECK(checkpoint.keep >= 1, "checkpoint.keep must be at least 1");
   KD_CHECK(eval.batch_size > 0, "eval.batch_size must be positive");
+  KD_CHECK(accumulate >= 1, "optim.accumulate must be at least 1, got ", accumulate);
+  KD_CHECK(data.batch_size % accumulate == 0, "data.batch_size = ", data.batch_size,
+           " does not split into optim.accumulate = ", accumulate, " micro-batches");
+  KD_CHECK(comm.timeout_s > 0, "comm.timeout_s must be positive");
+  KD_CHECK(comm.bucket_mb > 0 && comm.first_bucket_mb > 0, "comm.bucket_mb and comm.first_bucket_mb must be positive");
+}
+
+StepConfig TrainOptions::step_config() const {
+  StepConfig c;
+  c.mode = mode;
+  c.seed = uint64_t(run.seed);
+  c.recipe = augment.recipe();
+  c.norm = augment.normalization();
+  c.student_resolution = augment.resolution;
+  c.teacher_resolution = augment.teacher_resolution > 0 ? augment.teacher_resolution : augment.resolution;
+  if (mode == RunMode::distill) {
+    c.strategy = parse_teaching_strategy(distill.strategy);
+    c.loss.distance = parse_distill_distance(distill.distance);
+    c.loss.temperature = float(distill.temperature);
+    c.loss.label_smoothing = float(distill.label_smoothing);
+  } else {
+    c.label_smoothing = float(run.label_smoothing);
+  }
+  c.global_batch = data.batch_size;
+  c.accumulate = accumulate;
+  return c;
+}
+
+GradSyncOptions TrainOptions::grad_sync() const {
+  GradSyncOptions g;
+  g.accumulate = accumulate;
+  g.bucket_mb = comm.bucket_mb;
+  g.first_bucket_mb = comm.first_bucket_mb;
+  g.overlap = comm.overlap;
+  return g;
 }
 
 }  // namespace kd

@@ -1,0 +1,136 @@
+#include "train/loop.h"
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+
+#include "train/run_log.h"
+
+namespace kd {
+
+namespace {
+
+std::atomic<int> g_stop_signal{0};
+
+// Test hook: KD_DEBUG_SIGSTOP=<rank>:<step> makes that rank stop itself (SIGSTOP, a hang that
+// mpirun does not notice) when it reaches that step, so tests can check hang detection.
+void maybe_stop_for_test(const Communicator& comm, int64_t step) {
+  static const char* spec = std::getenv("KD_DEBUG_SIGSTOP");
+  if (!spec) return;
+  long long rank = -1, at = -1;
+  if (std::sscanf(spec, "%lld:%lld", &rank, &at) == 2 && rank == comm.rank() && at == step) std::raise(SIGSTOP);
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+}  // namespace
+
+void request_stop(int signal_number) { g_stop_signal.store(signal_number); }
+int stop_requested() { return g_stop_signal.load(); }
+
+RankBatch rank_batch(Batch&& batch, int64_t slot0, bool has_partner) {
+  RankBatch r;
+  r.step = batch.step;
+  r.slot0 = slot0;
+  r.has_partner = has_partner;
+  const size_t slots = batch.size() - (has_partner ? 1 : 0);
+  KD_CHECK(batch.size() >= 1 + (has_partner ? 1 : 0), "batch ", batch.step, " has no images");
+  r.images = std::move(batch.images);
+  r.labels.assign(batch.labels.begin(), batch.labels.begin() + std::ptrdiff_t(slots));
+  r.indices.assign(batch.indices.begin(), batch.indices.begin() + std::ptrdiff_t(slots));
+  return r;
+}
+
+TrainResult run_loop(Context& ctx, Communicator& comm, StepRunner& runner, Loader& loader, EpochSampler& sampler,
+                     const LoopSettings& s, const LoopHooks& hooks, const std::vector<LoopObserver*>& observers) {
+  auto message = [&](const std::string& line) {
+    for (LoopObserver* o : observers) o->message(line);
+  };
+  const bool distill = runner.config().mode == RunMode::distill;
+  const bool has_partner = runner.config().needs_partner();
+  TrainResult result;
+  // Window sums feed the metrics lines; rates exclude evaluation time.
+  double window_loss = 0, window_agree = 0, window_rows = 0, train_seconds = 0, window_seconds = 0;
+  int64_t images_trained = 0;
+  for (int64_t step = s.start_step; step < s.total_steps; ++step) {
+    maybe_stop_for_test(comm, step);
+    const auto step_start = std::chrono::steady_clock::now();
+    std::optional<Batch> batch = loader.next();
+    KD_CHECK(batch.has_value(), "the data loader ended early at step ", step);
+    const RankBatch rb = rank_batch(std::move(*batch), sampler.first_slot(), has_partner);
+    const StepResult r = runner.run(ctx, rb);
+    // One host all-reduce carries what every rank must agree on: the global loss and agreement
+    // (NaN anywhere makes the sum NaN) and whether any rank was asked to stop.
+    const int my_signal = stop_requested();
+    double control[3] = {r.loss_sum, double(r.agree_top1), my_signal ? 1.0 : 0.0};
+    comm.all_reduce_host(control, 3, ReduceOp::sum);
+    const double rows = double(runner.config().global_batch), loss = control[0] / rows;
+    const bool signalled = control[2] > 0;
+    result.final_lr = r.optim.lr;
+    result.bad_images = loader.bad_images();
+    if (!std::isfinite(loss) || !r.optim.finite) {
+      const auto good = hooks.last_good_checkpoint();
+      const bool loss_bad = !std::isfinite(loss);
+      message("error: " + std::string(loss_bad ? "the loss" : "the gradient norm") + " is " +
+              (std::isnan(loss_bad ? loss : r.optim.grad_norm) ? "NaN" : "infinite") + " at step " +
+              std::to_string(step) + " (lr " + json_number(r.optim.lr) + "); stopping. " +
+              (good ? "The last good checkpoint is " + *good : std::string("No checkpoint was written yet.")) +
+              " Lower optim.lr or check the data.");
+      result.status = TrainResult::Status::diverged;
+      result.steps = step;
+      return result;
+    }
+    const double dt = seconds_since(step_start);
+    train_seconds += dt, window_seconds += dt;
+    window_loss += loss * rows, window_agree += control[1], window_rows += rows;
+    images_trained += int64_t(rows);
+    const int64_t done = step + 1;
+    StepRecord rec;
+    rec.step = done, rec.total = s.total_steps, rec.epoch = sampler.epoch_of(done);
+    rec.loss = loss, rec.lr = r.optim.lr, rec.grad_norm = r.optim.grad_norm;
+    rec.images_per_s = window_rows / std::max(window_seconds, 1e-9);
+    rec.eta_s = double(s.total_steps - done) * train_seconds / double(done - s.start_step);
+    rec.distill = distill, rec.mixup_lambda = r.mixup_lambda, rec.bad_images = loader.bad_images();
+    for (LoopObserver* o : observers) o->step(rec);
+    if (done % s.log_every == 0 || done == s.total_steps) {
+      rec.loss = window_loss / window_rows;
+      rec.train_agreement = window_agree / window_rows;
+      for (LoopObserver* o : observers) o->logged(rec);
+      window_loss = window_agree = window_rows = window_seconds = 0;
+    }
+    const bool budget_done = s.stop_after > 0 && done - s.start_step >= s.stop_after && done < s.total_steps;
+    const bool stopping = signalled || budget_done;
+    if (s.checkpoint_every > 0 && done % s.checkpoint_every == 0 && done < s.total_steps && !stopping) {
+      const std::string path = hooks.save_checkpoint(done);
+      for (LoopObserver* o : observers) o->checkpointed(done, path);
+    }
+    if (s.eval_every > 0 && done % s.eval_every == 0 && done < s.total_steps) {
+      const EvalResult e = hooks.evaluate(done);
+      for (LoopObserver* o : observers) o->evaluated(done, sampler.epoch_of(done), e);
+    }
+    if (stopping) {
+      const std::string path = hooks.save_checkpoint(done);
+      for (LoopObserver* o : observers) o->checkpointed(done, path);
+      const std::string why = !signalled             ? "run.stop_after"
+                              : my_signal == SIGINT  ? "SIGINT"
+                              : my_signal == SIGTERM ? "SIGTERM"
+                              : my_signal            ? "signal " + std::to_string(my_signal)
+                                                     : "a signal to another rank";
+      message("stopped by " + why + " after step " + std::to_string(done) + "; checkpoint " + path +
+              " (continue with --resume)");
+      result.status = signalled ? TrainResult::Status::interrupted : TrainResult::Status::paused;
+      result.steps = done;
+      return result;
+    }
+  }
+  result.steps = s.total_steps;
+  result.images_per_s = train_seconds > 0 ? double(images_trained) / train_seconds : 0;
+  return result;
+}
+
+}  // namespace kd

@@ -1,0 +1,58 @@
+// The training loop: steps from start_step to total over the loader's batches, with the
+// job-wide decisions every rank must take together (stop on a signal, run.stop_after, a
+// non-finite loss or gradient) agreed through one small host all-reduce per step, and
+// evaluation and checkpoints at the same steps on every rank. What it reports goes to
+// observers; how a checkpoint is written and how evaluation runs are the caller's (hooks).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "data/loader.h"
+#include "data/sampler.h"
+#include "engine/comm.h"
+#include "train/observer.h"
+#include "train/step.h"
+
+namespace kd {
+
+struct TrainResult {
+  // paused: run.stop_after reached (exit code 0: a planned stop)
+  enum class Status { completed, paused, interrupted, diverged } status = Status::completed;
+  std::string run_dir;
+  int64_t steps = 0;  // steps done in total (across resumes)
+  double wall_s = 0, images_per_s = 0;
+  double final_lr = 0;
+  int64_t bad_images = 0;
+  EvalResult eval;  // the final evaluation (completed runs)
+  int exit_code() const { return status == Status::interrupted ? 130 : status == Status::diverged ? 3 : 0; }
+};
+
+struct LoopSettings {
+  int64_t start_step = 0, total_steps = 1;
+  int64_t log_every = 50, eval_every = 0, checkpoint_every = 0, stop_after = 0;
+};
+
+struct LoopHooks {
+  // Collective: every rank calls it at the same step. Returns the path written (rank 0).
+  std::function<std::string(int64_t steps_done)> save_checkpoint;
+  std::function<std::optional<std::string>()> last_good_checkpoint;
+  // Collective: the evaluation of the student (split over the ranks).
+  std::function<EvalResult(int64_t steps_done)> evaluate;
+};
+
+// Asks the running loop to stop at the end of the current step (signal handlers set it).
+void request_stop(int signal_number);
+int stop_requested();  // the signal, or 0
+
+// Runs the loop. The result's eval is unset: the caller evaluates after a completed run.
+TrainResult run_loop(Context& ctx, Communicator& comm, StepRunner& runner, Loader& loader, EpochSampler& sampler,
+                     const LoopSettings& settings, const LoopHooks& hooks, const std::vector<LoopObserver*>& observers);
+
+// A rank's share of a global batch as the loader delivers it (its slots, then the partner image
+// when the step mixes across the rank boundary).
+RankBatch rank_batch(Batch&& batch, int64_t slot0, bool has_partner);
+
+}  // namespace kd

@@ -1,0 +1,108 @@
+#include "train/step.h"
+
+#include "engine/ops.h"
+
+namespace kd {
+
+StepRunner::StepRunner(const StepConfig& config, Model& student, std::vector<Model*> teachers, Optimizer& optimizer,
+                       GradientSync& sync)
+    : config_(config), student_(student), teachers_(std::move(teachers)), optimizer_(optimizer), sync_(sync) {
+  KD_CHECK(config.global_batch > 0 && config.accumulate > 0, "step: global batch ", config.global_batch,
+           " and accumulate ", config.accumulate, " must be positive");
+  KD_CHECK(sync.accumulate() == config.accumulate, "step: the gradient sync accumulates ", sync.accumulate(),
+           " micro-batches, the step ", config.accumulate);
+  if (config.mode == RunMode::distill) KD_CHECK(!teachers_.empty(), "distillation needs at least one teacher");
+}
+
+void StepRunner::micro_batch(Context& ctx, const RankBatch& batch, int64_t k, int64_t first, int64_t count,
+                             StepResult& r, PhaseTimer* timer) {
+  auto mark = [&](const char* phase) {
+    if (timer) timer->mark(phase);
+  };
+  const StepConfig& c = config_;
+  // The micro-batch's images, then (function matching) its first slot's mixup partner: the
+  // rank's extra image for the rank's first slot, else the slot before.
+  std::vector<const Image*> sources;
+  for (int64_t i = first; i < first + count; ++i) sources.push_back(&batch.images[size_t(i)]);
+  const bool mix = c.needs_partner();
+  if (mix) {
+    KD_CHECK(first > 0 || batch.has_partner, "step ", batch.step,
+             ": function matching needs the mixup partner of slot ", batch.slot0);
+    sources.push_back(first > 0 ? &batch.images[size_t(first - 1)] : &batch.images[size_t(batch.slots())]);
+  }
+  const PackedImages packed = pack_images(sources);
+  const std::vector<int32_t> labels(batch.labels.begin() + first, batch.labels.begin() + first + count);
+  const std::vector<int64_t> indices(batch.indices.begin() + first, batch.indices.begin() + first + count);
+  BatchSlots slots;
+  slots.step = batch.step;
+  slots.slot0 = batch.slot0 + first;
+  slots.global_batch = c.global_batch;
+  slots.sizes.assign(packed.sizes.begin(), packed.sizes.begin() + count);
+  if (mix) slots.partner_size = packed.sizes.back(), slots.partner_image = int32_t(count);
+
+  const float grad_scale = 1.0f / float(c.global_batch);  // gradients: sums over the global batch
+  ops::LossResult loss;
+  mark("augment");
+  if (c.mode == RunMode::train) {
+    const auto views = make_supervised_views(c.recipe, slots.sizes, c.seed, batch.step, slots.slot0);
+    Tensor x = render_views(ctx, packed, views, c.norm, c.student_resolution).first;
+    mark("student_forward");
+    Tensor logits = student_.forward(ctx, x, Mode::train);
+    mark("loss");
+    loss = ops::cross_entropy(ctx, logits, labels, c.label_smoothing, grad_scale, true);
+  } else {
+    const TrainViews views = make_train_views(c.recipe, c.strategy, slots, c.seed);
+    r.mixup_lambda = views.lambda;
+    Tensor xs, xt, t_logits;
+    if (views.shared) {
+      const bool same = c.teacher_resolution == c.student_resolution;
+      std::tie(xs, xt) =
+          render_views(ctx, packed, views.student, c.norm, c.student_resolution, same ? 0 : c.teacher_resolution);
+      if (same) xt = xs;
+      mark("teacher_forward");
+      t_logits = teacher_logits(ctx, teachers_, xt);
+    } else {
+      xs = render_views(ctx, packed, views.student, c.norm, c.student_resolution).first;
+      mark("teacher_forward");
+      if (c.strategy == TeachingStrategy::fixed && fixed_) {
+        t_logits = fixed_->logits(ctx, indices);
+      } else {
+        xt = render_views(ctx, packed, views.teacher, c.norm, c.teacher_resolution).first;
+        t_logits = teacher_logits(ctx, teachers_, xt);
+      }
+    }
+    xt = Tensor();
+    mark("student_forward");
+    Tensor s_logits = student_.forward(ctx, xs, Mode::train);
+    mark("loss");
+    DistillLossOptions o = c.loss;
+    o.grad_scale = grad_scale;
+    loss = ops::distill_loss(ctx, t_logits, s_logits, o, true);
+    for (int32_t rank : loss.student_rank) r.agree_top1 += rank == 0;
+  }
+  for (float v : loss.loss_rows) r.loss_sum += v;
+  r.rows += count;
+  mark("backward");
+  sync_.begin_micro_batch(k, ctx);
+  student_.backward(ctx, loss.dlogits);
+  if (k == c.accumulate - 1) mark("grad_sync");
+  sync_.end_micro_batch(k, ctx);
+}
+
+StepResult StepRunner::run(Context& ctx, const RankBatch& batch, PhaseTimer* timer) {
+  const int64_t n = batch.slots(), k_count = config_.accumulate;
+  KD_CHECK(n > 0 && n % k_count == 0, "step ", batch.step, ": ", n, " images on this rank do not split into ", k_count,
+           " micro-batches (optim.accumulate)");
+  KD_CHECK(int64_t(batch.images.size()) == n + (batch.has_partner ? 1 : 0) && int64_t(batch.indices.size()) == n,
+           "step ", batch.step, ": ", batch.images.size(), " images and ", batch.indices.size(), " indices for ", n,
+           " slots");
+  StepResult r;
+  const int64_t m = n / k_count;
+  for (int64_t k = 0; k < k_count; ++k) micro_batch(ctx, batch, k, k * m, m, r, timer);
+  if (timer) timer->mark("optimizer");
+  r.optim = optimizer_.step(ctx);
+  if (timer) timer->stop();
+  return r;
+}
+
+}  // namespace kd

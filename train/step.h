@@ -1,0 +1,66 @@
+// One training step, shared by `kd train`, `kd distill` and `kd bench`. A rank's share of the
+// global batch is split into `accumulate` micro-batches; each goes
+//   recipes -> augment (teacher and student views of the same recipe) -> teacher(s) forward
+//   (inference only) -> student forward -> loss -> student backward,
+// then the gradients are summed over micro-batches and ranks (GradientSync, which overlaps the
+// last backward with communication) and the optimizer updates the weights. Phases are marked
+// on a PhaseTimer when one is given.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "data/image.h"
+#include "engine/grad_sync.h"
+#include "engine/optim/optimizer.h"
+#include "engine/timer.h"
+#include "models/model.h"
+#include "train/fixed_teacher.h"
+#include "train/pipeline.h"
+#include "train/step_config.h"
+
+namespace kd {
+
+// This rank's share of global batch `step`, decoded: images[i] fills global slot slot0 + i.
+// With function matching there is one more image at the end: the mixup partner of slot0 (global
+// slot slot0 - 1, cyclically).
+struct RankBatch {
+  int64_t step = 0;
+  int64_t slot0 = 0;
+  std::vector<Image> images;
+  std::vector<int32_t> labels;   // per slot
+  std::vector<int64_t> indices;  // per slot: source index (the fixed teacher's cache key)
+  bool has_partner = false;
+  int64_t slots() const { return int64_t(labels.size()); }
+};
+
+struct StepResult {
+  double loss_sum = 0;  // over this rank's rows (the step's loss is the sum over ranks / global batch)
+  int64_t rows = 0;
+  int64_t agree_top1 = 0;  // distillation: student top-1 == teacher top-1 on the training views
+  float mixup_lambda = 1;
+  StepStats optim;  // from the summed gradients: the same on every rank
+};
+
+class StepRunner {
+ public:
+  StepRunner(const StepConfig& config, Model& student, std::vector<Model*> teachers, Optimizer& optimizer,
+             GradientSync& sync);
+  StepResult run(Context& ctx, const RankBatch& batch, PhaseTimer* timer = nullptr);
+  const StepConfig& config() const { return config_; }
+  // The fixed strategy's precomputed logits (by source index). Without them the fixed teacher
+  // runs on each micro-batch's centre crops.
+  void set_fixed_teacher(const FixedTeacherTable* table) { fixed_ = table; }
+
+ private:
+  // Loss of one micro-batch (slots [first, first + count) of the rank's batch); backward included.
+  void micro_batch(Context& ctx, const RankBatch& batch, int64_t k, int64_t first, int64_t count, StepResult& r,
+                   PhaseTimer* timer);
+  StepConfig config_;
+  Model& student_;
+  std::vector<Model*> teachers_;
+  Optimizer& optimizer_;
+  GradientSync& sync_;
+  const FixedTeacherTable* fixed_ = nullptr;
+};
+
+}  // namespace kd

@@ -1,0 +1,31 @@
+// What one training step needs to know, and nothing more: the step does not see the run's
+// options, so `kd bench`, tests and the loop configure it the same way.
+#pragma once
+#include <cstdint>
+
+#include "data/recipe.h"
+#include "kernels/augment.h"
+#include "kernels/distill_loss.h"
+
+namespace kd {
+
+enum class RunMode : uint8_t { train, distill };
+
+struct StepConfig {
+  RunMode mode = RunMode::distill;
+  uint64_t seed = 0;
+  RecipeConfig recipe;
+  Normalization norm;
+  int64_t student_resolution = 224;
+  int64_t teacher_resolution = 224;
+  TeachingStrategy strategy = TeachingStrategy::function_matching;  // distill
+  DistillLossOptions loss;                                          // distill (grad_scale is set per step)
+  float label_smoothing = 0;                                        // train
+  int64_t global_batch = 1;                                         // images per optimizer step, on all ranks together
+  int64_t accumulate = 1;                                           // micro-batches per rank and step
+
+  // Does a rank load the mixup partner of its first slot (an image of another rank's share)?
+  bool needs_partner() const { return mode == RunMode::distill && needs_mixup_partner(strategy, global_batch); }
+};
+
+}  // namespace kd

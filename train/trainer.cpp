@@ -1,0 +1,264 @@
+#include "train/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "data/sampler.h"
+#include "engine/checkpoint.h"
+#include "engine/safetensors.h"
+#include "engine/version.h"
+#include "train/distributed.h"
+#include "train/pipeline.h"
+#include "train/run_log.h"
+#include "train/step.h"
+
+namespace kd {
+
+namespace {
+
+void on_stop_signal(int sig) {
+  request_stop(sig);
+  std::signal(sig, SIG_DFL);  // a second signal stops at once
+}
+
+struct SignalGuard {
+  using Handler = void (*)(int);
+  Handler old_int, old_term;
+  SignalGuard() {
+    request_stop(0);
+    old_int = std::signal(SIGINT, on_stop_signal);
+    old_term = std::signal(SIGTERM, on_stop_signal);
+  }
+  ~SignalGuard() {
+    std::signal(SIGINT, old_int);
+    std::signal(SIGTERM, old_term);
+  }
+};
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+// Global batch, ranks and micro-batches must fit together; says how when they do not.
+void check_batch_split(const TrainOptions& o, int ranks) {
+  const int64_t b = o.data.batch_size, k = o.accumulate;
+  if (b % (int64_t(ranks) * k) == 0) return;
+  std::string fits;
+  for (int64_t kk = 1; kk <= b && fits.size() < 40; ++kk)
+    if (b % (int64_t(ranks) * kk) == 0) fits += (fits.empty() ? "" : ", ") + std::to_string(kk);
+  KD_FAIL("data.batch_size = ", b, " (the global batch) does not split over ", ranks,
+          " rank(s) x optim.accumulate = ", k, " micro-batches; ",
+          fits.empty() ? "use a batch size that " + std::to_string(ranks) + " ranks divide"
+                       : "optim.accumulate values that fit: " + fits);
+}
+
+// The metadata every kd model file carries (what `kd eval` and resumes need to rebuild it).
+void describe_model(SafetensorsWriter& w, const TrainOptions& o, const std::string& arch, int64_t classes, int64_t step,
+                    const std::string& resolved_config) {
+  w.set_metadata("arch", arch);
+  w.set_metadata("num_classes", std::to_string(classes));
+  w.set_metadata("step", std::to_string(step));
+  w.set_metadata("mode", o.mode == RunMode::train ? "train" : "distill");
+  w.set_metadata("config", resolved_config);
+  w.set_metadata("kd_version", kVersion);
+}
+
+}  // namespace
+
+int64_t total_steps(const TrainOptions& o, int64_t train_images) {
+  if (o.run.steps > 0) return o.run.steps;
+  return std::max<int64_t>(1, int64_t(std::ceil(o.run.epochs * double(train_images) / double(o.data.batch_size))));
+}
+
+TrainResult run_training(const TrainOptions& options_in, const std::string& resolved_config, bool resume) {
+  TrainOptions o = options_in;
+  o.validate();
+  const auto started = std::chrono::steady_clock::now();
+  Distributed dist = start_distributed(o.comm, o.run.device);
+  Communicator& comm = *dist.comm;
+  const bool writer = comm.rank() == 0;  // rank 0 writes every file and the console
+  check_batch_split(o, comm.size());
+
+  TrainResult result;
+  namespace fs = std::filesystem;
+  result.run_dir = (fs::path(o.run.out_dir) / o.run.name).string();
+  if (writer) {
+    std::error_code ec;
+    fs::create_directories(result.run_dir, ec);
+    KD_CHECK(!ec, "cannot create the run folder ", result.run_dir, ": ", ec.message());
+  }
+  Context* ctx = dist.ctx.get();
+  const Datasets data = open_datasets(o.data);
+  const int64_t total = total_steps(o, data.train->size());
+  o.schedule.total_steps = total;
+  if (o.schedule.warmup_steps == 0 && o.warmup_fraction > 0)
+    o.schedule.warmup_steps = int64_t(o.warmup_fraction * double(total));
+
+  CheckpointManager checkpoints(result.run_dir + "/checkpoints", int(o.checkpoint.keep));
+  std::optional<std::string> resume_from = resume ? checkpoints.latest() : std::nullopt;
+  std::unique_ptr<RunLog> log;
+  std::vector<LoopObserver*> observers;
+  if (writer) {
+    log = std::make_unique<RunLog>(result.run_dir, resume_from.has_value());
+    observers.push_back(log.get());
+  }
+  auto message = [&](const std::string& line) {
+    for (LoopObserver* obs : observers) obs->message(line);
+  };
+  const std::string config_path = result.run_dir + "/config.toml";
+  if (writer) {
+    if (resume_from) {
+      std::ifstream old(config_path);
+      std::stringstream previous;
+      previous << old.rdbuf();
+      if (old && previous.str() != resolved_config)
+        message("note: the configuration differs from the one this run started with (" + config_path +
+                "); resuming with the new one");
+    }
+    write_file_atomic(config_path, resolved_config);
+  }
+
+  const ModelOptions& mo = o.trained_model();
+  std::unique_ptr<Model> student =
+      build_model(*ctx, mo.arch, data.num_classes, mo.zero_head, mo.weights, uint64_t(o.run.seed));
+  std::vector<std::unique_ptr<Model>> teacher_models;
+  std::vector<Model*> teachers;
+  if (o.mode == RunMode::distill) {
+    teacher_models = build_teachers(*ctx, o.teacher, data.num_classes);
+    for (auto& t : teacher_models) teachers.push_back(t.get());
+  }
+  Optimizer optimizer(student->params(), o.optim, o.schedule, *ctx);
+  int64_t start_step = 0;
+  if (resume_from) {
+    SafetensorsFile file = SafetensorsFile::open(*resume_from);
+    student->params().load(file, *ctx);
+    optimizer.load(file, *ctx);
+    start_step = optimizer.steps_done();
+    message("resuming " + result.run_dir + " from " + *resume_from + " at step " + std::to_string(start_step));
+  } else if (resume) {
+    message("no checkpoint in " + checkpoints.dir() + ": starting from step 0");
+  }
+  // Every rank must run the same thing from the same place before the first collective of a step.
+  RankFingerprint fingerprint;
+  fingerprint.version = kVersion;
+  fingerprint.config_hash = fnv1a64(resolved_config.data(), resolved_config.size());
+  fingerprint.start_step = start_step;
+  fingerprint.params_checksum = params_checksum(student->params(), *ctx);
+  check_ranks_agree(comm, fingerprint, resolved_config);
+
+  message(std::string(o.mode == RunMode::train ? "kd train: " : "kd distill: ") + student->summary() + " on " +
+          ctx->describe());
+  if (comm.size() > 1)
+    message("  " + std::to_string(comm.size()) + " ranks (" + comm.describe() + ", launched by " +
+            dist.launch.launcher + "), " + std::to_string(o.data.batch_size / comm.size()) + " images per rank in " +
+            std::to_string(o.accumulate) + " micro-batch(es)");
+  else if (o.accumulate > 1)
+    message("  " + std::to_string(o.accumulate) + " micro-batches of " +
+            std::to_string(o.data.batch_size / o.accumulate) + " images per step");
+  for (Model* t : teachers) message("  teacher " + t->summary());
+  message("  data: " + data.train->describe() + "; eval: " + data.test->describe());
+  message("  " + std::to_string(total) + " steps of " + std::to_string(o.data.batch_size) + " images (" +
+          json_number(double(total) * double(o.data.batch_size) / double(data.train->size())) +
+          " epochs), run folder " + result.run_dir);
+
+  const StepConfig step_config = o.step_config();
+  EpochSampler sampler(data.train->size(), o.data.batch_size, uint64_t(o.run.seed), comm.rank(), comm.size());
+  LoaderOptions lo;
+  lo.batch_size = int(sampler.local_batch() + 1);
+  lo.num_threads = int(o.data.loader_threads);
+  lo.prefetch_batches = int(o.data.prefetch);
+  lo.first_step = start_step;
+  lo.on_bad_image = [&](const std::string& origin, const std::string& reason) {
+    if (writer) message("warning: skipping unreadable image " + origin + ": " + reason);
+  };
+  const bool partner = step_config.needs_partner();
+  Loader loader(
+      data.train,
+      [&sampler, total, partner](int64_t step) {
+        if (step >= total) return std::vector<int64_t>{};
+        std::vector<int64_t> indices = sampler.indices(step);
+        if (partner) indices.push_back(sampler.partner_index(step));
+        return indices;
+      },
+      lo);
+
+  GradientSync sync(student->params(), comm, o.grad_sync(), *ctx);
+  StepRunner runner(step_config, *student, teachers, optimizer, sync);
+  FixedTeacherTable fixed_teacher;
+  if (o.mode == RunMode::distill && step_config.strategy == TeachingStrategy::fixed) {
+    message("  fixed teacher: computing the teachers' logits on the centre crops of " +
+            std::to_string(data.train->size()) + " training images");
+    fixed_teacher.compute(*ctx, teachers, data.train, step_config.teacher_resolution,
+                          step_config.recipe.eval_crop_fraction, step_config.norm, int(o.data.loader_threads));
+    runner.set_fixed_teacher(&fixed_teacher);
+  }
+  const EvalSettings eval_cfg = eval_settings(o);
+  TeacherEvalCache teacher_cache;
+  SignalGuard signals;
+
+  LoopHooks hooks;
+  hooks.save_checkpoint = [&](int64_t steps_done) -> std::string {
+    // Parameters and optimizer state are the same on every rank: rank 0 writes them.
+    if (!writer) return std::string();
+    SafetensorsWriter w;
+    student->params().save(w, *ctx);
+    optimizer.save(w, *ctx);
+    describe_model(w, o, mo.arch, data.num_classes, steps_done, resolved_config);
+    w.set_metadata("ranks", std::to_string(comm.size()));
+    return checkpoints.save(w, steps_done);
+  };
+  hooks.last_good_checkpoint = [&] { return checkpoints.latest(); };
+  hooks.evaluate = [&](int64_t) {
+    student->set_frozen(false);
+    return evaluate(*ctx, *student, teachers, data.test, eval_cfg, &teacher_cache, &comm);
+  };
+  LoopSettings ls;
+  ls.start_step = start_step, ls.total_steps = total;
+  ls.log_every = o.run.log_every, ls.eval_every = o.eval.every, ls.checkpoint_every = o.checkpoint.every;
+  ls.stop_after = o.run.stop_after;
+
+  const TrainResult loop = run_loop(*ctx, comm, runner, loader, sampler, ls, hooks, observers);
+  result.status = loop.status, result.steps = loop.steps, result.images_per_s = loop.images_per_s;
+  result.final_lr = loop.final_lr, result.bad_images = loop.bad_images;
+  if (result.status != TrainResult::Status::completed) return result;
+
+  if (log) log->finish_progress();
+  if (start_step < total || !resume_from) hooks.save_checkpoint(total);
+  if (writer) {
+    // The trained weights alone, under timm's names, with what kd needs to rebuild the model.
+    SafetensorsWriter w;
+    student->params().save(w, *ctx);
+    describe_model(w, o, mo.arch, data.num_classes, total, resolved_config);
+    w.write(result.run_dir + "/model.safetensors");
+  }
+  result.eval = hooks.evaluate(total);
+  for (LoopObserver* obs : observers) obs->evaluated(total, sampler.epoch_of(total), result.eval);
+  result.wall_s = seconds_since(started);
+
+  if (writer) {
+    std::ostringstream s;
+    s << "{\n  \"mode\": \"" << (o.mode == RunMode::train ? "train" : "distill") << "\",\n  \"steps\": " << total
+      << ",\n  \"epochs\": " << json_number(sampler.epoch_of(total)) << ",\n  \"ranks\": " << comm.size()
+      << ",\n  \"wall_s\": " << json_number(result.wall_s)
+      << ",\n  \"images_per_sec\": " << json_number(result.images_per_s)
+      << ",\n  \"student_top1\": " << json_number(result.eval.student_top1)
+      << ",\n  \"student_top5\": " << json_number(result.eval.student_top5);
+    if (result.eval.has_teacher)
+      s << ",\n  \"teacher_top1\": " << json_number(result.eval.teacher_top1)
+        << ",\n  \"agreement\": " << json_number(result.eval.agree_top1)
+        << ",\n  \"agreement_top5\": " << json_number(result.eval.agree_top5)
+        << ",\n  \"kl\": " << json_number(result.eval.kl);
+    s << ",\n  \"final_lr\": " << json_number(result.final_lr) << ",\n  \"bad_images\": " << result.bad_images
+      << ",\n  \"eval_images\": " << result.eval.images << "\n}\n";
+    write_file_atomic(result.run_dir + "/summary.json", s.str());
+  }
+  message("done: " + result.eval.summary() + "; " + std::to_string(total) + " steps in " +
+          format_duration(result.wall_s) + ", summary in " + result.run_dir + "/summary.json");
+  return result;
+}
+
+}  // namespace kd

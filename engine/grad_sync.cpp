@@ -36,7 +36,7 @@ GradientSync::GradientSync(ParamStore& store, Communicator& comm, const GradSync
   KD_CHECK(store.trainable(), "gradient sync over a parameter store without gradients");
   KD_CHECK(comm.accepts(ctx.device()), "the ", comm.transport(), " communicator cannot reduce gradients on ",
            device_name(ctx.device()));
-  KD_CHECK(ctx.param_dtype() == DType::f32 || comm.size() == 1, "data-parallel gradients must be f32, not ",
+  KD_CHECK(ctx.param_dtype() == DType::f32 || !reduces(), "data-parallel gradients must be f32, not ",
            dtype_name(ctx.param_dtype()));
   buckets_ = plan_gradient_buckets(store, int64_t(options.first_bucket_mb * double(1 << 20)),
                                    int64_t(options.bucket_mb * double(1 << 20)));
@@ -64,7 +64,7 @@ void GradientSync::begin_micro_batch(int64_t k, Context& ctx) {
     fill_zero(micro_grads_.raw(), ctx.device(), micro_grads_.nbytes(), &ctx);
     store_.point_grads_at(micro_grads_);
   }
-  hooked_ = k == options_.accumulate - 1 && comm_.size() > 1 && options_.overlap;
+  hooked_ = k == options_.accumulate - 1 && reduces() && options_.overlap;
   if (hooked_) {
     remaining_.assign(buckets_.size(), 0);
     for (const GradientBucket& b : buckets_) remaining_[size_t(&b - buckets_.data())] = b.params;
@@ -120,7 +120,7 @@ void GradientSync::end_micro_batch(int64_t k, Context& ctx) {
       accumulate_cpu(n, micro_grads_.data<float>(), store_.grads().data<float>());
     }
   }
-  if (last && comm_.size() > 1 && !options_.overlap)
+  if (last && reduces() && !options_.overlap)
     comm_.all_reduce(store_.grads().data<float>(), store_.numel(), DType::f32, ReduceOp::sum, ctx);
   if (last) {
     comm_.wait_all(ctx);

@@ -36,6 +36,9 @@ struct GradSyncOptions {
   double bucket_mb = 25;       // MiB
   double first_bucket_mb = 1;  // MiB
   bool overlap = true;         // reduce buckets during backward; off: one all-reduce after it
+  // Reduce even with one rank (the result does not change): exercises the bucketed path of a
+  // transport on a machine with one GPU (NCCL refuses two ranks on one GPU).
+  bool reduce_single_rank = false;
 };
 
 class GradientSync {
@@ -54,6 +57,7 @@ class GradientSync {
   int64_t accumulate() const { return options_.accumulate; }
 
  private:
+  bool reduces() const { return comm_.size() > 1 || options_.reduce_single_rank; }
   void on_grad_written(const Param& p);
   void launch(size_t bucket);  // adds this micro-batch's part (accumulating) and starts its reduction
 

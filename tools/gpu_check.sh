@@ -104,6 +104,16 @@ if want bench; then
   kd_ips=$(grep -o '"images_per_sec": [0-9.]*' "$out/kd_bench.log" | cut -d' ' -f2)
   [ -n "$kd_ips" ] && note "kd bench" PASS "$kd_ips img/s, $(grep -o '"mfu": [0-9.]*' "$out/kd_bench.log" | cut -d' ' -f2) MFU" ||
     note "kd bench" FAIL "rc $rc, see kd_bench.log"
+  # The data-parallel path on one GPU: NCCL with one rank (buckets reduce to themselves), its
+  # all-reduce bandwidth (device copies with one rank), and the step with and without buckets.
+  echo "== kd bench over NCCL (1 rank, --comm --compare-overlap)"
+  timeout "$(limit KD_BENCH_NCCL 150)" "$build/kd" bench --device cuda --backend nccl --comm --compare-overlap \
+    --steps 5 > "$out/kd_bench_nccl.log" 2>&1
+  rc=$?
+  tail -30 "$out/kd_bench_nccl.log"
+  nccl_ips=$(grep '"tool": "kd"' "$out/kd_bench_nccl.log" | grep -o '"images_per_sec": [0-9.]*' | cut -d' ' -f2 | tr '\n' '/')
+  [ "$rc" = 0 ] && [ -n "$nccl_ips" ] && note "kd bench nccl" PASS "${nccl_ips%/} img/s (buckets during / after backward)" ||
+    note "kd bench nccl" FAIL "rc $rc, see kd_bench_nccl.log"
 fi
 
 if want torch; then

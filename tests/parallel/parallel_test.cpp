@@ -262,5 +262,80 @@ TEST_F(Parallel, RanksWithDifferentConfigurationsRefuseToRun) {
   EXPECT_FALSE(std::ifstream(model("mismatch")).good()) << "a model was written";
 }
 
+// The README's CPU launch examples, as written, with small-scale overrides appended: the two
+// commands of the "Many GPUs" block that run on a CPU (mpirun on 2 processes, then the resume
+// on 1 process), in a folder laid out like a checkout after the demo (configs/, build/kd and
+// the demo's teacher).
+TEST_F(Parallel, TheReadmesCpuLaunchExamplesRunAsWritten) {
+  if (!std::ifstream("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").good())
+    GTEST_SKIP() << "Fashion-MNIST (dataset-fashion-mnist) is not installed";
+  const std::string readme = read_file(std::string(KD_SOURCE_DIR) + "/README.md");
+  const size_t section = readme.find("## Many GPUs");
+  ASSERT_NE(section, std::string::npos);
+  const size_t block = readme.find("```sh\n", section) + 6;
+  std::vector<std::string> commands;
+  std::istringstream lines(readme.substr(block, readme.find("\n\n", block) - block));
+  for (std::string line; std::getline(lines, line);)
+    if (!line.empty() && line[0] != '#') commands.push_back(line);
+  ASSERT_EQ(commands.size(), 2u) << "the README's CPU examples changed";
+  test::TempDir work;
+  const std::string d = work.str();
+  ASSERT_EQ(std::system(("mkdir -p " + d + "/build && ln -s " + KD_SOURCE_DIR + "/configs " + d + "/configs && ln -s " +
+                         KD_BINARY + " " + d + "/build/kd")
+                            .c_str()),
+            0);
+  const std::string small = " run.steps=6 run.stop_after=3 data.train_subset=60 data.test_limit=40 data.batch_size=12";
+  const Proc teacher = run_ranks(1,
+                                 {"train", "-c", std::string(KD_SOURCE_DIR) + "/configs/fashion_mnist_teacher.toml",
+                                  "run.steps=3", "data.test_limit=40", "data.batch_size=12"},
+                                 d);
+  ASSERT_EQ(teacher.code, 0) << teacher.err;
+  for (size_t i = 0; i < commands.size(); ++i) {
+    std::string cmd = commands[i];
+    if (cmd.rfind("mpirun ", 0) == 0) cmd = "mpirun --allow-run-as-root --oversubscribe " + cmd.substr(7);
+    // The second command finishes the run the first paused (run.stop_after=3 of run.steps=6).
+    const std::string full = "cd " + d + " && timeout -s KILL 300 " + cmd + small +
+                             (i == 1 ? " run.stop_after=0" : "") + " > out.txt 2> err.txt";
+    const int status = std::system(full.c_str());
+    EXPECT_EQ(status, 0) << cmd << "\n" << read_file(d + "/err.txt");
+  }
+  const std::string err = read_file(d + "/err.txt");
+  EXPECT_NE(err.find("at step 3"), std::string::npos) << "the second command resumed the first's run:\n" << err;
+  EXPECT_TRUE(std::ifstream(d + "/runs/demo/fm_2ranks/model.safetensors").good());
+}
+
+// kd bench under mpirun: the all-reduce table of the job's transport and the step with the
+// buckets reduced during backward and with one all-reduce after it.
+TEST_F(Parallel, BenchMeasuresAllReduceAndBothGradientPaths) {
+  const Proc p = run(2, {"bench",
+                         "--device",
+                         "cpu",
+                         "--comm",
+                         "--compare-overlap",
+                         "--teacher",
+                         "resnetv2(depths=1, width=8, stem=conv3)",
+                         "--student",
+                         "resnetv2(depths=1, width=4, stem=conv3)",
+                         "--teacher-res",
+                         "16",
+                         "--student-res",
+                         "16",
+                         "--batch",
+                         "8",
+                         "--steps",
+                         "2",
+                         "--warmup",
+                         "1",
+                         "--classes",
+                         "10",
+                         "--source-px",
+                         "20"});
+  EXPECT_NE(p.out.find("busbw GB/s"), std::string::npos) << p.out;
+  EXPECT_NE(p.out.find("\"tool\": \"kd-allreduce\", \"transport\": \"mpi\", \"ranks\": 2"), std::string::npos) << p.out;
+  EXPECT_NE(p.out.find("\"ranks\": 2, \"accumulate\": 1, \"overlap\": true"), std::string::npos) << p.out;
+  EXPECT_NE(p.out.find("\"ranks\": 2, \"accumulate\": 1, \"overlap\": false"), std::string::npos) << p.out;
+  EXPECT_NE(p.out.find("grad_sync"), std::string::npos) << "the phase table shows the communication";
+}
+
 }  // namespace
 }  // namespace kd

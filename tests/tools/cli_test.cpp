@@ -126,5 +126,11 @@ TEST(Configs, EveryShippedConfigLoads) {
   EXPECT_GE(checked, 3);
 }
 
+TEST(Configs, ListKeysNamesTheDataParallelKeys) {
+  const auto keys = test::run_kd({"distill", "--list-keys"});
+  for (const char* key : {"optim.accumulate", "comm.backend", "comm.timeout_s", "comm.bucket_mb", "comm.overlap"})
+    EXPECT_NE(keys.out.find(key), std::string::npos) << key;
+}
+
 }  // namespace
 }  // namespace kd

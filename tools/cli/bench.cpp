@@ -2,16 +2,21 @@
 // CUDA events (steady clock on the CPU). Prints images/s, model FLOPs utilisation against the
 // matrix-product rate measured in the same run (bf16 on a GPU, fp32 sgemm on the CPU), the peak
 // memory of kd's pool, and a RESULT line of JSON that tools/gpu_check.sh collects.
+// Under a launcher (mpirun -np N kd bench ...) every rank runs its share of the global batch with
+// the job's transport; --comm adds the all-reduce bandwidth table, --compare-overlap times the
+// step with the bucketed all-reduce during backward and with one all-reduce after it.
 #include "tools/cli/bench.h"
 
 #include <chrono>
 #include <cstdio>
 #include <random>
 
+#include "engine/comm.h"
 #include "engine/timer.h"
 #include "kernels/gemm.h"
 #include "kernels/random.h"
-#include "engine/comm.h"
+#include "tools/cli/bench_comm.h"
+#include "train/distributed.h"
 #include "train/options.h"
 #include "train/step.h"
 #if KD_HAVE_CUDA
@@ -23,8 +28,10 @@ namespace kd::cli {
 namespace {
 
 struct BenchArgs {
-  std::string teacher = "resnetv2_152x2_bit", student = "resnetv2_50x1_bit", device = "auto";
+  std::string teacher = "resnetv2_152x2_bit", student = "resnetv2_50x1_bit", device = "auto", backend = "auto";
   int64_t teacher_res = 224, student_res = 160, batch = 128, steps = 10, warmup = 3, classes = 1000, source_px = 256;
+  int64_t accumulate = 1;
+  bool comm = false, compare_overlap = false, no_overlap = false;
 };
 
 // n x n values uniform in [-1, 1), as `dtype` (bf16 or f32) on the host.
@@ -74,85 +81,130 @@ double measured_matmul_rate(Context& ctx) {
   return 2.0 * double(n) * n * n * reps / (timer.totals_ms()[0].second * 1e-3);
 }
 
+// The rank's share of the global batch: random images, one per global slot (seeded by the slot,
+// so every rank count sees the same batch), plus the mixup partner of its first slot.
+RankBatch synthetic_share(const BenchArgs& a, const Communicator& comm) {
+  const int64_t local = a.batch / comm.size(), slot0 = comm.rank() * local;
+  RankBatch batch;
+  batch.slot0 = slot0;
+  batch.has_partner = true;
+  for (int64_t j = 0; j <= local; ++j) {
+    const int64_t slot = j < local ? slot0 + j : (slot0 + a.batch - 1) % a.batch;
+    std::mt19937 rng(uint32_t(3 + slot));
+    Image im;
+    im.height = im.width = int(a.source_px);
+    im.pixels.resize(size_t(a.source_px * a.source_px * 3));
+    for (uint8_t& p : im.pixels) p = uint8_t(rng());
+    batch.images.push_back(std::move(im));
+    if (j < local) batch.labels.push_back(int32_t(slot % a.classes)), batch.indices.push_back(slot);
+  }
+  return batch;
+}
+
+struct StepTiming {
+  double seconds = 0;  // the timed steps, slowest rank
+  std::vector<std::pair<std::string, double>> phases;
+};
+
+StepTiming time_steps(const BenchArgs& a, Context& ctx, Communicator& comm, StepRunner& runner, RankBatch& batch) {
+  PhaseTimer timer(ctx);
+  for (int64_t s = 0; s < a.warmup; ++s) batch.step = s, runner.run(ctx, batch, &timer);
+  ctx.synchronize();
+  comm.barrier();
+  timer.reset();
+  ctx.pool().reset_peak();
+  const auto started = std::chrono::steady_clock::now();
+  for (int64_t s = a.warmup; s < a.warmup + a.steps; ++s) batch.step = s, runner.run(ctx, batch, &timer);
+  ctx.synchronize();
+  StepTiming t;
+  t.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  comm.all_reduce_host(&t.seconds, 1, ReduceOp::max);
+  t.phases = timer.totals_ms();
+  return t;
+}
+
 void run_bench(const BenchArgs& a) {
-  auto ctx = make_context(a.device);
+  ParallelOptions po;
+  po.backend = a.backend;
+  Distributed dist = start_distributed(po, a.device);
+  Context& ctx = *dist.ctx;
+  Communicator& comm = *dist.comm;
+  const bool root = comm.rank() == 0;
+  if (a.comm) {
+    std::vector<int64_t> sizes;
+    for (int64_t b = 4 << 10; b <= (ctx.is_cuda() ? int64_t(1) << 30 : int64_t(64) << 20); b *= 4) sizes.push_back(b);
+    print_all_reduce(comm, measure_all_reduce(comm, ctx, sizes, ctx.is_cuda() ? 20 : 5));
+  }
+  KD_CHECK(a.batch % (comm.size() * a.accumulate) == 0, "kd bench: --batch ", a.batch, " does not split over ",
+           comm.size(), " rank(s) x --accumulate ", a.accumulate);
   TrainOptions o(RunMode::distill);
   o.augment.resolution = a.student_res;
   o.augment.teacher_resolution = a.teacher_res;
   o.data.batch_size = a.batch;
-  o.schedule.total_steps = a.warmup + a.steps;
+  o.accumulate = a.accumulate;
+  o.schedule.total_steps = 2 * (a.warmup + a.steps);
   o.schedule.decay = "constant";
-  const size_t pool_before = ctx->pool().bytes_in_use();
-  std::unique_ptr<Model> teacher = build_model(*ctx, a.teacher, a.classes, false, "", 1, /*frozen=*/true);
-  const size_t teacher_bytes = ctx->pool().bytes_in_use() - pool_before;
+  const size_t pool_before = ctx.pool().bytes_in_use();
+  std::unique_ptr<Model> teacher = build_model(ctx, a.teacher, a.classes, false, "", 1, /*frozen=*/true);
+  const size_t teacher_bytes = ctx.pool().bytes_in_use() - pool_before;
   // What the same teacher held before frozen models were released (round 1): fp32 values and
   // gradients, a bf16 compute copy (GPU), and the standardised-weight cache.
   int64_t std_numel = 0;
   for (const Param& p : teacher->params().params()) std_numel += p.frozen_reads == FrozenReads::nothing ? p.numel() : 0;
-  const double act = double(dtype_size(ctx->activation_dtype()));
+  const double act = double(dtype_size(ctx.activation_dtype()));
   const double teacher_bytes_before =
-      double(teacher->params().numel()) * (8.0 + (ctx->is_cuda() ? 2.0 : 0.0)) + double(std_numel) * act;
-  std::unique_ptr<Model> student = build_model(*ctx, a.student, a.classes, true, "", 2);
-  Optimizer optimizer(student->params(), o.optim, o.schedule, *ctx);
-  auto comm = make_local_communicator();
-  GradientSync sync(student->params(), *comm, o.grad_sync(), *ctx);
-  StepRunner runner(o.step_config(), *student, {teacher.get()}, optimizer, sync);
+      double(teacher->params().numel()) * (8.0 + (ctx.is_cuda() ? 2.0 : 0.0)) + double(std_numel) * act;
+  std::unique_ptr<Model> student = build_model(ctx, a.student, a.classes, true, "", 2);
+  Optimizer optimizer(student->params(), o.optim, o.schedule, ctx);
+  RankBatch batch = synthetic_share(a, comm);
 
-  // One batch of random source images (the recipes change every step, so the work does too),
-  // plus the mixup partner of its first slot.
-  std::mt19937 rng(3);
-  RankBatch batch;
-  batch.has_partner = true;
-  batch.images.resize(size_t(a.batch + 1));
-  for (int64_t i = 0; i <= a.batch; ++i) {
-    Image& im = batch.images[size_t(i)];
-    im.height = im.width = int(a.source_px);
-    im.pixels.resize(size_t(a.source_px * a.source_px * 3));
-    for (uint8_t& p : im.pixels) p = uint8_t(rng());
-    if (i < a.batch) batch.labels.push_back(int32_t(i % a.classes)), batch.indices.push_back(i);
-  }
-  auto at_step = [&batch](int64_t s) -> const RankBatch& {
-    batch.step = s;
-    return batch;
-  };
-
-  const double peak = measured_matmul_rate(*ctx);
-  std::fprintf(stderr, "kd bench: teacher %s @%lld px, student %s @%lld px, batch %lld on %s\n", a.teacher.c_str(),
-               (long long)a.teacher_res, a.student.c_str(), (long long)a.student_res, (long long)a.batch,
-               ctx->describe().c_str());
-  PhaseTimer timer(*ctx);
-  for (int64_t s = 0; s < a.warmup; ++s) runner.run(*ctx, at_step(s), &timer);
-  ctx->synchronize();
-  timer.reset();
-  ctx->pool().reset_peak();
-  const auto started = std::chrono::steady_clock::now();
-  for (int64_t s = a.warmup; s < a.warmup + a.steps; ++s) runner.run(*ctx, at_step(s), &timer);
-  ctx->synchronize();
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  const auto phases = timer.totals_ms();
-
+  const double peak = measured_matmul_rate(ctx);
+  if (root)
+    std::fprintf(stderr, "kd bench: teacher %s @%lld px, student %s @%lld px, global batch %lld on %s (%s)\n",
+                 a.teacher.c_str(), (long long)a.teacher_res, a.student.c_str(), (long long)a.student_res,
+                 (long long)a.batch, ctx.describe().c_str(), comm.describe().c_str());
   // Model FLOPs per image: teacher forward 2 * MACs, student forward + backward 3 * 2 * MACs.
   const double flops = 2.0 * double(teacher->forward_macs(a.teacher_res, a.teacher_res)) +
                        6.0 * double(student->forward_macs(a.student_res, a.student_res));
-  const double images_per_s = double(a.batch * a.steps) / seconds;
-  const double mfu = flops * images_per_s / peak;
-  const double peak_gib = double(ctx->pool().peak_bytes_in_use()) / double(1ull << 30);
-  std::printf("images/s %.1f | step %.2f ms | model %.4g GFLOP/image | MFU %.1f%% of %.1f TFLOP/s (measured %s) | "
-              "peak memory %.2f GiB\n",
-              images_per_s, 1e3 * seconds / double(a.steps), flops / 1e9, 100 * mfu, peak / 1e12,
-              ctx->is_cuda() ? "bf16 8192^3" : "fp32 sgemm 1024^3", peak_gib);
-  std::printf("teacher weights: %.3f GiB held (%.3f GiB before frozen teachers dropped gradients and unread fp32 "
-              "values)\n",
-              double(teacher_bytes) / double(1ull << 30), teacher_bytes_before / double(1ull << 30));
-  double phase_total = 0;
-  for (const auto& p : phases) phase_total += p.second;
-  std::printf("%-16s %10s %7s\n", "phase", "ms/step", "share");
-  for (const auto& p : phases)
-    std::printf("%-16s %10.2f %6.1f%%\n", p.first.c_str(), p.second / double(a.steps), 100 * p.second / phase_total);
-  std::printf("RESULT {\"tool\": \"kd\", \"device\": \"%s\", \"images_per_sec\": %.2f, \"mfu\": %.4f, "
-              "\"peak_tflops\": %.2f, \"peak_memory_gib\": %.3f, \"teacher_weights_gib\": %.3f, \"batch\": %lld}\n",
-              ctx->describe().c_str(), images_per_s, mfu, peak / 1e12, peak_gib, double(teacher_bytes) / double(1ull << 30),
-              (long long)a.batch);
+  std::vector<bool> overlaps = {!a.no_overlap};
+  if (a.compare_overlap) overlaps = {true, false};
+  for (bool overlap : overlaps) {
+    GradSyncOptions go = o.grad_sync();
+    go.overlap = overlap;
+    // A transport named explicitly is exercised even with one rank (e.g. NCCL on one GPU).
+    go.reduce_single_rank = a.backend != "auto" && a.backend != "local";
+    GradientSync sync(student->params(), comm, go, ctx);
+    StepRunner runner(o.step_config(), *student, {teacher.get()}, optimizer, sync);
+    const StepTiming t = time_steps(a, ctx, comm, runner, batch);
+    const double images_per_s = double(a.batch * a.steps) / t.seconds;
+    const double mfu = flops * images_per_s / (peak * comm.size());
+    const double peak_gib = double(ctx.pool().peak_bytes_in_use()) / double(1ull << 30);
+    if (!root) continue;
+    const std::string how = comm.size() == 1
+                                ? std::string("1 rank")
+                                : std::to_string(comm.size()) + " ranks, " +
+                                      (overlap ? "buckets during backward" : "one all-reduce after backward");
+    std::printf(
+        "images/s %.1f | step %.2f ms | model %.4g GFLOP/image | MFU %.1f%% of %.1f TFLOP/s per rank (measured "
+        "%s) | peak memory %.2f GiB | %s, %lld micro-batch(es)\n",
+        images_per_s, 1e3 * t.seconds / double(a.steps), flops / 1e9, 100 * mfu, peak / 1e12,
+        ctx.is_cuda() ? "bf16 8192^3" : "fp32 sgemm 1024^3", peak_gib, how.c_str(), (long long)a.accumulate);
+    std::printf(
+        "teacher weights: %.3f GiB held (%.3f GiB before frozen teachers dropped gradients and unread fp32 "
+        "values)\n",
+        double(teacher_bytes) / double(1ull << 30), teacher_bytes_before / double(1ull << 30));
+    double phase_total = 0;
+    for (const auto& p : t.phases) phase_total += p.second;
+    std::printf("%-16s %10s %7s   (rank 0)\n", "phase", "ms/step", "share");
+    for (const auto& p : t.phases)
+      std::printf("%-16s %10.2f %6.1f%%\n", p.first.c_str(), p.second / double(a.steps), 100 * p.second / phase_total);
+    std::printf(
+        "RESULT {\"tool\": \"kd\", \"device\": \"%s\", \"images_per_sec\": %.2f, \"mfu\": %.4f, "
+        "\"peak_tflops\": %.2f, \"peak_memory_gib\": %.3f, \"teacher_weights_gib\": %.3f, \"batch\": %lld, "
+        "\"ranks\": %d, \"accumulate\": %lld, \"overlap\": %s}\n",
+        ctx.describe().c_str(), images_per_s, mfu, peak / 1e12, peak_gib, double(teacher_bytes) / double(1ull << 30),
+        (long long)a.batch, comm.size(), (long long)a.accumulate, overlap ? "true" : "false");
+  }
 }
 
 }  // namespace
@@ -162,14 +214,37 @@ void add_bench_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("bench", "Throughput of a distillation step on synthetic data, per phase");
   cmd->add_option("--teacher", args->teacher, "teacher architecture")->capture_default_str();
   cmd->add_option("--student", args->student, "student architecture")->capture_default_str();
-  cmd->add_option("--teacher-res", args->teacher_res, "teacher input, px")->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--student-res", args->student_res, "student input, px")->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--batch", args->batch, "images per step")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--teacher-res", args->teacher_res, "teacher input, px")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--student-res", args->student_res, "student input, px")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--batch", args->batch, "images per step (global: all ranks together)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--steps", args->steps, "timed steps")->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--warmup", args->warmup, "untimed steps first")->capture_default_str()->check(CLI::NonNegativeNumber);
-  cmd->add_option("--classes", args->classes, "classes of both heads")->capture_default_str()->check(CLI::Range(2, 100000));
-  cmd->add_option("--source-px", args->source_px, "side of the synthetic source images")->capture_default_str()->check(CLI::PositiveNumber);
+  cmd->add_option("--warmup", args->warmup, "untimed steps first")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--classes", args->classes, "classes of both heads")
+      ->capture_default_str()
+      ->check(CLI::Range(2, 100000));
+  cmd->add_option("--source-px", args->source_px, "side of the synthetic source images")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--device", args->device, "cpu, cuda, cuda:N or auto")->capture_default_str();
+  cmd->add_option("--accumulate", args->accumulate, "micro-batches per rank and step")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--backend", args->backend, "data-parallel transport under a launcher: auto, local, mpi, nccl")
+      ->capture_default_str();
+  cmd->add_flag("--comm", args->comm, "also measure all-reduce bandwidth over message sizes (nccl-tests' busbw)");
+  cmd->add_flag("--compare-overlap", args->compare_overlap,
+                "time the step with gradient buckets reduced during backward and with one all-reduce after it");
+  cmd->add_flag("--no-overlap", args->no_overlap, "one all-reduce after backward instead of buckets during it");
+  cmd->footer(
+      "Under a launcher every rank runs its share: mpirun -np 2 kd bench --device cpu --comm --compare-overlap");
   cmd->callback([args] { run_bench(*args); });
 }
 

@@ -24,7 +24,10 @@ namespace {
 constexpr int kThreads = 256;
 
 struct SumOp {
-  __device__ double operator()(double a, double b) const { return a + b; }
+  template <typename T>
+  __device__ T operator()(T a, T b) const {
+    return a + b;
+  }
 };
 struct NanMaxOp {
   __device__ float operator()(float a, float b) const { return nan_max(a, b); }
@@ -257,11 +260,11 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 __global__ void __launch_bounds__(kThreads) count_active_kernel(int64_t batch, const int* active, int* count) {
-  __shared__ gpu::AllReduceStorage<double, kThreads> storage;
-  double c = 0;
+  __shared__ gpu::AllReduceStorage<int, kThreads> storage;
+  int c = 0;
   for (int64_t b = threadIdx.x; b < batch; b += kThreads) c += active[b];
   c = gpu::block_all_reduce<kThreads>(c, SumOp{}, storage);
-  if (threadIdx.x == 0) *count = int(c);
+  if (threadIdx.x == 0) *count = c;
 }
 
 __global__ void __launch_bounds__(kThreads)

@@ -13,9 +13,20 @@
 // matrices (statistics, roots) are contiguous (ld = n); a batch of them is stacked with stride
 // n * n. Functions ending in _cpu take host pointers, _cuda device pointers, and run on
 // CudaHandles::stream (the CPU reference is the specification; the CUDA versions compute the same).
+//
+// The calls, per matrix parameter [rows, cols]:
+//   blocks = shampoo_blocks(rows, cols, block_size)
+//   statistics: shampoo_stats_update_* per block; on the GPU batched over equal-size blocks, e.g.
+//     the full-size blocks of one block row (g_stride = block_size), remainders in their own call
+//   every k steps: group the statistics of one size n (stacked, n * n apart; pad a group to a
+//     fixed batch with identity matrices), inverse_root_newton_cuda into candidate roots, then
+//     inverse_root_accept_cuda: a root whose error is NaN or above the bound keeps the old one
+//   every step: shampoo_direction_* into a buffer; the grafted optimizer's step into another;
+//     frobenius_norm_sq_* of both; graft_rescale_cuda (CPU: scale by graft_scale)
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "kernels/common.h"
@@ -111,6 +122,11 @@ bool symmetric_eigen_jacobi_cpu(int64_t n, double* a, double* w);
 // above 1.2x (fp32 rounding near the floor; Google's rule): that iteration is discarded, so X and
 // the error always belong together.
 //
+// Accuracy in fp32 against the double root (shampoo_test.cpp, n = 64..1024): relative Frobenius
+// error ~1e-6 at condition 1e2, ~2e-5 at 1e4, 1e-3..3e-3 at 1e6 (after damping), 9 to 21
+// iterations. For low-rank statistics, whose null space sits at the damping d, the fp32 rounding
+// of A + d I dominates: ~0.2 u / eps (u = 2^-24), i.e. 1.4e-2 at eps = 1e-6, 1.3e-4 at 1e-4.
+//
 // s = min(||A_d||_F, lambda_est + d): lambda_est is the Lanczos estimate, which approaches
 // lambda_max from below, so s may be a little below lambda_max(A_d); eigenvalues of M_0 slightly
 // above 1 converge as well (anything below p + 1 does). The Frobenius norm is a true bound, and
@@ -149,13 +165,13 @@ KD_HD float lanczos_start(int64_t i) {
 }
 // Largest eigenvalue of the m x m symmetric tridiagonal matrix with diagonal alpha[0, m) and
 // off-diagonal beta[0, m - 1), by bisection on the Sturm count (eigenvalues below x = negative
-// pivots of the LDL^T factorisation of T - x I). NaN if any entry is not finite.
+// pivots of the LDL^T factorisation of T - x I). NaN if any entry is not finite (or above 1e300).
 KD_HD double tridiagonal_max_eigenvalue(int m, const double* alpha, const double* beta) {
   double lo = 0, hi = 0, scale = 0;
   for (int i = 0; i < m; ++i) {
     const double off = (i > 0 ? fabs(beta[i - 1]) : 0.0) + (i + 1 < m ? fabs(beta[i]) : 0.0);
-    if (!(fabs(alpha[i]) + off < 1e300)) return alpha[i] + off - alpha[i] - off;  // NaN (inf - inf)
-    lo = i == 0 || alpha[i] - off < lo ? alpha[i] - off : lo;                     // Gershgorin bounds
+    if (!(fabs(alpha[i]) + off < 1e300)) return std::numeric_limits<double>::quiet_NaN();
+    lo = i == 0 || alpha[i] - off < lo ? alpha[i] - off : lo;  // Gershgorin bounds
     hi = i == 0 || alpha[i] + off > hi ? alpha[i] + off : hi;
     scale = fabs(alpha[i]) + off > scale ? fabs(alpha[i]) + off : scale;
   }

@@ -152,7 +152,7 @@ void print_header() {
 }
 
 void print_row(const Env& env, const Result& r) {
-  const double floor_rate = r.flops > 0 ? env.matmul_rate : env.copy_rate;
+  const double floor_rate = r.floor_rate > 0 ? r.floor_rate : r.flops > 0 ? env.matmul_rate : env.copy_rate;
   const double floor_s = floor_rate > 0 ? (r.flops > 0 ? r.flops : r.bytes) / floor_rate : 0;
   if (!r.error.empty()) {
     std::printf("%-36s %-56s %11s %10s %10s %14s %7s  %s\n", r.name.c_str(), r.shape.c_str(), fmt_work(r).c_str(), "-",
@@ -182,7 +182,10 @@ void print_result_json(const std::string& device, bool env_cuda, const Result& r
       "\"copies\": %d, \"check\": \"%s\", \"max_rel_err\": %.3g",
       json_string(device).c_str(), json_string(r.name).c_str(), json_string(r.shape).c_str(),
       compute ? "flops" : "bytes", compute ? r.flops : r.bytes, r.median_s * 1e3, compute ? "tflops" : "gbps",
-      compute ? r.rate / 1e12 : r.rate / 1e9, compute ? (env_cuda ? "bf16_gemm" : "sgemm") : "copy",
+      compute ? r.rate / 1e12 : r.rate / 1e9,
+      !r.floor_name.empty() ? r.floor_name.c_str()
+      : compute             ? (env_cuda ? "bf16_gemm" : "sgemm")
+                            : "copy",
       100 * r.floor_fraction, r.reps, r.copies,
       !r.error.empty() ? "error"
       : !r.check.ran   ? "none"
@@ -199,6 +202,7 @@ int run(const Args& args) {
   add_norm_cases(registry);
   add_pointwise_cases(registry);
   add_conv_cases(registry);
+  add_shampoo_cases(registry);
   std::vector<const Entry*> chosen;
   for (const Entry& e : registry)
     if (e.name.find(args.filter) != std::string::npos) chosen.push_back(&e);

@@ -10,12 +10,13 @@ _NAMES = {np.dtype("float32"): "F32", np.dtype("float16"): "F16", np.dtype("uint
 _DTYPES = {v: k for k, v in _NAMES.items()}
 
 
-def save(path, tensors, metadata=None):
-    """tensors: {name: numpy array}; float64 arrays are stored as F32 (the C++ side reads f32)."""
+def save(path, tensors, metadata=None, keep_float64=False):
+    """tensors: {name: numpy array}; float64 arrays are stored as F32 (the C++ side reads f32), or
+    as F64 with keep_float64 (for references that need double precision)."""
     header, blobs, offset = {}, [], 0
     for name in sorted(tensors):
         a = np.ascontiguousarray(tensors[name])
-        if a.dtype == np.float64:
+        if a.dtype == np.float64 and not keep_float64:
             a = a.astype(np.float32)
         data = a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes()
         header[name] = {"dtype": _NAMES[a.dtype], "shape": list(a.shape),

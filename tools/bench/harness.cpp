@@ -188,6 +188,7 @@ double median(std::vector<double> v) {
 Result run_case(const Env& env, const std::string& name, const Case& c) {
   Result r;
   r.name = name, r.shape = c.shape, r.note = c.note, r.bytes = c.bytes, r.flops = c.flops, r.copies = c.copies;
+  r.floor_rate = c.floor_rate, r.floor_name = c.floor_name;
   try {
     if (c.check) r.check = c.check();  // first, while every buffer still holds its initial values
     const int warm = std::max(2, c.copies);
@@ -199,13 +200,9 @@ Result run_case(const Env& env, const std::string& name, const Case& c) {
     const int lo = env.quick ? 3 : 10, hi = env.quick ? 10 : (env.cuda ? 200 : 50);
     r.reps = int(std::clamp<double>(estimate > 0 ? target / estimate : hi, lo, hi));
     r.median_s = median(time_runs(env, c.run, c.copies, 3, r.reps));
-    if (c.flops > 0) {
-      r.rate = c.flops / r.median_s;
-      r.floor_fraction = env.matmul_rate > 0 ? r.rate / env.matmul_rate : 0;
-    } else {
-      r.rate = c.bytes / r.median_s;
-      r.floor_fraction = env.copy_rate > 0 ? r.rate / env.copy_rate : 0;
-    }
+    const double floor = c.floor_rate > 0 ? c.floor_rate : c.flops > 0 ? env.matmul_rate : env.copy_rate;
+    r.rate = (c.flops > 0 ? c.flops : c.bytes) / r.median_s;
+    r.floor_fraction = floor > 0 ? r.rate / floor : 0;
   } catch (const std::exception& e) {
     r.error = e.what();
   }

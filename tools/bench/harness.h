@@ -119,6 +119,10 @@ struct Case {
   double bytes = 0;  // essential bytes of one run (memory-bound), or
   double flops = 0;  // FLOPs of one run (compute-bound)
   std::string note;  // how the work is counted, printed once under the table
+  // A case's own floor (FLOP/s or B/s, measured by the case) instead of the env's, and its name
+  // for the RESULT line: e.g. the fp32 GEMM rate for fp32 GEMM-bound work.
+  double floor_rate = 0;
+  std::string floor_name;
   int copies = 1;
   std::function<void(int copy)> run;
   std::function<Check()> check;  // runs the op on copy 0's fresh outputs, compares with the reference
@@ -134,10 +138,13 @@ void add_loss_cases(Registry& r);       // augment, distill_loss, cross_entropy
 void add_norm_cases(Registry& r);       // groupnorm, batchnorm, weight_std
 void add_pointwise_cases(Registry& r);  // activation, add, maxpool, adam, cast
 void add_conv_cases(Registry& r);       // convolutions at ResNet-50 / R152x2 shapes
+void add_shampoo_cases(Registry& r);    // Shampoo's batched inverse 4th root
 
 struct Result {
   std::string name, shape, note, error;
   double bytes = 0, flops = 0, median_s = 0, rate = 0, floor_fraction = 0;
+  double floor_rate = 0;  // the case's own floor, 0: the env's
+  std::string floor_name;
   int reps = 0, copies = 1;
   Check check;
   bool failed() const { return !error.empty() || !check.ok; }

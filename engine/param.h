@@ -55,6 +55,11 @@ struct Param {
   int32_t index = 0;       // declaration order
   ParamStore* store = nullptr;
   int64_t numel() const { return shape_numel(shape); }
+  // The matrix view of kd's layout that second-order optimizers precondition: [rows, cols] =
+  // [shape[0], the rest] (conv OHWI -> [c_out, kh * kw * c_in/groups], dense [out, in]);
+  // 1-D tensors have none (view_rows() == 0).
+  int64_t view_rows() const { return shape.size() >= 2 ? shape[0] : 0; }
+  int64_t view_cols() const { return shape.size() >= 2 ? numel() / shape[0] : 0; }
   // Layers call this once per backward, right after the last write to `grad`: the store's hook
   // (gradient buckets of a data-parallel run) may start reducing it while backward goes on.
   void grad_written() const;

@@ -159,6 +159,7 @@ InverseRootInfo inverse_root_eigen_cpu(int64_t n, const double* a, const Inverse
   }
   for (double& e : w) e = std::max(e, 0.0);  // rounding can leave PSD eigenvalues slightly negative
   info.lambda_max = *std::max_element(w.begin(), w.end());
+  info.lambda_min = *std::min_element(w.begin(), w.end());
   info.damping = shampoo_damping(info.lambda_max, cfg.eps, cfg.lambda_floor);
   // X = V^T diag(f) V with V's rows the eigenvectors: scale row k by sqrt(f_k), then X = W^T W.
   for (int64_t k = 0; k < n; ++k) {

@@ -85,6 +85,7 @@ struct InverseRootConfig {
 
 struct InverseRootInfo {
   double lambda_max = 0;  // eigen: exact (clamped at 0); Newton: the Lanczos estimate
+  double lambda_min = 0;  // eigen: exact (clamped at 0); Newton: not computed (0)
   double damping = 0;     // d
   float error = 0;        // Newton: max|M - I| of the returned X; eigen: 0. NaN or inf: failed
   int iterations = 0;     // Newton iterations accepted

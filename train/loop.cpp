@@ -100,6 +100,7 @@ TrainResult run_loop(Context& ctx, Communicator& comm, StepRunner& runner, Loade
     if (done % s.log_every == 0 || done == s.total_steps) {
       rec.loss = window_loss / window_rows;
       rec.train_agreement = window_agree / window_rows;
+      rec.extra = runner.optimizer().metrics();
       for (LoopObserver* o : observers) o->logged(rec);
       window_loss = window_agree = window_rows = window_seconds = 0;
     }

@@ -4,6 +4,8 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "train/evaluate.h"
 
@@ -20,6 +22,7 @@ struct StepRecord {
   double train_agreement = 0;  // distill: student top-1 == teacher top-1 on the training views (log window)
   float mixup_lambda = 1;
   int64_t bad_images = 0;
+  std::vector<std::pair<std::string, double>> extra;  // e.g. the optimizer's (Shampoo's root time)
 };
 
 class LoopObserver {

@@ -85,15 +85,29 @@ void TrainOptions::bind(ConfigSchema& s) {
     s.bind("distill.label_smoothing", &distill.label_smoothing, "label smoothing of the 'hard' distance");
   }
 
-  s.bind("optim.name", &optim.name, "optimizer", {"adam", "sgd"});
+  s.bind("optim.name", &optim.name, "optimizer (shampoo: docs/shampoo.md)", {"adam", "sgd", "shampoo"});
   s.bind("optim.lr", &optim.lr, "peak learning rate");
   s.bind("optim.weight_decay", &optim.weight_decay, "decoupled weight decay (x lr), conv/dense kernels only");
-  s.bind("optim.beta1", &optim.beta1, "adam: first-moment decay");
-  s.bind("optim.beta2", &optim.beta2, "adam: second-moment decay");
-  s.bind("optim.eps", &optim.eps, "adam: epsilon");
-  s.bind("optim.momentum", &optim.momentum, "sgd: momentum");
-  s.bind("optim.nesterov", &optim.nesterov, "sgd: Nesterov momentum");
+  s.bind("optim.beta1", &optim.beta1, "adam (and shampoo's adam grafting): first-moment decay");
+  s.bind("optim.beta2", &optim.beta2, "adam (and shampoo's adam grafting): second-moment decay");
+  s.bind("optim.eps", &optim.eps, "adam, adagrad grafting: epsilon");
+  s.bind("optim.momentum", &optim.momentum, "sgd (and shampoo's sgd grafting): momentum");
+  s.bind("optim.nesterov", &optim.nesterov, "sgd (and shampoo's sgd grafting): Nesterov momentum");
   s.bind("optim.clip_norm", &optim.clip_norm, "clip gradients to this global norm (0: off)");
+  s.bind("optim.shampoo_graft", &optim.shampoo.graft, "shampoo: the optimizer whose step size each block takes",
+         {"adam", "adagrad", "sgd"});
+  s.bind("optim.shampoo_block_size", &optim.shampoo.block_size, "shampoo: largest side of a preconditioned block");
+  s.bind("optim.shampoo_beta2", &optim.shampoo.beta2, "shampoo: decay of the statistics L, R (1: plain sums)");
+  s.bind("optim.shampoo_eps", &optim.shampoo.eps, "shampoo: damping, relative to a statistic's largest eigenvalue");
+  s.bind("optim.shampoo_statistics_every", &optim.shampoo.statistics_every, "shampoo: steps between statistics updates");
+  s.bind("optim.shampoo_precondition_every", &optim.shampoo.precondition_every,
+         "shampoo: steps between inverse-root computations");
+  s.bind("optim.shampoo_start_step", &optim.shampoo.start_step,
+         "shampoo: first step (1-based) that uses Shampoo's direction (before it: the grafted optimizer)");
+  s.bind("optim.shampoo_root_delay", &optim.shampoo.root_delay,
+         "shampoo: roots computed at step t are used from step t + delay (fixed: results never depend on timing)");
+  s.bind("optim.shampoo_max_rejections", &optim.shampoo.max_rejections,
+         "shampoo: root steps in a row with rejected roots before the run stops");
   s.bind("optim.accumulate", &accumulate,
          "micro-batches per rank and step: data.batch_size stays the global batch (ranks x accumulate must divide it)");
   s.bind("schedule.warmup_steps", &schedule.warmup_steps, "linear warmup steps");

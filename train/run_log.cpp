@@ -81,7 +81,9 @@ void RunLog::logged(const StepRecord& r) {
   if (r.distill)
     m << ", \"train_agreement\": " << json_number(r.train_agreement)
       << ", \"mixup_lambda\": " << json_number(r.mixup_lambda);
-  m << ", \"bad_images\": " << r.bad_images << "}";
+  m << ", \"bad_images\": " << r.bad_images;
+  for (const auto& [key, value] : r.extra) m << ", \"" << key << "\": " << json_number(value);
+  m << "}";
   metrics(m.str());
 }
 

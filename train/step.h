@@ -47,6 +47,7 @@ class StepRunner {
              GradientSync& sync);
   StepResult run(Context& ctx, const RankBatch& batch, PhaseTimer* timer = nullptr);
   const StepConfig& config() const { return config_; }
+  const Optimizer& optimizer() const { return optimizer_; }
   // The fixed strategy's precomputed logits (by source index). Without them the fixed teacher
   // runs on each micro-batch's centre crops.
   void set_fixed_teacher(const FixedTeacherTable* table) { fixed_ = table; }

@@ -131,7 +131,9 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
     teacher_models = build_teachers(*ctx, o.teacher, data.num_classes);
     for (auto& t : teacher_models) teachers.push_back(t.get());
   }
-  Optimizer optimizer(student->params(), o.optim, o.schedule, *ctx);
+  std::unique_ptr<Optimizer> optimizer_owner = Optimizer::create(student->params(), o.optim, o.schedule, *ctx);
+  Optimizer& optimizer = *optimizer_owner;
+  optimizer.set_communicator(&comm);
   int64_t start_step = 0;
   if (resume_from) {
     SafetensorsFile file = SafetensorsFile::open(*resume_from);

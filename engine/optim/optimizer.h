@@ -1,17 +1,22 @@
-// Optimizers over a model's parameter store: AdamW and SGD with momentum, decoupled weight
-// decay on conv/dense kernels only (the store keeps them first), global-norm gradient clipping
-// folded into the update, and the learning-rate schedule (linear warmup, then cosine, linear or
-// constant). State lives in flat buffers beside the parameters, so one update is two passes and
-// a checkpoint is a handful of tensors.
+// Optimizers over a model's parameter store, behind one interface: AdamW, SGD with momentum, and
+// Shampoo with grafting (docs/shampoo.md). What they share lives here, once: the learning-rate
+// schedule (linear warmup, then cosine, linear or constant), global-norm gradient clipping (also
+// the NaN/Inf detector), decoupled weight decay on conv/dense kernels only (the store keeps them
+// first), zeroing the gradients, and checkpointing state by parameter name. An optimizer adds
+// only its update and its state.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "engine/context.h"
 #include "engine/param.h"
 
 namespace kd {
 
+class Communicator;
 class SafetensorsFile;
 class SafetensorsWriter;
 
@@ -26,14 +31,27 @@ struct ScheduleConfig {
 // decay from peak to peak * final_fraction at total_steps.
 double scheduled_lr(const ScheduleConfig& s, double peak_lr, int64_t step);
 
+struct ShampooConfig {
+  std::string graft = "adam";       // adam | adagrad | sgd: the step size each block takes
+  int64_t block_size = 1024;        // largest side of a preconditioned block
+  double beta2 = 0.999;             // statistics: L = b2 L + (1 - b2) G G^T (1: plain sums)
+  double eps = 1e-4;                // damping, relative to the statistic's largest eigenvalue
+  int64_t statistics_every = 1;     // steps between statistics updates
+  int64_t precondition_every = 20;  // steps between inverse-root computations
+  int64_t start_step = 25;          // first step (1-based) that uses Shampoo's direction
+  int64_t root_delay = 1;           // roots computed at step t are used from step t + delay
+  int64_t max_rejections = 10;      // root steps in a row with rejected roots before the run stops
+};
+
 struct OptimizerConfig {
-  std::string name = "adam";  // adam | sgd
+  std::string name = "adam";  // adam | sgd | shampoo
   double lr = 1e-3;
-  double weight_decay = 0.0;  // decoupled (AdamW): w -= lr * wd * w, kernels only
-  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
-  double momentum = 0.9;
+  double weight_decay = 0.0;                      // decoupled (AdamW): w -= lr * wd * w, kernels only
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;  // adam, and shampoo's adam grafting
+  double momentum = 0.9;                          // sgd, and shampoo's sgd grafting
   bool nesterov = false;
-  double clip_norm = 1.0;     // global gradient norm; <= 0 disables clipping
+  double clip_norm = 1.0;  // global gradient norm; <= 0 disables clipping
+  ShampooConfig shampoo;
 };
 
 struct StepStats {
@@ -42,25 +60,56 @@ struct StepStats {
   bool finite = true;    // the gradient norm is finite (no NaN/Inf anywhere in the gradients)
 };
 
+// What one update gets from the shared part of the step.
+struct UpdateArgs {
+  int64_t step = 1;       // 1-based
+  double lr = 0;          // scheduled
+  double grad_scale = 1;  // clipping: the gradients are used times this
+};
+
 class Optimizer {
  public:
-  Optimizer(ParamStore& params, const OptimizerConfig& config, const ScheduleConfig& schedule, Context& ctx);
+  // Throws for an unknown name (listing the known ones) and bad values (naming the key).
+  static std::unique_ptr<Optimizer> create(ParamStore& params, const OptimizerConfig& config,
+                                           const ScheduleConfig& schedule, Context& ctx);
+  virtual ~Optimizer() = default;
+  Optimizer(const Optimizer&) = delete;
+  Optimizer& operator=(const Optimizer&) = delete;
 
-  // Applies one update from the accumulated gradients (then zeroes them). With a non-finite
-  // gradient nothing is changed and stats.finite is false.
+  // Applies one update from the gradients (then zeroes them). With a non-finite gradient nothing
+  // is changed and stats.finite is false.
   StepStats step(Context& ctx);
   int64_t steps_done() const { return steps_done_; }
+  const OptimizerConfig& config() const { return config_; }
+  virtual const char* kind() const = 0;
 
-  // State under "optimizer.*" names; load checks sizes and the optimizer kind.
+  // Data-parallel ranks, for optimizers that split work (Shampoo's roots); null: alone.
+  virtual void set_communicator(Communicator* comm) {}
+  // Extra values for the metrics lines ("shampoo_root_ms", ...).
+  virtual std::vector<std::pair<std::string, double>> metrics() const { return {}; }
+
+  // State under "optimizer.*" names (per parameter, in its file layout); load checks the kind,
+  // and names any missing or wrong-shaped tensor.
   void save(SafetensorsWriter& out, Context& ctx) const;
   void load(const SafetensorsFile& file, Context& ctx);
 
- private:
+ protected:
+  Optimizer(ParamStore& params, const OptimizerConfig& config, const ScheduleConfig& schedule, Context& ctx);
+  virtual void update(Context& ctx, const UpdateArgs& args) = 0;
+  virtual void save_state(SafetensorsWriter& out, Context& ctx) const = 0;
+  virtual void load_state(const SafetensorsFile& file, Context& ctx) = 0;
+
+  // A zeroed buffer laid out as the store's values (one slice per parameter).
+  Tensor make_flat_state(Context& ctx) const;
+  // Saves `flat` as "optimizer.<state>.<parameter>" per parameter; loads it back (or from one
+  // flat "optimizer.<state>" tensor in the first round's layout, as written before this round).
+  void save_flat_state(SafetensorsWriter& out, Context& ctx, const std::string& state, const Tensor& flat) const;
+  void load_flat_state(const SafetensorsFile& file, Context& ctx, const std::string& state, Tensor& flat) const;
+
   ParamStore& params_;
   OptimizerConfig config_;
   ScheduleConfig schedule_;
   int64_t steps_done_ = 0;
-  Tensor m_, v_;  // adam: first and second moments; sgd: m_ is the momentum buffer
 };
 
 }  // namespace kd

@@ -54,14 +54,14 @@ TEST(Optimizer, AdamMatchesTheElementFormulaWithDecayOnKernelsOnly) {
   c.lr = 0.01, c.weight_decay = 0.1, c.clip_norm = 0;
   ScheduleConfig s;
   s.total_steps = 10, s.decay = "constant";
-  Optimizer opt(f.store, c, s, *f.ctx);
+  auto opt = Optimizer::create(f.store, c, s, *f.ctx);
   EXPECT_EQ(f.store.decay_numel(), 12);
   std::vector<float> w(f.store.values().data<float>(), f.store.values().data<float>() + f.store.numel());
   std::vector<float> m(w.size()), v(w.size());
   for (int step = 1; step <= 3; ++step) {
     f.set_grads(0.5f * float(step));
     std::vector<float> g(f.store.grads().data<float>(), f.store.grads().data<float>() + f.store.numel());
-    opt.step(*f.ctx);
+    opt->step(*f.ctx);
     AdamHyper h;
     h.lr = 0.01f, h.step = step;
     const float b1 = adam_bias_correction(h.beta1, step), b2 = adam_bias_correction(h.beta2, step);
@@ -77,9 +77,9 @@ TEST(Optimizer, ClippingScalesTheGradientToTheNorm) {
   c.name = "sgd", c.lr = 0.1, c.momentum = 0, c.clip_norm = 1.0;
   ScheduleConfig s;
   s.decay = "constant";
-  Optimizer clipped(a.store, c, s, *a.ctx);
+  auto clipped = Optimizer::create(a.store, c, s, *a.ctx);
   c.clip_norm = 0;
-  Optimizer plain(b.store, c, s, *b.ctx);
+  auto plain = Optimizer::create(b.store, c, s, *b.ctx);
   a.set_grads(1.0f);
   b.set_grads(1.0f);
   double norm = 0;
@@ -87,21 +87,21 @@ TEST(Optimizer, ClippingScalesTheGradientToTheNorm) {
   norm = std::sqrt(norm);
   // Scale b's gradient by hand: the clipped update must equal it.
   for (int64_t i = 0; i < b.store.numel(); ++i) b.store.grads().data<float>()[i] /= float(norm);
-  const StepStats st = clipped.step(*a.ctx);
-  plain.step(*b.ctx);
+  const StepStats st = clipped->step(*a.ctx);
+  plain->step(*b.ctx);
   EXPECT_NEAR(st.grad_norm, norm, 1e-4);
   EXPECT_LT(test::rel_l2(a.store.values().data<float>(), b.store.values().data<float>(), size_t(a.store.numel())), 1e-6);
 }
 
 TEST(Optimizer, NonFiniteGradientsLeaveTheWeightsUntouched) {
   Fixture f;
-  Optimizer opt(f.store, OptimizerConfig{}, ScheduleConfig{}, *f.ctx);
+  auto opt = Optimizer::create(f.store, OptimizerConfig{}, ScheduleConfig{}, *f.ctx);
   std::vector<float> before(f.store.values().data<float>(), f.store.values().data<float>() + f.store.numel());
   f.set_grads(1.0f);
   f.store.grads().data<float>()[5] = NAN;
-  const StepStats st = opt.step(*f.ctx);
+  const StepStats st = opt->step(*f.ctx);
   EXPECT_FALSE(st.finite);
-  EXPECT_EQ(opt.steps_done(), 0);
+  EXPECT_EQ(opt->steps_done(), 0);
   for (size_t i = 0; i < before.size(); ++i) EXPECT_EQ(f.store.values().data<float>()[i], before[i]);
 }
 
@@ -109,28 +109,28 @@ TEST(Optimizer, StateRoundTripsThroughACheckpoint) {
   test::TempDir dir;
   Fixture a, b;
   OptimizerConfig c;
-  Optimizer first(a.store, c, ScheduleConfig{}, *a.ctx);
+  auto first = Optimizer::create(a.store, c, ScheduleConfig{}, *a.ctx);
   a.set_grads(0.3f);
-  first.step(*a.ctx);
+  first->step(*a.ctx);
   SafetensorsWriter w;
   a.store.save(w, *a.ctx);
-  first.save(w, *a.ctx);
+  first->save(w, *a.ctx);
   w.write(dir.file("c.safetensors"));
   SafetensorsFile file = SafetensorsFile::open(dir.file("c.safetensors"));
-  Optimizer second(b.store, c, ScheduleConfig{}, *b.ctx);
+  auto second = Optimizer::create(b.store, c, ScheduleConfig{}, *b.ctx);
   b.store.load(file, *b.ctx);
-  second.load(file, *b.ctx);
-  EXPECT_EQ(second.steps_done(), 1);
+  second->load(file, *b.ctx);
+  EXPECT_EQ(second->steps_done(), 1);
   a.set_grads(0.7f);
   b.set_grads(0.7f);
-  first.step(*a.ctx);
-  second.step(*b.ctx);
+  first->step(*a.ctx);
+  second->step(*b.ctx);
   for (int64_t i = 0; i < a.store.numel(); ++i)
     EXPECT_EQ(a.store.values().data<float>()[i], b.store.values().data<float>()[i]) << "bitwise, element " << i;
   OptimizerConfig sgd;
   sgd.name = "sgd";
-  Optimizer wrong(b.store, sgd, ScheduleConfig{}, *b.ctx);
-  EXPECT_THROW(wrong.load(file, *b.ctx), Error);
+  auto wrong = Optimizer::create(b.store, sgd, ScheduleConfig{}, *b.ctx);
+  EXPECT_THROW(wrong->load(file, *b.ctx), Error);
 }
 
 }  // namespace

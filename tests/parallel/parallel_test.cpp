@@ -177,6 +177,10 @@ TEST_F(Parallel, TwoRanksEqualOneRankWithTwoMicroBatchesBitForBit) {
                                    {"sgd_fm", sgd, true},
                                    {"adam_ensemble", {ensemble}},
                                    {"sgd_ensemble", concat(sgd, {ensemble}), true}};
+  // Shampoo: its root jobs split over the ranks and exchanged (every 3 steps, used from step 4).
+  const std::vector<std::string> shampoo = {"optim.name=shampoo", "optim.shampoo_precondition_every=3",
+                                            "optim.shampoo_start_step=4", "optim.shampoo_block_size=16"};
+  variants.push_back({"shampoo_fm", shampoo});
   for (const char* strategy : {"fixed", "independent", "consistent"}) {
     const std::string s = std::string("distill.strategy=") + strategy;
     variants.push_back({std::string("adam_") + strategy, {s}});

@@ -134,11 +134,11 @@ TEST(Step, TeacherSeesTheStudentsViewAtItsResolutionForEveryStrategyAndSplit) {
       auto teacher = make_probe(*ctx, 2, true);
       OptimizerConfig oc;
       ScheduleConfig sc;
-      Optimizer optimizer(student->params(), oc, sc, *ctx);
+      auto optimizer = Optimizer::create(student->params(), oc, sc, *ctx);
       GradSyncOptions go;
       go.accumulate = accumulate;
       GradientSync sync(student->params(), *comm, go, *ctx);
-      StepRunner runner(c, *student, {teacher.get()}, optimizer, sync);
+      StepRunner runner(c, *student, {teacher.get()}, *optimizer, sync);
       const int64_t step = 3;
       runner.run(*ctx, share(step, slot0, n, c.needs_partner()));
 

@@ -155,7 +155,8 @@ void run_bench(const BenchArgs& a) {
   const double teacher_bytes_before =
       double(teacher->params().numel()) * (8.0 + (ctx.is_cuda() ? 2.0 : 0.0)) + double(std_numel) * act;
   std::unique_ptr<Model> student = build_model(ctx, a.student, a.classes, true, "", 2);
-  Optimizer optimizer(student->params(), o.optim, o.schedule, ctx);
+  std::unique_ptr<Optimizer> optimizer = Optimizer::create(student->params(), o.optim, o.schedule, ctx);
+  optimizer->set_communicator(&comm);
   RankBatch batch = synthetic_share(a, comm);
 
   const double peak = measured_matmul_rate(ctx);
@@ -174,7 +175,7 @@ void run_bench(const BenchArgs& a) {
     // A transport named explicitly is exercised even with one rank (e.g. NCCL on one GPU).
     go.reduce_single_rank = a.backend != "auto" && a.backend != "local";
     GradientSync sync(student->params(), comm, go, ctx);
-    StepRunner runner(o.step_config(), *student, {teacher.get()}, optimizer, sync);
+    StepRunner runner(o.step_config(), *student, {teacher.get()}, *optimizer, sync);
     const StepTiming t = time_steps(a, ctx, comm, runner, batch);
     const double images_per_s = double(a.batch * a.steps) / t.seconds;
     const double mfu = flops * images_per_s / (peak * comm.size());

@@ -221,7 +221,7 @@ template void to_file_layout<double>(const Param&, const double*, double*);
 template void from_file_layout<float>(const Param&, const float*, float*);
 template void from_file_layout<double>(const Param&, const double*, double*);
 
-void ParamStore::load(const SafetensorsFile& file, Context& ctx, bool strict, const std::string& prefix,
+void ParamStore::load(const TensorSource& file, Context& ctx, bool strict, const std::string& prefix,
                       const std::vector<std::string>& skip) {
   KD_CHECK(allocated(), "parameter store not allocated");
   KD_CHECK(!released_, file.path(), ": cannot load into a model whose weights were released for inference");

@@ -15,8 +15,8 @@ namespace kd {
 
 class Context;
 class ParamStore;
-class SafetensorsFile;
 class SafetensorsWriter;
+class TensorSource;
 
 // How a parameter is laid out in kd versus in files (timm/PyTorch state dicts).
 enum class ParamLayout : uint8_t {
@@ -120,7 +120,7 @@ class ParamStore {
   // and both shapes); `strict` also rejects missing and unexpected tensors (training state
   // stored beside the weights under "optimizer." is not unexpected). `prefix` is prepended
   // to every name in the file (checkpoints keep "student." etc.). Skipped names may be excluded.
-  void load(const SafetensorsFile& file, Context& ctx, bool strict = true, const std::string& prefix = "",
+  void load(const TensorSource& file, Context& ctx, bool strict = true, const std::string& prefix = "",
             const std::vector<std::string>& skip = {});
   void save(SafetensorsWriter& out, Context& ctx, const std::string& prefix = "") const;
  private:

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/tensor.h"
+#include "engine/tensor_source.h"
 
 namespace kd {
 
@@ -20,14 +21,15 @@ struct SafetensorsEntry {
   size_t bytes = 0;
 };
 
-class SafetensorsFile {
+class SafetensorsFile : public TensorSource {
  public:
   // Reads and validates the header; the data section is memory-mapped.
   static SafetensorsFile open(const std::string& path);
 
-  const std::string& path() const { return path_; }
-  std::vector<std::string> names() const;  // sorted
-  bool contains(const std::string& name) const { return entries_.count(name) != 0; }
+  const std::string& path() const override { return path_; }
+  std::vector<std::string> names() const override;  // sorted
+  bool contains(const std::string& name) const override { return entries_.count(name) != 0; }
+  Shape shape_of(const std::string& name) const override { return entry(name).shape; }
   const SafetensorsEntry& entry(const std::string& name) const;  // throws: "file F has no tensor N"
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
 
@@ -39,7 +41,7 @@ class SafetensorsFile {
   // Converted to a new f32 CPU tensor from f32, bf16, f16, u8, i32 or i64, shape checked.
   Tensor tensor_f32(const std::string& name, const Shape& expected) const;
   // The same converted to f32 or f64.
-  Tensor tensor_as(const std::string& name, const Shape& expected, DType to) const;
+  Tensor tensor_as(const std::string& name, const Shape& expected, DType to) const override;
 
  private:
   std::string path_;

@@ -30,7 +30,8 @@ namespace {
 struct BenchArgs {
   std::string teacher = "resnetv2_152x2_bit", student = "resnetv2_50x1_bit", device = "auto", backend = "auto";
   int64_t teacher_res = 224, student_res = 160, batch = 128, steps = 10, warmup = 3, classes = 1000, source_px = 256;
-  int64_t accumulate = 1;
+  int64_t accumulate = 1, precondition_every = 20;
+  std::string optimizer = "adam";
   bool comm = false, compare_overlap = false, no_overlap = false;
 };
 
@@ -144,6 +145,9 @@ void run_bench(const BenchArgs& a) {
   o.accumulate = a.accumulate;
   o.schedule.total_steps = 2 * (a.warmup + a.steps);
   o.schedule.decay = "constant";
+  o.optim.name = a.optimizer;
+  o.optim.shampoo.precondition_every = a.precondition_every;
+  o.optim.shampoo.start_step = 1;  // the timed steps precondition (the roots of warm-up step k come in)
   const size_t pool_before = ctx.pool().bytes_in_use();
   std::unique_ptr<Model> teacher = build_model(ctx, a.teacher, a.classes, false, "", 1, /*frozen=*/true);
   const size_t teacher_bytes = ctx.pool().bytes_in_use() - pool_before;
@@ -202,9 +206,9 @@ void run_bench(const BenchArgs& a) {
     std::printf(
         "RESULT {\"tool\": \"kd\", \"device\": \"%s\", \"images_per_sec\": %.2f, \"mfu\": %.4f, "
         "\"peak_tflops\": %.2f, \"peak_memory_gib\": %.3f, \"teacher_weights_gib\": %.3f, \"batch\": %lld, "
-        "\"ranks\": %d, \"accumulate\": %lld, \"overlap\": %s}\n",
+        "\"ranks\": %d, \"accumulate\": %lld, \"overlap\": %s, \"optimizer\": \"%s\"}\n",
         ctx.describe().c_str(), images_per_s, mfu, peak / 1e12, peak_gib, double(teacher_bytes) / double(1ull << 30),
-        (long long)a.batch, comm.size(), (long long)a.accumulate, overlap ? "true" : "false");
+        (long long)a.batch, comm.size(), (long long)a.accumulate, overlap ? "true" : "false", a.optimizer.c_str());
   }
 }
 
@@ -240,6 +244,10 @@ void add_bench_command(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--backend", args->backend, "data-parallel transport under a launcher: auto, local, mpi, nccl")
       ->capture_default_str();
+  cmd->add_option("--optimizer", args->optimizer, "adam, sgd or shampoo")->capture_default_str();
+  cmd->add_option("--precondition-every", args->precondition_every, "shampoo: steps between root computations")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_flag("--comm", args->comm, "also measure all-reduce bandwidth over message sizes (nccl-tests' busbw)");
   cmd->add_flag("--compare-overlap", args->compare_overlap,
                 "time the step with gradient buckets reduced during backward and with one all-reduce after it");

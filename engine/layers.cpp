@@ -111,6 +111,54 @@ Tensor GroupNormAct::backward(Context& ctx, const Tensor& dy) {
   return dx;
 }
 
+// --- BatchNorm2d -------------------------------------------------------------------------------------
+
+BatchNorm2d::BatchNorm2d(ParamStore& store, const std::string& name, int64_t channels, float eps, float momentum,
+                         bool zero_gamma)
+    : name_(name), eps_(eps), momentum_(momentum) {
+  gamma_ = store.add(name + ".weight", {channels}, zero_gamma ? ParamInit::zeros : ParamInit::ones, /*decay=*/false);
+  beta_ = store.add(name + ".bias", {channels}, ParamInit::zeros, /*decay=*/false);
+  running_mean_ = store.add_buffer(name + ".running_mean", {channels}, ParamInit::zeros);
+  running_var_ = store.add_buffer(name + ".running_var", {channels}, ParamInit::ones);
+  num_batches_ = store.add_buffer(name + ".num_batches_tracked", {1}, ParamInit::zeros, /*scalar=*/true, DType::i64,
+                                  /*host=*/true);
+}
+
+Tensor BatchNorm2d::forward(Context& ctx, const Tensor& x, Mode mode) {
+  if (mode == Mode::eval || frozen_)
+    return ops::batchnorm_eval(ctx, x, gamma_->value, beta_->value, eps_, running_mean_->value, running_var_->value);
+  Tensor y = ops::batchnorm_train(ctx, x, gamma_->value, beta_->value, eps_, momentum_, running_mean_->value,
+                                  running_var_->value, mean_, rstd_);
+  Tensor& count = num_batches_->value;  // host memory
+  if (count.dtype() == DType::f64)
+    count.data<double>()[0] += 1;
+  else
+    count.data<float>()[0] += 1;
+  x_ = x;
+  return y;
+}
+
+Tensor BatchNorm2d::backward(Context& ctx, const Tensor& dy) {
+  require_saved(x_, name_);
+  Tensor dx = ops::batchnorm_backward(ctx, x_, gamma_->value, mean_, rstd_, dy, gamma_->grad, beta_->grad);
+  gamma_->grad_written();
+  beta_->grad_written();
+  x_ = mean_ = rstd_ = Tensor();
+  return dx;
+}
+
+Tensor Act::forward(Context& ctx, const Tensor& x, Mode mode) {
+  if (mode == Mode::train) x_ = x;
+  return ops::activation(ctx, a_, x);
+}
+
+Tensor Act::backward(Context& ctx, const Tensor& dy) {
+  require_saved(x_, "activation");
+  Tensor dx = ops::activation_backward(ctx, a_, x_, dy);
+  x_ = Tensor();
+  return dx;
+}
+
 // --- pooling -----------------------------------------------------------------------------------------
 
 MaxPool2d::MaxPool2d(int64_t kernel, int64_t stride, int64_t padding, bool pad_with_zero) {

@@ -62,6 +62,38 @@ class GroupNormAct : public Layer {
   Tensor x_, mean_, rstd_;
 };
 
+// BatchNorm2d over NHWC, as PyTorch computes it: training mode normalises with the batch's
+// statistics and updates the running ones (running = (1 - momentum) running + momentum batch,
+// the variance unbiased), eval mode (and a frozen layer) uses the running statistics. Parameters
+// name.weight/bias; buffers name.running_mean/running_var/num_batches_tracked (timm's names).
+// In data-parallel training each micro-batch normalises with its own statistics (see
+// docs/design.md), so a BatchNorm model is not rank-count invariant.
+class BatchNorm2d : public Layer {
+ public:
+  BatchNorm2d(ParamStore& store, const std::string& name, int64_t channels, float eps = 1e-5f, float momentum = 0.1f,
+              bool zero_gamma = false);
+  Tensor forward(Context& ctx, const Tensor& x, Mode mode) override;
+  Tensor backward(Context& ctx, const Tensor& dy) override;
+
+ private:
+  Param *gamma_, *beta_, *running_mean_, *running_var_, *num_batches_;
+  std::string name_;
+  float eps_, momentum_;
+  Tensor x_, mean_, rstd_;
+};
+
+// An element-wise activation (ReLU, hard-swish, sigmoid) as a layer: saves its input in training.
+class Act : public Layer {
+ public:
+  explicit Act(Activation a) : a_(a) {}
+  Tensor forward(Context& ctx, const Tensor& x, Mode mode) override;
+  Tensor backward(Context& ctx, const Tensor& dy) override;
+
+ private:
+  Activation a_;
+  Tensor x_;
+};
+
 class MaxPool2d : public Layer {
  public:
   MaxPool2d(int64_t kernel, int64_t stride, int64_t padding, bool pad_with_zero);

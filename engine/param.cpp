@@ -16,7 +16,8 @@ namespace kd {
 Param* ParamStore::add(const std::string& name, const Shape& shape, ParamInit init, bool decay, ParamLayout layout,
                        float init_std, const Shape& file_shape) {
   KD_CHECK(!allocated(), "parameter '", name, "' declared after the store was allocated");
-  for (const Param& p : params_) KD_CHECK(p.name != name, "parameter '", name, "' declared twice");
+  for (const auto* list : {&params_, &buffers_})
+    for (const Param& p : *list) KD_CHECK(p.name != name, "parameter '", name, "' declared twice");
   Param p;
   p.name = name;
   p.shape = shape;
@@ -37,6 +38,27 @@ Param* ParamStore::add(const std::string& name, const Shape& shape, ParamInit in
   numel_ += p.numel();
   params_.push_back(std::move(p));
   return &params_.back();
+}
+
+Param* ParamStore::add_buffer(const std::string& name, const Shape& shape, ParamInit init, bool scalar,
+                              DType file_dtype, bool host) {
+  KD_CHECK(!allocated(), "buffer '", name, "' declared after the store was allocated");
+  for (const auto* list : {&params_, &buffers_})
+    for (const Param& p : *list) KD_CHECK(p.name != name, "buffer '", name, "' declared twice");
+  Param p;
+  p.name = name;
+  p.shape = shape;
+  p.file_shape = scalar ? Shape{} : shape;
+  KD_CHECK(shape_numel(p.file_shape) == shape_numel(shape), "buffer '", name, "': a scalar buffer holds one element, not ",
+           shape_str(shape));
+  p.init = init;
+  p.buffer = true;
+  p.host = host;
+  p.file_dtype = file_dtype;
+  p.index = int32_t(buffers_.size());
+  p.store = this;
+  buffers_.push_back(std::move(p));
+  return &buffers_.back();
 }
 
 void Param::grad_written() const {
@@ -64,6 +86,22 @@ void ParamStore::allocate(Context& ctx, bool trainable) {
     p.value = values_.slice_rows(p.offset, p.offset + p.numel()).reshape(p.shape);
     if (trainable) p.grad = grads_.slice_rows(p.offset, p.offset + p.numel()).reshape(p.shape);
     p.compute = ctx.is_cuda() ? compute_.slice_rows(p.offset, p.offset + p.numel()).reshape(p.shape) : p.value;
+  }
+  // Buffers: their own flat buffers (device, and host for counters), outside the optimizer's.
+  int64_t device_numel = 0, host_numel = 0;
+  for (Param& p : buffers_) {
+    int64_t& at = p.host ? host_numel : device_numel;
+    p.offset = at;
+    at += p.numel();
+  }
+  if (device_numel > 0) {
+    buffer_values_ = Tensor::empty({device_numel}, ctx.param_dtype(), ctx);
+    fill_zero(buffer_values_.raw(), ctx.device(), buffer_values_.nbytes(), &ctx);
+  }
+  if (host_numel > 0) host_buffer_values_ = Tensor::zeros_cpu({host_numel}, ctx.param_dtype());
+  for (Param& p : buffers_) {
+    const Tensor& flat = p.host ? host_buffer_values_ : buffer_values_;
+    p.value = p.compute = flat.slice_rows(p.offset, p.offset + p.numel()).reshape(p.shape);
   }
 }
 
@@ -131,9 +169,10 @@ int64_t ParamStore::legacy_offset(const Param& target) const {
 }
 
 Param& ParamStore::get(const std::string& name) {
-  for (Param& p : params_)
-    if (p.name == name) return p;
-  KD_FAIL("no parameter named '", name, "'");
+  for (auto* list : {&params_, &buffers_})
+    for (Param& p : *list)
+      if (p.name == name) return p;
+  KD_FAIL("no parameter or buffer named '", name, "'");
 }
 
 void ParamStore::init(uint64_t seed, Context& ctx) {
@@ -159,6 +198,12 @@ void ParamStore::init(uint64_t seed, Context& ctx) {
   }
   upload(values_, host.data(), ctx);
   sync_compute(ctx);
+  for (Param& p : buffers_) {
+    KD_CHECK(p.init == ParamInit::zeros || p.init == ParamInit::ones, "buffer '", p.name,
+             "': buffers start at zeros or ones");
+    std::vector<float> v(size_t(p.numel()), p.init == ParamInit::ones ? 1.0f : 0.0f);
+    upload(p.value, v.data(), ctx);
+  }
 }
 
 void ParamStore::upload(const Tensor& dst, const float* host, Context& ctx) {
@@ -228,22 +273,29 @@ void ParamStore::load(const TensorSource& file, Context& ctx, bool strict, const
   std::set<std::string> expected;
   std::vector<std::string> missing;
   const DType dtype = ctx.param_dtype();
-  for (Param& p : params_) {
-    const std::string key = prefix + p.name;
-    expected.insert(key);
-    if (std::find(skip.begin(), skip.end(), p.name) != skip.end()) continue;
-    if (!file.contains(key)) {
-      missing.push_back(key);
-      continue;
+  for (auto* list : {&params_, &buffers_})
+    for (Param& p : *list) {
+      const std::string key = prefix + p.name;
+      expected.insert(key);
+      if (std::find(skip.begin(), skip.end(), p.name) != skip.end()) continue;
+      if (!file.contains(key)) {
+        // A counter (BatchNorm's num_batches_tracked) absent from a file starts at zero: some
+        // published checkpoints drop it.
+        if (!(p.buffer && p.host)) missing.push_back(key);
+        continue;
+      }
+      // Buffers: any shape with the right element count ([] or [1] for a counter).
+      const Shape stored_shape = p.buffer ? file.shape_of(key) : p.file_shape;
+      KD_CHECK(shape_numel(stored_shape) == p.numel(), file.path(), ": buffer '", key, "' has shape ",
+               shape_str(stored_shape), ", expected ", shape_str(p.file_shape));
+      Tensor stored = file.tensor_as(key, stored_shape, dtype);
+      Tensor host = Tensor::zeros_cpu(p.shape, dtype);
+      if (dtype == DType::f64)
+        from_file_layout(p, stored.data<double>(), host.data<double>());
+      else
+        from_file_layout(p, stored.data<float>(), host.data<float>());
+      p.value.copy_from(host, &ctx);
     }
-    Tensor stored = file.tensor_as(key, p.file_shape, dtype);
-    Tensor host = Tensor::zeros_cpu(p.shape, dtype);
-    if (dtype == DType::f64)
-      from_file_layout(p, stored.data<double>(), host.data<double>());
-    else
-      from_file_layout(p, stored.data<float>(), host.data<float>());
-    p.value.copy_from(host, &ctx);
-  }
   if (strict) {
     if (!missing.empty()) {
       std::string list;
@@ -273,6 +325,20 @@ void ParamStore::save(SafetensorsWriter& out, Context& ctx, const std::string& p
       to_file_layout(p, host.data<double>() + p.offset, file.data<double>());
     else
       to_file_layout(p, host.data<float>() + p.offset, file.data<float>());
+    out.add(prefix + p.name, file);
+  }
+  for (const Param& p : buffers_) {
+    const Tensor value = p.value.to(Device::cpu, &ctx);
+    Tensor file = Tensor::zeros_cpu(p.file_shape, p.file_dtype == DType::i64 ? DType::i64 : value.dtype());
+    for (int64_t i = 0; i < p.numel(); ++i) {
+      const double v = value.dtype() == DType::f64 ? value.data<double>()[i] : double(value.data<float>()[i]);
+      if (file.dtype() == DType::i64)
+        file.data<int64_t>()[i] = int64_t(std::llround(v));
+      else if (file.dtype() == DType::f64)
+        file.data<double>()[i] = v;
+      else
+        file.data<float>()[i] = float(v);
+    }
     out.add(prefix + p.name, file);
   }
 }

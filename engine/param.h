@@ -48,6 +48,9 @@ struct Param {
   ParamInit init = ParamInit::zeros;
   float init_std = 0.0f;
   FrozenReads frozen_reads = FrozenReads::value;
+  bool buffer = false;             // non-trainable (ParamStore::add_buffer)
+  bool host = false;               // buffer kept in host memory (a counter layers update)
+  DType file_dtype = DType::f32;   // how it is saved (BatchNorm's num_batches_tracked: i64)
   Tensor value;            // fp32 master weights (f64 in a double-precision CPU context)
   Tensor grad;             // gradients in the same dtype (accumulated by backward)
   Tensor compute;          // what ops read: == value on the CPU, a bf16 copy on a GPU
@@ -71,6 +74,16 @@ class ParamStore {
   // file_shape: the shape in files when it differs only in trailing 1s (timm's 1x1-conv head).
   Param* add(const std::string& name, const Shape& shape, ParamInit init, bool decay,
              ParamLayout layout = ParamLayout::same, float init_std = 0.0f, const Shape& file_shape = {});
+  // Declares a non-trainable tensor (BatchNorm's running statistics): saved and loaded under its
+  // name beside the parameters, never given a gradient, never decayed or seen by an optimizer or
+  // the gradient buckets. host: kept in host memory (a counter the layer increments).
+  // scalar: saved as a 0-d tensor (PyTorch's num_batches_tracked); loading accepts any shape
+  // with the right number of elements.
+  Param* add_buffer(const std::string& name, const Shape& shape, ParamInit init, bool scalar = false,
+                    DType file_dtype = DType::f32, bool host = false);
+  const std::deque<Param>& buffers() const { return buffers_; }
+  std::deque<Param>& buffers() { return buffers_; }
+
   // Allocates the buffers on the context's device; values are zero until init() or load().
   // Layout: decayed parameters first, then the rest; within each part in reverse declaration
   // order, which is about the order backward writes their gradients (so gradient buckets, cut
@@ -82,7 +95,7 @@ class ParamStore {
 
   const std::deque<Param>& params() const { return params_; }
   std::deque<Param>& params() { return params_; }
-  Param& get(const std::string& name);  // throws naming the parameter
+  Param& get(const std::string& name);  // a parameter or a buffer; throws naming it
   int64_t numel() const { return numel_; }
   // Elements [0, decay_numel) of the buffers belong to decayed parameters, the rest do not.
   int64_t decay_numel() const { return decay_numel_; }
@@ -126,8 +139,9 @@ class ParamStore {
  private:
   // Host f32 values -> dst (the store's dtype, any device).
   static void upload(const Tensor& dst, const float* host, Context& ctx);
-  std::deque<Param> params_;
+  std::deque<Param> params_, buffers_;
   int64_t numel_ = 0, decay_numel_ = 0;
+  Tensor buffer_values_, host_buffer_values_;  // buffers on the device / in host memory
   Tensor values_, grads_, compute_;
   Tensor kept_values_, kept_compute_;  // after release_for_inference
   bool released_ = false;

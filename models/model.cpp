@@ -3,7 +3,7 @@
 #include <cstdio>
 
 #include "engine/context.h"
-#include "models/resnet_v2.h"
+#include "models/registry.h"
 
 namespace kd {
 
@@ -20,16 +20,33 @@ void Model::freeze_for_inference(Context& ctx) {
   params_.release_for_inference(ctx);
 }
 
+namespace {
+std::vector<ArchFamily>& families() {
+  static std::vector<ArchFamily> list = {resnetv2_family(), resnet_family()};
+  return list;
+}
+}  // namespace
+
+void register_arch_family(ArchFamily family) {
+  KD_CHECK(family.build != nullptr, "arch family '", family.name, "' has no builder");
+  for (const ArchFamily& f : families()) KD_CHECK(f.name != family.name, "arch family '", family.name, "' twice");
+  families().push_back(std::move(family));
+}
+
+const std::vector<ArchFamily>& arch_families() { return families(); }
+
 std::vector<std::string> known_archs() {
-  return {"resnetv2_{26,50,101,152}x{1,2,3,4}_bit (e.g. resnetv2_50x1_bit, resnetv2_152x2_bit)",
-          "resnetv2(depths=D1-D2-..., width=W, stem=fixed|conv3[, groups=G])"};
+  std::vector<std::string> out;
+  for (const ArchFamily& f : families())
+    for (const std::string& e : f.examples) out.push_back(e);
+  return out;
 }
 
 std::unique_ptr<Model> create_model(const ModelSpec& spec) {
   KD_CHECK(spec.num_classes > 0, "model '", spec.arch, "': num_classes must be positive, got ", spec.num_classes);
   KD_CHECK(spec.in_channels > 0, "model '", spec.arch, "': in_channels must be positive");
-  ResNetV2Config resnet;
-  if (parse_resnetv2_arch(spec.arch, &resnet)) return std::make_unique<ResNetV2>(spec, resnet);
+  for (const ArchFamily& f : families())
+    if (std::unique_ptr<Model> m = f.build(spec)) return m;
   std::string known;
   for (const std::string& a : known_archs()) known += "\n  " + a;
   KD_FAIL("unknown arch '", spec.arch, "'; known:", known);

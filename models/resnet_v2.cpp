@@ -1,5 +1,7 @@
 #include "models/resnet_v2.h"
 
+#include "models/registry.h"
+
 #include <cctype>
 #include <map>
 #include <regex>
@@ -203,6 +205,19 @@ int64_t ResNetV2::forward_macs(int64_t h, int64_t w) const {
     b->output_size(&h, &w);
   }
   return total + config_.width * 4 * (int64_t(1) << (config_.depths.size() - 1)) * spec_.num_classes;
+}
+
+ArchFamily resnetv2_family() {
+  ArchFamily f;
+  f.name = "resnetv2";
+  f.examples = {"resnetv2_{26,50,101,152}x{1,2,3,4}_bit (e.g. resnetv2_50x1_bit, resnetv2_152x2_bit)",
+                "resnetv2(depths=D1-D2-..., width=W, stem=fixed|conv3[, groups=G])"};
+  f.build = [](const ModelSpec& spec) -> std::unique_ptr<Model> {
+    ResNetV2Config c;
+    if (!parse_resnetv2_arch(spec.arch, &c)) return nullptr;
+    return std::make_unique<ResNetV2>(spec, c);
+  };
+  return f;
 }
 
 }  // namespace kd

@@ -25,6 +25,7 @@ namespace {
 
 struct Errors {
   double logits = 0, dinput = 0, median_grad = 0, worst_grad = 0;
+  double eval_logits = 0, running_stats = 0;  // BatchNorm models: eval mode; buffers after training
   std::string worst_name;
 };
 
@@ -46,11 +47,25 @@ Errors run_model(const std::string& fixture, DType precision) {
   model->params().load(file, *ctx, /*strict=*/false, "param.");
   size_t timm_params = 0;
   for (const std::string& name : file.names()) timm_params += name.rfind("param.", 0) == 0;
-  EXPECT_EQ(model->params().params().size(), timm_params) << "every timm parameter has a kd twin";
+  EXPECT_EQ(model->params().params().size() + model->params().buffers().size(), timm_params)
+      << "every timm parameter and buffer has a kd twin";
 
   Errors e;
   const Tensor input = ops::to_activation(*ctx, file.tensor_as("input", file.entry("input").shape, precision));
+  if (file.contains("eval_logits")) {  // BatchNorm: eval mode uses the running statistics
+    Tensor eval = model->forward(*ctx, input, Mode::eval);
+    e.eval_logits = error_vs(file, "eval_logits", eval.data<T>(), eval.shape());
+  }
   Tensor logits = model->forward(*ctx, input, Mode::train);
+  for (const Param& b : model->params().buffers()) {  // after the training-mode forward
+    if (b.host) {
+      const std::string after = "after." + b.name;
+      EXPECT_EQ(double(b.value.data<T>()[0]), file.tensor_as(after, file.shape_of(after), DType::f64).data<double>()[0])
+          << b.name;
+      continue;
+    }
+    e.running_stats = std::max(e.running_stats, error_vs(file, "after." + b.name, b.value.data<T>(), b.shape));
+  }
   e.logits = error_vs(file, "logits", logits.data<T>(), logits.shape());
   model->params().zero_grads(*ctx);
   Tensor dinput = model->backward(*ctx, file.tensor_as("dlogits", logits.shape(), precision));
@@ -64,9 +79,13 @@ Errors run_model(const std::string& fixture, DType precision) {
   }
   std::sort(errors.begin(), errors.end());
   e.median_grad = errors[errors.size() / 2];
-  std::printf("[ parity ] %s in %s: logits %.1e, input grad %.1e, parameter grads median %.1e, worst %.1e (%s)\n",
+  std::printf("[ parity ] %s in %s: logits %.1e, input grad %.1e, parameter grads median %.1e, worst %.1e (%s)%s\n",
               fixture.c_str(), dtype_name(precision), e.logits, e.dinput, e.median_grad, e.worst_grad,
-              e.worst_name.c_str());
+              e.worst_name.c_str(),
+              file.contains("eval_logits") ? (", eval logits " + std::to_string(e.eval_logits) + ", running stats " +
+                                              std::to_string(e.running_stats))
+                                                 .c_str()
+                                           : "");
   return e;
 }
 
@@ -74,6 +93,8 @@ class Models : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(Models, DoublePrecisionMatchesTimmExactly) {
   const Errors e = run_model<double>(GetParam(), DType::f64);
+  EXPECT_LE(e.eval_logits, 1e-6);
+  EXPECT_LE(e.running_stats, 1e-6);
   EXPECT_LE(e.logits, 1e-6);
   EXPECT_LE(e.dinput, 1e-6);
   EXPECT_LE(e.worst_grad, 1e-6) << e.worst_name;
@@ -81,7 +102,9 @@ TEST_P(Models, DoublePrecisionMatchesTimmExactly) {
 
 TEST_P(Models, SinglePrecisionMatchesTimm) {
   const Errors e = run_model<float>(GetParam(), DType::f32);
-  const bool deep = GetParam() == "resnetv2_50x1_bit";
+  const bool deep = GetParam() == "resnetv2_50x1_bit" || GetParam() == "resnet50";
+  EXPECT_LE(e.eval_logits, 1e-4);
+  EXPECT_LE(e.running_stats, 1e-4);
   EXPECT_LE(e.logits, 1e-4);
   EXPECT_LE(e.median_grad, deep ? 0.1 : 1e-4);
   EXPECT_LE(e.dinput, deep ? 0.25 : 1e-4);
@@ -91,6 +114,7 @@ TEST_P(Models, SinglePrecisionMatchesTimm) {
 INSTANTIATE_TEST_SUITE_P(ResNetV2, Models,
                          ::testing::Values("resnetv2_50x1_bit", "resnetv2_demo_teacher", "resnetv2_fixed_small",
                                            "resnetv2_demo_student"));
+INSTANTIATE_TEST_SUITE_P(ResNet, Models, ::testing::Values("resnet18", "resnet50"));
 
 }  // namespace
 }  // namespace kd

@@ -44,21 +44,47 @@ def custom_resnetv2(depths, width, stem, num_classes, groups=32):
     return model
 
 
+def is_norm(pname):
+    """GroupNorm (ResNetV2) and BatchNorm (ResNet: bn*, downsample.1) affine parameters."""
+    return (".norm" in pname or pname.startswith("norm.") or pname.startswith("bn") or ".bn" in pname
+            or ".downsample.1." in pname)
+
+
 def make(name, arch, model, n, size, seed, out_dir):
+    """Models with BatchNorm also get: random running statistics (param.<buffer>), the logits of an
+    eval-mode forward with them (eval_logits, before training), and the running statistics after
+    the training-mode forward (after.<buffer>, PyTorch's momentum update)."""
     torch.manual_seed(seed)
     model = model.double().train()
     with torch.no_grad():
         for pname, p in model.named_parameters():
-            if ".norm" in pname or pname.startswith("norm."):
+            if is_norm(pname):
                 p.copy_((1.0 if pname.endswith("weight") else 0.0) + 0.1 * torch.randn_like(p))
-            elif pname.startswith("head."):
+            elif pname.startswith("head.") or pname.startswith("fc."):
                 p.copy_(0.05 * torch.randn_like(p))
+        for bname, b in model.named_buffers():
+            if bname.endswith("running_mean"):
+                b.copy_(0.1 * torch.randn_like(b))
+            elif bname.endswith("running_var"):
+                b.copy_(0.5 + torch.rand_like(b))
+            elif bname.endswith("num_batches_tracked"):
+                b.fill_(3)
     # Parameters and inputs are rounded to float32 first, so the stored F32 values are exactly
     # what the float64 computation used.
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(p.float().double())
+        for b in model.buffers():
+            if b.is_floating_point():
+                b.copy_(b.float().double())
     x = torch.randn(n, 3, size, size).double().requires_grad_(True)
+    buffers = {bname: b.detach().clone() for bname, b in model.named_buffers()}
+    eval_logits = None
+    if buffers:
+        model.eval()
+        with torch.no_grad():
+            eval_logits = model(x).numpy()
+        model.train()
     logits = model(x)
     dlogits = torch.randn(logits.shape).double()
     logits.backward(dlogits)
@@ -68,6 +94,11 @@ def make(name, arch, model, n, size, seed, out_dir):
     for pname, p in model.named_parameters():
         tensors["param." + pname] = p.detach().numpy()
         tensors["grad." + pname] = p.grad.numpy()
+    for bname, b in model.named_buffers():
+        tensors["param." + bname] = buffers[bname].numpy()
+        tensors["after." + bname] = b.detach().numpy()
+    if eval_logits is not None:
+        tensors["eval_logits"] = eval_logits
     st.save(os.path.join(out_dir, name + ".safetensors"), tensors,
             {"arch": arch, "num_classes": logits.shape[1], "timm": timm.__version__})
     print(f"{name}: {sum(p.numel() for p in model.parameters())} parameters, logits {tuple(logits.shape)}")
@@ -108,6 +139,9 @@ def main():
          custom_resnetv2([2, 1], 16, "fixed", 7), 2, 40, 2, args.out)
     make("resnetv2_demo_student", "resnetv2(depths=1-1-1, width=8, stem=conv3, groups=4)",
          custom_resnetv2([1, 1, 1], 8, "conv3", 10, groups=4), 4, 32, 3, args.out)
+    # ResNet with BatchNorm, as timm registers it (BasicBlock and Bottleneck).
+    make("resnet18", "resnet18", timm.create_model("resnet18", pretrained=False, num_classes=10), 2, 64, 4, args.out)
+    make("resnet50", "resnet50", timm.create_model("resnet50", pretrained=False, num_classes=10), 2, 64, 5, args.out)
 
 
 if __name__ == "__main__":

@@ -136,6 +136,35 @@ TEST(Train, OnTheGpuTheTeacherLearnsTheSyntheticClasses) {
   EXPECT_GE(json_value(read_file(dir.str() + "/runs/gpu_teacher/summary.json"), "student_top1"), 0.9);
 }
 
+// A BatchNorm student (timm's resnet18): its running statistics and batch counters are in the
+// checkpoints, a resumed run ends bit for bit where the straight one does, and the saved model
+// carries timm's names for them (so timm's strict load accepts it).
+TEST_F(Distill, BatchNormStudentResumesBitwiseWithItsRunningStatistics) {
+  const std::vector<std::string> bn = {"student.arch=resnet18", "augment.resolution=32"};
+  const auto straight = run_kd(concat({"distill"}, concat(distill_run("bn_straight", 8), bn)));
+  ASSERT_EQ(straight.code, 0) << straight.err;
+  const auto first = run_kd(concat({"distill"}, concat(distill_run("bn_resumed", 8), concat(bn, {"run.stop_after=4"}))));
+  ASSERT_EQ(first.code, 0) << first.err;
+  const auto second = run_kd(concat({"distill", "--resume"}, concat(distill_run("bn_resumed", 8), bn)));
+  ASSERT_EQ(second.code, 0) << second.err;
+  SafetensorsFile a = SafetensorsFile::open(dir_->str() + "/runs/bn_straight/model.safetensors");
+  SafetensorsFile b = SafetensorsFile::open(dir_->str() + "/runs/bn_resumed/model.safetensors");
+  ASSERT_EQ(a.names(), b.names());
+  for (const std::string& name : a.names()) {
+    const Tensor x = a.tensor(name), y = b.tensor(name);
+    ASSERT_EQ(x.nbytes(), y.nbytes()) << name;
+    EXPECT_EQ(std::memcmp(x.raw(), y.raw(), x.nbytes()), 0) << name << " differs after resume";
+  }
+  const Tensor count = a.tensor("bn1.num_batches_tracked");
+  EXPECT_EQ(count.dtype(), DType::i64);
+  EXPECT_TRUE(count.shape().empty()) << "0-d, as PyTorch saves it";
+  EXPECT_EQ(count.data<int64_t>()[0], 8) << "one training forward per step";
+  const Tensor var = a.tensor("layer1.0.bn1.running_var");
+  double moved = 0;
+  for (int64_t i = 0; i < var.numel(); ++i) moved += std::fabs(var.data<float>()[i] - 1.0f);
+  EXPECT_GT(moved, 0.0) << "the running variance was updated";
+}
+
 TEST(Train, UnreadableImagesAreSkippedReportedAndCounted) {
   test::TempDir dir;
   test::write_stripes_dataset(dir, 8, 4);

@@ -138,6 +138,35 @@ SourcePtr open_image_folder(const std::string& root_arg) {
   return source;
 }
 
+// ---- images: every image below a folder, no labels --------------------------------------------
+// For distilling on other data (the paper's "random other data"): the teacher labels what the
+// student sees, so the images need no class. Recursive, hidden entries skipped, sorted by path.
+SourcePtr open_unlabelled_images(const std::string& root_arg) {
+  std::string root = root_arg;
+  while (root.size() > 1 && root.back() == '/') root.pop_back();
+  std::error_code ec;
+  KD_CHECK(fs::exists(root, ec), "image folder not found: ", root);
+  KD_CHECK(fs::is_directory(root, ec), "image folder is not a folder: ", root);
+  std::vector<std::string> files;
+  fs::recursive_directory_iterator it(root, fs::directory_options::skip_permission_denied, ec), end;
+  for (; !ec && it != end; it.increment(ec)) {
+    std::error_code type_ec;
+    if (is_hidden(it->path())) {
+      if (it->is_directory(type_ec)) it.disable_recursion_pending();
+      continue;
+    }
+    if (it->is_regular_file(type_ec) && has_image_extension(it->path().filename().string()))
+      files.push_back(it->path().lexically_relative(root).generic_string());
+  }
+  KD_CHECK(!ec, "cannot list image folder ", root, ": ", ec.message());
+  KD_CHECK(!files.empty(), "image folder ", root, " has no images (.jpg .jpeg .png .bmp)");
+  std::sort(files.begin(), files.end());
+  auto source = std::make_shared<FileTableSource>("images", root, "");
+  for (const std::string& f : files) source->add(f, -1);
+  source->finish({}, 0);
+  return source;
+}
+
 // ---- list file: `relative/path label` per line --------------------------------------------------
 SourcePtr open_list_file(const std::string& list_path, const std::string& root_arg) {
   std::error_code ec;

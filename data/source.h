@@ -13,6 +13,8 @@
 //   "image_folder"  root/<class>/.../<image>.{jpg,jpeg,png,bmp}; classes are the sub-folders
 //                   sorted by name, label = position in that order; images sorted by path.
 //   "list"          a text file of `relative/path label` lines (see open_list_file).
+//   "images"        every image below a folder, without labels (label -1, no classes): images to
+//                   distill on (the teacher labels them), not to train or evaluate on.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -65,6 +67,7 @@ SourcePtr open_fashion_mnist(const std::string& split, const std::string& folder
 const std::vector<std::string>& fashion_mnist_class_names();
 
 SourcePtr open_image_folder(const std::string& root);
+SourcePtr open_unlabelled_images(const std::string& root);
 
 // List file: one image per line, `relative/path label`. The label is the last whitespace-separated
 // field, a non-negative integer; the path is everything before it (so paths may hold spaces).

@@ -38,7 +38,11 @@ void TrainOptions::bind(ConfigSchema& s) {
          "stop with a checkpoint after this many steps of this invocation (0: run to the end); --resume continues");
   if (mode == RunMode::train) s.bind("run.label_smoothing", &run.label_smoothing, "label smoothing of the loss");
 
-  s.bind("data.kind", &data.kind, "dataset format", {"fashion-mnist", "idx", "image_folder", "list"});
+  s.bind("data.kind", &data.kind, "dataset format", {"fashion-mnist", "idx", "image_folder", "list", "images"});
+  s.bind("data.train_kind", &data.train_kind,
+         "format of the training source when it differs from data.kind, e.g. images (a folder of unlabelled images "
+         "to distill on, evaluated on data.test)",
+         {"", "fashion-mnist", "idx", "image_folder", "list", "images"});
   s.bind("data.train", &data.train, "training split: a name (fashion-mnist) or a path");
   s.bind("data.test", &data.test, "evaluation split: a name (fashion-mnist) or a path");
   s.bind("data.train_labels", &data.train_labels, "idx: labels file of the training split");

@@ -16,7 +16,8 @@
 namespace kd {
 
 struct DataOptions {
-  std::string kind = "fashion-mnist";  // fashion-mnist | idx | image_folder | list
+  std::string kind = "fashion-mnist";  // fashion-mnist | idx | image_folder | list | images
+  std::string train_kind;              // the training source's kind when it differs ("" = kind)
   std::string train = "train";         // split name (fashion-mnist) or path
   std::string test = "test";
   std::string train_labels, test_labels;  // idx: labels files (default: derived from the names)

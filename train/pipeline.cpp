@@ -1,36 +1,48 @@
 #include "train/pipeline.h"
 
+#include <algorithm>
 #include <filesystem>
+
+#include "data/sampler.h"
 
 #include "engine/ops.h"
 #include "engine/safetensors.h"
 
 namespace kd {
 
-static SourcePtr open_split(const DataOptions& d, const std::string& split, const std::string& labels,
-                            const char* key) {
+static SourcePtr open_split(const DataOptions& d, const std::string& kind, const std::string& split,
+                            const std::string& labels, const char* key) {
   KD_CHECK(!split.empty(), "data.", key, " is empty: name the ", key, " split");
   try {
     SourceOptions o;
     o.labels = labels;
     o.root = d.root;
-    return open_source(d.kind, split, o);
+    return open_source(kind, split, o);
   } catch (const Error& e) {
-    KD_FAIL("data.", key, " = '", split, "' (", d.kind, "): ", e.what());
+    KD_FAIL("data.", key, " = '", split, "' (", kind, "): ", e.what());
   }
 }
 
 Datasets open_datasets(const DataOptions& d, bool need_train) {
   Datasets out;
   if (need_train) {
-    out.train = open_split(d, d.train, d.train_labels, "train");
+    out.train = open_split(d, d.train_kind.empty() ? d.kind : d.train_kind, d.train, d.train_labels, "train");
     if (d.train_subset > 0) {
       KD_CHECK(d.train_subset <= out.train->size(), "data.train_subset = ", d.train_subset, " but the training split has ",
                out.train->size(), " images");
-      out.train = balanced_subset(out.train, d.train_subset, uint64_t(d.subset_seed));
+      if (out.train->num_classes() > 0) {
+        out.train = balanced_subset(out.train, d.train_subset, uint64_t(d.subset_seed));
+      } else {  // unlabelled images: a seeded choice, in index order
+        std::vector<int64_t> pick = seeded_permutation(out.train->size(), uint64_t(d.subset_seed), 0x737562ull);
+        pick.resize(size_t(d.train_subset));
+        std::sort(pick.begin(), pick.end());
+        out.train = subset(out.train, pick);
+      }
     }
   }
-  out.test = open_split(d, d.test, d.test_labels, "test");
+  KD_CHECK(d.kind != "images", "data.kind = images has no labels to evaluate against: set data.kind to the evaluation "
+           "data's format and data.train_kind = images for the images to distill on");
+  out.test = open_split(d, d.kind, d.test, d.test_labels, "test");
   if (d.test_limit > 0 && d.test_limit < out.test->size()) {
     std::vector<int64_t> first(static_cast<size_t>(d.test_limit));
     for (int64_t i = 0; i < d.test_limit; ++i) first[size_t(i)] = i;

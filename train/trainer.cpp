@@ -93,6 +93,8 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
   }
   Context* ctx = dist.ctx.get();
   const Datasets data = open_datasets(o.data);
+  KD_CHECK(o.mode == RunMode::distill || data.train->num_classes() > 0, "kd train learns from labels, and ",
+           data.train->describe(), " has none (data.train_kind = images is for kd distill)");
   const int64_t total = total_steps(o, data.train->size());
   o.schedule.total_steps = total;
   if (o.schedule.warmup_steps == 0 && o.warmup_fraction > 0)

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 
 #include "engine/safetensors.h"
@@ -163,6 +164,34 @@ TEST_F(Distill, BatchNormStudentResumesBitwiseWithItsRunningStatistics) {
   double moved = 0;
   for (int64_t i = 0; i < var.numel(); ++i) moved += std::fabs(var.data<float>()[i] - 1.0f);
   EXPECT_GT(moved, 0.0) << "the running variance was updated";
+}
+
+// The paper's "random other data": the student distils on a folder of unlabelled images of
+// another kind (here: the stripes turned 90 degrees and recoloured, with no class folders) and is
+// evaluated on the labelled test split; kd train refuses unlabelled images.
+TEST_F(Distill, DistillsOnAFolderOfUnlabelledImagesFromAnotherSource) {
+  test::TempDir other;
+  std::mt19937 rng(11);
+  for (int i = 0; i < 48; ++i) {
+    std::vector<uint8_t> px(16 * 16 * 3);
+    for (int y = 0; y < 16; ++y)
+      for (int x = 0; x < 16; ++x)
+        for (int c = 0; c < 3; ++c)
+          px[size_t((y * 16 + x) * 3 + c)] = uint8_t(((x * (i % 5 + 1) + y * (i % 3)) / 2 % 2 ? 220 : 30) - 10 * c);
+    test::write_png(other.file("photos/" + std::to_string(i % 4) + "/img" + std::to_string(i) + ".png"), 16, 16, 3,
+                    px);
+  }
+  const std::vector<std::string> on_other = {"data.kind=image_folder", "data.train_kind=images",
+                                             "data.train=" + other.str() + "/photos"};
+  const auto r = run_kd(concat({"distill"}, concat(distill_run("other_data", 60), on_other)));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("images " + other.str() + "/photos (48 images, 0 classes)"), std::string::npos) << r.err;
+  const std::string summary = read_file(dir_->str() + "/runs/other_data/summary.json");
+  EXPECT_GE(json_value(summary, "agreement"), 0.3) << "some of the teacher's function transfers: " << summary;
+  const auto bad = run_kd(concat({"train"}, concat(tiny_run(*dir_, "other_labels", 2),
+                                                   concat({kTeacherArch}, on_other))));
+  EXPECT_NE(bad.code, 0);
+  EXPECT_NE(bad.err.find("learns from labels"), std::string::npos) << bad.err;
 }
 
 TEST(Train, UnreadableImagesAreSkippedReportedAndCounted) {

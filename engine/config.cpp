@@ -322,6 +322,7 @@ void ConfigSchema::apply_override(const std::string& assignment) {
   const std::string key = trim(assignment.substr(0, eq)), text = trim(assignment.substr(eq + 1));
   KD_CHECK(!key.empty(), where, ": override '", assignment, "' has no key before '='");
   const Option* o = find(key);
+  if (!o && apply_indexed_override(key, text)) return;
   if (!o) fail_unknown(key, false, where);
 
   // Read the text as a TOML value; when it is not one, it is a bare string.
@@ -352,6 +353,48 @@ void ConfigSchema::apply_override(const std::string& assignment) {
   }
   if (bare.contains("value")) node = bare.get("value");
   commit({{o, convert(kind, key, o->choices, *node, where)}});
+}
+
+// "section.N.key=value" sets entry N of the list option "section.key" (N == its length appends):
+// one member of an ensemble (teacher.1.resolution=384). False when the key has another form.
+bool ConfigSchema::apply_indexed_override(const std::string& key, const std::string& text) {
+  const size_t d1 = key.find('.'), d2 = key.find('.', d1 == std::string::npos ? d1 : d1 + 1);
+  if (d1 == std::string::npos || d2 == std::string::npos || d2 == d1 + 1) return false;
+  const std::string index_text = key.substr(d1 + 1, d2 - d1 - 1);
+  if (index_text.size() > 6 || !std::all_of(index_text.begin(), index_text.end(), ::isdigit)) return false;
+  const std::string list_key = key.substr(0, d1) + key.substr(d2);
+  const Option* o = find(list_key);
+  if (!o) return false;
+  const size_t kind = o->target.index(), index = size_t(std::stoul(index_text));
+  KD_CHECK(kind == kStringList || kind == kIntList || kind == kFloatList, "command line: '", key, "': ", list_key,
+           " is not a list, so it has no entry ", index);
+  auto set = [&](auto list, auto value) {
+    KD_CHECK(index <= list.size(), "command line: '", key, "': ", list_key, " has ", list.size(),
+             " entries, so entry ", index, " can neither replace one nor be appended");
+    if (index == list.size())
+      list.push_back(value);
+    else
+      list[index] = value;
+    return list;
+  };
+  try {
+    if (kind == kStringList) {
+      commit({{o, Value(std::in_place_index<kStringList>, set(*std::get<kStringList>(o->target), text))}});
+    } else if (kind == kIntList) {
+      size_t used = 0;
+      const int64_t v = std::stoll(text, &used);
+      KD_CHECK(used == text.size(), "not an integer");
+      commit({{o, Value(std::in_place_index<kIntList>, set(*std::get<kIntList>(o->target), v))}});
+    } else {
+      size_t used = 0;
+      const double v = std::stod(text, &used);
+      KD_CHECK(used == text.size(), "not a number");
+      commit({{o, Value(std::in_place_index<kFloatList>, set(*std::get<kFloatList>(o->target), v))}});
+    }
+  } catch (const std::logic_error&) {
+    KD_FAIL("command line: '", key, "=", text, "': '", text, "' is not a valid entry of ", list_key);
+  }
+  return true;
 }
 
 // ---- output -------------------------------------------------------------------------------------

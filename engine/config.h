@@ -40,6 +40,8 @@ class ConfigSchema {
   // "optim.lr=3e-4": the value is read as a TOML value; text that is not one is a string, so
   // `data.path=/x/y` needs no quotes. For string options any text is taken as written
   // (`run.name=2024`), and for string lists unquoted text is split at commas (`a,b`).
+  // "teacher.1.resolution=384" sets entry 1 of the list option teacher.resolution (the entry
+  // after the last appends): one member of an ensemble.
   void apply_override(const std::string& assignment);
 
   bool contains(const std::string& key) const;
@@ -70,6 +72,7 @@ class ConfigSchema {
 
   void add(const std::string& key, Target target, std::string doc, std::vector<std::string> choices);
   const Option* find(const std::string& key) const;
+  bool apply_indexed_override(const std::string& key, const std::string& text);
   bool is_section(const std::string& prefix) const;
   [[noreturn]] void fail_unknown(const std::string& key, bool section, const std::string& where) const;
   void commit(const std::vector<Staged>& staged);

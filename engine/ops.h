@@ -78,6 +78,11 @@ Tensor linear_backward(Context& ctx, const Tensor& x, const Tensor& w, const Ten
 std::pair<Tensor, Tensor> augment(Context& ctx, const uint8_t* pixels, size_t bytes,
                                   const std::vector<SourceImage>& sources, const std::vector<ViewRecipe>& recipes,
                                   const Normalization& norm, int64_t h1, int64_t w1, int64_t h2 = 0, int64_t w2 = 0);
+// The same recipes at any number of square resolutions (a student and every teacher of an
+// ensemble): one upload of the pixels, then the views two at a time.
+std::vector<Tensor> augment_views(Context& ctx, const uint8_t* pixels, size_t bytes,
+                                  const std::vector<SourceImage>& sources, const std::vector<ViewRecipe>& recipes,
+                                  const Normalization& norm, const std::vector<int64_t>& resolutions);
 
 struct LossResult {
   std::vector<float> loss_rows;        // host

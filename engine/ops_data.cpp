@@ -59,11 +59,12 @@ Tensor to_host_f32(Context& ctx, const Tensor& t) {
 
 // --- data and losses -----------------------------------------------------------------------------
 
-std::pair<Tensor, Tensor> augment(Context& ctx, const uint8_t* pixels, size_t bytes,
+std::vector<Tensor> augment_views(Context& ctx, const uint8_t* pixels, size_t bytes,
                                   const std::vector<SourceImage>& sources, const std::vector<ViewRecipe>& recipes,
-                                  const Normalization& norm, int64_t h1, int64_t w1, int64_t h2, int64_t w2) {
+                                  const Normalization& norm, const std::vector<int64_t>& resolutions) {
   const int64_t n = int64_t(recipes.size());
-  KD_CHECK(n > 0 && h1 > 0 && w1 > 0, "augment: empty batch or view size ", h1, "x", w1);
+  KD_CHECK(n > 0 && !resolutions.empty(), "augment: empty batch or no view");
+  for (int64_t r : resolutions) KD_CHECK(r > 0, "augment: view size ", r);
   for (const ViewRecipe& r : recipes) {
     KD_CHECK(r.a.image >= 0 && size_t(r.a.image) < sources.size() && r.b.image >= 0 &&
                  size_t(r.b.image) < sources.size(),
@@ -73,6 +74,7 @@ std::pair<Tensor, Tensor> augment(Context& ctx, const uint8_t* pixels, size_t by
     KD_CHECK(src.h > 0 && src.w > 0 && src.offset >= 0 && size_t(src.offset) + size_t(src.h) * src.w * 3 <= bytes,
              "augment: source image ", src.h, "x", src.w, " at byte ", src.offset, " lies outside the ", bytes,
              "-byte pixel buffer");
+  std::vector<Tensor> views;
   if (ctx.is_cuda()) {
 #if KD_HAVE_CUDA
     // One upload: recipes, sources, then pixels (each 256-byte aligned), from the context's pinned
@@ -91,22 +93,38 @@ std::pair<Tensor, Tensor> augment(Context& ctx, const uint8_t* pixels, size_t by
     Tensor staged = Tensor::empty({int64_t(total)}, DType::u8, ctx);
     copy_bytes(staged.raw(), Device::cuda, host, Device::cpu, total, &ctx);
     const uint8_t* base = staged.data<uint8_t>();
-    Tensor first = Tensor::empty({n, h1, w1, 3}, DType::bf16, ctx), second;
-    if (h2 > 0) second = Tensor::empty({n, h2, w2, 3}, DType::bf16, ctx);
-    augment_cuda(ctx.cuda_handles(), base + recipe_bytes + source_bytes,
-                 reinterpret_cast<const SourceImage*>(base + recipe_bytes), reinterpret_cast<const ViewRecipe*>(base),
-                 n, norm, h1, w1, first.data<bf16>(), h2, w2, h2 > 0 ? second.data<bf16>() : nullptr);
-    return {first, second};
+    for (size_t v = 0; v < resolutions.size(); v += 2) {  // the kernel renders two views per launch
+      const int64_t r1 = resolutions[v], r2 = v + 1 < resolutions.size() ? resolutions[v + 1] : 0;
+      Tensor first = Tensor::empty({n, r1, r1, 3}, DType::bf16, ctx), second;
+      if (r2 > 0) second = Tensor::empty({n, r2, r2, 3}, DType::bf16, ctx);
+      augment_cuda(ctx.cuda_handles(), base + recipe_bytes + source_bytes,
+                   reinterpret_cast<const SourceImage*>(base + recipe_bytes),
+                   reinterpret_cast<const ViewRecipe*>(base), n, norm, r1, r1, first.data<bf16>(), r2, r2,
+                   r2 > 0 ? second.data<bf16>() : nullptr);
+      views.push_back(first);
+      if (r2 > 0) views.push_back(second);
+    }
+    return views;
 #else
     no_cuda_path("augment");
 #endif
   }
-  auto render = [&](int64_t h, int64_t w) {
-    Tensor out = Tensor::zeros_cpu({n, h, w, 3}, DType::f32);
-    augment_cpu(pixels, sources.data(), recipes.data(), n, norm, h, w, out.data<float>());
-    return to_activation(ctx, out);
-  };
-  return {render(h1, w1), h2 > 0 ? render(h2, w2) : Tensor()};
+  for (int64_t r : resolutions) {
+    Tensor out = Tensor::zeros_cpu({n, r, r, 3}, DType::f32);
+    augment_cpu(pixels, sources.data(), recipes.data(), n, norm, r, r, out.data<float>());
+    views.push_back(to_activation(ctx, out));
+  }
+  return views;
+}
+
+std::pair<Tensor, Tensor> augment(Context& ctx, const uint8_t* pixels, size_t bytes,
+                                  const std::vector<SourceImage>& sources, const std::vector<ViewRecipe>& recipes,
+                                  const Normalization& norm, int64_t h1, int64_t w1, int64_t h2, int64_t w2) {
+  KD_CHECK(h1 == w1 && h2 == w2, "augment: square views only, got ", h1, "x", w1, " and ", h2, "x", w2);
+  std::vector<int64_t> resolutions{h1};
+  if (h2 > 0) resolutions.push_back(h2);
+  std::vector<Tensor> views = augment_views(ctx, pixels, bytes, sources, recipes, norm, resolutions);
+  return {views[0], views.size() > 1 ? views[1] : Tensor()};
 }
 
 LossResult distill_loss(Context& ctx, const Tensor& teacher_logits, const Tensor& student_logits,

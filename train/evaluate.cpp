@@ -20,6 +20,13 @@ std::string EvalResult::json() const {
   if (has_teacher)
     o << ", \"teacher_top1\": " << teacher_top1 << ", \"agreement\": " << agree_top1
       << ", \"agreement_top5\": " << agree_top5 << ", \"kl\": " << kl;
+  if (!each_teacher_top1.empty()) {
+    o << ", \"each_teacher_top1\": [";
+    for (size_t m = 0; m < each_teacher_top1.size(); ++m) o << (m ? ", " : "") << each_teacher_top1[m];
+    o << "], \"each_agreement\": [";
+    for (size_t m = 0; m < each_agree_top1.size(); ++m) o << (m ? ", " : "") << each_agree_top1[m];
+    o << "]";
+  }
   o << ", \"wall_s\": " << wall_s << "}";
   return o.str();
 }
@@ -35,13 +42,20 @@ std::string EvalResult::summary() const {
   else
     std::snprintf(buf, sizeof buf, "eval on %lld images: top-1 %.2f%% top-5 %.2f%% | %.1fs", (long long)images,
                   100 * student_top1, 100 * student_top5, wall_s);
-  return buf;
+  std::string line = buf;
+  for (size_t m = 0; m < each_teacher_top1.size(); ++m) {
+    std::snprintf(buf, sizeof buf, "%s teacher %zu: top-1 %.2f%%, agreement %.2f%%", m ? ";" : " |", m,
+                  100 * each_teacher_top1[m], 100 * each_agree_top1[m]);
+    line += buf;
+  }
+  return line;
 }
 
 EvalSettings eval_settings(const TrainOptions& o) {
   EvalSettings s;
   s.student_resolution = o.augment.resolution;
   s.teacher_resolution = o.augment.teacher_resolution > 0 ? o.augment.teacher_resolution : o.augment.resolution;
+  if (o.mode == RunMode::distill) s.teacher_resolutions = o.step_config().teacher_resolutions;
   s.batch_size = o.eval.batch_size;
   s.threads = int(o.data.loader_threads);
   s.norm = o.augment.normalization();
@@ -74,16 +88,21 @@ EvalResult evaluate(Context& ctx, Model& student, const std::vector<Model*>& tea
   r.has_teacher = k > 0;
   double kl_sum = 0;
   int64_t correct1 = 0, correct5 = 0, teacher_correct = 0, agree1 = 0, agree5 = 0, seen = 0;
+  std::vector<int64_t> each_correct(size_t(k), 0), each_agree(size_t(k), 0);
+  std::vector<int64_t> resolutions{settings.student_resolution};  // the student's, then each teacher's
+  for (int64_t m = 0; m < k; ++m)
+    resolutions.push_back(settings.teacher_resolutions.empty() ? settings.teacher_resolution
+                                                               : settings.teacher_resolutions[size_t(m)]);
   while (loader) {
     auto batch = loader->next();
     if (!batch) break;
     const PackedImages packed = pack_images(batch->images);
     const int64_t rows = int64_t(batch->size());
     const auto views = make_eval_views(packed.sizes, settings.crop_fraction);
-    const bool same_res = settings.teacher_resolution == settings.student_resolution;
-    auto [xs, xt] = render_views(ctx, packed, views, settings.norm, settings.student_resolution,
-                                 k > 0 && !same_res && !(use_cache && cache->filled) ? settings.teacher_resolution : 0);
-    Tensor student_logits = student.forward(ctx, xs, Mode::eval);
+    const bool teachers_now = k > 0 && !(use_cache && cache->filled);
+    std::vector<Tensor> xv = render_views_at(ctx, packed, views, settings.norm,
+                                             teachers_now ? resolutions : std::vector<int64_t>{resolutions[0]});
+    Tensor student_logits = student.forward(ctx, xv[0], Mode::eval);
     Tensor host = ops::to_host_f32(ctx, student_logits);
     std::vector<int32_t> hit1(static_cast<size_t>(rows)), hit5(static_cast<size_t>(rows));
     topk_correct_cpu<float>(rows, classes, host.data<float>(), batch->labels.data(), 1, hit1.data());
@@ -96,7 +115,8 @@ EvalResult evaluate(Context& ctx, Model& student, const std::vector<Model*>& tea
         for (int64_t m = 0; m < k; ++m)
           std::copy_n(cache->logits.begin() + (m * n + seen) * classes, rows * classes, t.begin() + m * rows * classes);
       } else {
-        Tensor logits = ops::to_host_f32(ctx, teacher_logits(ctx, teachers, same_res ? xs : xt));
+        Tensor logits =
+            ops::to_host_f32(ctx, teacher_logits(ctx, teachers, std::vector<Tensor>(xv.begin() + 1, xv.end())));
         std::copy_n(logits.data<float>(), t.size(), t.begin());
         if (fill_cache)
           for (int64_t m = 0; m < k; ++m)
@@ -113,16 +133,27 @@ EvalResult evaluate(Context& ctx, Model& student, const std::vector<Model*>& tea
         agree1 += rank[size_t(i)] == 0;
         agree5 += rank[size_t(i)] < 5;
       }
+      for (int64_t m = 0; k > 1 && m < k; ++m) {  // each teacher alone
+        distill_loss_cpu<float>(DistillLossShape{rows, classes, 1}, o, t.data() + m * rows * classes,
+                                host.data<float>(), nullptr, nullptr, top1.data(), rank.data());
+        for (int64_t i = 0; i < rows; ++i) {
+          each_correct[size_t(m)] += top1[size_t(i)] == batch->labels[size_t(i)];
+          each_agree[size_t(m)] += rank[size_t(i)] == 0;
+        }
+      }
     }
     seen += rows;
   }
   if (fill_cache) cache->filled = true;
   if (comm && comm->size() > 1) {
-    double sums[7] = {double(seen),  double(correct1), double(correct5), double(teacher_correct),
-                      double(agree1), double(agree5),   kl_sum};
-    comm->all_reduce_host(sums, 7, ReduceOp::sum);
+    std::vector<double> sums = {double(seen),  double(correct1), double(correct5), double(teacher_correct),
+                                double(agree1), double(agree5),   kl_sum};
+    for (int64_t m = 0; m < k; ++m) sums.push_back(double(each_correct[size_t(m)])), sums.push_back(double(each_agree[size_t(m)]));
+    comm->all_reduce_host(sums.data(), int64_t(sums.size()), ReduceOp::sum);
     seen = int64_t(sums[0]), correct1 = int64_t(sums[1]), correct5 = int64_t(sums[2]);
     teacher_correct = int64_t(sums[3]), agree1 = int64_t(sums[4]), agree5 = int64_t(sums[5]), kl_sum = sums[6];
+    for (int64_t m = 0; m < k; ++m)
+      each_correct[size_t(m)] = int64_t(sums[size_t(7 + 2 * m)]), each_agree[size_t(m)] = int64_t(sums[size_t(8 + 2 * m)]);
   }
   KD_CHECK(seen > 0, "evaluation: the test split is empty");
   r.images = seen;
@@ -133,6 +164,10 @@ EvalResult evaluate(Context& ctx, Model& student, const std::vector<Model*>& tea
     r.agree_top1 = double(agree1) / double(seen);
     r.agree_top5 = double(agree5) / double(seen);
     r.kl = kl_sum / double(seen);
+    for (int64_t m = 0; k > 1 && m < k; ++m) {
+      r.each_teacher_top1.push_back(double(each_correct[size_t(m)]) / double(seen));
+      r.each_agree_top1.push_back(double(each_agree[size_t(m)]) / double(seen));
+    }
   }
   r.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   return r;

@@ -19,7 +19,8 @@ struct EvalResult {
   int64_t images = 0;
   double student_top1 = 0, student_top5 = 0;
   bool has_teacher = false;
-  double teacher_top1 = 0, agree_top1 = 0, agree_top5 = 0, kl = 0;
+  double teacher_top1 = 0, agree_top1 = 0, agree_top5 = 0, kl = 0;  // the ensemble (mean of softmaxes)
+  std::vector<double> each_teacher_top1, each_agree_top1;            // per teacher, when there are several
   double wall_s = 0;
   std::string json() const;     // {"images": .., "student_top1": .., ...}
   std::string summary() const;  // one console line
@@ -35,6 +36,7 @@ struct TeacherEvalCache {
 
 struct EvalSettings {
   int64_t student_resolution = 224, teacher_resolution = 224;
+  std::vector<int64_t> teacher_resolutions;  // per teacher (empty: teacher_resolution for all)
   int64_t batch_size = 256;
   int threads = 2;
   Normalization norm;

@@ -7,8 +7,10 @@
 namespace kd {
 
 void FixedTeacherTable::compute(Context& ctx, const std::vector<Model*>& teachers, const SourcePtr& source,
-                                int64_t resolution, float crop_fraction, const Normalization& norm,
-                                int loader_threads) {
+                                const std::vector<int64_t>& resolutions, float crop_fraction,
+                                const Normalization& norm, int loader_threads) {
+  KD_CHECK(resolutions.size() == teachers.size(), "fixed teacher: ", resolutions.size(), " resolutions for ",
+           teachers.size(), " teachers");
   KD_CHECK(!teachers.empty(), "the fixed teacher needs a teacher");
   images_ = source->size();
   teachers_ = int64_t(teachers.size());
@@ -30,7 +32,7 @@ void FixedTeacherTable::compute(Context& ctx, const std::vector<Model*>& teacher
     const PackedImages packed = pack_images(batch->images);
     const int64_t rows = int64_t(batch->size());
     const auto views = make_eval_views(packed.sizes, crop_fraction);
-    Tensor x = render_views(ctx, packed, views, norm, resolution).first;
+    const std::vector<Tensor> x = render_views_at(ctx, packed, views, norm, resolutions);
     const Tensor logits = ops::to_host_f32(ctx, teacher_logits(ctx, teachers, x));  // [teachers, rows, classes]
     for (int64_t t = 0; t < teachers_; ++t)
       for (int64_t r = 0; r < rows; ++r)

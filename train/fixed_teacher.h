@@ -21,8 +21,10 @@ class FixedTeacherTable {
  public:
   // Every image of `source` at its centre crop (side = short side x crop_fraction), rendered at
   // `resolution`, through every teacher.
-  void compute(Context& ctx, const std::vector<Model*>& teachers, const SourcePtr& source, int64_t resolution,
-               float crop_fraction, const Normalization& norm, int loader_threads);
+  // resolutions: one per teacher.
+  void compute(Context& ctx, const std::vector<Model*>& teachers, const SourcePtr& source,
+               const std::vector<int64_t>& resolutions, float crop_fraction, const Normalization& norm,
+               int loader_threads);
   bool ready() const { return images_ > 0; }
   // Logits [teachers, rows, classes] of the given source indices, on ctx's device.
   Tensor logits(Context& ctx, const std::vector<int64_t>& indices) const;

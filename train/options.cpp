@@ -81,12 +81,19 @@ void TrainOptions::bind(ConfigSchema& s) {
     s.bind("student.zero_head", &student.zero_head, "initialise the student's dense head to zero (the paper)");
     s.bind("teacher.arch", &teacher.arch, "teacher architecture(s): one per member, one for all, or none (kd checkpoints know theirs)");
     s.bind("teacher.weights", &teacher.weights, "teacher weights: one file per ensemble member");
+    s.bind("teacher.resolution", &teacher.resolution,
+           "input size per teacher, px (one for all; none: augment.teacher_resolution); one member: "
+           "teacher.N.resolution=384 (any teacher list: teacher.N.weights=...)");
     s.bind("distill.strategy", &distill.strategy, "teaching strategy",
            {"fixed", "independent", "consistent", "function_matching"});
     s.bind("distill.distance", &distill.distance, "loss between student and teacher outputs",
            {"kl", "hard", "l2", "euclidean", "logsoftmax_euclidean"});
     s.bind("distill.temperature", &distill.temperature, "softmax temperature T of the kl distance (loss * T^2)");
     s.bind("distill.label_smoothing", &distill.label_smoothing, "label smoothing of the 'hard' distance");
+    s.bind("distill.ensemble", &distill.ensemble,
+           "several teachers: the loss against the mean of their softmaxes (kl, hard; l2 and euclidean average the "
+           "per-teacher distances) or against the mean of their logits (every distance)",
+           {"softmax", "logits"});
   }
 
   s.bind("optim.name", &optim.name, "optimizer (shampoo: docs/shampoo.md)", {"adam", "sgd", "shampoo"});
@@ -152,6 +159,10 @@ void TrainOptions::validate() const {
     KD_CHECK(teacher.arch.size() <= 1 || teacher.arch.size() == teacher.weights.size(), "teacher.arch has ",
              teacher.arch.size(), " entries for ", teacher.weights.size(),
              " teacher.weights (give none for kd checkpoints, one for all, or one each)");
+    KD_CHECK(teacher.resolution.size() <= 1 || teacher.resolution.size() == teacher.weights.size(),
+             "teacher.resolution has ", teacher.resolution.size(), " entries for ", teacher.weights.size(),
+             " teacher.weights (give none, one for all, or one each)");
+    for (int64_t r : teacher.resolution) KD_CHECK(r > 0, "teacher.resolution values must be positive, got ", r);
     KD_CHECK(distill.temperature > 0, "distill.temperature must be positive");
     KD_CHECK(augment.mixup_alpha > 0, "augment.mixup_alpha must be positive");
   }
@@ -182,6 +193,11 @@ StepConfig TrainOptions::step_config() const {
   } else {
     c.label_smoothing = float(run.label_smoothing);
   }
+  if (mode == RunMode::distill && !teacher.resolution.empty())
+    for (size_t k = 0; k < teacher.weights.size(); ++k)
+      c.teacher_resolutions.push_back(teacher.resolution[teacher.resolution.size() == 1 ? 0 : k]);
+  if (!c.teacher_resolutions.empty()) c.teacher_resolution = c.teacher_resolutions[0];
+  c.ensemble_logits = distill.ensemble == "logits";
   c.global_batch = data.batch_size;
   c.accumulate = accumulate;
   return c;

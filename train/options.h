@@ -53,6 +53,7 @@ struct ModelOptions {
 struct TeacherOptions {
   std::vector<std::string> arch;     // one per ensemble member (one entry applies to all)
   std::vector<std::string> weights;  // one file per member
+  std::vector<int64_t> resolution;   // input size per member (one applies to all; none: augment.teacher_resolution)
 };
 
 struct DistillOptions {
@@ -60,6 +61,7 @@ struct DistillOptions {
   std::string distance = "kl";
   double temperature = 1.0;
   double label_smoothing = 0.0;  // 'hard' distance only
+  std::string ensemble = "softmax";  // softmax: the loss compares with the mean of the teachers' softmaxes; logits: of their logits
 };
 
 struct RunOptions {

@@ -6,6 +6,7 @@
 #include "data/sampler.h"
 
 #include "engine/ops.h"
+#include "kernels/optim.h"
 #include "engine/safetensors.h"
 
 namespace kd {
@@ -86,6 +87,18 @@ std::pair<Tensor, Tensor> render_views(Context& ctx, const PackedImages& batch, 
                       res2);
 }
 
+std::vector<Tensor> render_views_at(Context& ctx, const PackedImages& batch, const std::vector<ViewRecipe>& recipes,
+                                    const Normalization& norm, const std::vector<int64_t>& resolutions) {
+  std::vector<int64_t> unique;
+  for (int64_t r : resolutions)
+    if (std::find(unique.begin(), unique.end(), r) == unique.end()) unique.push_back(r);
+  const std::vector<Tensor> rendered = ops::augment_views(ctx, batch.pixels.data(), batch.pixels.size(),
+                                                          batch.sources, recipes, norm, unique);
+  std::vector<Tensor> out;
+  for (int64_t r : resolutions) out.push_back(rendered[size_t(std::find(unique.begin(), unique.end(), r) - unique.begin())]);
+  return out;
+}
+
 std::unique_ptr<Model> build_model(Context& ctx, const std::string& arch, int64_t classes, bool zero_head,
                                    const std::string& weights, uint64_t seed, bool frozen) {
   ModelSpec spec;
@@ -143,9 +156,40 @@ std::vector<std::unique_ptr<Model>> build_teachers(Context& ctx, const TeacherOp
 }
 
 Tensor teacher_logits(Context& ctx, const std::vector<Model*>& teachers, const Tensor& x) {
-  KD_CHECK(!teachers.empty(), "teacher_logits: no teachers");
+  return teacher_logits(ctx, teachers, std::vector<Tensor>(teachers.size(), x));
+}
+
+Tensor mean_over_teachers(Context& ctx, const Tensor& stacked) {
+  const int64_t k = stacked.dim(0), per = stacked.numel() / k;
+  Tensor mean = Tensor::empty({1, stacked.dim(1), stacked.dim(2)}, stacked.dtype(), ctx);
+  copy_bytes(mean.raw(), ctx.device(), stacked.raw(), ctx.device(), mean.nbytes(), &ctx);
+  if (ctx.is_cuda()) {
+#if KD_HAVE_CUDA
+    float* m = mean.data<float>();
+    for (int64_t t = 1; t < k; ++t) accumulate_cuda(ctx.cuda_handles(), per, stacked.data<float>() + t * per, m);
+    scale_cuda(ctx.cuda_handles(), per, 1.0f / float(k), m);
+#endif
+  } else if (stacked.dtype() == DType::f64) {
+    double* m = mean.data<double>();
+    for (int64_t i = 0; i < per; ++i) {
+      double s = 0;
+      for (int64_t t = 0; t < k; ++t) s += stacked.data<double>()[t * per + i];
+      m[i] = s / double(k);
+    }
+  } else {
+    float* m = mean.data<float>();
+    for (int64_t t = 1; t < k; ++t) accumulate_cpu(per, stacked.data<float>() + t * per, m);
+    scale_cpu(per, 1.0f / float(k), m);
+  }
+  return mean;
+}
+
+Tensor teacher_logits(Context& ctx, const std::vector<Model*>& teachers, const std::vector<Tensor>& inputs) {
+  KD_CHECK(!teachers.empty() && inputs.size() == teachers.size(), "teacher_logits: ", inputs.size(), " inputs for ",
+           teachers.size(), " teachers");
   Tensor stacked;
   for (size_t k = 0; k < teachers.size(); ++k) {
+    const Tensor& x = inputs[k];
     Tensor logits = teachers[k]->forward(ctx, x, Mode::eval);
     if (!stacked.defined()) stacked = Tensor::empty({int64_t(teachers.size()), logits.dim(0), logits.dim(1)}, logits.dtype(), ctx);
     KD_CHECK(logits.dim(1) == stacked.dim(2), "teachers disagree on the class count");

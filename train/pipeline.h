@@ -34,6 +34,10 @@ PackedImages pack_images(const std::vector<const Image*>& images);
 // Renders recipes of a packed batch at one or two resolutions (see ops::augment).
 std::pair<Tensor, Tensor> render_views(Context& ctx, const PackedImages& batch, const std::vector<ViewRecipe>& recipes,
                                        const Normalization& norm, int64_t res1, int64_t res2 = 0);
+// The same recipes at every resolution in `resolutions` (duplicates rendered once), one tensor
+// per entry of `resolutions`.
+std::vector<Tensor> render_views_at(Context& ctx, const PackedImages& batch, const std::vector<ViewRecipe>& recipes,
+                                    const Normalization& norm, const std::vector<int64_t>& resolutions);
 
 // A model for `arch` with `classes` outputs on ctx, from `weights` (timm-named safetensors or a
 // kd checkpoint; strict) or initialised from `seed` when weights is empty. frozen: for inference
@@ -48,5 +52,9 @@ std::vector<std::unique_ptr<Model>> build_teachers(Context& ctx, const TeacherOp
 
 // Logits of every teacher on x, stacked [teachers, n, classes] (param dtype, on the device).
 Tensor teacher_logits(Context& ctx, const std::vector<Model*>& teachers, const Tensor& x);
+// The same with one input per teacher (an ensemble at several resolutions).
+Tensor teacher_logits(Context& ctx, const std::vector<Model*>& teachers, const std::vector<Tensor>& inputs);
+// [teachers, n, classes] -> [1, n, classes]: the mean of the teachers' logits.
+Tensor mean_over_teachers(Context& ctx, const Tensor& stacked);
 
 }  // namespace kd

@@ -53,25 +53,29 @@ void StepRunner::micro_batch(Context& ctx, const RankBatch& batch, int64_t k, in
   } else {
     const TrainViews views = make_train_views(c.recipe, c.strategy, slots, c.seed);
     r.mixup_lambda = views.lambda;
-    Tensor xs, xt, t_logits;
+    // Each teacher sees the recipe at its own resolution: views[0] is the student's, views[1 + k]
+    // teacher k's (one upload; equal resolutions rendered once).
+    std::vector<int64_t> resolutions{c.student_resolution};
+    for (size_t k = 0; k < teachers_.size(); ++k) resolutions.push_back(c.teacher_res(k));
+    Tensor xs, t_logits;
     if (views.shared) {
-      const bool same = c.teacher_resolution == c.student_resolution;
-      std::tie(xs, xt) =
-          render_views(ctx, packed, views.student, c.norm, c.student_resolution, same ? 0 : c.teacher_resolution);
-      if (same) xt = xs;
+      std::vector<Tensor> xv = render_views_at(ctx, packed, views.student, c.norm, resolutions);
+      xs = xv[0];
+      xv.erase(xv.begin());
       mark("teacher_forward");
-      t_logits = teacher_logits(ctx, teachers_, xt);
+      t_logits = teacher_logits(ctx, teachers_, xv);
     } else {
       xs = render_views(ctx, packed, views.student, c.norm, c.student_resolution).first;
       mark("teacher_forward");
       if (c.strategy == TeachingStrategy::fixed && fixed_) {
         t_logits = fixed_->logits(ctx, indices);
       } else {
-        xt = render_views(ctx, packed, views.teacher, c.norm, c.teacher_resolution).first;
-        t_logits = teacher_logits(ctx, teachers_, xt);
+        const std::vector<Tensor> xv = render_views_at(
+            ctx, packed, views.teacher, c.norm, std::vector<int64_t>(resolutions.begin() + 1, resolutions.end()));
+        t_logits = teacher_logits(ctx, teachers_, xv);
       }
     }
-    xt = Tensor();
+    if (c.ensemble_logits && t_logits.dim(0) > 1) t_logits = mean_over_teachers(ctx, t_logits);
     mark("student_forward");
     Tensor s_logits = student_.forward(ctx, xs, Mode::train);
     mark("loss");

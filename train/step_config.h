@@ -2,6 +2,7 @@
 // options, so `kd bench`, tests and the loop configure it the same way.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "data/recipe.h"
 #include "kernels/augment.h"
@@ -18,6 +19,8 @@ struct StepConfig {
   Normalization norm;
   int64_t student_resolution = 224;
   int64_t teacher_resolution = 224;
+  std::vector<int64_t> teacher_resolutions;  // per teacher of an ensemble (empty: teacher_resolution for all)
+  bool ensemble_logits = false;              // ensemble = mean of logits (else of softmaxes, in the loss)
   TeachingStrategy strategy = TeachingStrategy::function_matching;  // distill
   DistillLossOptions loss;                                          // distill (grad_scale is set per step)
   float label_smoothing = 0;                                        // train
@@ -26,6 +29,7 @@ struct StepConfig {
 
   // Does a rank load the mixup partner of its first slot (an image of another rank's share)?
   bool needs_partner() const { return mode == RunMode::distill && needs_mixup_partner(strategy, global_batch); }
+  int64_t teacher_res(size_t k) const { return teacher_resolutions.empty() ? teacher_resolution : teacher_resolutions[k]; }
 };
 
 }  // namespace kd

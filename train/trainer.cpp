@@ -196,8 +196,10 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
   if (o.mode == RunMode::distill && step_config.strategy == TeachingStrategy::fixed) {
     message("  fixed teacher: computing the teachers' logits on the centre crops of " +
             std::to_string(data.train->size()) + " training images");
-    fixed_teacher.compute(*ctx, teachers, data.train, step_config.teacher_resolution,
-                          step_config.recipe.eval_crop_fraction, step_config.norm, int(o.data.loader_threads));
+    std::vector<int64_t> resolutions;
+    for (size_t k = 0; k < teachers.size(); ++k) resolutions.push_back(step_config.teacher_res(k));
+    fixed_teacher.compute(*ctx, teachers, data.train, resolutions, step_config.recipe.eval_crop_fraction,
+                          step_config.norm, int(o.data.loader_threads));
     runner.set_fixed_teacher(&fixed_teacher);
   }
   const EvalSettings eval_cfg = eval_settings(o);

@@ -300,5 +300,35 @@ TEST(ConfigSchemaBind, RejectsBadDeclarations) {
   EXPECT_FALSE(schema.contains("optim"));
 }
 
+// One member of a list option from the command line: teacher.1.resolution=384 (an ensemble).
+TEST(ConfigOverrides, IndexedOverridesSetOrAppendOneListEntry) {
+  std::vector<int64_t> res{224};
+  std::vector<std::string> weights{"a.safetensors"};
+  std::vector<double> mean{0.5, 0.5, 0.5};
+  ConfigSchema s;
+  s.bind("teacher.resolution", &res, "per teacher");
+  s.bind("teacher.weights", &weights, "per teacher");
+  s.bind("augment.mean", &mean, "per channel");
+  s.apply_override("teacher.1.resolution=384");  // appends
+  s.apply_override("teacher.0.resolution=160");  // replaces
+  EXPECT_EQ(res, (std::vector<int64_t>{160, 384}));
+  s.apply_override("teacher.1.weights=b.npz");
+  EXPECT_EQ(weights, (std::vector<std::string>{"a.safetensors", "b.npz"}));
+  s.apply_override("augment.2.mean=0.25");
+  EXPECT_EQ(mean[2], 0.25);
+  auto fails = [&](const std::string& o, const std::string& part) {
+    try {
+      s.apply_override(o);
+      FAIL() << o << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+    }
+  };
+  fails("teacher.5.resolution=1", "has 2 entries");
+  fails("teacher.0.resolution=big", "not a valid entry of teacher.resolution");
+  fails("teacher.0.nothing=1", "teacher.0.nothing");
+  EXPECT_EQ(res, (std::vector<int64_t>{160, 384})) << "a failed override changes nothing";
+}
+
 }  // namespace
 }  // namespace kd

@@ -78,7 +78,9 @@ float view_value(const ViewSource& v, int64_t id, int64_t res, int64_t oy, int64
 void expect_views(const Tensor& got, const std::vector<ViewRecipe>& recipes, int64_t first, int64_t res,
                   const std::string& what) {
   ASSERT_EQ(got.shape(), (Shape{got.dim(0), res, res, 3})) << what;
-  const float* p = got.data<float>();
+  auto p = [&got](int64_t i) {
+    return got.dtype() == DType::f64 ? got.data<double>()[i] : double(got.data<float>()[i]);
+  };
   double worst = 0;
   for (int64_t r = 0; r < got.dim(0); ++r) {
     const ViewRecipe& v = recipes[size_t(first + r)];
@@ -87,7 +89,7 @@ void expect_views(const Tensor& got, const std::vector<ViewRecipe>& recipes, int
         float want = view_value(v.a, v.a.image, res, oy, ox);
         if (v.lambda != 1.0f) want = v.lambda * want + (1 - v.lambda) * view_value(v.b, v.b.image, res, oy, ox);
         for (int c = 0; c < 3; ++c)
-          worst = std::max(worst, double(std::fabs(p[((r * res + oy) * res + ox) * 3 + c] - want)));
+          worst = std::max(worst, std::fabs(p(((r * res + oy) * res + ox) * 3 + c) - double(want)));
       }
   }
   EXPECT_LT(worst, 2e-4) << what << ": largest pixel error " << worst;
@@ -163,6 +165,70 @@ TEST(Step, TeacherSeesTheStudentsViewAtItsResolutionForEveryStrategyAndSplit) {
           EXPECT_EQ(views.teacher[size_t(g)].a.box.x0, views.student[size_t(g)].a.box.x0) << "one crop for both";
       }
     }
+  }
+}
+
+// An ensemble of two teachers at their own resolutions (12 and 16 px; the student at 8): each
+// teacher sees the student's mixed view at its resolution, and the loss and the student's
+// gradient are the KL against the mean of the two teachers' softmaxes, computed here by hand.
+TEST(Step, AnEnsembleAtTwoResolutionsSeesOneRecipeAndMatchesTheHandComputedKl) {
+  auto ctx = Context::cpu(DType::f64);
+  auto comm = make_local_communicator();
+  StepConfig c = config_for(TeachingStrategy::function_matching, 1);
+  c.teacher_resolutions = {12, 16};
+  auto student = make_probe(*ctx, 1, false);
+  auto t1 = make_probe(*ctx, 2, true), t2 = make_probe(*ctx, 3, true);
+  OptimizerConfig oc;  // plain SGD in f64: Shampoo with SGD grafting before it preconditions
+  oc.name = "shampoo", oc.shampoo.graft = "sgd", oc.shampoo.start_step = 1000;
+  oc.lr = 0.5, oc.momentum = 0, oc.clip_norm = 0;
+  ScheduleConfig sc;
+  sc.decay = "constant";
+  auto optimizer = Optimizer::create(student->params(), oc, sc, *ctx);
+  GradientSync sync(student->params(), *comm, GradSyncOptions{}, *ctx);
+  StepRunner runner(c, *student, {t1.get(), t2.get()}, *optimizer, sync);
+  const Tensor w_before = student->params().values().to(Device::cpu);
+  const StepResult r = runner.run(*ctx, share(4, 0, kBatch, true));
+
+  std::vector<ImageSize> sizes(size_t(kBatch), ImageSize{kH, kW});
+  const TrainViews views = make_train_views(c.recipe, c.strategy, sizes, c.seed, 4);
+  ASSERT_EQ(t1->inputs.size(), 1u);
+  ASSERT_EQ(t2->inputs.size(), 1u);
+  expect_views(t1->inputs[0], views.student, 0, 12, "teacher 1 at 12 px");
+  expect_views(t2->inputs[0], views.student, 0, 16, "teacher 2 at 16 px");
+  expect_views(student->inputs[0], views.student, 0, kStudentRes, "student at 8 px");
+
+  // The logits again (the probes are deterministic), then the KL by hand.
+  auto logits = [&](Probe& m, const Tensor& x) { return m.forward(*ctx, x, Mode::eval).to(Device::cpu); };
+  auto fresh = make_probe(*ctx, 1, false);  // the student before its step
+  const Tensor ls = logits(*fresh, student->inputs[0]), la = logits(*t1, t1->inputs[0]),
+               lb = logits(*t2, t2->inputs[0]);
+  double loss = 0;
+  std::vector<double> dlogits(size_t(kBatch * kClasses));
+  for (int64_t i = 0; i < kBatch; ++i) {
+    auto softmax = [&](const Tensor& l) {
+      std::vector<double> p(kClasses);
+      double mx = -1e300, z = 0;
+      for (int64_t j = 0; j < kClasses; ++j) mx = std::max(mx, l.data<double>()[i * kClasses + j]);
+      for (int64_t j = 0; j < kClasses; ++j) z += p[size_t(j)] = std::exp(l.data<double>()[i * kClasses + j] - mx);
+      for (double& v : p) v /= z;
+      return p;
+    };
+    const auto pa = softmax(la), pb = softmax(lb), ps = softmax(ls);
+    for (int64_t j = 0; j < kClasses; ++j) {
+      const double pt = 0.5 * (pa[size_t(j)] + pb[size_t(j)]);
+      loss += pt * (std::log(pt) - std::log(ps[size_t(j)]));
+      dlogits[size_t(i * kClasses + j)] = (ps[size_t(j)] - pt) / double(kBatch);
+    }
+  }
+  EXPECT_NEAR(r.loss_sum, loss, 1e-6 * std::fabs(loss)) << "summed KL over the batch (rows kept as float)";
+  // The head's gradient, from the SGD step: g = (w_before - w_after) / lr; expected: pooled^T dlogits.
+  const Tensor w_after = student->params().values().to(Device::cpu);
+  const Param& bias = student->params().get("head.bias");
+  for (int64_t j = 0; j < kClasses; ++j) {
+    double want = 0;
+    for (int64_t i = 0; i < kBatch; ++i) want += dlogits[size_t(i * kClasses + j)];
+    const int64_t at = bias.offset + j;
+    EXPECT_NEAR((w_before.data<double>()[at] - w_after.data<double>()[at]) / oc.lr, want, 1e-10) << "bias " << j;
   }
 }
 

@@ -31,6 +31,9 @@ class Model : public Layer {
   const ModelSpec& spec() const { return spec_; }
   // Multiply-adds of one image's forward pass at h x w (convolutions and the head).
   virtual int64_t forward_macs(int64_t h, int64_t w) const = 0;
+  // The classifier's parameters (model.reset_head: everything else loads from a checkpoint of
+  // another class count, the head starts fresh).
+  virtual std::vector<std::string> head_params() const { return {}; }
   // Human-readable one-line summary: "resnetv2_50x1_bit: 25.55 M parameters, 153 tensors".
   std::string summary() const;
   // A teacher: frozen, its inference caches computed, and every parameter buffer it will not

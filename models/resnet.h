@@ -52,6 +52,7 @@ class ResNet : public Model {
   Tensor backward(Context& ctx, const Tensor& dy) override;
   void children(const std::function<void(Layer&)>& visit) override;
   int64_t forward_macs(int64_t h, int64_t w) const override;
+  std::vector<std::string> head_params() const override { return {"fc.weight", "fc.bias"}; }
 
  private:
   ResNetConfig config_;

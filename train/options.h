@@ -48,6 +48,7 @@ struct ModelOptions {
   std::string arch;
   std::string weights;     // initial weights (timm-named safetensors or a kd checkpoint); "" = random
   bool zero_head = false;  // dense head initialised to zero (the paper's student)
+  bool reset_head = false; // load weights but the head (another class count), which starts fresh
 };
 
 struct TeacherOptions {

@@ -100,7 +100,7 @@ std::vector<Tensor> render_views_at(Context& ctx, const PackedImages& batch, con
 }
 
 std::unique_ptr<Model> build_model(Context& ctx, const std::string& arch, int64_t classes, bool zero_head,
-                                   const std::string& weights, uint64_t seed, bool frozen) {
+                                   const std::string& weights, uint64_t seed, bool frozen, bool reset_head) {
   ModelSpec spec;
   spec.arch = arch;
   spec.num_classes = classes;
@@ -111,7 +111,17 @@ std::unique_ptr<Model> build_model(Context& ctx, const std::string& arch, int64_
     model->params().init(seed, ctx);
   } else {
     KD_CHECK(std::filesystem::exists(weights), "weights file ", weights, " does not exist");
-    model->params().load(SafetensorsFile::open(weights), ctx);
+    KD_CHECK(!reset_head || !model->head_params().empty(), arch, " does not name its classifier: reset_head is not "
+             "available for it");
+    if (reset_head) model->params().init(seed, ctx);  // the head's start; the rest is overwritten
+    const SafetensorsFile file = SafetensorsFile::open(weights);
+    std::vector<std::string> skip = reset_head ? model->head_params() : std::vector<std::string>{};
+    model->params().load(file, ctx, /*strict=*/!reset_head, "", skip);
+    if (reset_head) {  // strict but for the head: every other weight must be in the file
+      for (const Param& p : model->params().params())
+        KD_CHECK(std::find(skip.begin(), skip.end(), p.name) != skip.end() || file.contains(p.name), weights,
+                 ": parameter '", p.name, "' is missing");
+    }
   }
   if (frozen) model->freeze_for_inference(ctx);
   return model;

@@ -42,8 +42,10 @@ std::vector<Tensor> render_views_at(Context& ctx, const PackedImages& batch, con
 // A model for `arch` with `classes` outputs on ctx, from `weights` (timm-named safetensors or a
 // kd checkpoint; strict) or initialised from `seed` when weights is empty. frozen: for inference
 // only (no gradients; Model::freeze_for_inference releases what inference does not read).
+// reset_head: every weight but the classifier's (model.reset_head), which keeps its initialisation.
 std::unique_ptr<Model> build_model(Context& ctx, const std::string& arch, int64_t classes, bool zero_head,
-                                   const std::string& weights, uint64_t seed, bool frozen = false);
+                                   const std::string& weights, uint64_t seed, bool frozen = false,
+                                   bool reset_head = false);
 // A model from a kd checkpoint alone: its metadata names the arch and the class count.
 std::unique_ptr<Model> load_checkpoint_model(Context& ctx, const std::string& path, bool frozen = false);
 

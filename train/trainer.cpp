@@ -126,7 +126,8 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
 
   const ModelOptions& mo = o.trained_model();
   std::unique_ptr<Model> student =
-      build_model(*ctx, mo.arch, data.num_classes, mo.zero_head, mo.weights, uint64_t(o.run.seed));
+      build_model(*ctx, mo.arch, data.num_classes, mo.zero_head, mo.weights, uint64_t(o.run.seed), false,
+                  mo.reset_head);
   std::vector<std::unique_ptr<Model>> teacher_models;
   std::vector<Model*> teachers;
   if (o.mode == RunMode::distill) {

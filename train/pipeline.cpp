@@ -4,6 +4,7 @@
 
 #include "engine/ops.h"
 #include "engine/safetensors.h"
+#include "models/weights.h"
 
 namespace kd {
 
@@ -86,13 +87,15 @@ std::unique_ptr<Model> build_model(Context& ctx, const std::string& arch, int64_
     model->params().init(seed, ctx);
   } else {
     KD_CHECK(std::filesystem::exists(weights), "weights file ", weights, " does not exist");
-    model->params().load(SafetensorsFile::open(weights), ctx);
+    model->params().load(*open_weights(weights, arch), ctx);
   }
   if (frozen) model->freeze_for_inference(ctx);
   return model;
 }
 
 std::unique_ptr<Model> load_checkpoint_model(Context& ctx, const std::string& path, bool frozen) {
+  KD_CHECK(!is_npz_path(path), path, ": a .npz (BiT's release) holds no architecture; give it (e.g. teacher.arch = ",
+           "resnetv2_152x2_bit)");
   SafetensorsFile file = SafetensorsFile::open(path);
   const auto& meta = file.metadata();
   KD_CHECK(meta.count("arch") && meta.count("num_classes"), path,

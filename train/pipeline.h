@@ -35,8 +35,8 @@ PackedImages pack_images(const std::vector<const Image*>& images);
 std::pair<Tensor, Tensor> render_views(Context& ctx, const PackedImages& batch, const std::vector<ViewRecipe>& recipes,
                                        const Normalization& norm, int64_t res1, int64_t res2 = 0);
 
-// A model for `arch` with `classes` outputs on ctx, from `weights` (timm-named safetensors or a
-// kd checkpoint; strict) or initialised from `seed` when weights is empty. frozen: for inference
+// A model for `arch` with `classes` outputs on ctx, from `weights` (timm-named safetensors, a kd
+// checkpoint, or BiT's original .npz for a ResNetV2 arch; strict) or initialised from `seed` when weights is empty. frozen: for inference
 // only (no gradients; Model::freeze_for_inference releases what inference does not read).
 std::unique_ptr<Model> build_model(Context& ctx, const std::string& arch, int64_t classes, bool zero_head,
                                    const std::string& weights, uint64_t seed, bool frozen = false);

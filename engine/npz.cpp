@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "engine/npy.h"
 #include "engine/safetensors.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "ZIP and .npy ('<' dtypes) store little-endian bytes");
@@ -172,135 +173,6 @@ Directory read_end_records(const std::string& path, const uint8_t* bytes, uint64
   return d;
 }
 
-// ---- .npy headers ------------------------------------------------------------------------------
-
-// A reader of the header's Python dict literal: {'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }
-class DictReader {
- public:
-  DictReader(const std::string& text, std::string where) : s_(text), where_(std::move(where)) {}
-  void skip_space() {
-    while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\n' || s_[i_] == '\t' || s_[i_] == '\r')) ++i_;
-  }
-  bool accept(char c) {
-    skip_space();
-    if (i_ < s_.size() && s_[i_] == c) return ++i_, true;
-    return false;
-  }
-  void expect(char c) {
-    if (!accept(c)) fail(std::string("expected '") + c + "'");
-  }
-  std::string string() {
-    skip_space();
-    if (i_ >= s_.size() || (s_[i_] != '\'' && s_[i_] != '"')) fail("expected a quoted string");
-    const char quote = s_[i_++];
-    const size_t close = s_.find(quote, i_);
-    if (close == std::string::npos) fail("unterminated string");
-    std::string out = s_.substr(i_, close - i_);
-    i_ = close + 1;
-    return out;
-  }
-  bool boolean() {
-    skip_space();
-    for (const char* word : {"True", "False"})
-      if (s_.compare(i_, std::strlen(word), word) == 0) {
-        i_ += std::strlen(word);
-        return word[0] == 'T';
-      }
-    fail("expected True or False");
-  }
-  Shape tuple() {  // (), (3,), (3, 4); Python 2 wrote longs as 3L
-    expect('(');
-    Shape out;
-    while (!accept(')')) {
-      skip_space();
-      const size_t start = i_;
-      uint64_t v = 0;
-      while (i_ < s_.size() && s_[i_] >= '0' && s_[i_] <= '9') {
-        if (__builtin_mul_overflow(v, 10u, &v) || __builtin_add_overflow(v, uint64_t(s_[i_] - '0'), &v) ||
-            v > uint64_t(INT64_MAX))
-          fail("shape dimension overflows");
-        ++i_;
-      }
-      if (i_ == start) fail("expected a non-negative integer in the shape");
-      if (i_ < s_.size() && s_[i_] == 'L') ++i_;
-      out.push_back(int64_t(v));
-      if (!accept(',')) {
-        expect(')');
-        break;
-      }
-    }
-    return out;
-  }
-  bool at_end() {
-    skip_space();
-    return i_ == s_.size();
-  }
-  [[noreturn]] void fail(const std::string& what) const {
-    KD_FAIL(where_, ": malformed .npy header (", what, " at character ", i_, "): ", s_);
-  }
-
- private:
-  const std::string& s_;
-  std::string where_;
-  size_t i_ = 0;
-};
-
-// Parses a .npy header from the first bytes of the member (`prefix`, at least 12 bytes or all of
-// a shorter member); needs_more is set to the header size when prefix is shorter than that.
-void parse_npy_header(const std::vector<uint8_t>& prefix, NpzMember* m, const std::string& where) {
-  static const uint8_t kMagic[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
-  KD_CHECK(prefix.size() >= 10 && std::memcmp(prefix.data(), kMagic, 6) == 0, where,
-           ": not a .npy array (no \\x93NUMPY magic at its start)");
-  const uint8_t major = prefix[6];
-  KD_CHECK(major >= 1 && major <= 3, where, ": .npy format version ", int(major), ".", int(prefix[7]),
-           " is not one kd reads (1.0, 2.0, 3.0)");
-  const uint64_t length_at = 8, text_at = major == 1 ? 10 : 12;
-  KD_CHECK(prefix.size() >= text_at, where, ": .npy header is cut short");
-  const uint64_t text_bytes = major == 1 ? load<uint16_t>(&prefix[length_at]) : load<uint32_t>(&prefix[length_at]);
-  m->header_bytes = text_at + text_bytes;
-  KD_CHECK(m->header_bytes <= m->member_bytes, where, ": .npy header of ", m->header_bytes,
-           " bytes is longer than the member (", m->member_bytes, " bytes)");
-  if (prefix.size() < m->header_bytes) return;  // the caller reads more
-  const std::string text(prefix.begin() + std::ptrdiff_t(text_at), prefix.begin() + std::ptrdiff_t(m->header_bytes));
-  DictReader r(text, where);
-  bool have_descr = false, have_order = false, have_shape = false;
-  r.expect('{');
-  while (!r.accept('}')) {
-    const std::string key = r.string();
-    r.expect(':');
-    if (key == "descr") {
-      r.skip_space();
-      if (r.accept('[')) r.fail("structured dtype (a list descr) is not supported");
-      m->descr = r.string();
-      have_descr = true;
-    } else if (key == "fortran_order") {
-      m->fortran_order = r.boolean();
-      have_order = true;
-    } else if (key == "shape") {
-      m->shape = r.tuple();
-      have_shape = true;
-    } else {
-      r.fail("unknown key '" + key + "'");
-    }
-    if (!r.accept(',')) {
-      r.expect('}');
-      break;
-    }
-  }
-  if (!r.at_end()) r.fail("text after the dict");
-  KD_CHECK(have_descr && have_order && have_shape, where, ": .npy header lacks ",
-           !have_descr   ? "'descr'"
-           : !have_order ? "'fortran_order'"
-                         : "'shape'",
-           ": ", text);
-  m->dtype = parse_npy_descr(m->descr, where);
-  uint64_t bytes = dtype_size(m->dtype);
-  for (int64_t d : m->shape)
-    KD_CHECK(!__builtin_mul_overflow(bytes, uint64_t(d), &bytes), where, ": shape ", shape_str(m->shape), " overflows");
-  KD_CHECK(m->data_bytes() == bytes, where, ": holds ", m->data_bytes(), " bytes of array data, but '", m->descr, "' ",
-           shape_str(m->shape), " needs ", bytes);
-}
-
 // ---- inflating -----------------------------------------------------------------------------------
 
 // Inflates a raw deflate stream (ZIP method 8) into successive output buffers.
@@ -369,17 +241,6 @@ std::vector<uint8_t> member_prefix(const uint8_t* stored, const NpzMember& m, ui
 
 }  // namespace
 
-DType parse_npy_descr(const std::string& descr, const std::string& where) {
-  static const std::pair<const char*, DType> kKnown[] = {{"<f4", DType::f32}, {"<f8", DType::f64}, {"<f2", DType::f16},
-                                                         {"|u1", DType::u8},  {"<u1", DType::u8},  {"<i4", DType::i32},
-                                                         {"<i8", DType::i64}};
-  for (const auto& [name, dtype] : kKnown)
-    if (descr == name) return dtype;
-  KD_CHECK(descr.empty() || descr[0] != '>', where, ": dtype '", descr,
-           "' is big-endian; kd reads little-endian arrays (re-save with arr.astype(arr.dtype.newbyteorder('<')))");
-  KD_FAIL(where, ": unsupported dtype '", descr, "' (kd reads <f2, <f4, <f8, |u1, <i4, <i8)");
-}
-
 NpzFile NpzFile::open(const std::string& path) {
   NpzFile f;
   f.path_ = path;
@@ -435,13 +296,17 @@ NpzFile NpzFile::open(const std::string& path) {
     KD_CHECK(fits(m.offset, m.stored_bytes, size), where, ": data [", m.offset, ", ", m.offset + m.stored_bytes,
              ") lies beyond the end of the file (", size, " bytes); truncated?");
 
-    // The .npy header: version 1 needs 10 bytes to know its length, 2 and 3 need 12.
+    // The .npy header: 10 or 12 bytes tell its size.
     std::vector<uint8_t> prefix = member_prefix(bytes + m.offset, m, 12, where);
-    parse_npy_header(prefix, &m, where);
-    if (prefix.size() < m.header_bytes) {
-      prefix = member_prefix(bytes + m.offset, m, m.header_bytes, where);
-      parse_npy_header(prefix, &m, where);
-    }
+    const uint64_t header_size = npy_header_size(prefix.data(), prefix.size(), where);
+    KD_CHECK(header_size <= m.member_bytes, where, ": .npy header of ", header_size,
+             " bytes is longer than the member (", m.member_bytes, " bytes)");
+    if (prefix.size() < header_size) prefix = member_prefix(bytes + m.offset, m, header_size, where);
+    const NpyHeader npy = parse_npy_header(prefix.data(), prefix.size(), where);
+    m.descr = npy.descr, m.dtype = npy.dtype, m.shape = npy.shape, m.fortran_order = npy.fortran_order;
+    m.header_bytes = npy.bytes;
+    KD_CHECK(m.data_bytes() == npy.data_bytes, where, ": holds ", m.data_bytes(), " bytes of array data, but '",
+             m.descr, "' ", shape_str(m.shape), " needs ", npy.data_bytes);
     f.members_[m.name] = std::move(m);
   }
   KD_CHECK(pos == dir_end, path, ": central directory holds ", dir_end - pos, " bytes after its ", dir.entries,

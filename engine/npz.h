@@ -8,10 +8,8 @@
 // central directory, which is authoritative). Archives with more than 65535 members or a central
 // directory past 4 GiB use the ZIP64 end records. Encryption and split archives are refused.
 //
-// .npy (numpy.lib.format): "\x93NUMPY", version byte 1, 2 or 3 and a 0, a little-endian header
-// length (2 bytes in version 1, 4 in 2 and 3), then a Python dict literal
-// {'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), } padded with spaces, then the array
-// bytes. kd reads descr <f2 <f4 <f8 |u1 <i4 <i8; fortran_order arrays are transposed into C order.
+// Each member is a .npy file (engine/npy.h); kd reads descr <f2 <f4 <f8 |u1 <i4 <i8, and
+// fortran_order arrays are transposed into C order.
 //
 // The archive is memory-mapped at open; every member's .npy header is parsed then (shapes are
 // known without reading data), its data is read, inflated and CRC-checked only when asked for.
@@ -67,9 +65,5 @@ class NpzFile : public TensorSource {
   std::shared_ptr<Storage> mapping_;  // the whole file
   std::map<std::string, NpzMember> members_;
 };
-
-// NumPy dtype strings kd reads ("<f4", "|u1", ...) -> DType; throws naming `where` otherwise
-// (big-endian, structured and object dtypes included).
-DType parse_npy_descr(const std::string& descr, const std::string& where);
 
 }  // namespace kd

@@ -287,12 +287,16 @@ Tensor SafetensorsFile::tensor_as(const std::string& name, const Shape& expected
            shape_str(expected));
   KD_CHECK(to == DType::f32 || to == DType::f64, "tensor_as converts to f32 or f64, not ", dtype_name(to));
   Tensor out = Tensor::zeros_cpu(e.shape, to);
-  const size_t n = size_t(shape_numel(e.shape));
-  if (to == DType::f32)
-    convert_stored(e.dtype, data_ + e.offset, n, out.data<float>());
-  else
-    convert_stored(e.dtype, data_ + e.offset, n, out.data<double>());
+  convert_to_float(e.dtype, data_ + e.offset, size_t(shape_numel(e.shape)), to, out.raw());
   return out;
+}
+
+void convert_to_float(DType stored, const uint8_t* src, size_t n, DType to, void* dst) {
+  KD_CHECK(to == DType::f32 || to == DType::f64, "convert_to_float converts to f32 or f64, not ", dtype_name(to));
+  if (to == DType::f32)
+    convert_stored(stored, src, n, static_cast<float*>(dst));
+  else
+    convert_stored(stored, src, n, static_cast<double*>(dst));
 }
 
 Tensor SafetensorsFile::tensor_f32(const std::string& name, const Shape& expected) const {

@@ -70,4 +70,8 @@ class SafetensorsWriter {
 const char* safetensors_dtype_name(DType t);
 DType parse_safetensors_dtype(const std::string& name, const std::string& context);
 
+// n little-endian values of dtype `stored` at src (any alignment) -> n f32 or f64 values at dst
+// (`to`), exactly as tensor_as converts: f16 and bf16 exactly, integers rounded to nearest.
+void convert_to_float(DType stored, const uint8_t* src, size_t n, DType to, void* dst);
+
 }  // namespace kd

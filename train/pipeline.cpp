@@ -8,6 +8,7 @@
 #include "engine/ops.h"
 #include "kernels/optim.h"
 #include "engine/safetensors.h"
+#include "models/weights.h"
 
 namespace kd {
 
@@ -114,12 +115,12 @@ std::unique_ptr<Model> build_model(Context& ctx, const std::string& arch, int64_
     KD_CHECK(!reset_head || !model->head_params().empty(), arch, " does not name its classifier: reset_head is not "
              "available for it");
     if (reset_head) model->params().init(seed, ctx);  // the head's start; the rest is overwritten
-    const SafetensorsFile file = SafetensorsFile::open(weights);
+    const std::unique_ptr<TensorSource> file = open_weights(weights, arch);
     std::vector<std::string> skip = reset_head ? model->head_params() : std::vector<std::string>{};
-    model->params().load(file, ctx, /*strict=*/!reset_head, "", skip);
+    model->params().load(*file, ctx, /*strict=*/!reset_head, "", skip);
     if (reset_head) {  // strict but for the head: every other weight must be in the file
       for (const Param& p : model->params().params())
-        KD_CHECK(std::find(skip.begin(), skip.end(), p.name) != skip.end() || file.contains(p.name), weights,
+        KD_CHECK(std::find(skip.begin(), skip.end(), p.name) != skip.end() || file->contains(p.name), weights,
                  ": parameter '", p.name, "' is missing");
     }
   }
@@ -128,6 +129,8 @@ std::unique_ptr<Model> build_model(Context& ctx, const std::string& arch, int64_
 }
 
 std::unique_ptr<Model> load_checkpoint_model(Context& ctx, const std::string& path, bool frozen) {
+  KD_CHECK(!is_npz_path(path), path, ": a .npz (BiT's release) holds no architecture; give it (e.g. teacher.arch = ",
+           "resnetv2_152x2_bit)");
   SafetensorsFile file = SafetensorsFile::open(path);
   const auto& meta = file.metadata();
   KD_CHECK(meta.count("arch") && meta.count("num_classes"), path,

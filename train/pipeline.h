@@ -39,8 +39,8 @@ std::pair<Tensor, Tensor> render_views(Context& ctx, const PackedImages& batch, 
 std::vector<Tensor> render_views_at(Context& ctx, const PackedImages& batch, const std::vector<ViewRecipe>& recipes,
                                     const Normalization& norm, const std::vector<int64_t>& resolutions);
 
-// A model for `arch` with `classes` outputs on ctx, from `weights` (timm-named safetensors or a
-// kd checkpoint; strict) or initialised from `seed` when weights is empty. frozen: for inference
+// A model for `arch` with `classes` outputs on ctx, from `weights` (timm-named safetensors, a kd
+// checkpoint, or BiT's original .npz for a ResNetV2 arch; strict) or initialised from `seed` when weights is empty. frozen: for inference
 // only (no gradients; Model::freeze_for_inference releases what inference does not read).
 // reset_head: every weight but the classifier's (model.reset_head), which keeps its initialisation.
 std::unique_ptr<Model> build_model(Context& ctx, const std::string& arch, int64_t classes, bool zero_head,

@@ -9,6 +9,7 @@
 #include "tools/cli/forward.h"
 #include "tools/cli/info.h"
 #include "tools/cli/train.h"
+#include "tools/cli/weights.h"
 
 namespace kd::cli {
 
@@ -22,6 +23,8 @@ int run(int argc, char** argv) {
   add_eval_command(app);
   add_bench_command(app);
   add_info_command(app);
+  add_convert_command(app);
+  add_inspect_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

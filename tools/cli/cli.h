@@ -1,4 +1,5 @@
-// The `kd` command line: one binary, subcommands forward, train, distill, eval, bench.
+// The `kd` command line: one binary, subcommands forward, train, distill, eval, bench, info,
+// convert, inspect.
 #pragma once
 #include <memory>
 #include <string>

@@ -6,6 +6,7 @@
 #include "engine/ops.h"
 #include "engine/safetensors.h"
 #include "models/model.h"
+#include "models/weights.h"
 #include "tools/cli/cli.h"
 
 namespace kd::cli {
@@ -29,7 +30,7 @@ void run_forward(const ForwardArgs& a) {
     model->params().init(a.random_init_seed, *ctx);
   } else {
     KD_CHECK(!a.weights.empty(), "kd forward: give --weights FILE (or --random-init SEED)");
-    model->params().load(SafetensorsFile::open(a.weights), *ctx);
+    model->params().load(*open_weights(a.weights, a.arch), *ctx);
   }
   model->set_frozen(true);
 
@@ -63,7 +64,7 @@ void add_forward_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("forward", "Logits of a model on float32 NHWC images (tensor 'images')");
   cmd->add_option("--arch", args->arch, "Architecture, e.g. resnetv2_50x1_bit")->required();
   cmd->add_option("--num-classes", args->num_classes, "Classes of the head")->required()->check(CLI::PositiveNumber);
-  cmd->add_option("--weights", args->weights, "timm-named safetensors weights")->check(CLI::ExistingFile);
+  cmd->add_option("--weights", args->weights, "timm-named safetensors, or BiT's original .npz")->check(CLI::ExistingFile);
   cmd->add_option("--random-init", args->random_init_seed, "Initialise randomly from this seed instead of --weights");
   cmd->add_option("--input", args->input, "safetensors file with 'images' [n, h, w, 3] float32")
       ->required()

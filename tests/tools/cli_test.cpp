@@ -132,5 +132,24 @@ TEST(Configs, ListKeysNamesTheDataParallelKeys) {
     EXPECT_NE(keys.out.find(key), std::string::npos) << key;
 }
 
+// kd inspect --arch: parameters and multiply-adds as timm publishes them for its models
+// (resnet50: 25.56 M, 4.1 GMACs at 224; resnetv2_50x1_bit: 25.55 M).
+TEST(Inspect, AnArchitecturesSizeAndCost) {
+  auto r = test::run_kd({"inspect", "--arch", "resnet50"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("resnet50: 25.56 M parameters in 161 tensors, 53173 buffer elements, 4.089 GMACs"),
+            std::string::npos)
+      << r.out;
+  r = test::run_kd({"inspect", "--arch", "resnetv2_50x1_bit", "--resolution", "160", "--num-classes", "10"});
+  EXPECT_NE(r.out.find("resnetv2_50x1_bit: 23.52 M parameters"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("at 160x160, 10 classes"), std::string::npos) << r.out;
+  r = test::run_kd({"inspect", "--arch", "resnet7"});
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.err.find("unknown arch 'resnet7'"), std::string::npos) << r.err;
+  r = test::run_kd({"inspect"});
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.err.find("either FILE or --arch"), std::string::npos) << r.err;
+}
+
 }  // namespace
 }  // namespace kd

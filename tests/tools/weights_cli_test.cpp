@@ -133,7 +133,7 @@ TEST(Inspect, ListsTensorsAndTotals) {
 
   r = run_kd({"inspect"});
   EXPECT_EQ(r.code, 1);
-  expect_mentions(r.err, {"give FILE"});
+  expect_mentions(r.err, {"give either FILE or --arch"});
   r = run_kd({"inspect", f.dir.file("missing.npz")});
   EXPECT_NE(r.code, 0);
   expect_mentions(r.err, {"missing.npz"});

@@ -113,12 +113,45 @@ void add_convert_command(CLI::App& app) {
   cmd->callback([args] { run_convert(*args); });
 }
 
+// An architecture instead of a file: its parameters (and buffers) and the multiply-adds of one
+// image's forward pass at a resolution, computed by kd from the model it builds.
+void run_inspect_arch(const std::string& arch, int64_t resolution, int64_t classes) {
+  ModelSpec spec;
+  spec.arch = arch;
+  spec.num_classes = classes;
+  std::unique_ptr<Model> model = create_model(spec);
+  int64_t buffers = 0;
+  for (const Param& b : model->params().buffers()) buffers += b.numel();
+  const double macs = double(model->forward_macs(resolution, resolution));
+  std::printf("%s: %.2f M parameters in %zu tensors, %lld buffer elements, %.3f GMACs (%.3f GFLOPs) per image at "
+              "%lldx%lld, %lld classes\n",
+              arch.c_str(), double(model->params().numel()) / 1e6, model->params().params().size(),
+              (long long)buffers, macs / 1e9, 2 * macs / 1e9, (long long)resolution, (long long)resolution,
+              (long long)classes);
+  std::printf("RESULT {\"arch\": \"%s\", \"params\": %lld, \"macs\": %.0f, \"resolution\": %lld}\n", arch.c_str(),
+              (long long)model->params().numel(), macs, (long long)resolution);
+}
+
 void add_inspect_command(CLI::App& app) {
   auto file = std::make_shared<std::string>();
-  CLI::App* cmd =
-      app.add_subcommand("inspect", "Tensors of a weights file (safetensors or .npz): names, dtypes, shapes");
+  auto arch = std::make_shared<std::string>();
+  auto resolution = std::make_shared<int64_t>(224);
+  auto classes = std::make_shared<int64_t>(1000);
+  CLI::App* cmd = app.add_subcommand(
+      "inspect", "Tensors of a weights file (safetensors or .npz), or the size and cost of an architecture (--arch)");
   cmd->add_option("file", *file, "safetensors or .npz file")->check(CLI::ExistingFile);
-  cmd->callback([file] { run_inspect(*file); });
+  cmd->add_option("--arch", *arch, "an architecture instead of a file: parameters and GMACs per image");
+  cmd->add_option("--resolution", *resolution, "with --arch: input size, px")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--num-classes", *classes, "with --arch: classes of the head")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->callback([file, arch, resolution, classes] {
+    KD_CHECK(file->empty() != arch->empty(), "kd inspect: give either FILE or --arch NAME");
+    if (!arch->empty())
+      run_inspect_arch(*arch, *resolution, *classes);
+    else
+      run_inspect(*file);
+  });
 }
 
 }  // namespace kd::cli

@@ -23,3 +23,12 @@ if(kd_parity_sources)
   gtest_discover_tests(test_parity TEST_PREFIX "parity." DISCOVERY_TIMEOUT 60
                        PROPERTIES FIXTURES_REQUIRED parity_fixtures LABELS parity)
 endif()
+
+# kd's own model files load in timm (strict) and give timm's logits: after kd is built.
+if(TARGET kd)
+  add_test(NAME parity.KdModelFilesLoadInTimm
+           COMMAND ${KD_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/reference/check_kd_to_timm.py $<TARGET_FILE:kd>
+                   ${CMAKE_CURRENT_BINARY_DIR}/data/kd_to_timm)
+  set_tests_properties(parity.KdModelFilesLoadInTimm PROPERTIES LABELS parity TIMEOUT 600
+                       ENVIRONMENT "PYTHONPATH=${CMAKE_CURRENT_SOURCE_DIR}/reference;OMP_NUM_THREADS=1")
+endif()

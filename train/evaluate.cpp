@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "data/loader.h"
+#include "data/resize.h"
 #include "engine/ops.h"
 #include "kernels/softmax.h"
 #include "train/pipeline.h"
@@ -60,8 +61,31 @@ EvalSettings eval_settings(const TrainOptions& o) {
   s.threads = int(o.data.loader_threads);
   s.norm = o.augment.normalization();
   s.crop_fraction = float(o.augment.eval_crop_fraction);
+  s.resize = o.eval.resize;
   return s;
 }
+
+namespace {
+// Each resolution from images resized on the host (eval.resize) and its centre crop, copied out.
+std::vector<Tensor> render_resized(Context& ctx, const std::vector<Image>& images, const EvalSettings& settings,
+                                   const std::vector<int64_t>& resolutions) {
+  const ResizeFilter filter = parse_resize_filter(settings.resize);
+  std::vector<Tensor> out;
+  for (int64_t res : resolutions) {
+    std::vector<Image> resized(images.size());
+    std::vector<ViewRecipe> recipes(images.size());
+#pragma omp parallel for schedule(dynamic)
+    for (size_t i = 0; i < images.size(); ++i) {
+      EvalResize r = resize_for_eval(images[i], res, settings.crop_fraction, filter);
+      resized[i] = std::move(r.image);
+      recipes[i].a.image = int32_t(i);
+      recipes[i].a.box = CropBox{float(r.top), float(r.left), float(res), float(res)};  // a copy: scale 1
+    }
+    out.push_back(render_views(ctx, pack_images(resized), recipes, settings.norm, res).first);
+  }
+  return out;
+}
+}  // namespace
 
 EvalResult evaluate(Context& ctx, Model& student, const std::vector<Model*>& teachers, SourcePtr test,
                     const EvalSettings& settings, TeacherEvalCache* cache, Communicator* comm) {
@@ -100,8 +124,10 @@ EvalResult evaluate(Context& ctx, Model& student, const std::vector<Model*>& tea
     const int64_t rows = int64_t(batch->size());
     const auto views = make_eval_views(packed.sizes, settings.crop_fraction);
     const bool teachers_now = k > 0 && !(use_cache && cache->filled);
-    std::vector<Tensor> xv = render_views_at(ctx, packed, views, settings.norm,
-                                             teachers_now ? resolutions : std::vector<int64_t>{resolutions[0]});
+    const std::vector<int64_t> wanted = teachers_now ? resolutions : std::vector<int64_t>{resolutions[0]};
+    std::vector<Tensor> xv = settings.resize == "direct"
+                                 ? render_views_at(ctx, packed, views, settings.norm, wanted)
+                                 : render_resized(ctx, batch->images, settings, wanted);
     Tensor student_logits = student.forward(ctx, xv[0], Mode::eval);
     Tensor host = ops::to_host_f32(ctx, student_logits);
     std::vector<int32_t> hit1(static_cast<size_t>(rows)), hit5(static_cast<size_t>(rows));

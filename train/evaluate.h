@@ -1,4 +1,7 @@
-// Evaluation on centre crops (resize the short side, take the centre): student top-1/top-5
+// Evaluation on centre crops (eval.resize: direct samples the centred square box straight to the
+// input size, bilinearly, as training views are rendered; bilinear, bicubic and area resize the
+// image on the host as timm's eval transforms do (data/resize.h), then take the centre crop):
+// student top-1/top-5
 // against the labels, and with teachers the ensemble's top-1, the student/teacher agreement
 // (the teacher's top-1 class within the student's top-1 / top-5) and the mean KL(teacher ||
 // student) at temperature 1.
@@ -41,6 +44,7 @@ struct EvalSettings {
   int threads = 2;
   Normalization norm;
   float crop_fraction = 0.875f;
+  std::string resize = "direct";  // eval.resize
 };
 EvalSettings eval_settings(const TrainOptions& o);
 

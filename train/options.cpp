@@ -131,6 +131,11 @@ void TrainOptions::bind(ConfigSchema& s) {
 
   s.bind("eval.every", &eval.every, "steps between evaluations (0: at the end only)");
   s.bind("eval.batch_size", &eval.batch_size, "evaluation batch size");
+  s.bind("eval.resize", &eval.resize,
+         "direct: the centre crop sampled bilinearly straight to the input size (as the training views); bilinear, "
+         "bicubic, area: the short side resized to resolution / augment.eval_crop_fraction with that filter "
+         "(antialiased, as timm's and big_vision's evals), then the centre crop",
+         {"direct", "bilinear", "bicubic", "area"});
   s.bind("checkpoint.every", &checkpoint.every, "steps between checkpoints (0: at the end only)");
   s.bind("checkpoint.keep", &checkpoint.keep, "checkpoints kept in the run folder");
 

@@ -80,6 +80,7 @@ struct RunOptions {
 struct EvalOptions {
   int64_t every = 0;  // steps between evaluations (0: at the end only)
   int64_t batch_size = 256;
+  std::string resize = "direct";  // direct | bilinear | bicubic | area (see train/evaluate.h)
 };
 
 // Data parallelism: how the ranks of a job (mpirun, srun or torchrun-style launches) talk.

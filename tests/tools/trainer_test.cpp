@@ -194,6 +194,25 @@ TEST_F(Distill, DistillsOnAFolderOfUnlabelledImagesFromAnotherSource) {
   EXPECT_NE(bad.err.find("learns from labels"), std::string::npos) << bad.err;
 }
 
+// eval.resize: with images already at the input size and a crop fraction of 1, every filter is
+// the identity, so bicubic and area evaluations equal the direct one exactly; a bad name fails.
+TEST_F(Distill, EvalResizeFiltersAgreeWhereResizingIsTheIdentity) {
+  const std::vector<std::string> data = {"data.kind=image_folder", "data.test=" + dir_->str() + "/test",
+                                         "augment.resolution=16", "augment.eval_crop_fraction=1.0", "--device", "cpu",
+                                         "--json"};
+  std::vector<std::string> outs;
+  for (const char* mode : {"direct", "bicubic", "area"}) {
+    const auto r = run_kd(concat({"eval", teacher_}, concat(data, {std::string("eval.resize=") + mode})));
+    ASSERT_EQ(r.code, 0) << mode << ": " << r.err;
+    outs.push_back(r.out.substr(0, r.out.find("\"wall_s\"")));
+  }
+  EXPECT_EQ(outs[0], outs[1]);
+  EXPECT_EQ(outs[0], outs[2]);
+  const auto bad = run_kd(concat({"eval", teacher_}, concat(data, {"eval.resize=lanczos"})));
+  EXPECT_NE(bad.code, 0);
+  EXPECT_NE(bad.err.find("eval.resize"), std::string::npos) << bad.err;
+}
+
 TEST(Train, UnreadableImagesAreSkippedReportedAndCounted) {
   test::TempDir dir;
   test::write_stripes_dataset(dir, 8, 4);

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include "engine/ops.h"
 #include "kernels/check.h"
 #include "tests/support/gradcheck.h"
 #include "tests/support/testing.h"
@@ -86,6 +87,21 @@ TEST(ChannelScale, RejectsEmptyShapesNamingTheOp) {
   });
   EXPECT_NE(msg.find("channel_scale_forward"), std::string::npos) << msg;
   EXPECT_THROW(channel_scale_backward_cpu<float>({1, 1, -1}, v.data(), v.data(), v.data(), v.data(), v.data()), Error);
+}
+
+// The op layer checks the gate's shape against x (one gate per image and channel) and the bias
+// against the channel count, naming the op.
+TEST(ChannelScale, OpsRejectMismatchedGateAndBiasShapes) {
+  auto ctx = Context::cpu(DType::f32);
+  const Tensor x = Tensor::zeros_cpu({2, 3, 3, 4}, DType::f32);
+  const std::string gate = test::error_of([&] { ops::channel_scale(*ctx, x, Tensor::zeros_cpu({2, 4}, DType::f32)); });
+  EXPECT_NE(gate.find("channel_scale"), std::string::npos) << gate;
+  EXPECT_THROW(ops::channel_scale(*ctx, x, Tensor::zeros_cpu({1, 1, 1, 4}, DType::f32)), Error);
+  Tensor y = x;
+  const std::string bias = test::error_of([&] { ops::bias_add(*ctx, y, Tensor::zeros_cpu({3}, DType::f32)); });
+  EXPECT_NE(bias.find("bias_add"), std::string::npos) << bias;
+  const Tensor ok = ops::channel_scale(*ctx, x, Tensor::zeros_cpu({2, 1, 1, 4}, DType::f32));
+  EXPECT_EQ(ok.shape(), x.shape());
 }
 
 }  // namespace

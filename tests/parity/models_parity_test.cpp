@@ -207,23 +207,39 @@ TEST(MobileNetV3, LayoutParameterCountAndMacsMatchTimm) {
 namespace kd {
 namespace {
 
-// The command a user runs: `kd forward` on timm's own resnetv2_50x1_bit state dict.
-TEST(Forward, CliOnTimmWeightsMatchesTimm) {
+// The command a user runs: `kd forward` on timm's own state dict (strict loading: every tensor of
+// the file, buffers included, and nothing else), against timm's logits.
+double cli_forward_error(const std::string& arch) {
   const std::string dir = KD_PARITY_DIR;
-  const std::string out = dir + "/kd_forward_logits.safetensors";
-  std::vector<std::string> args{"kd", "forward", "--arch", "resnetv2_50x1_bit", "--num-classes", "10",
-                                "--weights", dir + "/resnetv2_50x1_bit.weights.safetensors", "--input",
-                                dir + "/resnetv2_50x1_bit.forward.safetensors", "--output", out, "--device", "cpu"};
+  const std::string out = dir + "/kd_forward_logits_" + arch + ".safetensors";
+  std::vector<std::string> args{"kd",
+                                "forward",
+                                "--arch",
+                                arch,
+                                "--num-classes",
+                                "10",
+                                "--weights",
+                                dir + "/" + arch + ".weights.safetensors",
+                                "--input",
+                                dir + "/" + arch + ".forward.safetensors",
+                                "--output",
+                                out,
+                                "--device",
+                                "cpu"};
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
-  ASSERT_EQ(cli::run(int(argv.size()), argv.data()), 0);
+  if (cli::run(int(argv.size()), argv.data()) != 0) return INFINITY;
   const Tensor got = SafetensorsFile::open(out).tensor_f32("logits", {2, 10});
   const Tensor expected =
-      SafetensorsFile::open(dir + "/resnetv2_50x1_bit.forward.safetensors").tensor_as("logits", {2, 10}, DType::f64);
+      SafetensorsFile::open(dir + "/" + arch + ".forward.safetensors").tensor_as("logits", {2, 10}, DType::f64);
   const double err = test::rel_l2(got.data<float>(), expected.data<double>(), 20);
-  std::printf("[ parity ] kd forward on timm's resnetv2_50x1_bit weights: logits %.1e relative L2\n", err);
-  EXPECT_LE(err, 1e-4);
+  std::printf("[ parity ] kd forward on timm's %s weights: logits %.1e relative L2\n", arch.c_str(), err);
+  return err;
 }
+
+TEST(Forward, CliOnTimmWeightsMatchesTimm) { EXPECT_LE(cli_forward_error("resnetv2_50x1_bit"), 1e-4); }
+
+TEST(Forward, CliOnTimmMobileNetV3WeightsMatchesTimm) { EXPECT_LE(cli_forward_error("mobilenetv3_small_100"), 1e-4); }
 
 }  // namespace
 }  // namespace kd

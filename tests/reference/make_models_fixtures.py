@@ -125,6 +125,29 @@ def forward_fixture(out_dir):
             {"images": x.permute(0, 2, 3, 1).contiguous().numpy(), "logits": logits.numpy()})
 
 
+def mobilenetv3_forward_fixture(out_dir):
+    """`kd forward` on timm's own mobilenetv3_small_100 state dict (10 classes), BatchNorm in eval
+    mode: its affine parameters, running statistics and the convolution biases randomised."""
+    torch.manual_seed(8)
+    model = timm.create_model("mobilenetv3_small_100", pretrained=False, num_classes=10).eval()
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if is_norm(pname) or pname.endswith(".bias") or pname.startswith("classifier."):
+                p.add_(0.1 * torch.randn_like(p))
+        for bname, b in model.named_buffers():
+            if bname.endswith("running_mean"):
+                b.copy_(0.1 * torch.randn_like(b))
+            elif bname.endswith("running_var"):
+                b.copy_(0.5 + torch.rand_like(b))
+    st.save(os.path.join(out_dir, "mobilenetv3_small_100.weights.safetensors"),
+            {k: v.numpy() for k, v in model.state_dict().items()}, {"format": "pt"})
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        logits = model.double()(x.double())
+    st.save(os.path.join(out_dir, "mobilenetv3_small_100.forward.safetensors"),
+            {"images": x.permute(0, 2, 3, 1).contiguous().numpy(), "logits": logits.numpy()})
+
+
 def mobilenetv3_layouts(out_dir):
     """Every timm MobileNetV3 kd builds, at 1000 classes: its parameter and buffer names and shapes
     in state-dict order, the parameter count, and the multiply-adds of one 224x224 image counted
@@ -183,6 +206,7 @@ def main():
     for seed, arch in enumerate(["mobilenetv3_large_100", "mobilenetv3_small_100"], start=6):
         make(arch, arch, timm.create_model(arch, pretrained=False, num_classes=10), 2, 64, seed, args.out)
     mobilenetv3_layouts(args.out)
+    mobilenetv3_forward_fixture(args.out)
 
 
 if __name__ == "__main__":

@@ -100,6 +100,10 @@ TEST(MobileNetV3, InitialisationFollowsTimmsGoogInit) {
   for (int64_t i = 0; i < gamma.numel(); ++i) ASSERT_EQ(gamma.value.data<float>()[i], 1.0f);
   EXPECT_FALSE(model->params().get("conv_head.bias").decay);
   EXPECT_TRUE(model->params().get("conv_head.weight").decay);
+  // model.reset_head skips exactly the classifier (conv_head keeps its pretrained weights).
+  const std::vector<std::string> head = model->head_params();
+  ASSERT_EQ(head, (std::vector<std::string>{"classifier.weight", "classifier.bias"}));
+  for (const std::string& name : head) EXPECT_EQ(model->params().get(name).shape[0], spec.num_classes);
 }
 
 // A training forward updates every BatchNorm's running statistics and counter; a frozen teacher

@@ -1,6 +1,7 @@
 #include "engine/layers.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace kd {
 
@@ -10,10 +11,17 @@ Conv2d::Conv2d(ParamStore& store, const std::string& name, const ConvSpec& spec)
   KD_CHECK(spec.c_in % spec.groups == 0 && spec.c_out % spec.groups == 0, name, ": ", spec.groups,
            " groups do not divide ", spec.c_in, " -> ", spec.c_out, " channels");
   if (spec_.padding < 0) spec_.padding = same_padding(spec.kernel, spec.stride, spec.dilation);
-  weight_ = store.add(name + ".weight", {spec.c_out, spec.kernel, spec.kernel, spec.c_in / spec.groups},
-                      ParamInit::kaiming_fan_out, /*decay=*/true, ParamLayout::conv_oihw);
+  const Shape shape{spec.c_out, spec.kernel, spec.kernel, spec.c_in / spec.groups};
+  if (spec.fan_out_per_group) {
+    const double fan_out = double(spec.c_out * spec.kernel * spec.kernel / spec.groups);
+    weight_ = store.add(name + ".weight", shape, ParamInit::normal, /*decay=*/true, ParamLayout::conv_oihw,
+                        float(std::sqrt(2.0 / fan_out)));
+  } else {
+    weight_ = store.add(name + ".weight", shape, ParamInit::kaiming_fan_out, /*decay=*/true, ParamLayout::conv_oihw);
+  }
   // Frozen, a standardised conv reads only its cached w_hat; a plain one its compute copy.
   weight_->frozen_reads = spec.weight_std ? FrozenReads::nothing : FrozenReads::compute;
+  if (spec.bias) bias_ = store.add(name + ".bias", {spec.c_out}, ParamInit::zeros, /*decay=*/false);
 }
 
 Conv2dShape Conv2d::geometry() const {
@@ -57,6 +65,7 @@ Tensor Conv2d::forward(Context& ctx, const Tensor& x, Mode mode) {
   Tensor mean, rstd;
   Tensor w = effective_weight(ctx, &mean, &rstd);
   Tensor y = ops::conv2d(ctx, x, w, s);
+  if (bias_) ops::bias_add(ctx, y, bias_->value);
   if (train) {
     x_ = x, w_hat_ = w, mean_ = mean, rstd_ = rstd, shape_ = s;
   }
@@ -65,6 +74,10 @@ Tensor Conv2d::forward(Context& ctx, const Tensor& x, Mode mode) {
 
 Tensor Conv2d::backward(Context& ctx, const Tensor& dy) {
   require_saved(x_, name_);
+  if (bias_) {
+    ops::bias_backward(ctx, dy, bias_->grad);
+    bias_->grad_written();
+  }
   Tensor dx = ops::conv2d_backward_data(ctx, dy, w_hat_, shape_);
   if (spec_.weight_std) {
     Tensor dw_hat = Tensor::empty(weight_->shape, ctx.param_dtype(), ctx);

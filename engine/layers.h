@@ -19,6 +19,10 @@ struct ConvSpec {
   int64_t padding = -1;         // -1: same_padding(kernel, stride, dilation)
   bool weight_std = false;      // BiT's StdConv2d
   float weight_std_eps = 1e-8f;
+  bool bias = false;  // a per-channel bias `<name>.bias` (zero-initialised, not decayed)
+  // Initial weights N(0, 2 / fan_out) with fan_out = c_out * k * k (PyTorch's kaiming fan-out, as
+  // timm's ResNets), or c_out * k * k / groups (timm's EfficientNet/MobileNet "goog" init).
+  bool fan_out_per_group = false;
 };
 
 class Conv2d : public Layer {
@@ -38,6 +42,7 @@ class Conv2d : public Layer {
   Tensor effective_weight(Context& ctx, Tensor* mean, Tensor* rstd);
   ConvSpec spec_;
   Param* weight_;
+  Param* bias_ = nullptr;  // with spec.bias
   std::string name_;
   Tensor x_, w_hat_, mean_, rstd_;  // saved for backward
   Conv2dShape shape_;

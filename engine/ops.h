@@ -10,6 +10,7 @@
 
 #include "kernels/augment.h"
 #include "kernels/batchnorm.h"
+#include "kernels/channel.h"
 #include "kernels/conv.h"
 #include "kernels/distill_loss.h"
 #include "kernels/elementwise.h"
@@ -71,6 +72,16 @@ Tensor linear(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& bias
 // (undefined when need_dx is false)
 Tensor linear_backward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor& dy, Tensor& dw, Tensor& dbias,
                        bool need_dx);
+
+// --- per-channel: convolution bias, squeeze-excite scale (engine/ops_channel.cpp) -------------
+// y [..., c] (activation dtype) += bias (param dtype [c]), in place
+void bias_add(Context& ctx, Tensor& y, const Tensor& bias);
+// dbias (param dtype [c]) += the sum of dy [..., c] over every position
+void bias_backward(Context& ctx, const Tensor& dy, Tensor& dbias);
+// x [n, h, w, c] times the gate s [n, 1, 1, c] (both activation dtype): y[n, h, w, c] = x * s[n, c]
+Tensor channel_scale(Context& ctx, const Tensor& x, const Tensor& s);
+// Returns dx = dy * s; ds (new, shaped as s) = the sum over h, w of dy * x.
+Tensor channel_scale_backward(Context& ctx, const Tensor& x, const Tensor& s, const Tensor& dy, Tensor& ds);
 
 // --- data and losses ---------------------------------------------------------------------------
 // Renders the recipes from host uint8 HWC pixels into activations [n, h1, w1, 3] and, when h2 > 0,

@@ -38,6 +38,7 @@ void activation_forward_cpu(Activation a, int64_t n, const T* x, T* y) {
     case Activation::relu: return forward_loop<Activation::relu>(n, x, y);
     case Activation::hardswish: return forward_loop<Activation::hardswish>(n, x, y);
     case Activation::sigmoid: return forward_loop<Activation::sigmoid>(n, x, y);
+    case Activation::hardsigmoid: return forward_loop<Activation::hardsigmoid>(n, x, y);
   }
   KD_FAIL("activation_forward: unknown activation ", int(a));
 }
@@ -50,6 +51,7 @@ void activation_backward_cpu(Activation a, int64_t n, const T* x, const T* dy, T
     case Activation::relu: return backward_loop<Activation::relu>(n, x, dy, dx);
     case Activation::hardswish: return backward_loop<Activation::hardswish>(n, x, dy, dx);
     case Activation::sigmoid: return backward_loop<Activation::sigmoid>(n, x, dy, dx);
+    case Activation::hardsigmoid: return backward_loop<Activation::hardsigmoid>(n, x, dy, dx);
   }
   KD_FAIL("activation_backward: unknown activation ", int(a));
 }

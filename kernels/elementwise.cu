@@ -94,6 +94,8 @@ void activation_forward_cuda(const CudaHandles& h, Activation a, int64_t n, cons
     case Activation::hardswish:
       return launch_unary(h, "activation_forward hardswish", ForwardOp<Activation::hardswish>{}, n, x, y);
     case Activation::sigmoid: return launch_unary(h, "activation_forward sigmoid", ForwardOp<Activation::sigmoid>{}, n, x, y);
+    case Activation::hardsigmoid:
+      return launch_unary(h, "activation_forward hardsigmoid", ForwardOp<Activation::hardsigmoid>{}, n, x, y);
   }
   KD_FAIL("activation_forward_cuda: unknown activation ", int(a));
 }
@@ -110,6 +112,8 @@ void activation_backward_cuda(const CudaHandles& h, Activation a, int64_t n, con
       return launch_binary(h, "activation_backward hardswish", BackwardOp<Activation::hardswish>{}, n, x, dy, dx);
     case Activation::sigmoid:
       return launch_binary(h, "activation_backward sigmoid", BackwardOp<Activation::sigmoid>{}, n, x, dy, dx);
+    case Activation::hardsigmoid:
+      return launch_binary(h, "activation_backward hardsigmoid", BackwardOp<Activation::hardsigmoid>{}, n, x, dy, dx);
   }
   KD_FAIL("activation_backward_cuda: unknown activation ", int(a));
 }

@@ -9,16 +9,19 @@
 
 namespace kd {
 
-enum class Activation : uint8_t { identity, relu, hardswish, sigmoid };
+enum class Activation : uint8_t { identity, relu, hardswish, sigmoid, hardsigmoid };
 
 // hardswish(x) = x * relu6(x + 3) / 6 (PyTorch's definition, also for its gradient at the kinks:
 // d/dx = 0 for x < -3, 1 for x > 3, (2x + 3) / 6 in between, PyTorch's choice at +-3).
+// hardsigmoid(x) = relu6(x + 3) / 6 (F.hardsigmoid, MobileNetV3's squeeze-excite gate); PyTorch's
+// gradient is 1/6 strictly inside (-3, 3) and 0 at and beyond +-3.
 template <typename T>
 KD_HD T activation_apply(Activation a, T x) {
   switch (a) {
     case Activation::relu: return x > T(0) ? x : T(0);
     case Activation::hardswish: return x <= T(-3) ? T(0) : x >= T(3) ? x : x * (x + T(3)) / T(6);
     case Activation::sigmoid: return T(1) / (T(1) + exp(-x));
+    case Activation::hardsigmoid: return x <= T(-3) ? T(0) : x >= T(3) ? T(1) : (x + T(3)) / T(6);
     case Activation::identity: break;
   }
   return x;
@@ -34,6 +37,7 @@ KD_HD T activation_derivative(Activation a, T x) {
       const T s = T(1) / (T(1) + exp(-x));
       return s * (T(1) - s);
     }
+    case Activation::hardsigmoid: return x > T(-3) && x < T(3) ? T(1) / T(6) : T(0);
     case Activation::identity: break;
   }
   return T(1);

@@ -22,7 +22,7 @@ void Model::freeze_for_inference(Context& ctx) {
 
 namespace {
 std::vector<ArchFamily>& families() {
-  static std::vector<ArchFamily> list = {resnetv2_family(), resnet_family()};
+  static std::vector<ArchFamily> list = {resnetv2_family(), resnet_family(), mobilenetv3_family()};
   return list;
 }
 }  // namespace

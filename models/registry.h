@@ -26,5 +26,6 @@ const std::vector<ArchFamily>& arch_families();
 // The families kd ships (one function per family file).
 ArchFamily resnetv2_family();
 ArchFamily resnet_family();
+ArchFamily mobilenetv3_family();
 
 }  // namespace kd

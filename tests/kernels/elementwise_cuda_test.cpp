@@ -19,7 +19,7 @@ using test::DeviceArray;
 using test::rel_l2;
 
 constexpr Activation kActivations[] = {Activation::identity, Activation::relu, Activation::hardswish,
-                                       Activation::sigmoid};
+                                       Activation::sigmoid, Activation::hardsigmoid};
 // 1 element; 7 (tail only); 8 (one vector); vectors plus a tail; several grid strides plus a tail.
 constexpr int64_t kSizes[] = {1, 7, 8, 4099, (int64_t(1) << 21) + 3};
 
@@ -97,7 +97,8 @@ TEST(ElementwiseCuda, ActivationBackwardMatchesCpu) {
         DeviceArray<bf16> d_x(x.bits, offset), d_dy(dy.bits, offset), d_dx(size_t(n), offset);
         d_dx.poison();
         activation_backward_cuda(h, a, n, d_x.get(), d_dy.get(), d_dx.get());
-        expect_matches(d_dx.download(), expected, a == Activation::identity || a == Activation::relu,
+        expect_matches(d_dx.download(), expected,
+                       a == Activation::identity || a == Activation::relu || a == Activation::hardsigmoid,
                        describe(a, n, offset));
       }
 #else

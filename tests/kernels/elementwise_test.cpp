@@ -23,6 +23,7 @@ double definition(Activation a, double x) {
     case Activation::relu: return std::max(x, 0.0);
     case Activation::hardswish: return x * std::min(std::max(x + 3, 0.0), 6.0) / 6;
     case Activation::sigmoid: return 1 / (1 + std::exp(-x));
+    case Activation::hardsigmoid: return std::min(std::max(x + 3, 0.0), 6.0) / 6;
     case Activation::identity: break;
   }
   return x;
@@ -33,6 +34,7 @@ const char* name(Activation a) {
     case Activation::relu: return "relu";
     case Activation::hardswish: return "hardswish";
     case Activation::sigmoid: return "sigmoid";
+    case Activation::hardsigmoid: return "hardsigmoid";
     case Activation::identity: break;
   }
   return "identity";
@@ -73,7 +75,7 @@ TEST_P(Activations, BackwardMatchesFiniteDifferences) {
 
 INSTANTIATE_TEST_SUITE_P(All, Activations,
                          ::testing::Values(Activation::identity, Activation::relu, Activation::hardswish,
-                                           Activation::sigmoid),
+                                           Activation::sigmoid, Activation::hardsigmoid),
                          [](const ::testing::TestParamInfo<Activation>& info) { return std::string(name(info.param)); });
 
 TEST(Activation, GradientsAtTheKinksFollowPyTorch) {
@@ -90,6 +92,20 @@ TEST(Activation, GradientsAtTheKinksFollowPyTorch) {
   activation_forward_cpu<double>(Activation::hardswish, 2, x.data() + 1, y.data());
   EXPECT_EQ(y[0], 0.0);
   EXPECT_EQ(y[1], 3.0);
+}
+
+TEST(Activation, HardsigmoidGradientAtTheKinksFollowsPyTorch) {
+  // PyTorch 1.13's hardsigmoid_backward: dy / 6 strictly inside (-3, 3), zero at +-3 and beyond.
+  const Vec x = {-3.0, 3.0, -3.0 + 1e-9, 3.0 - 1e-9, -7.0, 7.0, 0.0}, dy(7, 1.0);
+  Vec y(7), dx(7);
+  activation_forward_cpu<double>(Activation::hardsigmoid, 7, x.data(), y.data());
+  activation_backward_cpu<double>(Activation::hardsigmoid, 7, x.data(), dy.data(), dx.data());
+  const Vec expected_y = {0.0, 1.0, 1e-9 / 6, 1.0 - 1e-9 / 6, 0.0, 1.0, 0.5};
+  const Vec expected_dx = {0.0, 0.0, 1.0 / 6, 1.0 / 6, 0.0, 0.0, 1.0 / 6};
+  for (size_t i = 0; i < x.size(); ++i) {
+    EXPECT_NEAR(y[i], expected_y[i], 1e-15) << "x = " << x[i];
+    EXPECT_EQ(dx[i], expected_dx[i]) << "x = " << x[i];
+  }
 }
 
 TEST(Activation, SigmoidSaturatesWithoutNaN) {

@@ -10,6 +10,7 @@
 
 #include "engine/safetensors.h"
 #include "kernels/batchnorm.h"
+#include "kernels/channel.h"
 #include "kernels/conv.h"
 #include "kernels/elementwise.h"
 #include "kernels/groupnorm.h"
@@ -198,8 +199,10 @@ TEST(Ops, BatchNormEvalMatchesPyTorch) {
 }
 
 TEST(Ops, ActivationsMatchPyTorch) {
-  const std::pair<const char*, Activation> acts[] = {
-      {"relu", Activation::relu}, {"hardswish", Activation::hardswish}, {"sigmoid", Activation::sigmoid}};
+  const std::pair<const char*, Activation> acts[] = {{"relu", Activation::relu},
+                                                     {"hardswish", Activation::hardswish},
+                                                     {"sigmoid", Activation::sigmoid},
+                                                     {"hardsigmoid", Activation::hardsigmoid}};
   for (const auto& [name, a] : acts) {
     const std::string p = std::string("act/") + name + "/";
     const Floats x = load(p + "x"), dy = load(p + "dy");
@@ -264,6 +267,38 @@ TEST(Ops, AddMatchesPyTorch) {
   expect_matches("add/y", y);
   expect_matches("add/da", dy);
   expect_matches("add/db", dy);
+}
+
+// Squeeze-excite's gate times x, and both gradients (the gate's summed over h, w).
+TEST(Ops, ChannelScaleMatchesPyTorch) {
+  const Shape& xs = shape_of("channel_scale/x");
+  const ChannelScaleShape s{xs[0], xs[1] * xs[2], xs[3]};
+  const Floats x = load("channel_scale/x"), gate = load("channel_scale/s"), dy = load("channel_scale/dy");
+  Floats y(x.size()), dx(x.size()), ds(gate.size());
+  channel_scale_forward_cpu<float>(s, x.data(), gate.data(), y.data());
+  channel_scale_backward_cpu<float>(s, x.data(), gate.data(), dy.data(), dx.data(), ds.data());
+  expect_matches("channel_scale/y", y);
+  expect_matches("channel_scale/dx", dx);
+  expect_matches("channel_scale/ds", ds);
+}
+
+// A convolution with a bias, as kd's Conv2d runs it: conv2d, then bias_add over the NHWC rows.
+TEST(Ops, ConvWithBiasMatchesPyTorch) {
+  const std::string p = "conv_bias/";
+  const Conv2dShape s = conv_shape(p);
+  const Floats x = load(p + "x"), w = oihw_to_ohwi(load(p + "w"), shape_of(p + "w")), b = load(p + "b");
+  const Floats dy = load(p + "dy");
+  Floats y(size_t(s.y_numel())), dx(x.size()), dw(w.size(), 0.f), db(b.size(), 0.f);
+  const int64_t rows = s.n * s.out_h() * s.out_w();
+  conv2d_forward_cpu<float>(s, x.data(), w.data(), y.data());
+  bias_add_cpu<float>(rows, s.c_out, b.data(), y.data());
+  conv2d_backward_data_cpu<float>(s, dy.data(), w.data(), dx.data());
+  conv2d_backward_filter_cpu<float>(s, x.data(), dy.data(), dw.data());
+  bias_backward_cpu<float>(rows, s.c_out, dy.data(), db.data());
+  expect_matches(p + "y", y);
+  expect_matches(p + "dx", dx);
+  expect_matches(p + "dw", ohwi_to_oihw(dw, shape_of(p + "w")));
+  expect_matches(p + "db", db);
 }
 
 }  // namespace

@@ -7,8 +7,12 @@ in float64, and again in float32 with every leaf module's output and input gradi
 bf16 (what kd's CUDA path stores), and prints the relative L2 distances: the noise floor the
 GPU-vs-CPU whole-network test must allow. Measured with Debian's torch 1.13 and timm 1.0.29:
 logits 1.1e-1, parameter gradients 0.80 (cosine 0.67), input gradient 0.80, head.fc.bias exact,
-head.fc.weight 0.11.   Usage: python3 tests/reference/bf16_noise.py
+head.fc.weight 0.11.   Usage: python3 tests/reference/bf16_noise.py [--arch ARCH]
+With --arch mobilenetv3_large_100 (or another timm arch), the same for that network: BatchNorm in
+training mode, its scales and the biases randomised alike, the classifier as the head
+(tests/models/mobilenet_v3_cuda_test.cpp).
 """
+import argparse
 import math
 
 import timm
@@ -20,11 +24,11 @@ def build(arch):
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for n, p in m.named_parameters():
-            if "norm" in n and n.endswith("weight"):
+            if ("norm" in n or ".bn" in n or n.startswith("bn")) and n.endswith("weight"):
                 p.uniform_(0.5, 1.5, generator=g)
             elif n.endswith("bias"):
                 p.uniform_(-0.2, 0.2, generator=g)
-            elif n.startswith("head") and p.dim() >= 2:
+            elif (n.startswith("head") or n.startswith("classifier")) and p.dim() >= 2:
                 b = math.sqrt(3.0 / p.shape[1])
                 p.uniform_(-b, b, generator=g)
     for mod in m.modules():  # hooks cannot wrap in-place activations
@@ -61,8 +65,12 @@ def rel(a, b):
 
 
 def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--arch", default="resnetv2_50x1_bit")
+    arch = ap.parse_args().arch
+    head = "classifier" if arch.startswith("mobilenetv3") else "head.fc"
     torch.manual_seed(0)
-    m = build("resnetv2_50x1_bit")
+    m = build(arch)
     x = (torch.rand(2, 3, 64, 64, dtype=torch.float64) * 2 - 1).to(torch.bfloat16).double()
     dy = torch.randn(2, 10, dtype=torch.float64)
     y64, g64, dx64 = run(m, x, dy, torch.float64, False)
@@ -71,9 +79,9 @@ def main():
         flat, flat64 = torch.cat(list(g.values())), torch.cat(list(g64.values()))
         cos = float(flat @ flat64 / flat.norm() / flat64.norm())
         print(f"{name:>13} vs float64: logits {rel(y, y64):.2e}, parameter gradients {rel(flat, flat64):.2e} "
-              f"(cosine {cos:.3f}), input gradient {rel(dx, dx64):.2e}, head.fc.weight "
-              f"{rel(g['head.fc.weight'], g64['head.fc.weight']):.2e}, head.fc.bias "
-              f"{rel(g['head.fc.bias'], g64['head.fc.bias']):.2e}")
+              f"(cosine {cos:.3f}), input gradient {rel(dx, dx64):.2e}, {head}.weight "
+              f"{rel(g[head + '.weight'], g64[head + '.weight']):.2e}, {head}.bias "
+              f"{rel(g[head + '.bias'], g64[head + '.bias']):.2e}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ from PIL import Image
 
 import st
 
-ARCHS = [("resnet18", "resnet18"), ("resnetv2_50x1_bit", "resnetv2_50x1_bit")]
+ARCHS = [("resnet18", "resnet18"), ("resnetv2_50x1_bit", "resnetv2_50x1_bit"),
+         ("mobilenetv3_small_100", "mobilenetv3_small_100")]
 
 
 def main():

@@ -10,6 +10,7 @@ Stored as F32 (inputs and parameters exactly, outputs rounded once); timm comput
 """
 import argparse
 import collections
+import json
 import os
 from functools import partial
 
@@ -60,8 +61,10 @@ def make(name, arch, model, n, size, seed, out_dir):
         for pname, p in model.named_parameters():
             if is_norm(pname):
                 p.copy_((1.0 if pname.endswith("weight") else 0.0) + 0.1 * torch.randn_like(p))
-            elif pname.startswith("head.") or pname.startswith("fc."):
+            elif pname.startswith("head.") or pname.startswith("fc.") or pname.startswith("classifier."):
                 p.copy_(0.05 * torch.randn_like(p))
+            elif pname.endswith(".bias"):  # convolution biases (squeeze-excite, MobileNetV3's conv_head)
+                p.copy_(0.1 * torch.randn_like(p))
         for bname, b in model.named_buffers():
             if bname.endswith("running_mean"):
                 b.copy_(0.1 * torch.randn_like(b))
@@ -122,6 +125,63 @@ def forward_fixture(out_dir):
             {"images": x.permute(0, 2, 3, 1).contiguous().numpy(), "logits": logits.numpy()})
 
 
+def mobilenetv3_forward_fixture(out_dir):
+    """`kd forward` on timm's own mobilenetv3_small_100 state dict (10 classes), BatchNorm in eval
+    mode: its affine parameters, running statistics and the convolution biases randomised."""
+    torch.manual_seed(8)
+    model = timm.create_model("mobilenetv3_small_100", pretrained=False, num_classes=10).eval()
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if is_norm(pname) or pname.endswith(".bias") or pname.startswith("classifier."):
+                p.add_(0.1 * torch.randn_like(p))
+        for bname, b in model.named_buffers():
+            if bname.endswith("running_mean"):
+                b.copy_(0.1 * torch.randn_like(b))
+            elif bname.endswith("running_var"):
+                b.copy_(0.5 + torch.rand_like(b))
+    st.save(os.path.join(out_dir, "mobilenetv3_small_100.weights.safetensors"),
+            {k: v.numpy() for k, v in model.state_dict().items()}, {"format": "pt"})
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        logits = model.double()(x.double())
+    st.save(os.path.join(out_dir, "mobilenetv3_small_100.forward.safetensors"),
+            {"images": x.permute(0, 2, 3, 1).contiguous().numpy(), "logits": logits.numpy()})
+
+
+def mobilenetv3_layouts(out_dir):
+    """Every timm MobileNetV3 kd builds, at 1000 classes: its parameter and buffer names and shapes
+    in state-dict order, the parameter count, and the multiply-adds of one 224x224 image counted
+    by hooks on every Conv2d (out_h * out_w * k * k * c_in / groups * c_out) and Linear
+    (in * out), written to mobilenetv3_layouts.json."""
+    layouts = {}
+    for arch in ["mobilenetv3_large_100", "mobilenetv3_large_075", "mobilenetv3_small_100",
+                 "mobilenetv3_small_075", "mobilenetv3_small_050"]:
+        model = timm.create_model(arch, pretrained=False).eval()
+        macs = []
+
+        def count(module, inputs, output):
+            if isinstance(module, torch.nn.Conv2d):
+                k = module.kernel_size[0] * module.kernel_size[1]
+                macs.append(output.shape[2] * output.shape[3] * k * module.in_channels // module.groups
+                            * module.out_channels)
+            else:
+                macs.append(module.in_features * module.out_features)
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                m.register_forward_hook(count)
+        with torch.no_grad():
+            model(torch.zeros(1, 3, 224, 224))
+        layouts[arch] = {
+            "params": [[n, list(p.shape)] for n, p in model.named_parameters()],
+            "buffers": [[n, list(b.shape)] for n, b in model.named_buffers()],
+            "num_params": sum(p.numel() for p in model.parameters()),
+            "macs_224": sum(macs),
+        }
+        print(f"{arch}: {layouts[arch]['num_params']} parameters, {sum(macs) / 1e9:.3f} GMACs at 224")
+    with open(os.path.join(out_dir, "mobilenetv3_layouts.json"), "w") as f:
+        json.dump(layouts, f)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -142,6 +202,11 @@ def main():
     # ResNet with BatchNorm, as timm registers it (BasicBlock and Bottleneck).
     make("resnet18", "resnet18", timm.create_model("resnet18", pretrained=False, num_classes=10), 2, 64, 4, args.out)
     make("resnet50", "resnet50", timm.create_model("resnet50", pretrained=False, num_classes=10), 2, 64, 5, args.out)
+    # MobileNetV3 (squeeze-excite, hard-swish, depthwise convolutions, the conv head with a bias).
+    for seed, arch in enumerate(["mobilenetv3_large_100", "mobilenetv3_small_100"], start=6):
+        make(arch, arch, timm.create_model(arch, pretrained=False, num_classes=10), 2, 64, seed, args.out)
+    mobilenetv3_layouts(args.out)
+    mobilenetv3_forward_fixture(args.out)
 
 
 if __name__ == "__main__":

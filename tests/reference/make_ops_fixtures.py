@@ -19,13 +19,16 @@ Tensors (<name> picks a case):
   batchnorm/train/{x, gamma, beta, running_mean0, running_var0, y, running_mean, running_var,
                    dy, dx, dgamma, dbeta}    BatchNorm2d in training mode, momentum 0.1, eps 1e-5
   batchnorm/eval/{x, gamma, beta, running_mean, running_var, y}
-  act/<relu|hardswish|sigmoid>/{x, y, dy, dx}
+  act/<relu|hardswish|sigmoid|hardsigmoid>/{x, y, dy, dx}
+                                             hardsigmoid's x holds +-3 exactly (PyTorch: gradient 0)
   maxpool/<torch|bit>/{x, y, dy, dx, params} params = [k, stride, pad, pad_with_zero]:
                                              torch = MaxPool2d(3, 2, padding 1) (-inf padding),
                                              bit = ConstantPad2d(1, 0) + MaxPool2d(3, 2)
   avgpool/{x, y, dy, dx}                     x NHWC -> y [n, c] (mean over h, w)
   linear/{x, w, b, y, dy, dx, dw, db}        F.linear
   add/{a, b, y, dy, da, db}
+  channel_scale/{x, s, y, dy, dx, ds}        squeeze-excite's x * s, x NHWC, the gate s [n, 1, 1, c]
+  conv_bias/{x, w, b, y, dy, dx, dw, db, params}  F.conv2d with a bias, params as conv/
 """
 import argparse
 import os
@@ -195,6 +198,26 @@ def linear_and_add_cases(out):
                 "add/da": nhwc(da), "add/db": nhwc(db)})
 
 
+def squeeze_excite_cases(out):
+    """MobileNetV3's ops: the hard-sigmoid gate, the channel scale, a convolution with a bias."""
+    x = rand(2, 5, 4, 3, scale=3.0)
+    x.view(-1)[:4] = torch.tensor([-3.0, 3.0, -3.0, 3.0], dtype=torch.float64)  # the kinks, exactly
+    y, dy, (dx,) = with_grads(F.hardsigmoid, x)
+    out.update({"act/hardsigmoid/x": nhwc(x), "act/hardsigmoid/y": nhwc(y), "act/hardsigmoid/dy": nhwc(dy),
+                "act/hardsigmoid/dx": nhwc(dx)})
+
+    x, s = rand(2, 6, 5, 4), torch.rand(2, 6, 1, 1, generator=gen, dtype=torch.float64).float().double()
+    y, dy, (dx, ds) = with_grads(lambda a, b: a * b, x, s)
+    out.update({"channel_scale/x": nhwc(x), "channel_scale/s": nhwc(s), "channel_scale/y": nhwc(y),
+                "channel_scale/dy": nhwc(dy), "channel_scale/dx": nhwc(dx), "channel_scale/ds": nhwc(ds)})
+
+    x, wt, b = rand(2, 5, 6, 7), rand(4, 5, 3, 3, scale=0.3), rand(4)
+    y, dy, (dx, dw, db) = with_grads(lambda a, w, c: F.conv2d(a, w, c, 1, 1), x, wt, b)
+    out.update({"conv_bias/x": nhwc(x), "conv_bias/w": arr(wt), "conv_bias/b": arr(b), "conv_bias/y": nhwc(y),
+                "conv_bias/dy": nhwc(dy), "conv_bias/dx": nhwc(dx), "conv_bias/dw": arr(dw),
+                "conv_bias/db": arr(db), "conv_bias/params": np.array([1, 1, 1, 1], dtype=np.int64)})
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="output folder")
@@ -208,6 +231,7 @@ def main():
     activation_cases(out)
     pool_cases(out)
     linear_and_add_cases(out)
+    squeeze_excite_cases(out)  # last: the cases above draw the same random numbers as before
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "ops.safetensors")
     st.save(path, out, metadata={"torch": torch.__version__, "layout": "images NHWC, conv weights OIHW",

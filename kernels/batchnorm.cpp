@@ -18,10 +18,60 @@ void check_sizes(const BatchNormShape& s, int64_t min_rows) {
            s.rows, ", c ", s.c, min_rows > 1 ? " (training statistics need more than one value per channel)" : "");
 }
 
+}  // namespace
+
+template <typename T>
+void batchnorm_moments_cpu(const BatchNormShape& s, const T* x, double* moments) {
+  check_sizes(s, 1);
+  const int64_t c = s.c;
+  double* mean = moments + 1;
+  double* m2 = moments + 1 + c;
+  sum_rows_cpu(
+      s.rows, c,
+      [&](int64_t r, double* acc) {
+        for (int64_t ch = 0; ch < c; ++ch) acc[ch] += double(x[r * c + ch]);
+      },
+      mean);
+  for (int64_t ch = 0; ch < c; ++ch) mean[ch] /= double(s.rows);
+  sum_rows_cpu(
+      s.rows, c,
+      [&](int64_t r, double* acc) {
+        for (int64_t ch = 0; ch < c; ++ch) {
+          const double d = double(x[r * c + ch]) - mean[ch];
+          acc[ch] += d * d;
+        }
+      },
+      m2);
+  moments[0] = double(s.rows);
+}
+
+template <typename T>
+void batchnorm_finish_moments_cpu(int64_t c, int64_t ranks, const double* gathered, T eps, T momentum, T* mean,
+                                  T* rstd, double* total_count, T* running_mean, T* running_var) {
+  KD_CHECK(c > 0 && ranks > 0, "batchnorm: need c > 0 and ranks > 0, got c ", c, ", ranks ", ranks);
+  KD_CHECK(eps >= T(0), "batchnorm: eps must be non-negative, got ", eps);
+  KD_CHECK((running_mean == nullptr) == (running_var == nullptr),
+           "batchnorm: running mean and running variance must be given together");
+  double count = 0;
+  for (int64_t ch = 0; ch < c; ++ch) {
+    double mu = 0, var = 0;
+    batchnorm_combine_moments(gathered, ranks, c, ch, &mu, &var, &count);
+    KD_CHECK(count > 1, "batchnorm: training statistics need more than one value per channel, got ", count);
+    mean[ch] = T(mu);
+    rstd[ch] = T(norm_rstd(var, double(eps)));
+    if (running_mean) {
+      double rm = double(running_mean[ch]), rv = double(running_var[ch]);
+      batchnorm_update_running(mu, var, count, double(momentum), &rm, &rv);
+      running_mean[ch] = T(rm), running_var[ch] = T(rv);
+    }
+  }
+  if (total_count) *total_count = count;
+}
+
 // y[r, ch] = gamma * (x - mean) * rstd + beta with per-channel mean and rstd.
 template <typename T>
-void normalize_rows(const BatchNormShape& s, const T* x, const T* mean, const T* rstd, const T* gamma, const T* beta,
-                    T* y) {
+void batchnorm_normalize_cpu(const BatchNormShape& s, const T* x, const T* mean, const T* rstd, const T* gamma,
+                             const T* beta, T* y) {
   const int64_t c = s.c;
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < s.rows; ++r)
@@ -29,44 +79,14 @@ void normalize_rows(const BatchNormShape& s, const T* x, const T* mean, const T*
       y[r * c + ch] = norm_affine(x[r * c + ch], mean[ch], rstd[ch], gamma[ch], beta[ch]);
 }
 
-}  // namespace
-
 template <typename T>
 void batchnorm_forward_train_cpu(const BatchNormShape& s, T eps, T momentum, const T* x, const T* gamma, const T* beta,
                                  T* y, T* mean, T* rstd, T* running_mean, T* running_var) {
   check_sizes(s, 2);
-  KD_CHECK(eps >= T(0), "batchnorm: eps must be non-negative, got ", eps);
-  KD_CHECK((running_mean == nullptr) == (running_var == nullptr),
-           "batchnorm: running mean and running variance must be given together");
-  const int64_t c = s.c;
-  std::vector<double> mu(static_cast<size_t>(c)), sq(static_cast<size_t>(c));
-  sum_rows_cpu(
-      s.rows, c,
-      [&](int64_t r, double* acc) {
-        for (int64_t ch = 0; ch < c; ++ch) acc[ch] += double(x[r * c + ch]);
-      },
-      mu.data());
-  for (double& m : mu) m /= double(s.rows);
-  sum_rows_cpu(
-      s.rows, c,
-      [&](int64_t r, double* acc) {
-        for (int64_t ch = 0; ch < c; ++ch) {
-          const double d = double(x[r * c + ch]) - mu[size_t(ch)];
-          acc[ch] += d * d;
-        }
-      },
-      sq.data());
-  const double m = double(momentum), unbias = double(s.rows) / double(s.rows - 1);
-  for (int64_t ch = 0; ch < c; ++ch) {
-    const double var = sq[size_t(ch)] / double(s.rows);
-    mean[ch] = T(mu[size_t(ch)]);
-    rstd[ch] = T(norm_rstd(var, double(eps)));
-    if (running_mean) {
-      running_mean[ch] = T((1 - m) * double(running_mean[ch]) + m * mu[size_t(ch)]);
-      running_var[ch] = T((1 - m) * double(running_var[ch]) + m * var * unbias);
-    }
-  }
-  normalize_rows(s, x, mean, rstd, gamma, beta, y);
+  std::vector<double> moments(size_t(batchnorm_moments_size(s.c)));
+  batchnorm_moments_cpu(s, x, moments.data());
+  batchnorm_finish_moments_cpu(s.c, 1, moments.data(), eps, momentum, mean, rstd, nullptr, running_mean, running_var);
+  batchnorm_normalize_cpu(s, x, mean, rstd, gamma, beta, y);
 }
 
 template <typename T>
@@ -80,33 +100,41 @@ void batchnorm_forward_eval_cpu(const BatchNormShape& s, T eps, const T* x, cons
              running_var[ch], " (eps ", eps, ")");
     rstd[size_t(ch)] = T(norm_rstd(double(running_var[ch]), double(eps)));
   }
-  normalize_rows(s, x, running_mean, rstd.data(), gamma, beta, y);
+  batchnorm_normalize_cpu(s, x, running_mean, rstd.data(), gamma, beta, y);
 }
 
 template <typename T>
-void batchnorm_backward_cpu(const BatchNormShape& s, const T* x, const T* gamma, const T* mean, const T* rstd,
-                            const T* dy, T* dx, T* dgamma, T* dbeta) {
-  check_sizes(s, 2);
+void batchnorm_grad_sums_cpu(const BatchNormShape& s, const T* x, const T* mean, const T* rstd, const T* dy,
+                             double* sums) {
+  check_sizes(s, 1);
   const int64_t c = s.c;
-  // sums[ch] = sum dy, sums[c + ch] = sum dy * x_hat (= dbeta, dgamma of this batch).
-  std::vector<double> sums(size_t(2 * c));
   sum_rows_cpu(
       s.rows, 2 * c,
       [&](int64_t r, double* acc) {
         for (int64_t ch = 0; ch < c; ++ch) {
           const double g = double(dy[r * c + ch]);
-          acc[ch] += g;
-          acc[c + ch] += g * double(norm_x_hat(x[r * c + ch], mean[ch], rstd[ch]));
+          acc[2 * ch] += g;
+          acc[2 * ch + 1] += g * double(norm_x_hat(x[r * c + ch], mean[ch], rstd[ch]));
         }
       },
-      sums.data());
-  // Means over the batch of dL/dx_hat = gamma * dy and of dL/dx_hat * x_hat.
+      sums);
+}
+
+template <typename T>
+void batchnorm_backward_from_sums_cpu(const BatchNormShape& s, const T* x, const T* gamma, const T* mean,
+                                      const T* rstd, const T* dy, const double* local_sums, const double* total_sums,
+                                      double total_count, T* dx, T* dgamma, T* dbeta) {
+  check_sizes(s, 1);
+  KD_CHECK(total_count >= double(s.rows), "batchnorm: the batch over every rank (", total_count,
+           " rows) is smaller than this rank's (", s.rows, ")");
+  const int64_t c = s.c;
+  // Means over the whole batch of dL/dx_hat = gamma * dy and of dL/dx_hat * x_hat.
   std::vector<T> mean_dxh(static_cast<size_t>(c)), mean_dxh_xh(static_cast<size_t>(c));
   for (int64_t ch = 0; ch < c; ++ch) {
-    dbeta[ch] += T(sums[size_t(ch)]);
-    dgamma[ch] += T(sums[size_t(c + ch)]);
-    mean_dxh[size_t(ch)] = T(double(gamma[ch]) * sums[size_t(ch)] / double(s.rows));
-    mean_dxh_xh[size_t(ch)] = T(double(gamma[ch]) * sums[size_t(c + ch)] / double(s.rows));
+    dbeta[ch] += T(local_sums[2 * ch]);
+    dgamma[ch] += T(local_sums[2 * ch + 1]);
+    mean_dxh[size_t(ch)] = T(double(gamma[ch]) * total_sums[2 * ch] / total_count);
+    mean_dxh_xh[size_t(ch)] = T(double(gamma[ch]) * total_sums[2 * ch + 1] / total_count);
   }
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < s.rows; ++r)
@@ -117,13 +145,32 @@ void batchnorm_backward_cpu(const BatchNormShape& s, const T* x, const T* gamma,
     }
 }
 
+template <typename T>
+void batchnorm_backward_cpu(const BatchNormShape& s, const T* x, const T* gamma, const T* mean, const T* rstd,
+                            const T* dy, T* dx, T* dgamma, T* dbeta) {
+  check_sizes(s, 2);
+  std::vector<double> sums(size_t(batchnorm_grad_sums_size(s.c)));
+  batchnorm_grad_sums_cpu(s, x, mean, rstd, dy, sums.data());
+  batchnorm_backward_from_sums_cpu(s, x, gamma, mean, rstd, dy, sums.data(), sums.data(), double(s.rows), dx, dgamma,
+                                   dbeta);
+}
+
 #define KD_INSTANTIATE_BATCHNORM(T)                                                                             \
   template void batchnorm_forward_train_cpu<T>(const BatchNormShape&, T, T, const T*, const T*, const T*, T*, T*, \
                                                T*, T*, T*);                                                     \
   template void batchnorm_forward_eval_cpu<T>(const BatchNormShape&, T, const T*, const T*, const T*, const T*,   \
                                               const T*, T*);                                                    \
   template void batchnorm_backward_cpu<T>(const BatchNormShape&, const T*, const T*, const T*, const T*, const T*, \
-                                          T*, T*, T*);
+                                          T*, T*, T*);                                                          \
+  template void batchnorm_moments_cpu<T>(const BatchNormShape&, const T*, double*);                             \
+  template void batchnorm_finish_moments_cpu<T>(int64_t, int64_t, const double*, T, T, T*, T*, double*, T*, T*); \
+  template void batchnorm_normalize_cpu<T>(const BatchNormShape&, const T*, const T*, const T*, const T*,        \
+                                           const T*, T*);                                                       \
+  template void batchnorm_grad_sums_cpu<T>(const BatchNormShape&, const T*, const T*, const T*, const T*,        \
+                                           double*);                                                            \
+  template void batchnorm_backward_from_sums_cpu<T>(const BatchNormShape&, const T*, const T*, const T*,         \
+                                                    const T*, const T*, const double*, const double*, double, T*, \
+                                                    T*, T*);
 KD_INSTANTIATE_BATCHNORM(float)
 KD_INSTANTIATE_BATCHNORM(double)
 

@@ -13,6 +13,7 @@
 #include <cub/block/block_reduce.cuh>
 #include <cub/warp/warp_reduce.cuh>
 
+#include "kernels/batchnorm.h"
 #include "kernels/check.h"
 #include "kernels/cuda_check.h"
 #include "kernels/norm_cuda.h"
@@ -229,6 +230,23 @@ __global__ void __launch_bounds__(kFinishThreads)
   group_means[segment * groups + group] = SumPairF{float(total.a / count), float(total.b / count)};
 }
 
+// SyncBatchNorm's local moments (one segment, one channel per group, one block per channel):
+// moments = [count, mean[c], m2[c]] in double (kernels/batchnorm.h).
+__global__ void __launch_bounds__(kFinishThreads)
+    local_moments_kernel(NormTiling t, const bf16* __restrict__ x, const SumPairF* __restrict__ partials,
+                         double* __restrict__ moments) {
+  const int64_t ch = blockIdx.x;
+  const SumPairD total = sum_group(t, 0, ch, 1, partials, [](int64_t, SumPairD s) { return s; });
+  if (threadIdx.x != 0) return;
+  const double shift = bf16_to_float(x[norm_element_index(t, 0, 0, ch)]);
+  const double count = double(t.rows_per_seg);
+  double mu = 0, var = 0;
+  norm_moments_from_shifted_sums(shift, total.a, total.b, count, &mu, &var);
+  moments[1 + ch] = mu;
+  moments[1 + t.c + ch] = var * count;
+  if (ch == 0) moments[0] = count;
+}
+
 // ---- apply (pass 2 of forward and backward) -----------------------------------------------
 template <int VEC>
 __global__ void __launch_bounds__(kNormBlockThreads)
@@ -298,6 +316,34 @@ __global__ void __launch_bounds__(kParamThreads)
     rstd_from_variance_kernel(int64_t c, double eps, const float* __restrict__ var, float* __restrict__ rstd) {
   const int64_t ch = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (ch < c) rstd[ch] = float(norm_rstd(double(var[ch]), eps));
+}
+
+__global__ void __launch_bounds__(kParamThreads)
+    finish_synced_moments_kernel(int64_t c, int64_t ranks, const double* __restrict__ gathered, double eps,
+                                 double momentum, float* __restrict__ mean, float* __restrict__ rstd,
+                                 double* __restrict__ total_count, float* __restrict__ running_mean,
+                                 float* __restrict__ running_var) {
+  const int64_t ch = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (ch >= c) return;
+  double mu = 0, var = 0, count = 0;
+  batchnorm_combine_moments(gathered, ranks, c, ch, &mu, &var, &count);
+  mean[ch] = float(mu);
+  rstd[ch] = float(norm_rstd(var, eps));
+  if (running_mean) {
+    double rm = double(running_mean[ch]), rv = double(running_var[ch]);
+    batchnorm_update_running(mu, var, count, momentum, &rm, &rv);
+    running_mean[ch] = float(rm), running_var[ch] = float(rv);
+  }
+  if (ch == 0) *total_count = count;
+}
+
+__global__ void __launch_bounds__(kParamThreads)
+    means_from_sums_kernel(int64_t c, const float* __restrict__ gamma, const SumPairD* __restrict__ total_sums,
+                           const double* __restrict__ total_count, SumPairF* __restrict__ means) {
+  const int64_t ch = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (ch >= c) return;
+  const double g = double(gamma[ch]), n = *total_count;
+  means[ch] = SumPairF{float(g * total_sums[ch].a / n), float(g * total_sums[ch].b / n)};
 }
 
 dim3 tile_block(const NormTiling& t) { return dim3(unsigned(t.threads_x), unsigned(t.threads_y)); }
@@ -390,6 +436,31 @@ void add_param_grads(const CudaHandles& h, int64_t segments, int64_t c, const Su
 void rstd_from_variance(const CudaHandles& h, int64_t c, float eps, const float* var, float* rstd) {
   rstd_from_variance_kernel<<<channel_grid(c), kParamThreads, 0, h.stream>>>(c, double(eps), var, rstd);
   KD_CUDA_LAUNCH_CHECK("rstd_from_variance_kernel");
+}
+
+void local_moments(const CudaHandles& h, const NormTiling& t, const bf16* x, const SumPairF* partials,
+                   double* moments) {
+  KD_CHECK(t.segments == 1, "local_moments: BatchNorm's statistics are over one segment, got ", t.segments);
+  const unsigned grid = finish_grid(t, 1, "local_moments");
+  local_moments_kernel<<<grid, kFinishThreads, 0, h.stream>>>(t, x, partials, moments);
+  KD_CUDA_LAUNCH_CHECK("local_moments_kernel");
+}
+
+void finish_synced_moments(const CudaHandles& h, int64_t c, int64_t ranks, const double* gathered, float eps,
+                           float momentum, float* mean, float* rstd, double* total_count, float* running_mean,
+                           float* running_var) {
+  KD_CHECK(c > 0 && ranks > 0, "finish_synced_moments: need c > 0 and ranks > 0, got c ", c, ", ranks ", ranks);
+  KD_CHECK((running_mean == nullptr) == (running_var == nullptr),
+           "finish_synced_moments: running mean and running variance must be given together");
+  finish_synced_moments_kernel<<<channel_grid(c), kParamThreads, 0, h.stream>>>(
+      c, ranks, gathered, double(eps), double(momentum), mean, rstd, total_count, running_mean, running_var);
+  KD_CUDA_LAUNCH_CHECK("finish_synced_moments_kernel");
+}
+
+void means_from_sums(const CudaHandles& h, int64_t c, const float* gamma, const SumPairD* total_sums,
+                     const double* total_count, SumPairF* means) {
+  means_from_sums_kernel<<<channel_grid(c), kParamThreads, 0, h.stream>>>(c, gamma, total_sums, total_count, means);
+  KD_CUDA_LAUNCH_CHECK("means_from_sums_kernel");
 }
 
 }  // namespace kd::norm_cuda

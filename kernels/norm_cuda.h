@@ -79,6 +79,19 @@ void add_param_grads(const CudaHandles& h, int64_t segments, int64_t c, const Su
 // rstd[ch] = norm_rstd(var[ch], eps) (BatchNorm in eval mode).
 void rstd_from_variance(const CudaHandles& h, int64_t c, float eps, const float* var, float* rstd);
 
+// ---- SyncBatchNorm's stages (kernels/batchnorm.h has the layouts) ----
+// This rank's moments [count, mean[c], m2[c]] from moment_sums' partials (one segment).
+void local_moments(const CudaHandles& h, const NormTiling& t, const bf16* x, const SumPairF* partials,
+                   double* moments);
+// mean, rstd, running statistics and the total row count from every rank's gathered moments.
+void finish_synced_moments(const CudaHandles& h, int64_t c, int64_t ranks, const double* gathered, float eps,
+                           float momentum, float* mean, float* rstd, double* total_count, float* running_mean,
+                           float* running_var);
+// means[ch] = (gamma * sum g, gamma * sum g * x_hat) / total_count: apply_backward's group means
+// (one channel per group) over every rank's rows.
+void means_from_sums(const CudaHandles& h, int64_t c, const float* gamma, const SumPairD* total_sums,
+                     const double* total_count, SumPairF* means);
+
 // Carves 256-byte aligned arrays out of one workspace buffer: count the sizes with a null
 // base, get() that many bytes, then carve the same sequence again from the real base.
 class ScratchCarver {

@@ -14,6 +14,8 @@
 
 namespace kd {
 
+class Communicator;
+
 enum class Mode : uint8_t { train, eval };
 
 class Layer {
@@ -37,8 +39,17 @@ class Layer {
     on_prepare_inference(ctx);
     children([&ctx](Layer& l) { l.prepare_inference(ctx); });
   }
+  // Layers with batch statistics (BatchNorm) take them over the batches of every rank of `comm`
+  // in training (SyncBatchNorm); null: over this rank's batch only (the default). Applies to
+  // children; returns how many layers take statistics this way.
+  int64_t sync_batch_statistics(Communicator* comm) {
+    int64_t layers = on_sync_batch_statistics(comm);
+    children([&](Layer& l) { layers += l.sync_batch_statistics(comm); });
+    return layers;
+  }
 
  protected:
+  virtual int64_t on_sync_batch_statistics(Communicator* comm) { return 0; }
   virtual void on_frozen(bool frozen) {}
   virtual void on_prepare_inference(Context& ctx) {}
   bool frozen_ = false;

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "engine/comm.h"
+
 namespace kd {
 
 // --- Conv2d -------------------------------------------------------------------------------------
@@ -140,8 +142,15 @@ BatchNorm2d::BatchNorm2d(ParamStore& store, const std::string& name, int64_t cha
 Tensor BatchNorm2d::forward(Context& ctx, const Tensor& x, Mode mode) {
   if (mode == Mode::eval || frozen_)
     return ops::batchnorm_eval(ctx, x, gamma_->value, beta_->value, eps_, running_mean_->value, running_var_->value);
-  Tensor y = ops::batchnorm_train(ctx, x, gamma_->value, beta_->value, eps_, momentum_, running_mean_->value,
-                                  running_var_->value, mean_, rstd_);
+  Tensor y;
+  if (comm_ && comm_->size() > 1) {
+    y = ops::batchnorm_train_synced(ctx, *comm_, x, gamma_->value, beta_->value, eps_, momentum_,
+                                    running_mean_->value, running_var_->value, mean_, rstd_, total_count_);
+  } else {
+    y = ops::batchnorm_train(ctx, x, gamma_->value, beta_->value, eps_, momentum_, running_mean_->value,
+                             running_var_->value, mean_, rstd_);
+    total_count_ = Tensor();
+  }
   Tensor& count = num_batches_->value;  // host memory
   if (count.dtype() == DType::f64)
     count.data<double>()[0] += 1;
@@ -153,10 +162,13 @@ Tensor BatchNorm2d::forward(Context& ctx, const Tensor& x, Mode mode) {
 
 Tensor BatchNorm2d::backward(Context& ctx, const Tensor& dy) {
   require_saved(x_, name_);
-  Tensor dx = ops::batchnorm_backward(ctx, x_, gamma_->value, mean_, rstd_, dy, gamma_->grad, beta_->grad);
+  Tensor dx = total_count_.defined()
+                  ? ops::batchnorm_backward_synced(ctx, *comm_, x_, gamma_->value, mean_, rstd_, total_count_, dy,
+                                                   gamma_->grad, beta_->grad)
+                  : ops::batchnorm_backward(ctx, x_, gamma_->value, mean_, rstd_, dy, gamma_->grad, beta_->grad);
   gamma_->grad_written();
   beta_->grad_written();
-  x_ = mean_ = rstd_ = Tensor();
+  x_ = mean_ = rstd_ = total_count_ = Tensor();
   return dx;
 }
 

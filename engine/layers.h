@@ -71,8 +71,9 @@ class GroupNormAct : public Layer {
 // statistics and updates the running ones (running = (1 - momentum) running + momentum batch,
 // the variance unbiased), eval mode (and a frozen layer) uses the running statistics. Parameters
 // name.weight/bias; buffers name.running_mean/running_var/num_batches_tracked (timm's names).
-// In data-parallel training each micro-batch normalises with its own statistics (see
-// docs/design.md), so a BatchNorm model is not rank-count invariant.
+// In data-parallel training each micro-batch normalises with its own statistics by default, so
+// a BatchNorm model is not rank-count invariant; after sync_batch_statistics(comm) (the config's
+// sync_bn) the statistics are those of the micro-batch over every rank (docs/design.md).
 class BatchNorm2d : public Layer {
  public:
   BatchNorm2d(ParamStore& store, const std::string& name, int64_t channels, float eps = 1e-5f, float momentum = 0.1f,
@@ -80,11 +81,18 @@ class BatchNorm2d : public Layer {
   Tensor forward(Context& ctx, const Tensor& x, Mode mode) override;
   Tensor backward(Context& ctx, const Tensor& dy) override;
 
+ protected:
+  int64_t on_sync_batch_statistics(Communicator* comm) override {
+    comm_ = comm;
+    return 1;
+  }
+
  private:
   Param *gamma_, *beta_, *running_mean_, *running_var_, *num_batches_;
   std::string name_;
   float eps_, momentum_;
-  Tensor x_, mean_, rstd_;
+  Communicator* comm_ = nullptr;
+  Tensor x_, mean_, rstd_, total_count_;  // total_count_: set by a synced forward
 };
 
 // An element-wise activation (ReLU, hard-swish, sigmoid) as a layer: saves its input in training.

@@ -17,6 +17,10 @@
 #include "kernels/groupnorm.h"
 #include "kernels/pool.h"
 
+namespace kd {
+class Communicator;
+}
+
 namespace kd::ops {
 
 // The activation dtype of a context: f32 on the CPU, bf16 on a GPU.
@@ -57,6 +61,15 @@ Tensor batchnorm_eval(Context& ctx, const Tensor& x, const Tensor& gamma, const 
                       const Tensor& running_mean, const Tensor& running_var);
 Tensor batchnorm_backward(Context& ctx, const Tensor& x, const Tensor& gamma, const Tensor& mean, const Tensor& rstd,
                           const Tensor& dy, Tensor& dgamma, Tensor& dbeta);
+// SyncBatchNorm (engine/ops_sync_bn.cpp): the training statistics of every rank of `comm`'s
+// batch. The forward saves mean, rstd and total_count (f64 [1]: the rows of every rank) for the
+// backward; every rank must call both, in the same order.
+Tensor batchnorm_train_synced(Context& ctx, Communicator& comm, const Tensor& x, const Tensor& gamma,
+                              const Tensor& beta, float eps, float momentum, Tensor& running_mean,
+                              Tensor& running_var, Tensor& mean, Tensor& rstd, Tensor& total_count);
+Tensor batchnorm_backward_synced(Context& ctx, Communicator& comm, const Tensor& x, const Tensor& gamma,
+                                 const Tensor& mean, const Tensor& rstd, const Tensor& total_count, const Tensor& dy,
+                                 Tensor& dgamma, Tensor& dbeta);
 
 // --- pooling, pointwise, dense ----------------------------------------------------------------
 Tensor maxpool(Context& ctx, const Tensor& x, MaxPoolShape s, Tensor* argmax);

@@ -5,6 +5,10 @@
 //   resnetv2(depths=1-1-1, width=32, stem=conv3)      any BiT ResNetV2: blocks per stage, stem width
 //                                                     (stage channels 4*width*2^i), stem fixed|conv3,
 //                                                     optional groups=G (GroupNorm groups, default 32)
+//   resnet18, resnet34, resnet50, resnet101           timm's ResNets (BatchNorm)
+//   resnet(depths=1-1, width=8, block=basic)           any of them: blocks per stage, stem width (stage
+//                                                     planes width*2^i), block basic|bottleneck
+//   mobilenetv3_large_100, mobilenetv3_small_075, ...  timm's MobileNet v3
 #pragma once
 #include <cstdint>
 #include <memory>

@@ -1,6 +1,7 @@
 #include "models/resnet.h"
 
 #include "engine/ops.h"
+#include "models/arch_args.h"
 #include "models/registry.h"
 
 namespace kd {
@@ -16,7 +17,18 @@ bool parse_resnet_arch(const std::string& arch, ResNetConfig* out) {
   } else if (arch == "resnet101") {
     c.depths = {3, 4, 23, 3}, c.bottleneck = true;
   } else {
-    return false;
+    const auto args = parse_arch_call(arch, "resnet", {"depths", "width", "block"},
+                                      "resnet(depths=1-1, width=8, block=basic)");
+    if (!args) return false;
+    KD_CHECK(args->count("depths"), "arch '", arch, "': depths is required");
+    c.depths = arch_depths(arch, args->at("depths"));
+    if (args->count("width")) c.width = arch_positive_int(arch, "width", args->at("width"));
+    if (args->count("block")) {
+      const std::string& block = args->at("block");
+      KD_CHECK(block == "basic" || block == "bottleneck", "arch '", arch, "': block '", block,
+               "' is not one of basic, bottleneck");
+      c.bottleneck = block == "bottleneck";
+    }
   }
   *out = c;
   return true;
@@ -102,12 +114,12 @@ int64_t ResNetBlock::macs(int64_t h, int64_t w) const {
 }
 
 ResNet::ResNet(const ModelSpec& spec, const ResNetConfig& config) : Model(spec), config_(config) {
-  conv1_ = std::make_unique<Conv2d>(params_, "conv1", conv(spec.in_channels, 64, 7, 2));
-  bn1_ = std::make_unique<BatchNorm2d>(params_, "bn1", 64);
+  conv1_ = std::make_unique<Conv2d>(params_, "conv1", conv(spec.in_channels, config.width, 7, 2));
+  bn1_ = std::make_unique<BatchNorm2d>(params_, "bn1", config.width);
   pool_ = std::make_unique<MaxPool2d>(3, 2, 1, /*pad_with_zero=*/false);
-  int64_t in = 64;
+  int64_t in = config.width;
   for (size_t i = 0; i < config.depths.size(); ++i) {
-    const int64_t planes = int64_t(64) << i;
+    const int64_t planes = config.width << i;
     for (int64_t j = 0; j < config.depths[i]; ++j) {
       const std::string name = "layer" + std::to_string(i + 1) + "." + std::to_string(j);
       blocks_.push_back(
@@ -143,7 +155,7 @@ void ResNet::children(const std::function<void(Layer&)>& visit) {
 
 int64_t ResNet::forward_macs(int64_t h, int64_t w) const {
   h = conv_out(h, 7, 2), w = conv_out(w, 7, 2);
-  int64_t total = h * w * 49 * spec_.in_channels * 64;
+  int64_t total = h * w * 49 * spec_.in_channels * config_.width;
   h = (h + 2 - 3) / 2 + 1, w = (w + 2 - 3) / 2 + 1;  // max-pool
   for (const auto& b : blocks_) {
     total += b->macs(h, w);
@@ -155,7 +167,8 @@ int64_t ResNet::forward_macs(int64_t h, int64_t w) const {
 ArchFamily resnet_family() {
   ArchFamily f;
   f.name = "resnet";
-  f.examples = {"resnet18", "resnet34", "resnet50", "resnet101 (timm's, BatchNorm)"};
+  f.examples = {"resnet18", "resnet34", "resnet50", "resnet101 (timm's, BatchNorm)",
+                "resnet(depths=1-1, width=8, block=basic)"};
   f.build = [](const ModelSpec& spec) -> std::unique_ptr<Model> {
     ResNetConfig c;
     if (!parse_resnet_arch(spec.arch, &c)) return nullptr;

@@ -20,9 +20,12 @@ namespace kd {
 struct ResNetConfig {
   std::vector<int64_t> depths{3, 4, 6, 3};  // blocks per stage
   bool bottleneck = true;                   // Bottleneck (resnet50/101) or BasicBlock (resnet18/34)
+  int64_t width = 64;                       // stem channels; stage i has width << i planes
 };
 
-// "resnet18", "resnet34", "resnet50", "resnet101" -> true and the config; anything else false.
+// "resnet18", "resnet34", "resnet50", "resnet101", or a small one for tests and experiments,
+// "resnet(depths=1-1, width=8, block=basic)" (block: basic | bottleneck, the default; width
+// defaults to 64) -> true and the config; anything else false.
 bool parse_resnet_arch(const std::string& arch, ResNetConfig* out);
 
 class ResNetBlock : public Layer {

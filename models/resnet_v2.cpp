@@ -1,10 +1,10 @@
 #include "models/resnet_v2.h"
 
-#include "models/registry.h"
-
-#include <cctype>
 #include <map>
 #include <regex>
+
+#include "models/arch_args.h"
+#include "models/registry.h"
 
 namespace kd {
 
@@ -31,52 +31,19 @@ bool parse_resnetv2_arch(const std::string& arch, ResNetV2Config* out) {
     *out = c;
     return true;
   }
-  std::string compact;
-  for (char ch : arch)
-    if (!std::isspace(static_cast<unsigned char>(ch))) compact += ch;
-  static const std::regex custom(R"(resnetv2\((.*)\))");
-  if (!std::regex_match(compact, m, custom)) return false;
+  const auto args = parse_arch_call(arch, "resnetv2", {"depths", "width", "stem", "groups"},
+                                    "resnetv2(depths=1-1-1, width=32, stem=conv3)");
+  if (!args) return false;
+  KD_CHECK(args->count("depths") && args->count("width"), "arch '", arch, "': depths and width are required");
   ResNetV2Config c;
-  bool have_depths = false, have_width = false;
-  static const std::regex item(R"(([a-z_]+)=([^,]+))");
-  const std::string args = m[1];
-  size_t consumed = 0;
-  for (std::sregex_iterator it(args.begin(), args.end(), item), end; it != end; ++it) {
-    const std::string key = (*it)[1], value = (*it)[2];
-    consumed += size_t(it->length()) + 1;
-    try {
-      if (key == "depths") {
-        c.depths.clear();
-        size_t pos = 0;
-        while (pos <= value.size()) {
-          const size_t dash = value.find('-', pos);
-          c.depths.push_back(std::stoll(value.substr(pos, dash - pos)));
-          if (dash == std::string::npos) break;
-          pos = dash + 1;
-        }
-        have_depths = true;
-      } else if (key == "width") {
-        c.width = std::stoll(value);
-        have_width = true;
-      } else if (key == "groups") {
-        c.groups = std::stoll(value);
-        KD_CHECK(c.groups > 0, "arch '", arch, "': groups must be positive");
-      } else if (key == "stem") {
-        KD_CHECK(value == "fixed" || value == "conv3", "arch '", arch, "': stem '", value,
-                 "' is not one of fixed, conv3");
-        c.stem = value == "fixed" ? ResNetV2Config::Stem::fixed : ResNetV2Config::Stem::conv3;
-      } else {
-        KD_FAIL("arch '", arch, "': unknown argument '", key, "' (known: depths, width, stem, groups)");
-      }
-    } catch (const std::logic_error&) {
-      KD_FAIL("arch '", arch, "': '", value, "' is not a valid value for ", key);
-    }
+  c.depths = arch_depths(arch, args->at("depths"));
+  c.width = arch_positive_int(arch, "width", args->at("width"));
+  if (args->count("groups")) c.groups = arch_positive_int(arch, "groups", args->at("groups"));
+  if (args->count("stem")) {
+    const std::string& stem = args->at("stem");
+    KD_CHECK(stem == "fixed" || stem == "conv3", "arch '", arch, "': stem '", stem, "' is not one of fixed, conv3");
+    c.stem = stem == "fixed" ? ResNetV2Config::Stem::fixed : ResNetV2Config::Stem::conv3;
   }
-  KD_CHECK(consumed >= args.size(), "arch '", arch, "': cannot parse the arguments '", args,
-           "' (expected e.g. resnetv2(depths=1-1-1, width=32, stem=conv3))");
-  KD_CHECK(have_depths && have_width, "arch '", arch, "': depths and width are required");
-  KD_CHECK(!c.depths.empty() && c.width > 0, "arch '", arch, "': empty depths or non-positive width");
-  for (int64_t d : c.depths) KD_CHECK(d > 0, "arch '", arch, "': every stage needs at least one block");
   *out = c;
   return true;
 }

@@ -77,11 +77,17 @@ void TrainOptions::bind(ConfigSchema& s) {
     s.bind("model.zero_head", &model.zero_head, "initialise the dense head to zero");
     s.bind("model.reset_head", &model.reset_head,
            "load model.weights except the classifier (e.g. a teacher of another class count to fine-tune)");
+    s.bind("model.sync_bn", &model.sync_bn,
+           "BatchNorm: batch statistics over all ranks' images (else per rank and micro-batch; rank 0's running "
+           "statistics are saved)");
   } else {
     s.bind("student.arch", &student.arch, "student architecture");
     s.bind("student.weights", &student.weights, "initial student weights; empty: from scratch");
     s.bind("student.zero_head", &student.zero_head, "initialise the student's dense head to zero (the paper)");
     s.bind("student.reset_head", &student.reset_head, "load student.weights except the classifier");
+    s.bind("student.sync_bn", &student.sync_bn,
+           "BatchNorm: batch statistics over all ranks' images (else per rank and micro-batch; rank 0's running "
+           "statistics are saved)");
     s.bind("teacher.arch", &teacher.arch, "teacher architecture(s): one per member, one for all, or none (kd checkpoints know theirs)");
     s.bind("teacher.weights", &teacher.weights, "teacher weights: one file per ensemble member");
     s.bind("teacher.resolution", &teacher.resolution,

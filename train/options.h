@@ -49,6 +49,7 @@ struct ModelOptions {
   std::string weights;     // initial weights (timm-named safetensors or a kd checkpoint); "" = random
   bool zero_head = false;  // dense head initialised to zero (the paper's student)
   bool reset_head = false; // load weights but the head (another class count), which starts fresh
+  bool sync_bn = false;    // BatchNorm batch statistics over every rank's images (else each rank's own)
 };
 
 struct TeacherOptions {

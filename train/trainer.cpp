@@ -128,6 +128,8 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
   std::unique_ptr<Model> student =
       build_model(*ctx, mo.arch, data.num_classes, mo.zero_head, mo.weights, uint64_t(o.run.seed), false,
                   mo.reset_head);
+  // Synced BatchNorm: every rank normalises with the statistics of the whole global micro-batch.
+  const int64_t synced_norms = mo.sync_bn ? student->sync_batch_statistics(&comm) : 0;
   std::vector<std::unique_ptr<Model>> teacher_models;
   std::vector<Model*> teachers;
   if (o.mode == RunMode::distill) {
@@ -160,7 +162,11 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
   if (comm.size() > 1)
     message("  " + std::to_string(comm.size()) + " ranks (" + comm.describe() + ", launched by " +
             dist.launch.launcher + "), " + std::to_string(o.data.batch_size / comm.size()) + " images per rank in " +
-            std::to_string(o.accumulate) + " micro-batch(es)");
+            std::to_string(o.accumulate) + " micro-batch(es)" +
+            (synced_norms > 0 ? "; BatchNorm statistics over all ranks (" + std::to_string(synced_norms) + " layers)"
+                              : ""));
+  if (mo.sync_bn && synced_norms == 0)
+    message("  note: sync_bn is set but " + mo.arch + " has no BatchNorm layers; nothing to synchronise");
   else if (o.accumulate > 1)
     message("  " + std::to_string(o.accumulate) + " micro-batches of " +
             std::to_string(o.data.batch_size / o.accumulate) + " images per step");
@@ -219,8 +225,17 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
     return checkpoints.save(w, steps_done);
   };
   hooks.last_good_checkpoint = [&] { return checkpoints.latest(); };
+  // Per-rank BatchNorm (no sync_bn): the ranks' running statistics differ; rank 0's are the ones
+  // saved, and every rank evaluates with them, so the evaluated model is the saved one.
+  auto share_rank0_buffers = [&] {
+    if (comm.size() == 1 || synced_norms > 0) return;
+    for (Param& p : student->params().buffers())
+      if (!p.host && comm.accepts(p.value.device()))
+        comm.wait(comm.broadcast(p.value.raw(), p.numel(), p.value.dtype(), 0, *ctx), *ctx);
+  };
   hooks.evaluate = [&](int64_t) {
     student->set_frozen(false);
+    share_rank0_buffers();
     return evaluate(*ctx, *student, teachers, data.test, eval_cfg, &teacher_cache, &comm);
   };
   LoopSettings ls;

@@ -153,9 +153,26 @@ size_t scratch_bytes(const Conv2dShape& s, ConvWgradPath path) {
   return round_up(size_t(s.w_numel()) * elem, kScratchAlignment);
 }
 
+// "NVIDIA H100 80GB HBM3 sm_90": what an autotuning choice depends on besides shape and library.
+std::string device_description(int device) {
+  static std::mutex mutex;
+  static std::map<int, std::string> names;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = names.find(device);
+  if (it != names.end()) return it->second;
+  cudaDeviceProp prop;
+  KD_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  return names[device] = std::string(prop.name) + " sm_" + std::to_string(prop.major) + std::to_string(prop.minor);
+}
+
+struct Fastest {
+  size_t index;
+  double ms;  // per run
+};
+
 // Runs every candidate once to warm up, then kAutotuneRuns times between two events; returns the
 // index of the fastest. The weight gradient is timed into a scratch buffer so dw stays untouched.
-size_t pick_fastest(const CudaHandles& h, ConvOp op, const Conv2dShape& s, ConvWgradPath path,
+Fastest pick_fastest(const CudaHandles& h, ConvOp op, const Conv2dShape& s, ConvWgradPath path,
                     const std::vector<cudnn::Plan>& plans, ConvPointers io) {
   size_t max_ws = 0;
   for (const cudnn::Plan& p : plans) max_ws = std::max(max_ws, size_t(p.workspace_bytes));
@@ -192,7 +209,28 @@ size_t pick_fastest(const CudaHandles& h, ConvOp op, const Conv2dShape& s, ConvW
     if (ok && ms < best_ms) best_ms = ms, best = i;
   }
   KD_CHECK(best < plans.size(), "autotune: none of ", plans.size(), " candidate plans ran");
-  return best;
+  return {best, double(best_ms) / kAutotuneRuns};
+}
+
+// The candidate to run: with autotune, an earlier run's choice for the same key when the tuning
+// store has one, else the fastest, timed now and recorded. *cached says which.
+size_t choose_plan(const CudaHandles& h, ConvOp op, const Conv2dShape& s, ConvWgradPath path, const int64_t align[3],
+                   const std::vector<cudnn::Plan>& candidates, ConvPointers io, bool* cached) {
+  *cached = false;
+  if (!h.autotune || candidates.size() < 2) return 0;
+  std::string key;
+  if (h.tuning_store) {
+    key = conv_tuning_key(device_description(h.device), cudnn::version_string(), op_name(op), s, align, int(path),
+                          int64_t(candidates.size()));
+    const int64_t known = h.tuning_store->find(key);
+    if (known >= 0 && size_t(known) < candidates.size()) {
+      *cached = true;
+      return size_t(known);
+    }
+  }
+  const Fastest f = pick_fastest(h, op, s, path, candidates, io);
+  if (h.tuning_store) h.tuning_store->put(key, int64_t(f.index), f.ms);
+  return f.index;
 }
 
 std::unique_ptr<ConvPlan> build_conv_plan(const CudaHandles& h, ConvOp op, const Conv2dShape& s,
@@ -213,12 +251,13 @@ std::unique_ptr<ConvPlan> build_conv_plan(const CudaHandles& h, ConvOp op, const
     auto plan = std::make_unique<ConvPlan>();
     std::vector<cudnn::Plan> candidates;
     size_t pick = 0;
+    bool cached = false;
     std::string why;
     try {
       plan->keep = make_conv_graph(h.cudnn, op, s, w_dtype, beta, a);
       candidates = cudnn::make_plans(h.cudnn, plan->keep.back(), h.autotune ? kAutotuneCandidates : 1,
                                      kMaxWorkspaceBytes, &why);
-      if (h.autotune && candidates.size() > 1) pick = pick_fastest(h, op, s, path, candidates, io);
+      pick = choose_plan(h, op, s, path, a, candidates, io, &cached);
     } catch (const Error& e) {  // an unsupported combination may already fail to finalize
       candidates.clear();
       why = e.what();
@@ -233,7 +272,7 @@ std::unique_ptr<ConvPlan> build_conv_plan(const CudaHandles& h, ConvOp op, const
     std::ostringstream label;
     label << op_name(op) << " " << s.describe() << ": " << plan->plan.describe();
     if (wgrad) label << ", dw via " << conv_wgrad_path_name(path);
-    if (h.autotune) label << ", autotuned over " << candidates.size();
+    if (h.autotune) label << ", autotuned over " << candidates.size() << (cached ? " (choice from the cache)" : "");
     plan->label = label.str();
     return plan;
   }

@@ -5,6 +5,7 @@
 // numbers conv.cu hands to cuDNN.
 #pragma once
 #include <cstdint>
+#include <string>
 
 #include "kernels/conv.h"
 
@@ -63,6 +64,25 @@ inline int64_t pointer_alignment_bytes(const void* p, int64_t cap_bytes) {
   int64_t align = 1;
   while (align < cap_bytes && (a & uintptr_t(align)) == 0) align *= 2;
   return align;
+}
+
+// The autotuning key of one convolution plan (kernels/cuda_handles.h TuningStore): everything the
+// fastest engine depends on, one line without tabs, e.g.
+//   "conv2d_forward_cuda | NVIDIA H100 80GB HBM3 sm_90 | cuDNN 9.19.0 | [128, 56, 56, 256] -> 64,
+//    k 1x1, stride 1x1, pad 0x0, dilation 1x1, groups 1 | align 16 16 16 | path 0 | 8 candidates"
+inline std::string conv_tuning_key(const std::string& device, const std::string& library, const std::string& op,
+                                   const Conv2dShape& s, const int64_t align[3], int wgrad_path,
+                                   int64_t candidates) {
+  auto n = [](int64_t v) { return std::to_string(v); };
+  std::string key = op + " | " + device + " | " + library + " | [" + n(s.n) + ", " + n(s.h) + ", " + n(s.w) + ", " +
+                    n(s.c_in) + "] -> " + n(s.c_out) + ", k " + n(s.kh) + "x" + n(s.kw) + ", stride " +
+                    n(s.stride_h) + "x" + n(s.stride_w) + ", pad " + n(s.pad_h) + "x" + n(s.pad_w) + ", dilation " +
+                    n(s.dilation_h) + "x" + n(s.dilation_w) + ", groups " + n(s.groups) + " | align " + n(align[0]) +
+                    " " + n(align[1]) + " " + n(align[2]) + " | path " + n(wgrad_path) + " | " + n(candidates) +
+                    " candidates";
+  for (char& c : key)
+    if (c == '\t' || c == '\n' || c == '\r') c = ' ';
+  return key;
 }
 
 }  // namespace kd

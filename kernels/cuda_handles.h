@@ -3,6 +3,8 @@
 // pass it around; the types are the ones cuda_runtime.h / cudnn.h / cublasLt.h define.
 #pragma once
 #include <cstddef>
+#include <cstdint>
+#include <string>
 
 struct CUstream_st;
 struct cudnnContext;
@@ -19,6 +21,17 @@ class CudaWorkspace {
   virtual void* get(size_t bytes) = 0;
 };
 
+// Remembers autotuning choices across processes (engine/autotune_cache.h keeps them in a file).
+// A key names everything a choice depends on (device, library version, op, shape, alignments).
+class TuningStore {
+ public:
+  virtual ~TuningStore() = default;
+  // The choice recorded for key (an index among the candidates the library lists for it), or -1.
+  virtual int64_t find(const std::string& key) = 0;
+  // Records a choice and the time it measured (milliseconds per run), for the next process too.
+  virtual void put(const std::string& key, int64_t choice, double ms) = 0;
+};
+
 struct CudaHandles {
   CUstream_st* stream = nullptr;
   cudnnContext* cudnn = nullptr;
@@ -28,6 +41,7 @@ struct CudaHandles {
   int device = 0;
   int sm_count = 0;
   bool autotune = false;  // time cuDNN's candidate engines once per shape instead of taking the first
+  TuningStore* tuning_store = nullptr;  // with autotune: earlier runs' choices (not owned; may be null)
 };
 
 }  // namespace kd

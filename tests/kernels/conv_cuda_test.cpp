@@ -136,6 +136,29 @@ TEST(ConvCudaLayout, PointerAlignmentIsTheLargestPowerOfTwoUpToTheCap) {
   EXPECT_EQ(pointer_alignment_bytes(buffer, 256) % 64, 0);
 }
 
+TEST(ConvCudaLayout, TheTuningKeyNamesEverythingTheChoiceDependsOn) {
+  const Conv2dShape s = make(128, 56, 56, 256, 64, 1, 1, 0);
+  const int64_t align[3] = {16, 16, 16};
+  const std::string key = conv_tuning_key("NVIDIA H100 80GB HBM3 sm_90", "cuDNN 9.19.0", "conv2d_forward_cuda", s,
+                                          align, 0, 8);
+  EXPECT_EQ(key,
+            "conv2d_forward_cuda | NVIDIA H100 80GB HBM3 sm_90 | cuDNN 9.19.0 | [128, 56, 56, 256] -> 64, k 1x1, "
+            "stride 1x1, pad 0x0, dilation 1x1, groups 1 | align 16 16 16 | path 0 | 8 candidates");
+  std::set<std::string> keys{key};
+  Conv2dShape other = s;
+  other.groups = 2;
+  keys.insert(conv_tuning_key("NVIDIA H100 80GB HBM3 sm_90", "cuDNN 9.19.0", "conv2d_forward_cuda", other, align, 0, 8));
+  keys.insert(conv_tuning_key("NVIDIA H200 sm_90", "cuDNN 9.19.0", "conv2d_forward_cuda", s, align, 0, 8));
+  keys.insert(conv_tuning_key("NVIDIA H100 80GB HBM3 sm_90", "cuDNN 9.20.0", "conv2d_forward_cuda", s, align, 0, 8));
+  keys.insert(conv_tuning_key("NVIDIA H100 80GB HBM3 sm_90", "cuDNN 9.19.0", "conv2d_forward_cuda", s, align, 1, 8));
+  keys.insert(conv_tuning_key("NVIDIA H100 80GB HBM3 sm_90", "cuDNN 9.19.0", "conv2d_forward_cuda", s, align, 0, 7));
+  const int64_t unaligned[3] = {2, 16, 16};
+  keys.insert(conv_tuning_key("NVIDIA H100 80GB HBM3 sm_90", "cuDNN 9.19.0", "conv2d_forward_cuda", s, unaligned, 0, 8));
+  EXPECT_EQ(keys.size(), 7u) << "every field changes the key";
+  const std::string odd = conv_tuning_key("a\tb\nc", "lib", "op", s, align, 0, 8);
+  EXPECT_EQ(odd.find_first_of("\t\n"), std::string::npos) << "one line without tabs: " << odd;
+}
+
 // ---- GPU: each op against the CPU reference --------------------------------------------------
 
 class ConvCuda : public ::testing::TestWithParam<Conv2dShape> {};
@@ -261,6 +284,61 @@ TEST(ConvCudaPlans, AutotunedPlansMatchCpu) {
   }
   sync();
   print_plans_for(s);
+#else
+  GTEST_SKIP() << "built without CUDA";
+#endif
+}
+
+#if KD_HAVE_CUDA
+// Records what the convolutions store; answers every lookup with `answer` (-1: nothing known).
+class RecordingStore : public TuningStore {
+ public:
+  explicit RecordingStore(int64_t answer) : answer_(answer) {}
+  int64_t find(const std::string& key) override {
+    looked_up.push_back(key);
+    return answer_;
+  }
+  void put(const std::string& key, int64_t choice, double ms) override {
+    EXPECT_GE(choice, 0) << key;
+    EXPECT_GT(ms, 0.0) << key;
+    stored.push_back(key);
+  }
+  std::vector<std::string> looked_up, stored;
+
+ private:
+  int64_t answer_;
+};
+#endif
+
+// With a tuning store, autotuning asks it first: a choice it knows is run without timing (and
+// still computes the right thing), an unknown one is timed and recorded under the op's key.
+TEST(ConvCudaPlans, AutotuningConsultsAndFillsTheTuningStore) {
+  KD_REQUIRE_CUDA();
+#if KD_HAVE_CUDA
+  RecordingStore empty(-1);
+  CudaHandles h = handles();
+  h.autotune = true;
+  h.tuning_store = &empty;
+  const Conv2dShape fresh = make(2, 12, 12, 24, 40, 3, 1, 1);  // shapes no other test plans
+  check_forward(h, fresh);
+  check_backward_filter(h, fresh);
+  sync();
+  EXPECT_FALSE(empty.looked_up.empty());
+  ASSERT_FALSE(empty.stored.empty()) << "the timed choices were not recorded";
+  EXPECT_NE(empty.stored[0].find("conv2d_forward_cuda | "), std::string::npos) << empty.stored[0];
+  EXPECT_NE(empty.stored[0].find("[2, 12, 12, 24] -> 40"), std::string::npos) << empty.stored[0];
+
+  RecordingStore knows(1);  // "candidate 1 was fastest"
+  h.tuning_store = &knows;
+  const Conv2dShape known = make(2, 10, 10, 24, 40, 3, 1, 1);
+  check_forward(h, known);
+  check_backward_data(h, known);
+  sync();
+  EXPECT_FALSE(knows.looked_up.empty());
+  EXPECT_TRUE(knows.stored.empty()) << "a known choice must not be timed again";
+  EXPECT_NE(conv2d_cuda_plan_report().find("(choice from the cache)"), std::string::npos)
+      << conv2d_cuda_plan_report();
+  print_plans_for(known);
 #else
   GTEST_SKIP() << "built without CUDA";
 #endif

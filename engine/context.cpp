@@ -204,6 +204,16 @@ const CudaHandles& Context::cuda_handles() const {
 #endif
 }
 
+void Context::set_autotune(bool on, TuningStore* store) {
+#if KD_HAVE_CUDA
+  if (device_ != Device::cuda) return;
+  cuda_->handles.autotune = on;
+  cuda_->handles.tuning_store = on ? store : nullptr;
+#else
+  (void)on, (void)store;
+#endif
+}
+
 std::unique_ptr<Context> make_context(const std::string& device) {
   if (device == "cpu") return Context::cpu();
   if (device == "auto") return cuda_available() ? Context::cuda(0) : Context::cpu();

@@ -33,6 +33,9 @@ class Context {
   DType activation_dtype() const { return device_ == Device::cuda ? DType::bf16 : precision_; }
   DType param_dtype() const { return device_ == Device::cuda ? DType::f32 : precision_; }
   const CudaHandles& cuda_handles() const;  // throws on a CPU context
+  // cuDNN autotuning (time the candidate engines once per convolution shape) and where earlier
+  // runs' choices are kept (not owned; null: none). No effect on a CPU context.
+  void set_autotune(bool on, TuningStore* store);
   void synchronize();
   // Page-locked host memory for host-to-device uploads (a DMA straight from it, no driver
   // staging copy, no page faults of a fresh buffer): at least `bytes`, valid until the next call,

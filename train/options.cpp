@@ -37,6 +37,11 @@ void TrainOptions::bind(ConfigSchema& s) {
   s.bind("run.stop_after", &run.stop_after,
          "stop with a checkpoint after this many steps of this invocation (0: run to the end); --resume continues");
   if (mode == RunMode::train) s.bind("run.label_smoothing", &run.label_smoothing, "label smoothing of the loss");
+  s.bind("run.autotune", &run.autotune,
+         "GPU: time cuDNN's candidate engines once per convolution shape and keep the fastest");
+  s.bind("run.autotune_cache", &run.autotune_cache,
+         "file that keeps autotuning choices for later runs (empty: $KD_CACHE_DIR, $XDG_CACHE_HOME/kd or "
+         "~/.cache/kd; off: none)");
 
   s.bind("data.kind", &data.kind, "dataset format", {"fashion-mnist", "idx", "image_folder", "list", "images"});
   s.bind("data.train_kind", &data.train_kind,

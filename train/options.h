@@ -76,6 +76,8 @@ struct RunOptions {
   int64_t log_every = 50;
   int64_t stop_after = 0;        // stop (with a checkpoint) after this many steps in this invocation
   double label_smoothing = 0.0;  // kd train only
+  bool autotune = true;           // GPU: time cuDNN's candidate engines once per convolution shape
+  std::string autotune_cache;     // where the choices persist ("": the default, "off": nowhere)
 };
 
 struct EvalOptions {

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "data/sampler.h"
+#include "engine/autotune_cache.h"
 #include "engine/checkpoint.h"
 #include "engine/safetensors.h"
 #include "engine/version.h"
@@ -92,6 +93,19 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
     KD_CHECK(!ec, "cannot create the run folder ", result.run_dir, ": ", ec.message());
   }
   Context* ctx = dist.ctx.get();
+  // cuDNN autotuning on the GPU; the choices persist for the next run (engine/autotune_cache.h).
+  std::unique_ptr<AutotuneCache> tuning;
+  std::string tuning_note;
+  if (ctx->is_cuda()) {
+    const std::string& asked = o.run.autotune_cache;
+    const std::string path = asked.empty() ? default_autotune_cache_path() : asked == "off" ? "" : asked;
+    if (o.run.autotune) tuning = std::make_unique<AutotuneCache>(path);
+    ctx->set_autotune(o.run.autotune, tuning.get());
+    tuning_note = !o.run.autotune ? "cuDNN autotuning off (run.autotune)"
+                  : path.empty()  ? "cuDNN autotuning on, choices not kept (run.autotune_cache)"
+                                  : "cuDNN autotuning on, " + std::to_string(tuning->size()) +
+                                       " earlier choice(s) in " + path;
+  }
   const Datasets data = open_datasets(o.data);
   KD_CHECK(o.mode == RunMode::distill || data.train->num_classes() > 0, "kd train learns from labels, and ",
            data.train->describe(), " has none (data.train_kind = images is for kd distill)");
@@ -171,6 +185,7 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
     message("  " + std::to_string(o.accumulate) + " micro-batches of " +
             std::to_string(o.data.batch_size / o.accumulate) + " images per step");
   for (Model* t : teachers) message("  teacher " + t->summary());
+  if (!tuning_note.empty()) message("  " + tuning_note);
   message("  data: " + data.train->describe() + "; eval: " + data.test->describe());
   message("  " + std::to_string(total) + " steps of " + std::to_string(o.data.batch_size) + " images (" +
           json_number(double(total) * double(o.data.batch_size) / double(data.train->size())) +

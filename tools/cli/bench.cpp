@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <random>
 
+#include "engine/autotune_cache.h"
 #include "engine/comm.h"
 #include "engine/timer.h"
 #include "kernels/gemm.h"
@@ -32,7 +33,7 @@ struct BenchArgs {
   int64_t teacher_res = 224, student_res = 160, batch = 128, steps = 10, warmup = 3, classes = 1000, source_px = 256;
   int64_t accumulate = 1, precondition_every = 20;
   std::string optimizer = "adam";
-  bool comm = false, compare_overlap = false, no_overlap = false;
+  bool comm = false, compare_overlap = false, no_overlap = false, no_autotune = false;
 };
 
 // n x n values uniform in [-1, 1), as `dtype` (bf16 or f32) on the host.
@@ -131,6 +132,9 @@ void run_bench(const BenchArgs& a) {
   Context& ctx = *dist.ctx;
   Communicator& comm = *dist.comm;
   const bool root = comm.rank() == 0;
+  // Autotuned convolutions as in training (run.autotune), the choices kept in the default cache.
+  AutotuneCache tuning(default_autotune_cache_path());
+  ctx.set_autotune(!a.no_autotune, &tuning);
   if (a.comm) {
     std::vector<int64_t> sizes;
     for (int64_t b = 4 << 10; b <= (ctx.is_cuda() ? int64_t(1) << 30 : int64_t(64) << 20); b *= 4) sizes.push_back(b);
@@ -252,6 +256,8 @@ void add_bench_command(CLI::App& app) {
   cmd->add_flag("--compare-overlap", args->compare_overlap,
                 "time the step with gradient buckets reduced during backward and with one all-reduce after it");
   cmd->add_flag("--no-overlap", args->no_overlap, "one all-reduce after backward instead of buckets during it");
+  cmd->add_flag("--no-autotune", args->no_autotune,
+                "take cuDNN's first engine per convolution instead of the fastest of its candidates");
   cmd->footer(
       "Under a launcher every rank runs its share: mpirun -np 2 kd bench --device cpu --comm --compare-overlap");
   cmd->callback([args] { run_bench(*args); });

@@ -104,6 +104,15 @@ if want bench; then
   kd_ips=$(grep -o '"images_per_sec": [0-9.]*' "$out/kd_bench.log" | cut -d' ' -f2)
   [ -n "$kd_ips" ] && note "kd bench" PASS "$kd_ips img/s, $(grep -o '"mfu": [0-9.]*' "$out/kd_bench.log" | cut -d' ' -f2) MFU" ||
     note "kd bench" FAIL "rc $rc, see kd_bench.log"
+  # Autotuning's worth: the same step with cuDNN's first engine per convolution (the run above
+  # autotuned and filled the cache, so it timed the candidates during its warm-up).
+  echo "== kd bench --no-autotune"
+  timeout "$(limit KD_BENCH_NO_TUNE 150)" "$build/kd" bench --device cuda --no-autotune > "$out/kd_bench_no_autotune.log" 2>&1
+  rc=$?
+  tail -12 "$out/kd_bench_no_autotune.log"
+  plain_ips=$(grep -o '"images_per_sec": [0-9.]*' "$out/kd_bench_no_autotune.log" | cut -d' ' -f2)
+  [ -n "$plain_ips" ] && note "kd bench no autotune" PASS "$plain_ips img/s (autotuned: ${kd_ips:-?})" ||
+    note "kd bench no autotune" FAIL "rc $rc, see kd_bench_no_autotune.log"
   # The data-parallel path on one GPU: NCCL with one rank (buckets reduce to themselves), its
   # all-reduce bandwidth (device copies with one rank), and the step with and without buckets.
   echo "== kd bench over NCCL (1 rank, --comm --compare-overlap)"

@@ -70,8 +70,21 @@ inline std::vector<float> host_vector(Context& ctx, const Tensor& t) {
 
 struct NetworkBounds {
   double logits, cosine, dinput;
+  double dinput_cosine;      // the input gradient's direction: a zero or wrong-layer dx fails it
   double head_weight = 0.3;  // the classifier's weight gradient (bf16 features, f32 logits gradient)
 };
+
+inline double cosine_of(const std::vector<float>& a, const std::vector<float>& b) {
+  double dot = 0, na = 0, nb = 0;
+  for (size_t i = 0; i < a.size(); ++i) dot += double(a[i]) * b[i], na += double(a[i]) * a[i], nb += double(b[i]) * b[i];
+  return na > 0 && nb > 0 ? dot / std::sqrt(na * nb) : 0.0;
+}
+
+inline double norm_ratio(const std::vector<float>& a, const std::vector<float>& b) {
+  double na = 0, nb = 0;
+  for (size_t i = 0; i < a.size(); ++i) na += double(a[i]) * a[i], nb += double(b[i]) * b[i];
+  return nb > 0 ? std::sqrt(na / nb) : 0.0;
+}
 
 // One training-mode forward and backward (2 x 64 x 64 images) on both paths. The classifier's bias
 // gradient is the f32 logits gradient summed (no bf16 on its way): within 1e-2. `extra`: more
@@ -131,6 +144,12 @@ inline void network_train_step_matches_cpu(const std::string& arch, const Networ
   EXPECT_LE(err_b, 1e-2);
   EXPECT_LE(err_w, b.head_weight);
   EXPECT_LE(err_dx, b.dinput);
+  // The relative error alone would pass an all-zero dx when its bound is near 1.
+  const double dx_cosine = cosine_of(dx_dev, dx_ref), dx_ratio = norm_ratio(dx_dev, dx_ref);
+  std::printf("[ cuda-vs-cpu ] %s input grad: cosine %.3f, norm ratio %.3f\n", arch.c_str(), dx_cosine, dx_ratio);
+  EXPECT_GE(dx_cosine, b.dinput_cosine);
+  EXPECT_GE(dx_ratio, 0.5);
+  EXPECT_LE(dx_ratio, 2.0);
 }
 
 // The frozen-teacher path: running statistics from 3 training forwards on the CPU, then eval-mode

@@ -4,7 +4,7 @@
 // Bounds from tests/reference/bf16_noise.py (timm's model, parameters randomised as here, every
 // leaf module's output and input gradient rounded to bf16, against float64), about twice its noise:
 //   resnet18, train, 2 x 64 x 64: logits 2.7e-2, parameter gradients 0.38 (cosine 0.928), input
-//     gradient 0.39, fc.weight 3.0e-2, fc.bias exact;
+//     gradient 0.39 (cosine 0.923, norm ratio 1.0), fc.weight 3.0e-2, fc.bias exact;
 //   eval (running statistics from 3 training forwards, 4 x 64 x 64): resnet18 8.1e-3, resnet50
 //     1.5e-2 (--eval).
 // resnet50 in training mode is no test at these sizes: its last stage normalises 2 x 2 x 2 values
@@ -22,7 +22,7 @@ namespace {
 TEST(ResNetCuda, Resnet18TrainForwardBackwardMatchesCpu) {
   KD_REQUIRE_CUDA();
 #if KD_HAVE_CUDA
-  test::NetworkBounds b{0.1, 0.75, 0.8};
+  test::NetworkBounds b{0.1, 0.75, 0.8, 0.7};
   b.head_weight = 0.1;
   test::network_train_step_matches_cpu("resnet18", b, {"layer4.1.bn2.bias", "conv1.weight"});
 #else

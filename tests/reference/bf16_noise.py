@@ -115,7 +115,9 @@ def main():
         flat, flat64 = torch.cat(list(g.values())), torch.cat(list(g64.values()))
         cos = float(flat @ flat64 / flat.norm() / flat64.norm())
         print(f"{name:>13} vs float64: logits {rel(y, y64):.2e}, parameter gradients {rel(flat, flat64):.2e} "
-              f"(cosine {cos:.3f}), input gradient {rel(dx, dx64):.2e}, {head}.weight "
+              f"(cosine {cos:.3f}), input gradient {rel(dx, dx64):.2e} (cosine "
+              f"{float((dx * dx64).sum() / dx.norm() / dx64.norm()):.3f}, norm ratio {float(dx.norm() / dx64.norm()):.3f}), "
+              f"{head}.weight "
               f"{rel(g[head + '.weight'], g64[head + '.weight']):.2e}, {head}.bias "
               f"{rel(g[head + '.bias'], g64[head + '.bias']):.2e}")
 

@@ -1,0 +1,115 @@
+// libjpeg reports errors through a callback that must not return: it longjmps back here (the
+// libjpeg convention; no C++ objects with destructors live between setjmp and the calls that may
+// jump), and warnings are counted so a corrupt or truncated file fails instead of decoding grey.
+#include "data/jpeg.h"
+
+#include <csetjmp>
+#include <cstdio>
+#include <memory>
+
+// jpeglib.h needs FILE and size_t declared first.
+#include <jpeglib.h>
+
+namespace kd {
+
+namespace {
+
+constexpr int64_t kMaxPixels = int64_t(1) << 28;  // as decode_image: 16384 x 16384
+
+struct ErrorManager {
+  jpeg_error_mgr pub;
+  std::jmp_buf jump;
+  char message[JMSG_LENGTH_MAX] = {0};
+};
+
+void on_error(j_common_ptr cinfo) {
+  auto* err = reinterpret_cast<ErrorManager*>(cinfo->err);
+  (*cinfo->err->format_message)(cinfo, err->message);
+  std::longjmp(err->jump, 1);
+}
+
+// Warnings (level -1) are corrupt-data reports: keep the first, count them all.
+void on_message(j_common_ptr cinfo, int level) {
+  auto* err = reinterpret_cast<ErrorManager*>(cinfo->err);
+  if (level >= 0) return;  // trace messages
+  if (cinfo->err->num_warnings++ == 0) (*cinfo->err->format_message)(cinfo, err->message);
+}
+
+struct Decompressor {
+  jpeg_decompress_struct cinfo;
+  ErrorManager err;
+  Decompressor() {
+    cinfo.err = jpeg_std_error(&err.pub);
+    err.pub.error_exit = on_error;
+    err.pub.emit_message = on_message;
+    jpeg_create_decompress(&cinfo);
+  }
+  ~Decompressor() { jpeg_destroy_decompress(&cinfo); }
+};
+
+void check_size(size_t size, const std::string& origin) {
+  if (size == 0) throw DecodeError(origin, "empty file");
+  if (size > size_t(1) << 31) throw DecodeError(origin, "file of " + std::to_string(size) + " bytes is too large");
+}
+
+}  // namespace
+
+bool looks_like_jpeg(const uint8_t* data, size_t size) {
+  return size >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF;
+}
+
+JpegInfo read_jpeg_info(const uint8_t* data, size_t size, const std::string& origin) {
+  check_size(size, origin);
+  Decompressor d;
+  if (setjmp(d.err.jump)) throw DecodeError(origin, std::string("not a readable JPEG (") + d.err.message + ")");
+  jpeg_mem_src(&d.cinfo, data, static_cast<unsigned long>(size));
+  jpeg_read_header(&d.cinfo, TRUE);
+  return {int(d.cinfo.image_width), int(d.cinfo.image_height), d.cinfo.num_components};
+}
+
+int choose_dct_scale(double crop_w, double crop_h, int out_w, int out_h) {
+  KD_CHECK(crop_w > 0 && crop_h > 0 && out_w > 0 && out_h > 0, "choose_dct_scale: need positive sizes, got crop ",
+           crop_w, "x", crop_h, ", output ", out_w, "x", out_h);
+  for (int m = 1; m < 8; ++m)
+    if (crop_w * m / 8 >= out_w && crop_h * m / 8 >= out_h) return m;
+  return 8;
+}
+
+Image decode_jpeg(const uint8_t* data, size_t size, const std::string& origin, int scale_num) {
+  KD_CHECK(scale_num >= 1 && scale_num <= 8, "decode_jpeg: scale ", scale_num, "/8 is not one of 1/8 .. 8/8");
+  check_size(size, origin);
+  Decompressor d;
+  // On the heap: a local changed between setjmp and longjmp would be indeterminate after the jump.
+  const auto image = std::make_unique<Image>();
+  if (setjmp(d.err.jump)) {
+    const std::string why = d.err.message;
+    if (why.find("color conversion") != std::string::npos || d.cinfo.jpeg_color_space == JCS_CMYK ||
+        d.cinfo.jpeg_color_space == JCS_YCCK)
+      throw DecodeError(origin, "CMYK JPEG (" + why + "); convert it to RGB");
+    throw DecodeError(origin, "corrupt JPEG (" + why + ")");
+  }
+  jpeg_mem_src(&d.cinfo, data, static_cast<unsigned long>(size));
+  jpeg_read_header(&d.cinfo, TRUE);
+  if (int64_t(d.cinfo.image_width) * d.cinfo.image_height > kMaxPixels)
+    throw DecodeError(origin, "image of " + std::to_string(d.cinfo.image_width) + "x" +
+                                  std::to_string(d.cinfo.image_height) + " pixels is larger than the decoder accepts");
+  if (d.cinfo.jpeg_color_space == JCS_CMYK || d.cinfo.jpeg_color_space == JCS_YCCK)
+    throw DecodeError(origin, "CMYK JPEG; convert it to RGB");
+  d.cinfo.out_color_space = JCS_RGB;
+  d.cinfo.scale_num = unsigned(scale_num);
+  d.cinfo.scale_denom = 8;
+  jpeg_start_decompress(&d.cinfo);
+  image->width = int(d.cinfo.output_width);
+  image->height = int(d.cinfo.output_height);
+  image->pixels.resize(size_t(image->width) * image->height * Image::channels);
+  const size_t stride = size_t(image->width) * Image::channels;
+  while (d.cinfo.output_scanline < d.cinfo.output_height) {
+    JSAMPROW row = image->pixels.data() + d.cinfo.output_scanline * stride;
+    jpeg_read_scanlines(&d.cinfo, &row, 1);
+  }
+  jpeg_finish_decompress(&d.cinfo);
+  if (d.err.pub.num_warnings > 0) throw DecodeError(origin, std::string("corrupt JPEG (") + d.err.message + ")");
+  return std::move(*image);
+}
+
+}  // namespace kd

@@ -18,8 +18,8 @@ namespace fs = std::filesystem;
 
 class FileTableSource final : public DataSource {
  public:
-  FileTableSource(std::string kind, std::string root, std::string list_path)
-      : kind_(std::move(kind)), root_(std::move(root)), list_path_(std::move(list_path)) {}
+  FileTableSource(std::string kind, std::string root, std::string list_path, JpegDecoder jpeg)
+      : kind_(std::move(kind)), root_(std::move(root)), list_path_(std::move(list_path)), jpeg_(jpeg) {}
 
   void add(const std::string& relative_path, int label, int line = 0) {
     text_ += relative_path;
@@ -53,12 +53,12 @@ class FileTableSource final : public DataSource {
   }
   std::string describe() const override {
     return kind_ + " " + (list_path_.empty() ? root_ : list_path_) + " (" + std::to_string(size()) + " images, " +
-           std::to_string(classes_) + " classes)";
+           std::to_string(classes_) + " classes" + (jpeg_ == JpegDecoder::turbo ? ", JPEGs by libjpeg-turbo" : "") + ")";
   }
   Image load(int64_t i) const override {
     Image image;
     try {
-      image = read_image_file(path(i));
+      image = read_image_file(path(i), jpeg_);
     } catch (const DecodeError& e) {
       throw DecodeError(where(i), e.reason());  // the list line helps whoever fixes the list
     }
@@ -68,6 +68,7 @@ class FileTableSource final : public DataSource {
 
  private:
   std::string kind_, root_, list_path_;
+  JpegDecoder jpeg_;
   std::string text_;           // all relative paths, back to back
   std::vector<size_t> ends_;   // path i is text_[ends_[i-1], ends_[i])
   std::vector<int> labels_;
@@ -97,7 +98,7 @@ std::string trim(const std::string& s) {
 // images are found recursively (hidden folders skipped, folder links not followed) and sorted by
 // path. A class folder without images keeps its label, so train and validation folders with the
 // same classes agree on the numbering.
-SourcePtr open_image_folder(const std::string& root_arg) {
+SourcePtr open_image_folder(const std::string& root_arg, JpegDecoder jpeg) {
   std::string root = root_arg;
   while (root.size() > 1 && root.back() == '/') root.pop_back();
   std::error_code ec;
@@ -113,7 +114,7 @@ SourcePtr open_image_folder(const std::string& root_arg) {
   KD_CHECK(!classes.empty(), "image folder ", root, " has no class folders (expected ", root, "/<class>/<image>)");
   std::sort(classes.begin(), classes.end());
 
-  auto source = std::make_shared<FileTableSource>("image_folder", root, "");
+  auto source = std::make_shared<FileTableSource>("image_folder", root, "", jpeg);
   for (size_t c = 0; c < classes.size(); ++c) {
     const fs::path class_dir = fs::path(root) / classes[c];
     std::vector<std::string> files;
@@ -141,7 +142,7 @@ SourcePtr open_image_folder(const std::string& root_arg) {
 // ---- images: every image below a folder, no labels --------------------------------------------
 // For distilling on other data (the paper's "random other data"): the teacher labels what the
 // student sees, so the images need no class. Recursive, hidden entries skipped, sorted by path.
-SourcePtr open_unlabelled_images(const std::string& root_arg) {
+SourcePtr open_unlabelled_images(const std::string& root_arg, JpegDecoder jpeg) {
   std::string root = root_arg;
   while (root.size() > 1 && root.back() == '/') root.pop_back();
   std::error_code ec;
@@ -161,14 +162,14 @@ SourcePtr open_unlabelled_images(const std::string& root_arg) {
   KD_CHECK(!ec, "cannot list image folder ", root, ": ", ec.message());
   KD_CHECK(!files.empty(), "image folder ", root, " has no images (.jpg .jpeg .png .bmp)");
   std::sort(files.begin(), files.end());
-  auto source = std::make_shared<FileTableSource>("images", root, "");
+  auto source = std::make_shared<FileTableSource>("images", root, "", jpeg);
   for (const std::string& f : files) source->add(f, -1);
   source->finish({}, 0);
   return source;
 }
 
 // ---- list file: `relative/path label` per line --------------------------------------------------
-SourcePtr open_list_file(const std::string& list_path, const std::string& root_arg) {
+SourcePtr open_list_file(const std::string& list_path, const std::string& root_arg, JpegDecoder jpeg) {
   std::error_code ec;
   KD_CHECK(fs::exists(list_path, ec), "list file not found: ", list_path);
   KD_CHECK(fs::is_regular_file(list_path, ec), "list file is not a file: ", list_path);
@@ -180,7 +181,7 @@ SourcePtr open_list_file(const std::string& list_path, const std::string& root_a
 
   std::ifstream in(list_path);
   KD_CHECK(in.good(), "cannot open list file ", list_path);
-  auto source = std::make_shared<FileTableSource>("list", root, list_path);
+  auto source = std::make_shared<FileTableSource>("list", root, list_path, jpeg);
   int largest = -1;
   std::string raw;
   for (int line = 1; std::getline(in, raw); ++line) {

@@ -14,6 +14,10 @@
 
 #include <stb/stb_image.h>
 
+#if KD_HAVE_JPEG
+#include "data/jpeg.h"
+#endif
+
 namespace kd {
 
 namespace {
@@ -27,7 +31,24 @@ struct StbFree {
 
 }  // namespace
 
-Image decode_image(const uint8_t* data, size_t size, const std::string& origin) {
+JpegDecoder parse_jpeg_decoder(const std::string& name) {
+  if (name == "stb") return JpegDecoder::stb;
+  if (name == "turbo") {
+    KD_CHECK(KD_HAVE_JPEG, "jpeg decoder 'turbo': kd was built without libjpeg-turbo (install libjpeg62-turbo-dev "
+             "and rebuild), use 'stb'");
+    return JpegDecoder::turbo;
+  }
+  KD_FAIL("unknown jpeg decoder '", name, "' (stb or turbo)");
+}
+
+const char* jpeg_decoder_name(JpegDecoder d) { return d == JpegDecoder::turbo ? "turbo" : "stb"; }
+
+Image decode_image(const uint8_t* data, size_t size, const std::string& origin, JpegDecoder jpeg) {
+#if KD_HAVE_JPEG
+  if (jpeg == JpegDecoder::turbo && looks_like_jpeg(data, size)) return decode_jpeg(data, size, origin);
+#else
+  KD_CHECK(jpeg == JpegDecoder::stb, "decode_image: kd was built without libjpeg-turbo");
+#endif
   if (size == 0) throw DecodeError(origin, "empty file");
   if (size > size_t(std::numeric_limits<int>::max()))
     throw DecodeError(origin, "file of " + std::to_string(size) + " bytes is too large to decode");
@@ -57,7 +78,7 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& origin) 
   return image;
 }
 
-Image read_image_file(const std::string& path) {
+Image read_image_file(const std::string& path, JpegDecoder jpeg) {
   std::unique_ptr<FILE, int (*)(FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
   if (!file) throw DecodeError(path, std::string("cannot open: ") + std::strerror(errno));
   std::vector<uint8_t> bytes;
@@ -65,7 +86,7 @@ Image read_image_file(const std::string& path) {
   size_t got = 0;
   while ((got = std::fread(chunk, 1, sizeof(chunk), file.get())) > 0) bytes.insert(bytes.end(), chunk, chunk + got);
   if (std::ferror(file.get())) throw DecodeError(path, "read error");
-  return decode_image(bytes.data(), bytes.size(), path);
+  return decode_image(bytes.data(), bytes.size(), path, jpeg);
 }
 
 bool has_image_extension(const std::string& path) {

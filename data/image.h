@@ -41,12 +41,21 @@ class DecodeError : public Error {
   std::string reason_;
 };
 
+// Which library decodes JPEGs (data.jpeg_decoder): stb_image (the default; also every PNG and
+// BMP) or libjpeg-turbo (data/jpeg.h: the same pixels within 3 levels of 255, faster). A run's
+// pixels, and so exact resume, depend on the choice; the run's config records it.
+enum class JpegDecoder : uint8_t { stb, turbo };
+// "stb" or "turbo" (an error naming both, or saying that kd was built without libjpeg-turbo).
+JpegDecoder parse_jpeg_decoder(const std::string& name);
+const char* jpeg_decoder_name(JpegDecoder d);
+
 // Decodes an encoded image (JPEG, PNG, BMP; whatever stb_image reads) to three channels.
 // Throws DecodeError naming `origin` when the bytes are not a readable image.
-Image decode_image(const uint8_t* data, size_t size, const std::string& origin);
+Image decode_image(const uint8_t* data, size_t size, const std::string& origin,
+                   JpegDecoder jpeg = JpegDecoder::stb);
 
 // Reads a whole file and decodes it; a missing or unreadable file is a DecodeError as well.
-Image read_image_file(const std::string& path);
+Image read_image_file(const std::string& path, JpegDecoder jpeg = JpegDecoder::stb);
 
 // True for the file names ImageFolder picks up: .jpg .jpeg .png .bmp, any letter case.
 bool has_image_extension(const std::string& path);

@@ -59,6 +59,10 @@ void TrainOptions::bind(ConfigSchema& s) {
   s.bind("data.batch_size", &data.batch_size, "global batch size");
   s.bind("data.loader_threads", &data.loader_threads, "image decoding threads");
   s.bind("data.prefetch", &data.prefetch, "batches decoded ahead of the step");
+  s.bind("data.jpeg_decoder", &data.jpeg_decoder,
+         "who decodes JPEG files: stb (stb_image) or turbo (libjpeg-turbo: the same pixels within 3 levels, faster; "
+         "exact resume needs the same decoder)",
+         {"stb", "turbo"});
 
   s.bind("augment.resolution", &augment.resolution, "input size of the trained model, px");
   if (mode == RunMode::distill)

@@ -28,6 +28,7 @@ struct DataOptions {
   int64_t batch_size = 128;
   int64_t loader_threads = 2;
   int64_t prefetch = 4;
+  std::string jpeg_decoder = "stb";        // stb | turbo (libjpeg-turbo): who decodes JPEG files
 };
 
 struct AugmentOptions {

@@ -19,6 +19,7 @@ static SourcePtr open_split(const DataOptions& d, const std::string& kind, const
     SourceOptions o;
     o.labels = labels;
     o.root = d.root;
+    o.jpeg_decoder = parse_jpeg_decoder(d.jpeg_decoder);
     return open_source(kind, split, o);
   } catch (const Error& e) {
     KD_FAIL("data.", key, " = '", split, "' (", kind, "): ", e.what());

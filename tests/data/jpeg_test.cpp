@@ -16,6 +16,8 @@
 
 #include <jpeglib.h>
 
+#include "data/source.h"
+#include "tests/data/data_fixtures.h"
 #include "tests/support/testing.h"
 
 namespace kd {
@@ -176,6 +178,27 @@ TEST(Jpeg, BrokenFilesAreDecodeErrorsThatSayWhatIsWrong) {
     }
   EXPECT_NE(reason(huge).find("larger than the decoder accepts"), std::string::npos) << reason(huge);
   EXPECT_THROW(decode_jpeg(good.data(), good.size(), "x.jpg", 0), Error);
+}
+
+// data.jpeg_decoder = turbo: an image folder of JPEGs loads libjpeg-turbo's pixels (exactly
+// decode_jpeg's), within 3 levels of the stb source's; PNGs in the same folder still load.
+TEST(Jpeg, AnImageFolderDecodesItsJpegsWithTheChosenDecoder) {
+  test::TempDir dir;
+  const int w = 64, h = 48;
+  const auto px = photo_like(w, h, 3, 4);
+  const auto bytes = encode(px, w, h, 3, 90, false, false);
+  test::write_bytes(dir.file("cat/a.jpg"), bytes);
+  test::write_png(dir.file("dog/b.png"), w, h, 3, px);
+  SourcePtr turbo = open_source("image_folder", dir.str(), {"", "", parse_jpeg_decoder("turbo")});
+  SourcePtr stb = open_source("image_folder", dir.str());
+  EXPECT_NE(turbo->describe().find("JPEGs by libjpeg-turbo"), std::string::npos) << turbo->describe();
+  const Image a = turbo->load(0), want = decode_jpeg(bytes.data(), bytes.size(), "a.jpg");
+  EXPECT_EQ(a.pixels, want.pixels);
+  EXPECT_LE(compare(a, stb->load(0)).max, 3);
+  EXPECT_EQ(turbo->load(1).pixels, stb->load(1).pixels) << "PNGs are stb_image's either way";
+  EXPECT_EQ(jpeg_decoder_name(parse_jpeg_decoder("stb")), std::string("stb"));
+  const std::string msg = test::error_of([] { parse_jpeg_decoder("nvjpeg"); });
+  EXPECT_NE(msg.find("unknown jpeg decoder 'nvjpeg' (stb or turbo)"), std::string::npos) << msg;
 }
 
 }  // namespace

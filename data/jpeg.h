@@ -25,9 +25,9 @@ bool looks_like_jpeg(const uint8_t* data, size_t size);
 // The header alone; DecodeError when it does not parse.
 JpegInfo read_jpeg_info(const uint8_t* data, size_t size, const std::string& origin);
 
-// The smallest M of M/8 such that a crop of crop_w x crop_h full-size pixels, decoded at M/8, still
-// has at least out_w x out_h pixels on both axes (so the scaling never makes the view upsample
-// what the full decode would not), or 8 when only the full size does.
+// The smallest M of 1, 2, 4, 8 (the scales with fast IDCTs) such that a crop of crop_w x crop_h
+// full-size pixels, decoded at M/8, still has at least out_w x out_h pixels on both axes (so the
+// scaling never makes the view upsample what the full decode would not).
 int choose_dct_scale(double crop_w, double crop_h, int out_w, int out_h);
 // libjpeg's output size at M/8: ceil(size * M / 8).
 inline int dct_scaled_size(int size, int scale_num) { return (size * scale_num + 7) / 8; }

@@ -146,6 +146,8 @@ TEST(Jpeg, TheScaleIsTheSmallestThatStillCoversTheView) {
   EXPECT_EQ(choose_dct_scale(1, 1, 1, 1), 8);
   EXPECT_EQ(choose_dct_scale(8, 8, 1, 1), 1);
   EXPECT_EQ(choose_dct_scale(600, 450, 224, 224), 4);     // 3/8 gives 225x168.75: too short
+  EXPECT_EQ(choose_dct_scale(800, 800, 224, 224), 4);     // 3/8 would do, but only 1, 2, 4, 8 are fast
+  EXPECT_EQ(choose_dct_scale(4000, 4000, 224, 224), 1);
   EXPECT_THROW(choose_dct_scale(0, 10, 224, 224), Error);
   EXPECT_THROW(choose_dct_scale(10, 10, 0, 224), Error);
 }

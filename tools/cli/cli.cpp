@@ -6,6 +6,7 @@
 #include "engine/comm_mpi.h"
 #include "engine/version.h"
 #include "tools/cli/bench.h"
+#include "tools/cli/bench_decode.h"
 #include "tools/cli/forward.h"
 #include "tools/cli/info.h"
 #include "tools/cli/train.h"
@@ -22,6 +23,7 @@ int run(int argc, char** argv) {
   add_train_commands(app, &exit_code);
   add_eval_command(app);
   add_bench_command(app);
+  add_bench_decode_command(app);
   add_info_command(app);
   add_convert_command(app);
   add_inspect_command(app);

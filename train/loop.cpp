@@ -56,11 +56,13 @@ TrainResult run_loop(Context& ctx, Communicator& comm, StepRunner& runner, Loade
   TrainResult result;
   // Window sums feed the metrics lines; rates exclude evaluation time.
   double window_loss = 0, window_agree = 0, window_rows = 0, train_seconds = 0, window_seconds = 0;
+  double window_data_wait = 0;  // seconds the step waited for the loader (backpressure)
   int64_t images_trained = 0;
   for (int64_t step = s.start_step; step < s.total_steps; ++step) {
     maybe_stop_for_test(comm, step);
     const auto step_start = std::chrono::steady_clock::now();
     std::optional<Batch> batch = loader.next();
+    window_data_wait += seconds_since(step_start);
     KD_CHECK(batch.has_value(), "the data loader ended early at step ", step);
     const RankBatch rb = rank_batch(std::move(*batch), sampler.first_slot(), has_partner);
     const StepResult r = runner.run(ctx, rb);
@@ -101,8 +103,9 @@ TrainResult run_loop(Context& ctx, Communicator& comm, StepRunner& runner, Loade
       rec.loss = window_loss / window_rows;
       rec.train_agreement = window_agree / window_rows;
       rec.extra = runner.optimizer().metrics();
+      rec.data_wait_share = std::min(1.0, window_data_wait / std::max(window_seconds, 1e-9));
       for (LoopObserver* o : observers) o->logged(rec);
-      window_loss = window_agree = window_rows = window_seconds = 0;
+      window_loss = window_agree = window_rows = window_seconds = window_data_wait = 0;
     }
     const bool budget_done = s.stop_after > 0 && done - s.start_step >= s.stop_after && done < s.total_steps;
     const bool stopping = signalled || budget_done;

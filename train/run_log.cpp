@@ -74,6 +74,10 @@ void RunLog::step(const StepRecord& r) {
 
 void RunLog::logged(const StepRecord& r) {
   progress(true, r.step, r.total, r.epoch, r.images_per_s, r.loss, r.lr, r.eta_s);
+  // Backpressure: a loader that cannot keep up shows on the console, not only in the metrics.
+  if (r.data_wait_share >= 0.1)
+    line("  the step waited for data " + std::to_string(int(std::lround(100 * r.data_wait_share))) +
+         "% of the time (raise data.loader_threads, or data.jpeg_decoder=turbo for JPEGs)");
   std::ostringstream m;
   m << "{\"step\": " << r.step << ", \"epoch\": " << json_number(r.epoch) << ", \"loss\": " << json_number(r.loss)
     << ", \"lr\": " << json_number(r.lr) << ", \"grad_norm\": " << json_number(r.grad_norm)
@@ -81,7 +85,7 @@ void RunLog::logged(const StepRecord& r) {
   if (r.distill)
     m << ", \"train_agreement\": " << json_number(r.train_agreement)
       << ", \"mixup_lambda\": " << json_number(r.mixup_lambda);
-  m << ", \"bad_images\": " << r.bad_images;
+  m << ", \"bad_images\": " << r.bad_images << ", \"data_wait_share\": " << json_number(r.data_wait_share);
   for (const auto& [key, value] : r.extra) m << ", \"" << key << "\": " << json_number(value);
   m << "}";
   metrics(m.str());

@@ -16,13 +16,6 @@
 namespace kd {
 namespace {
 
-std::string read_all(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 bool has_warning(AutotuneCache& c, const std::string& part) {
   for (const std::string& w : c.warnings())
     if (w.find(part) != std::string::npos) return true;
@@ -48,7 +41,7 @@ TEST(AutotuneCache, ChoicesSurviveARestart) {
   EXPECT_EQ(again.find(kWgrad), 0);
   EXPECT_EQ(again.find("conv2d_forward_cuda | another shape"), -1);
   EXPECT_TRUE(again.warnings().empty());
-  EXPECT_EQ(read_all(path).rfind("# kd autotune cache v1\n", 0), 0u) << read_all(path);
+  EXPECT_EQ(test::read_text(path).rfind("# kd autotune cache v1\n", 0), 0u) << test::read_text(path);
 }
 
 TEST(AutotuneCache, TwoWritersOfOneFileMerge) {
@@ -82,7 +75,7 @@ TEST(AutotuneCache, ACorruptFileIsIgnoredWithAWarningAndRewritten) {
     EXPECT_TRUE(has_warning(cache, path)) << "the warning names the file";
     cache.put(kWgrad, 4, 2.0);
     AutotuneCache rewritten(path);
-    EXPECT_TRUE(rewritten.warnings().empty()) << read_all(path);
+    EXPECT_TRUE(rewritten.warnings().empty()) << test::read_text(path);
     EXPECT_EQ(rewritten.find(kWgrad), 4);
   }
 }

@@ -12,6 +12,7 @@
 
 #include "engine/context.h"
 #include "engine/safetensors.h"
+#include "tests/data/data_fixtures.h"
 #include "tests/support/testing.h"
 
 namespace kd {
@@ -37,11 +38,6 @@ class SafetensorsWrite : public ::testing::Test {
   }
   fs::path dir_;
 };
-
-std::string read_all(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 // A CPU tensor of random bytes (every bit pattern is a legal value for a round trip).
 Tensor random_tensor(const Shape& shape, DType dtype, uint64_t seed) {
@@ -103,7 +99,7 @@ TEST_F(SafetensorsWrite, ByteLayoutFollowsTheSpec) {
   const float values[2] = {1.0f, 2.0f};
   std::string want("\x38\0\0\0\0\0\0\0", 8);
   want += want_header + std::string(reinterpret_cast<const char*>(values), 8);
-  EXPECT_EQ(read_all(path("one.safetensors")), want);
+  EXPECT_EQ(test::read_text(path("one.safetensors")), want);
 }
 
 TEST_F(SafetensorsWrite, HeaderIsSortedPaddedAndOffsetsTileTheData) {
@@ -115,7 +111,7 @@ TEST_F(SafetensorsWrite, HeaderIsSortedPaddedAndOffsetsTileTheData) {
   w.set_metadata("step", "10");
   w.write(path("m.safetensors"));
 
-  const std::string bytes = read_all(path("m.safetensors"));
+  const std::string bytes = test::read_text(path("m.safetensors"));
   uint64_t n = 0;
   std::memcpy(&n, bytes.data(), 8);
   ASSERT_EQ(n % 8, 0u);
@@ -152,7 +148,7 @@ TEST_F(SafetensorsWrite, HeaderIsSortedPaddedAndOffsetsTileTheData) {
 
 TEST_F(SafetensorsWrite, EmptyFileRoundTrips) {
   SafetensorsWriter().write(path("empty.safetensors"));
-  EXPECT_EQ(read_all(path("empty.safetensors")), std::string("\x08\0\0\0\0\0\0\0{}      ", 16));
+  EXPECT_EQ(test::read_text(path("empty.safetensors")), std::string("\x08\0\0\0\0\0\0\0{}      ", 16));
   EXPECT_TRUE(SafetensorsFile::open(path("empty.safetensors")).names().empty());
 }
 
@@ -207,7 +203,7 @@ TEST_F(SafetensorsWrite, FailedWriteLeavesTheExistingFileIntact) {
   SafetensorsWriter old;
   old.add("old", random_tensor({8}, DType::f32, 5));
   old.write(p);
-  const std::string before = read_all(p);
+  const std::string before = test::read_text(p);
 
   // The temp file's name is taken by a folder, so creating it fails.
   const std::string blocker = p + ".tmp." + std::to_string(::getpid());
@@ -215,7 +211,7 @@ TEST_F(SafetensorsWrite, FailedWriteLeavesTheExistingFileIntact) {
   SafetensorsWriter next;
   next.add("new", random_tensor({8}, DType::f32, 6));
   EXPECT_THROW(next.write(p), Error);
-  EXPECT_EQ(read_all(p), before);
+  EXPECT_EQ(test::read_text(p), before);
   EXPECT_TRUE(fs::is_directory(blocker));  // not ours: left alone
   fs::remove(blocker);
 
@@ -229,7 +225,7 @@ TEST_F(SafetensorsWrite, FailedWriteLeavesTheExistingFileIntact) {
     EXPECT_NE(std::string(e.what()).find("cannot rename"), std::string::npos) << e.what();
   }
   EXPECT_EQ(listing(), (std::vector<std::string>{"ckpt.safetensors", "folder.safetensors"}));
-  EXPECT_EQ(read_all(p), before);
+  EXPECT_EQ(test::read_text(p), before);
 }
 
 TEST_F(SafetensorsWrite, NonUtf8NamesAreRefusedBeforeWriting) {

@@ -23,7 +23,10 @@ namespace kd::test {
 // The CPU model from its own init, then as bf16_noise.py: every 1-D weight (norm scales) in
 // [0.5, 1.5], every 1-D bias in [-0.2, 0.2], the classifier's weight uniform with variance 1 / in;
 // convolutions keep the model's init.
-inline std::unique_ptr<Model> make_randomised_cpu_model(const ModelSpec& spec, Context& cpu) {
+inline std::unique_ptr<Model> make_randomised_cpu_model(const std::string& arch, Context& cpu) {
+  ModelSpec spec;
+  spec.arch = arch;
+  spec.num_classes = 10;
   std::unique_ptr<Model> model = create_model(spec, cpu, 31);
   const std::string head_weight = model->head_params().at(0);
   uint64_t salt = 0;
@@ -68,12 +71,6 @@ inline std::vector<float> host_vector(Context& ctx, const Tensor& t) {
   return std::vector<float>(h.data<float>(), h.data<float>() + h.numel());
 }
 
-struct NetworkBounds {
-  double logits, cosine, dinput;
-  double dinput_cosine;      // the input gradient's direction: a zero or wrong-layer dx fails it
-  double head_weight = 0.3;  // the classifier's weight gradient (bf16 features, f32 logits gradient)
-};
-
 inline double cosine_of(const std::vector<float>& a, const std::vector<float>& b) {
   double dot = 0, na = 0, nb = 0;
   for (size_t i = 0; i < a.size(); ++i) dot += double(a[i]) * b[i], na += double(a[i]) * a[i], nb += double(b[i]) * b[i];
@@ -86,6 +83,12 @@ inline double norm_ratio(const std::vector<float>& a, const std::vector<float>& 
   return nb > 0 ? std::sqrt(na / nb) : 0.0;
 }
 
+struct NetworkBounds {
+  double logits, cosine, dinput;
+  double dinput_cosine;      // the input gradient's direction: a zero or wrong-layer dx fails it
+  double head_weight = 0.3;  // the classifier's weight gradient (bf16 features, f32 logits gradient)
+};
+
 // One training-mode forward and backward (2 x 64 x 64 images) on both paths. The classifier's bias
 // gradient is the f32 logits gradient summed (no bf16 on its way): within 1e-2. `extra`: more
 // parameters whose gradient error is printed.
@@ -93,10 +96,7 @@ inline void network_train_step_matches_cpu(const std::string& arch, const Networ
                                            const std::vector<std::string>& extra = {}) {
   Context& gpu = cuda_test_context();
   auto cpu = Context::cpu(DType::f32);
-  ModelSpec spec;
-  spec.arch = arch;
-  spec.num_classes = 10;
-  const std::unique_ptr<Model> ref = make_randomised_cpu_model(spec, *cpu);
+  const std::unique_ptr<Model> ref = make_randomised_cpu_model(arch, *cpu);
   const std::unique_ptr<Model> dev = copy_model_to_gpu(*ref, gpu, /*trainable=*/true);
   const Tensor images = random_images({2, 64, 64, 3}, 32);
 
@@ -116,15 +116,9 @@ inline void network_train_step_matches_cpu(const std::string& arch, const Networ
   const std::vector<float> grads_dev = host_vector(gpu, dev->params().grads());
   ASSERT_EQ(grads_ref.size(), grads_dev.size());
 
-  double dot = 0, norm_dev = 0, norm_ref = 0;
   bool finite = true;
-  for (size_t i = 0; i < grads_ref.size(); ++i) {
-    finite &= std::isfinite(grads_dev[i]);
-    dot += double(grads_dev[i]) * grads_ref[i];
-    norm_dev += double(grads_dev[i]) * grads_dev[i];
-    norm_ref += double(grads_ref[i]) * grads_ref[i];
-  }
-  const double cosine = dot / std::sqrt(norm_dev * norm_ref);
+  for (float g : grads_dev) finite &= std::isfinite(g);
+  const double cosine = cosine_of(grads_dev, grads_ref);
   auto grad_error = [&](const std::string& name) {
     const Param& p = ref->params().get(name);
     EXPECT_EQ(dev->params().get(name).offset, p.offset) << name;
@@ -157,10 +151,7 @@ inline void network_train_step_matches_cpu(const std::string& arch, const Networ
 inline void network_frozen_eval_matches_cpu(const std::string& arch, double bound) {
   Context& gpu = cuda_test_context();
   auto cpu = Context::cpu(DType::f32);
-  ModelSpec spec;
-  spec.arch = arch;
-  spec.num_classes = 10;
-  const std::unique_ptr<Model> ref = make_randomised_cpu_model(spec, *cpu);
+  const std::unique_ptr<Model> ref = make_randomised_cpu_model(arch, *cpu);
   const Tensor warmup = random_images({4, 64, 64, 3}, 34);
   for (int i = 0; i < 3; ++i) ref->forward(*cpu, ops::to_activation(*cpu, warmup), Mode::train);
   const std::unique_ptr<Model> dev = copy_model_to_gpu(*ref, gpu, /*trainable=*/false);

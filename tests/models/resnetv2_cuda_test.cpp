@@ -30,12 +30,15 @@
 #include "engine/ops.h"
 #include "models/model.h"
 #include "tests/kernels/cuda_test_util.h"
+#include "tests/models/model_cuda_check.h"
 #include "tests/support/testing.h"
 
 namespace kd {
 namespace {
 
 #if KD_HAVE_CUDA
+using test::host_vector;
+using test::random_images;
 using test::random_vector;
 using test::rel_l2;
 
@@ -62,31 +65,6 @@ std::unique_ptr<Model> make_cpu_model(const ModelSpec& spec, Context& cpu) {
   return model;
 }
 
-// The same architecture on the GPU with the CPU model's parameter values (matched by name), and
-// the bf16 compute copies refreshed from them.
-std::unique_ptr<Model> copy_to_gpu(const Model& cpu_model, Context& gpu) {
-  std::unique_ptr<Model> model = create_model(cpu_model.spec());
-  model->params().allocate(gpu);
-  EXPECT_EQ(model->params().numel(), cpu_model.params().numel());
-  for (const Param& p : cpu_model.params().params()) model->params().get(p.name).value.copy_from(p.value, &gpu);
-  model->params().sync_compute(gpu);
-  return model;
-}
-
-// Random images in [-1, 1) rounded to bf16, as a host f32 tensor: both paths see the same input
-// (to_activation keeps it f32 on the CPU and casts it, exactly, to bf16 on the GPU).
-Tensor random_images(const Shape& shape, uint64_t seed) {
-  const std::vector<float> v = test::random_bf16(size_t(shape_numel(shape)), seed).values;
-  Tensor t = Tensor::zeros_cpu(shape, DType::f32);
-  std::copy(v.begin(), v.end(), t.data<float>());
-  return t;
-}
-
-std::vector<float> host_vector(Context& ctx, const Tensor& t) {
-  const Tensor h = ops::to_host_f32(ctx, t);
-  return std::vector<float>(h.data<float>(), h.data<float>() + h.numel());
-}
-
 // The model for `arch` (10 classes) on an f32 CPU context and its copy on the test's GPU context.
 struct ModelPair {
   std::unique_ptr<Context> cpu = Context::cpu(DType::f32);
@@ -96,7 +74,8 @@ struct ModelPair {
     spec.arch = arch;
     spec.num_classes = 10;
     ref = make_cpu_model(spec, *cpu);
-    dev = copy_to_gpu(*ref, test::cuda_test_context());
+    dev = test::copy_model_to_gpu(*ref, test::cuda_test_context(), /*trainable=*/true);
+    EXPECT_EQ(dev->params().numel(), ref->params().numel());
   }
 };
 #endif

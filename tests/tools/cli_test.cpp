@@ -169,7 +169,9 @@ TEST(BenchDecode, MeasuresEveryDecoderOnAFolderOfJpegs) {
       EXPECT_NE(r.out.find("| " + d + " | " + t + " |"), std::string::npos) << d << " x" << t << ":\n" << r.out;
       EXPECT_NE(r.err.find("\"decoder\": \"" + d + "\", \"threads\": " + t), std::string::npos) << r.err;
     }
-  if (KD_HAVE_JPEG) EXPECT_NE(r.out.find("scales for 32-px views"), std::string::npos) << r.out;
+  if (KD_HAVE_JPEG) {
+    EXPECT_NE(r.out.find("scales for 32-px views"), std::string::npos) << r.out;
+  }
   test::TempDir empty;
   const auto bad = run_kd({"bench-decode", empty.str()});
   EXPECT_NE(bad.code, 0);

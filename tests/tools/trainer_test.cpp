@@ -22,13 +22,6 @@ using test::tiny_run;
 const std::string kTeacherArch = "model.arch=resnetv2(depths=1-1, width=16, stem=conv3)";
 const std::string kStudentArch = "student.arch=resnetv2(depths=1-1, width=8, stem=conv3)";
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 double json_value(const std::string& json, const std::string& key) {
   const size_t at = json.find("\"" + key + "\": ");
   if (at == std::string::npos) return NAN;
@@ -45,7 +38,7 @@ class Distill : public ::testing::Test {
     const auto r = run_kd(concat({"train"}, concat(tiny_run(*dir_, "teacher", 60), {kTeacherArch, "optim.lr=0.01"})));
     ASSERT_EQ(r.code, 0) << r.err;
     teacher_ = dir_->str() + "/runs/teacher/model.safetensors";
-    teacher_top1_ = json_value(read_file(dir_->str() + "/runs/teacher/summary.json"), "student_top1");
+    teacher_top1_ = json_value(test::read_text(dir_->str() + "/runs/teacher/summary.json"), "student_top1");
   }
   static void TearDownTestSuite() {
     delete dir_;
@@ -69,9 +62,9 @@ TEST_F(Distill, AgreementWithTheTeacherRisesFarAboveChance) {
   ASSERT_EQ(before.code, 0) << before.err;
   const auto after = run_kd(concat({"distill"}, concat(distill_run("fm", 150), {"optim.lr=0.01"})));
   ASSERT_EQ(after.code, 0) << after.err;
-  const std::string summary = read_file(dir_->str() + "/runs/fm/summary.json");
+  const std::string summary = test::read_text(dir_->str() + "/runs/fm/summary.json");
   const double agreement = json_value(summary, "agreement");
-  const double start = json_value(read_file(dir_->str() + "/runs/fm_0/summary.json"), "agreement");
+  const double start = json_value(test::read_text(dir_->str() + "/runs/fm_0/summary.json"), "agreement");
   EXPECT_LE(start, 0.5) << "a zero-initialised head agrees with the teacher only by chance";
   EXPECT_GE(agreement, 0.8) << summary;
   EXPECT_GE(json_value(summary, "teacher_top1"), 0.9);
@@ -123,7 +116,7 @@ TEST_F(Distill, OnTheGpuAgreementRisesAcrossAResume) {
   const auto second = run_kd(concat({"distill", "--resume"}, on_gpu(distill_run("gpu_fm", 150))));
   ASSERT_EQ(second.code, 0) << second.err;
   EXPECT_NE(second.err.find("at step 75"), std::string::npos) << second.err;
-  const std::string summary = read_file(dir_->str() + "/runs/gpu_fm/summary.json");
+  const std::string summary = test::read_text(dir_->str() + "/runs/gpu_fm/summary.json");
   EXPECT_GE(json_value(summary, "agreement"), 0.8) << summary;
   EXPECT_GE(json_value(summary, "teacher_top1"), 0.9) << summary;
 }
@@ -134,7 +127,7 @@ TEST(Train, OnTheGpuTheTeacherLearnsTheSyntheticClasses) {
   test::write_stripes_dataset(dir);
   const auto r = run_kd(concat({"train"}, on_gpu(concat(tiny_run(dir, "gpu_teacher", 60), {kTeacherArch}))));
   ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_GE(json_value(read_file(dir.str() + "/runs/gpu_teacher/summary.json"), "student_top1"), 0.9);
+  EXPECT_GE(json_value(test::read_text(dir.str() + "/runs/gpu_teacher/summary.json"), "student_top1"), 0.9);
 }
 
 // A BatchNorm student (timm's resnet18): its running statistics and batch counters are in the
@@ -186,7 +179,7 @@ TEST_F(Distill, DistillsOnAFolderOfUnlabelledImagesFromAnotherSource) {
   const auto r = run_kd(concat({"distill"}, concat(distill_run("other_data", 60), on_other)));
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.err.find("images " + other.str() + "/photos (48 images, 0 classes)"), std::string::npos) << r.err;
-  const std::string summary = read_file(dir_->str() + "/runs/other_data/summary.json");
+  const std::string summary = test::read_text(dir_->str() + "/runs/other_data/summary.json");
   EXPECT_GE(json_value(summary, "agreement"), 0.3) << "some of the teacher's function transfers: " << summary;
   const auto bad = run_kd(concat({"train"}, concat(tiny_run(*dir_, "other_labels", 2),
                                                    concat({kTeacherArch}, on_other))));
@@ -221,7 +214,7 @@ TEST(Train, UnreadableImagesAreSkippedReportedAndCounted) {
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.err.find("broken.png"), std::string::npos) << "reported by path";
   EXPECT_EQ(r.err.find("broken.png"), r.err.rfind("broken.png")) << "reported once";
-  EXPECT_EQ(json_value(read_file(dir.str() + "/runs/bad/summary.json"), "bad_images"), 1.0);
+  EXPECT_EQ(json_value(test::read_text(dir.str() + "/runs/bad/summary.json"), "bad_images"), 1.0);
 }
 
 TEST(Train, DivergenceStopsAndKeepsTheLastGoodCheckpoint) {

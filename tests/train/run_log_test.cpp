@@ -12,13 +12,6 @@
 namespace kd {
 namespace {
 
-std::string read_all(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 StepRecord record(int64_t step, double wait_share) {
   StepRecord r;
   r.step = step, r.total = 100, r.epoch = 0.5, r.loss = 0.25, r.lr = 1e-3, r.images_per_s = 500;
@@ -35,7 +28,7 @@ TEST(RunLog, LoggedStepsRecordTheDataWaitAndSayWhenTheLoaderIsTheBottleneck) {
     log.logged(record(20, 0.37));
   }
   const std::string console = testing::internal::GetCapturedStderr();
-  const std::string metrics = read_all(dir.str() + "/metrics.jsonl");
+  const std::string metrics = test::read_text(dir.str() + "/metrics.jsonl");
   EXPECT_NE(metrics.find("\"step\": 10, "), std::string::npos) << metrics;
   EXPECT_NE(metrics.find("\"data_wait_share\": 0.02"), std::string::npos) << metrics;
   EXPECT_NE(metrics.find("\"data_wait_share\": 0.37"), std::string::npos) << metrics;

@@ -179,11 +179,11 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
             std::to_string(o.accumulate) + " micro-batch(es)" +
             (synced_norms > 0 ? "; BatchNorm statistics over all ranks (" + std::to_string(synced_norms) + " layers)"
                               : ""));
-  if (mo.sync_bn && synced_norms == 0)
-    message("  note: sync_bn is set but " + mo.arch + " has no BatchNorm layers; nothing to synchronise");
   else if (o.accumulate > 1)
     message("  " + std::to_string(o.accumulate) + " micro-batches of " +
             std::to_string(o.data.batch_size / o.accumulate) + " images per step");
+  if (mo.sync_bn && synced_norms == 0)
+    message("  note: sync_bn is set but " + mo.arch + " has no BatchNorm layers; nothing to synchronise");
   for (Model* t : teachers) message("  teacher " + t->summary());
   if (!tuning_note.empty()) message("  " + tuning_note);
   message("  data: " + data.train->describe() + "; eval: " + data.test->describe());

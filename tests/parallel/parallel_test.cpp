@@ -45,13 +45,6 @@ std::string shell_quote(const std::string& s) {
   return q + "'";
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 struct Proc {
   int code = -1;
   std::string out, err;
@@ -84,8 +77,8 @@ Proc run_ranks(int ranks, const std::vector<std::string>& args, const std::strin
   const int status = std::system(cmd.c_str());
   p.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   p.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  p.out = read_file(dir + "/out.txt");
-  p.err = read_file(dir + "/err.txt");
+  p.out = test::read_text(dir + "/out.txt");
+  p.err = test::read_text(dir + "/err.txt");
   return p;
 }
 
@@ -298,8 +291,10 @@ TEST_F(Parallel, SyncedBatchNormOnTwoRanksMatchesOneRankOnTheWholeBatch) {
     std::printf("[ ranks ] %s: BatchNorm on 2 ranks vs 1 rank after %d steps: synced %.2e, per rank %.2e\n",
                 prefix.c_str(), step, d_sync, d_local);
   }
-  const Proc gn = run(1, distill("gn_sync", 2, {"student.sync_bn=true"}));
+  const Proc gn = run(1, distill("gn_sync", 2, {"student.sync_bn=true", "optim.accumulate=2"}));
   EXPECT_NE(gn.err.find("has no BatchNorm layers; nothing to synchronise"), std::string::npos) << gn.err;
+  EXPECT_NE(gn.err.find("2 micro-batches of 6 images per step"), std::string::npos) << "the note replaces nothing:\n"
+                                                                                     << gn.err;
 }
 
 // The README's CPU launch examples, as written, with small-scale overrides appended: the two
@@ -309,7 +304,7 @@ TEST_F(Parallel, SyncedBatchNormOnTwoRanksMatchesOneRankOnTheWholeBatch) {
 TEST_F(Parallel, TheReadmesCpuLaunchExamplesRunAsWritten) {
   if (!std::ifstream("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").good())
     GTEST_SKIP() << "Fashion-MNIST (dataset-fashion-mnist) is not installed";
-  const std::string readme = read_file(std::string(KD_SOURCE_DIR) + "/README.md");
+  const std::string readme = test::read_text(std::string(KD_SOURCE_DIR) + "/README.md");
   const size_t section = readme.find("## Many GPUs");
   ASSERT_NE(section, std::string::npos);
   const size_t block = readme.find("```sh\n", section) + 6;
@@ -337,9 +332,9 @@ TEST_F(Parallel, TheReadmesCpuLaunchExamplesRunAsWritten) {
     const std::string full = "cd " + d + " && timeout -s KILL 300 " + cmd + small +
                              (i == 1 ? " run.stop_after=0" : "") + " > out.txt 2> err.txt";
     const int status = std::system(full.c_str());
-    EXPECT_EQ(status, 0) << cmd << "\n" << read_file(d + "/err.txt");
+    EXPECT_EQ(status, 0) << cmd << "\n" << test::read_text(d + "/err.txt");
   }
-  const std::string err = read_file(d + "/err.txt");
+  const std::string err = test::read_text(d + "/err.txt");
   EXPECT_NE(err.find("at step 3"), std::string::npos) << "the second command resumed the first's run:\n" << err;
   EXPECT_TRUE(std::ifstream(d + "/runs/demo/fm_2ranks/model.safetensors").good());
 }

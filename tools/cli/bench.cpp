@@ -133,8 +133,9 @@ void run_bench(const BenchArgs& a) {
   Communicator& comm = *dist.comm;
   const bool root = comm.rank() == 0;
   // Autotuned convolutions as in training (run.autotune), the choices kept in the default cache.
-  AutotuneCache tuning(default_autotune_cache_path());
-  ctx.set_autotune(!a.no_autotune, &tuning);
+  std::unique_ptr<AutotuneCache> tuning;
+  if (ctx.is_cuda() && !a.no_autotune) tuning = std::make_unique<AutotuneCache>(default_autotune_cache_path());
+  ctx.set_autotune(!a.no_autotune, tuning.get());
   if (a.comm) {
     std::vector<int64_t> sizes;
     for (int64_t b = 4 << 10; b <= (ctx.is_cuda() ? int64_t(1) << 30 : int64_t(64) << 20); b *= 4) sizes.push_back(b);

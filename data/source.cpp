@@ -16,6 +16,8 @@ void DataSource::check_index(int64_t i) const {
   KD_CHECK(i >= 0 && i < size(), "image index ", i, " out of range for ", describe());
 }
 
+Image DataSource::load_view(int64_t i, const ViewNeedFn&) const { return load(i); }
+
 SourcePtr open_source(const std::string& kind, const std::string& path, const SourceOptions& options) {
   if (kind == "idx") {
     std::string labels = options.labels;
@@ -55,6 +57,7 @@ class SubsetSource final : public DataSource {
   const std::vector<std::string>& class_names() const override { return parent_->class_names(); }
   int label(int64_t i) const override { return parent_->label(map(i)); }
   Image load(int64_t i) const override { return parent_->load(map(i)); }
+  Image load_view(int64_t i, const ViewNeedFn& need) const override { return parent_->load_view(map(i), need); }
   std::string where(int64_t i) const override { return parent_->where(map(i)); }
   std::string describe() const override {
     return "subset of " + std::to_string(indices_.size()) + " images of " + parent_->describe();

@@ -35,6 +35,9 @@ class DataSource {
   virtual int label(int64_t i) const = 0;  // without decoding
   // Decodes image i. Throws DecodeError for an unreadable image, kd::Error for anything else.
   virtual Image load(int64_t i) const = 0;
+  // Decodes what the views of image i read (data/image.h ViewNeed), where the source's decoder
+  // can do less than the whole image; the Image says where its pixels sit. Default: load(i).
+  virtual Image load_view(int64_t i, const ViewNeedFn& need) const;
   // Where image i comes from, for messages: a path, or "train-images-idx3-ubyte.gz #123".
   virtual std::string where(int64_t i) const = 0;
   // One line for logs: "image_folder /data/flowers (1020 images, 102 classes)".

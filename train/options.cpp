@@ -63,6 +63,10 @@ void TrainOptions::bind(ConfigSchema& s) {
          "who decodes JPEG files: stb (stb_image) or turbo (libjpeg-turbo: the same pixels within 3 levels, faster; "
          "exact resume needs the same decoder)",
          {"stb", "turbo"});
+  s.bind("data.jpeg_views_only", &data.jpeg_views_only,
+         "turbo: training decodes only the part of a JPEG its views read, at the smallest DCT scale (1/8, 1/4, 1/2, "
+         "1) that keeps the output resolution (faster; pixels differ from a whole decode, so exact resume needs the "
+         "same setting)");
 
   s.bind("augment.resolution", &augment.resolution, "input size of the trained model, px");
   if (mode == RunMode::distill)

@@ -29,6 +29,7 @@ struct DataOptions {
   int64_t loader_threads = 2;
   int64_t prefetch = 4;
   std::string jpeg_decoder = "stb";        // stb | turbo (libjpeg-turbo): who decodes JPEG files
+  bool jpeg_views_only = true;             // turbo: training decodes only what the views read, DCT-scaled
 };
 
 struct AugmentOptions {

@@ -78,9 +78,34 @@ PackedImages pack_images(const std::vector<const Image*>& images) {
     std::copy(im.pixels.begin(), im.pixels.end(), p.pixels.begin() + std::ptrdiff_t(offset));
     p.sources.push_back(SourceImage{int64_t(offset), int32_t(im.height), int32_t(im.width)});
     p.sizes.push_back(ImageSize{int32_t(im.height), int32_t(im.width)});
+    p.file_sizes.push_back(ImageSize{int32_t(im.file_height()), int32_t(im.file_width())});
+    p.placements.push_back({im.offset_y, im.offset_x, im.scale_num});
     offset += im.bytes();
   }
   return p;
+}
+
+void place_views(std::vector<ViewRecipe>& recipes, const PackedImages& batch) {
+  auto place = [&batch](ViewSource& v) {
+    KD_CHECK(v.image >= 0 && size_t(v.image) < batch.placements.size(), "place_views: recipe reads image ", v.image,
+             " of ", batch.placements.size());
+    const PackedImages::Placement& p = batch.placements[size_t(v.image)];
+    if (p.offset_y == 0 && p.offset_x == 0 && p.scale_num == 8) return;
+    v.box = box_in_decoded(v.box, p.offset_y, p.offset_x, p.scale_num);
+    // The loader decoded what the recipe's extent said (StepConfig::view_need); a box outside
+    // it means the two disagree about the slot, which would silently train on clamped edges.
+    const SourceImage& decoded = batch.sources[size_t(v.image)];
+    constexpr float kSlack = 0.5f;  // a scaled image's last pixel is partial (ceil of M/8 of the size)
+    KD_CHECK(v.box.y0 >= -kSlack && v.box.x0 >= -kSlack && v.box.y0 + v.box.h <= float(decoded.h) + kSlack &&
+                 v.box.x0 + v.box.w <= float(decoded.w) + kSlack,
+             "place_views: a view reads box (", v.box.y0, ", ", v.box.x0, ") ", v.box.h, "x", v.box.w,
+             " outside the ", decoded.h, "x", decoded.w, " pixels decoded of image ", v.image,
+             " (the loader's view need and the step's recipe disagree)");
+  };
+  for (ViewRecipe& r : recipes) {
+    place(r.a);
+    if (r.lambda < 1.0f) place(r.b);
+  }
 }
 
 std::pair<Tensor, Tensor> render_views(Context& ctx, const PackedImages& batch, const std::vector<ViewRecipe>& recipes,

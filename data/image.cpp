@@ -78,7 +78,7 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& origin, 
   return image;
 }
 
-Image read_image_file(const std::string& path, JpegDecoder jpeg) {
+std::vector<uint8_t> read_file_bytes(const std::string& path) {
   std::unique_ptr<FILE, int (*)(FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
   if (!file) throw DecodeError(path, std::string("cannot open: ") + std::strerror(errno));
   std::vector<uint8_t> bytes;
@@ -86,6 +86,11 @@ Image read_image_file(const std::string& path, JpegDecoder jpeg) {
   size_t got = 0;
   while ((got = std::fread(chunk, 1, sizeof(chunk), file.get())) > 0) bytes.insert(bytes.end(), chunk, chunk + got);
   if (std::ferror(file.get())) throw DecodeError(path, "read error");
+  return bytes;
+}
+
+Image read_image_file(const std::string& path, JpegDecoder jpeg) {
+  const std::vector<uint8_t> bytes = read_file_bytes(path);
   return decode_image(bytes.data(), bytes.size(), path, jpeg);
 }
 

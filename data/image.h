@@ -56,6 +56,8 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& origin,
 
 // Reads a whole file and decodes it; a missing or unreadable file is a DecodeError as well.
 Image read_image_file(const std::string& path, JpegDecoder jpeg = JpegDecoder::stb);
+// The bytes of a whole file; a missing or unreadable file is a DecodeError naming it.
+std::vector<uint8_t> read_file_bytes(const std::string& path);
 
 // True for the file names ImageFolder picks up: .jpg .jpeg .png .bmp, any letter case.
 bool has_image_extension(const std::string& path);

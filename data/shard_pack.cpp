@@ -1,5 +1,6 @@
 #include "data/shard_pack.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -7,6 +8,7 @@
 #include <memory>
 #include <regex>
 
+#include "data/sampler.h"
 #include "data/shard_index.h"
 #include "data/tar.h"
 
@@ -104,21 +106,24 @@ PackSummary pack_shards(const DataSource& source, const std::string& root_arg, c
     shard.reset();
     in_shard = 0;
   };
-  for (int64_t i = 0; i < source.size(); ++i) {
-    const std::string file = source.file_path(i);
+  std::vector<int64_t> order = seeded_permutation(source.size(), options.seed, 0x7061636bull);  // "pack"
+  if (!options.shuffle) std::sort(order.begin(), order.end());
+  for (int64_t i = 0; i < source.size(); ++i) {  // i: the sample's number in the shards
+    const int64_t from = order[size_t(i)];
+    const std::string file = source.file_path(from);
     KD_CHECK(!file.empty(), "kd pack: ", source.describe(), " is not a source of image files");
     const std::string relative = fs::path(file).lexically_relative(root).generic_string();
     check_field(relative, "path");
     const std::vector<uint8_t> image = read_file_bytes(file);
     KD_CHECK(!image.empty(), "kd pack: ", file, " is empty");
-    const std::string label = std::to_string(source.label(i));
+    const std::string label = std::to_string(source.label(from));
     const uint64_t needed = sample_bytes(image.size(), label.size());
     if (shard && shard->bytes() + needed + 2 * kTarBlock > options.shard_bytes) close_shard();
     if (!shard) shard = std::make_unique<ShardWriter>(out_folder, int64_t(index.shards.size()));
 
     ShardSample sample;
     sample.shard = int32_t(index.shards.size());
-    sample.label = source.label(i);
+    sample.label = source.label(from);
     sample.size = image.size();
     sample.offset = shard->add(shard_member_name(i, relative), image.data(), image.size());
     shard->add(shard_member_name(i, ".cls"), reinterpret_cast<const uint8_t*>(label.data()), label.size());

@@ -1,8 +1,10 @@
 // kd pack: an image folder (or list file) into WebDataset-style tar shards plus an index
 // (data/shard_index.h), read back by data.kind = shards (data/shard_source.h).
 //
-// Samples keep the source's order (ImageFolder: class by class, paths sorted) and fill shards
-// one after the other; a shard is closed before it would pass `shard_bytes`. Each sample is two
+// Samples are written in a seeded random order (the index keeps each one's original path), so
+// every shard holds a mix of classes: the shard-aware training order shuffles only within a few
+// shards, and an ImageFolder's own order (class by class) would give batches of a few classes.
+// They fill shards one after the other; a shard is closed before it would pass `shard_bytes`. Each sample is two
 // members, NNNNNNNNN.<ext> with the original file's bytes (not decoded: a corrupt image stays
 // corrupt and is skipped when training, as it would be from the folder) and NNNNNNNNN.cls with
 // the label as decimal text.
@@ -27,6 +29,8 @@ struct PackProgress {
 
 struct PackOptions {
   uint64_t shard_bytes = uint64_t(256) << 20;                 // a shard stays below this (one image may pass it)
+  bool shuffle = true;                                   // false: the source's order
+  uint64_t seed = 0;                                     // of the shuffled order
   std::function<void(const PackProgress&)> on_progress;  // after every sample, on the calling thread
 };
 

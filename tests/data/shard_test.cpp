@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <set>
 
@@ -37,9 +38,10 @@ std::string write_folder(const TempDir& dir, int per_class, uint64_t seed) {
 }
 
 // Packs `folder` into dir/out with shards of `shard_kib` KiB; returns the output folder.
-std::string pack(const TempDir& dir, const std::string& folder, uint64_t shard_kib) {
+std::string pack(const TempDir& dir, const std::string& folder, uint64_t shard_kib, bool shuffle = true) {
   PackOptions o;
   o.shard_bytes = shard_kib << 10;
+  o.shuffle = shuffle;
   const std::string out = dir.str() + "/out";
   pack_shards(*open_image_folder(folder), folder, out, o);
   return out;
@@ -62,25 +64,40 @@ TEST(Shards, PackedSamplesDecodeToTheFolderImagesWithTheirLabels) {
   ASSERT_EQ(shards->size(), 21);
   EXPECT_EQ(shards->class_names(), (std::vector<std::string>{"cat", "dog", "emu"}));
   EXPECT_EQ(shards->num_classes(), 3);
+  // Packed in a seeded random order; the index keeps every sample's original path.
+  const ShardIndex index = read_shard_index(out);
+  std::map<std::string, int64_t> folder_index;
+  for (int64_t j = 0; j < files->size(); ++j) folder_index[files->file_path(j).substr(folder.size() + 1)] = j;
   std::set<int> used_shards;
+  std::vector<int64_t> packed_order;
   for (int64_t i = 0; i < shards->size(); ++i) {
-    EXPECT_EQ(shards->label(i), files->label(i));
-    const Image a = files->load(i), b = shards->load(i);
-    EXPECT_EQ(b.label, files->label(i));
+    ASSERT_EQ(folder_index.count(index.path(i)), 1u) << index.path(i);
+    const int64_t j = folder_index[index.path(i)];
+    packed_order.push_back(j);
+    EXPECT_EQ(shards->label(i), files->label(j));
+    const Image a = files->load(j), b = shards->load(i);
+    EXPECT_EQ(b.label, files->label(j));
     ASSERT_EQ(std::tie(a.width, a.height), std::tie(b.width, b.height)) << shards->where(i);
     ASSERT_EQ(a.pixels, b.pixels) << shards->where(i);
     used_shards.insert(shards->shard(i));
   }
   EXPECT_GE(used_shards.size(), 4u) << "4 KiB shards hold one or two of these images each";
   EXPECT_EQ(*used_shards.rbegin() + 1, int(used_shards.size())) << "shards are numbered densely";
-  EXPECT_CONTAINS(shards->where(0), "shard-000000.tar member 000000000.jpg (cat/img0.JPG)");
+  std::sort(packed_order.begin(), packed_order.end());
+  EXPECT_EQ(packed_order, std::vector<int64_t>({0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18,
+                                                19, 20})) << "every image packed once";
+  EXPECT_CONTAINS(shards->where(0), "shard-000000.tar member 000000000.");
+  const std::string unshuffled = pack(dir, folder, 4, false);  // packs into the same folder again
+  EXPECT_CONTAINS(open_shards(unshuffled)->where(0), "shard-000000.tar member 000000000.jpg (cat/img0.JPG)");
+  EXPECT_NE(read_shard_index(unshuffled).path(0) + read_shard_index(unshuffled).path(1),
+            index.path(0) + index.path(1)) << "the default pack order is not the folder's";
   EXPECT_CONTAINS(shards->describe(), "21 images in");
   EXPECT_EQ(shards->file_path(0), "");
 }
 
 TEST(Shards, StandardTarListsEveryMemberInOrder) {
   TempDir dir;
-  const std::string out = pack(dir, write_folder(dir, 4, 2), 1 << 20);  // everything in one shard
+  const std::string out = pack(dir, write_folder(dir, 4, 2), 1 << 20, false);  // one shard, the folder's order
   const ShardIndex index = read_shard_index(out);
   ASSERT_EQ(index.shards.size(), 1u);
   std::string expected;

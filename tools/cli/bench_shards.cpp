@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <unordered_map>
 
 #include "data/loader.h"
 #include "data/sampler.h"
@@ -77,12 +78,18 @@ void run_bench_shards(const BenchShardsArgs& a) {
   const int64_t n = folder->size();
   KD_CHECK(shards->size() == n, "kd bench-shards: ", folder->describe(), " and ", shards->describe(),
            " hold different numbers of images (pack the folder again?)");
+  // The same image in both: the index keeps each sample's path relative to the folder.
+  const ShardIndex index = read_shard_index(a.shards);
+  std::unordered_map<std::string, int64_t> folder_index;
+  for (int64_t j = 0; j < n; ++j)
+    folder_index[fs::path(folder->file_path(j)).lexically_relative(a.folder).generic_string()] = j;
   uint64_t image_bytes = 0;
   std::vector<int> shard_of(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) {
-    KD_CHECK(folder->label(i) == shards->label(i), "kd bench-shards: image ", i, " has label ", folder->label(i),
-             " in the folder and ", shards->label(i), " in the shards (pack the folder again?)");
-    image_bytes += fs::file_size(folder->file_path(i));
+    const auto found = folder_index.find(index.path(i));
+    KD_CHECK(found != folder_index.end() && folder->label(found->second) == shards->label(i), "kd bench-shards: ",
+             index.path(i), " of ", a.shards, " is not in ", a.folder, " with the same label (pack the folder again?)");
+    image_bytes += index.samples[size_t(i)].size;
     shard_of[size_t(i)] = shards->shard(i);
   }
   EpochSampler random_order(n, 1, a.seed), shard_order(shard_layout(shard_of, a.shuffle_shards), 1, a.seed);

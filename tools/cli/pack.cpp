@@ -12,6 +12,8 @@ namespace {
 struct PackArgs {
   std::string folder, out, list;
   double shard_mib = 256;
+  bool keep_order = false;
+  uint64_t seed = 0;
 };
 
 void run_pack(const PackArgs& a) {
@@ -22,6 +24,8 @@ void run_pack(const PackArgs& a) {
   std::fflush(stdout);
   PackOptions options;
   options.shard_bytes = uint64_t(a.shard_mib * double(1 << 20));
+  options.shuffle = !a.keep_order;
+  options.seed = a.seed;
   auto last = std::chrono::steady_clock::now();
   options.on_progress = [&](const PackProgress& p) {
     const auto now = std::chrono::steady_clock::now();
@@ -50,6 +54,9 @@ void add_pack_command(CLI::App& app) {
   cmd->add_option("out", args->out, "output folder: shard-000000.tar ... and index.tsv")->required();
   cmd->add_option("--shard-size", args->shard_mib, "largest shard, MiB")->capture_default_str();
   cmd->add_option("--list", args->list, "pack the images of this list file (`relative/path label` lines) instead");
+  cmd->add_flag("--keep-order", args->keep_order,
+                "write samples in the folder's order (class by class) instead of a seeded random order");
+  cmd->add_option("--seed", args->seed, "seed of the random order")->capture_default_str();
   cmd->callback([args] { run_pack(*args); });
 }
 

@@ -40,6 +40,7 @@ class FileTableSource final : public DataSource {
     check_index(i);
     return labels_[size_t(i)];
   }
+  std::string file_path(int64_t i) const override { return path(i); }
   std::string path(int64_t i) const {
     check_index(i);
     const size_t begin = i == 0 ? 0 : ends_[size_t(i) - 1];

@@ -20,6 +20,7 @@ static SourcePtr open_split(const DataOptions& d, const std::string& kind, const
     o.labels = labels;
     o.root = d.root;
     o.jpeg_decoder = parse_jpeg_decoder(d.jpeg_decoder);
+    o.cached_shards = d.cached_shard_count();
     return open_source(kind, split, o);
   } catch (const Error& e) {
     KD_FAIL("data.", key, " = '", split, "' (", kind, "): ", e.what());
@@ -59,6 +60,13 @@ Datasets open_datasets(const DataOptions& d, bool need_train) {
   }
   KD_CHECK(out.num_classes >= 2, "data: need at least 2 classes, found ", out.num_classes);
   return out;
+}
+
+EpochSampler make_sampler(const DataSource& train, const DataOptions& data, uint64_t seed, int rank, int world_size) {
+  if (train.shard(0) < 0) return EpochSampler(train.size(), data.batch_size, seed, rank, world_size);
+  std::vector<int> shard_of(size_t(train.size()));
+  for (int64_t i = 0; i < train.size(); ++i) shard_of[size_t(i)] = train.shard(i);
+  return EpochSampler(shard_layout(shard_of, data.shuffle_shards), data.batch_size, seed, rank, world_size);
 }
 
 PackedImages pack_images(const std::vector<Image>& images) {

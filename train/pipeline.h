@@ -8,6 +8,7 @@
 
 #include "data/loader.h"
 #include "data/recipe.h"
+#include "data/sampler.h"
 #include "data/source.h"
 #include "engine/context.h"
 #include "models/model.h"
@@ -21,6 +22,10 @@ struct Datasets {
 };
 // Errors name the option and the path (a missing dataset, an empty one, classes that disagree).
 Datasets open_datasets(const DataOptions& data, bool need_train = true);
+
+// The training order: shard by shard (data/sampler.h) when the source is packed shards
+// (data.kind = shards, also a subset of them), else one seeded permutation of the dataset per epoch.
+EpochSampler make_sampler(const DataSource& train, const DataOptions& data, uint64_t seed, int rank, int world_size);
 
 // Decoded images back to back in one uint8 buffer, as the augment op reads them.
 struct PackedImages {

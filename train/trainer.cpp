@@ -192,7 +192,11 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
           " epochs), run folder " + result.run_dir);
 
   const StepConfig step_config = o.step_config();
-  EpochSampler sampler(data.train->size(), o.data.batch_size, uint64_t(o.run.seed), comm.rank(), comm.size());
+  EpochSampler sampler = make_sampler(*data.train, o.data, uint64_t(o.run.seed), comm.rank(), comm.size());
+  if (data.train->shard(0) >= 0)
+    message("  sample order: shard by shard, " + std::to_string(o.data.shuffle_shards) +
+            " shards shuffled together (data.shuffle_shards), up to " + std::to_string(o.data.cached_shard_count()) +
+            " in memory");
   LoaderOptions lo;
   lo.batch_size = int(sampler.local_batch() + 1);
   lo.num_threads = int(o.data.loader_threads);

@@ -14,6 +14,7 @@
 
 #include <stb/stb_image.h>
 
+#include "data/jpeg_header.h"
 #if KD_HAVE_JPEG
 #include "data/jpeg.h"
 #endif
@@ -38,13 +39,42 @@ JpegDecoder parse_jpeg_decoder(const std::string& name) {
              "and rebuild), use 'stb'");
     return JpegDecoder::turbo;
   }
-  KD_FAIL("unknown jpeg decoder '", name, "' (stb or turbo)");
+  if (name == "nvjpeg") {
+    KD_CHECK(KD_HAVE_NVJPEG, "jpeg decoder 'nvjpeg': kd was built without nvJPEG (tools/install_deps.sh unpacks it into "
+             ".deps/nvjpeg where CUDA is present; rebuild), use 'turbo' or 'stb'");
+    return JpegDecoder::nvjpeg;
+  }
+  KD_FAIL("unknown jpeg decoder '", name, "' (stb, turbo or nvjpeg)");
 }
 
-const char* jpeg_decoder_name(JpegDecoder d) { return d == JpegDecoder::turbo ? "turbo" : "stb"; }
+const char* jpeg_decoder_name(JpegDecoder d) {
+  return d == JpegDecoder::turbo ? "turbo" : d == JpegDecoder::nvjpeg ? "nvjpeg" : "stb";
+}
+
+namespace {
+// A JPEG for the GPU: the header's size, checked as a decode would check it, and the bytes.
+Image defer_jpeg(const uint8_t* data, size_t size, const std::string& origin) {
+  JpegFrame frame;
+  if (!read_jpeg_frame(data, size, &frame)) throw DecodeError(origin, "not a readable JPEG (no frame header)");
+  if (int64_t(frame.width) * frame.height > kMaxPixels)
+    throw DecodeError(origin, "image of " + std::to_string(frame.width) + "x" + std::to_string(frame.height) +
+                                  " pixels is larger than the decoder accepts");
+  if (frame.components == 4) throw DecodeError(origin, "CMYK JPEG; convert it to RGB");
+  if (frame.components != 1 && frame.components != 3)
+    throw DecodeError(origin, "JPEG with " + std::to_string(frame.components) + " components");
+  if (frame.lossless) throw DecodeError(origin, "lossless JPEG (not supported)");
+  Image image;
+  image.height = frame.height, image.width = frame.width;
+  image.encoded.assign(data, data + size);
+  image.origin = origin;
+  return image;
+}
+}  // namespace
 
 Image decode_image(const uint8_t* data, size_t size, const std::string& origin, JpegDecoder jpeg,
                    const ViewNeedFn* need) {
+  if (jpeg == JpegDecoder::nvjpeg && size >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF)
+    return defer_jpeg(data, size, origin);
 #if KD_HAVE_JPEG
   if (jpeg == JpegDecoder::turbo && looks_like_jpeg(data, size))
     return need && *need ? decode_jpeg_region(data, size, origin, *need) : decode_jpeg(data, size, origin);

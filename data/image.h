@@ -25,6 +25,11 @@ struct Image {
   int full_height = 0, full_width = 0;
   int offset_y = 0, offset_x = 0;
   int scale_num = 8;
+  // A JPEG left for the GPU to decode (data.jpeg_decoder=nvjpeg): the file's bytes, with
+  // height and width from its header and `pixels` empty; `origin` names it in messages.
+  std::vector<uint8_t> encoded;
+  std::string origin;
+  bool on_device() const { return !encoded.empty(); }
 
   bool empty() const { return pixels.empty(); }
   size_t bytes() const { return pixels.size(); }
@@ -66,15 +71,18 @@ class DecodeError : public Error {
 // Which library decodes JPEGs (data.jpeg_decoder): stb_image (the default; also every PNG and
 // BMP) or libjpeg-turbo (data/jpeg.h: the same pixels within 3 levels of 255, faster). A run's
 // pixels, and so exact resume, depend on the choice; the run's config records it.
-enum class JpegDecoder : uint8_t { stb, turbo };
-// "stb" or "turbo" (an error naming both, or saying that kd was built without libjpeg-turbo).
+// nvjpeg: JPEGs are decoded later, on the GPU (kernels/jpeg_device.h; the loader only reads the
+// header), so it needs run.device=cuda and a build with nvJPEG.
+enum class JpegDecoder : uint8_t { stb, turbo, nvjpeg };
+// "stb", "turbo" or "nvjpeg" (an error naming them, or saying what kd was built without).
 JpegDecoder parse_jpeg_decoder(const std::string& name);
 const char* jpeg_decoder_name(JpegDecoder d);
 
 // Decodes an encoded image (JPEG, PNG, BMP; whatever stb_image reads) to three channels.
 // Throws DecodeError naming `origin` when the bytes are not a readable image. With `need` and
 // libjpeg-turbo, a JPEG is decoded only where its views read it (Image's placement fields say
-// where); stb_image and the other formats always decode the whole image.
+// where); stb_image and the other formats always decode the whole image. With nvjpeg a JPEG
+// whose header reads is returned encoded (Image::on_device), anything else decoded by stb_image.
 Image decode_image(const uint8_t* data, size_t size, const std::string& origin,
                    JpegDecoder jpeg = JpegDecoder::stb, const ViewNeedFn* need = nullptr);
 

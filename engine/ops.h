@@ -107,6 +107,11 @@ std::pair<Tensor, Tensor> augment(Context& ctx, const uint8_t* pixels, size_t by
 std::vector<Tensor> augment_views(Context& ctx, const uint8_t* pixels, size_t bytes,
                                   const std::vector<SourceImage>& sources, const std::vector<ViewRecipe>& recipes,
                                   const Normalization& norm, const std::vector<int64_t>& resolutions);
+// The same from pixels already on the GPU (a 1-d u8 tensor, e.g. decoded there by nvJPEG): only
+// the recipes and sources are uploaded.
+std::vector<Tensor> augment_views(Context& ctx, const Tensor& device_pixels, const std::vector<SourceImage>& sources,
+                                  const std::vector<ViewRecipe>& recipes, const Normalization& norm,
+                                  const std::vector<int64_t>& resolutions);
 
 struct LossResult {
   std::vector<float> loss_rows;        // host

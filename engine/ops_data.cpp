@@ -59,11 +59,11 @@ Tensor to_host_f32(Context& ctx, const Tensor& t) {
 
 // --- data and losses -----------------------------------------------------------------------------
 
-std::vector<Tensor> augment_views(Context& ctx, const uint8_t* pixels, size_t bytes,
-                                  const std::vector<SourceImage>& sources, const std::vector<ViewRecipe>& recipes,
-                                  const Normalization& norm, const std::vector<int64_t>& resolutions) {
-  const int64_t n = int64_t(recipes.size());
-  KD_CHECK(n > 0 && !resolutions.empty(), "augment: empty batch or no view");
+namespace {
+
+void check_recipes(const std::vector<SourceImage>& sources, const std::vector<ViewRecipe>& recipes,
+                   const std::vector<int64_t>& resolutions, size_t bytes) {
+  KD_CHECK(!recipes.empty() && !resolutions.empty(), "augment: empty batch or no view");
   for (int64_t r : resolutions) KD_CHECK(r > 0, "augment: view size ", r);
   for (const ViewRecipe& r : recipes) {
     KD_CHECK(r.a.image >= 0 && size_t(r.a.image) < sources.size() && r.b.image >= 0 &&
@@ -74,47 +74,85 @@ std::vector<Tensor> augment_views(Context& ctx, const uint8_t* pixels, size_t by
     KD_CHECK(src.h > 0 && src.w > 0 && src.offset >= 0 && size_t(src.offset) + size_t(src.h) * src.w * 3 <= bytes,
              "augment: source image ", src.h, "x", src.w, " at byte ", src.offset, " lies outside the ", bytes,
              "-byte pixel buffer");
+}
+
+#if KD_HAVE_CUDA
+// Uploads recipes, sources and then `host_pixels` (each 256-byte aligned) in one copy from the
+// context's pinned staging buffer (a fresh pageable buffer cost page faults and a driver copy
+// every step), and renders the views two at a time, reading pixels from `device_pixels` when
+// given (already on the device) or else from the uploaded ones.
+std::vector<Tensor> augment_cuda_views(Context& ctx, const uint8_t* host_pixels, size_t host_bytes,
+                                       const uint8_t* device_pixels, const std::vector<SourceImage>& sources,
+                                       const std::vector<ViewRecipe>& recipes, const Normalization& norm,
+                                       const std::vector<int64_t>& resolutions) {
+  const int64_t n = int64_t(recipes.size());
+  auto align = [](size_t b) { return (b + 255) / 256 * 256; };
+  const size_t recipe_bytes = align(recipes.size() * sizeof(ViewRecipe));
+  const size_t source_bytes = align(sources.size() * sizeof(SourceImage));
+  const size_t total = recipe_bytes + source_bytes + host_bytes;
+  uint8_t* host = ctx.host_staging(total);
+  std::memcpy(host, recipes.data(), recipes.size() * sizeof(ViewRecipe));
+  std::memcpy(host + recipe_bytes, sources.data(), sources.size() * sizeof(SourceImage));
+  const int64_t chunk = int64_t(1) << 20;
+#pragma omp parallel for schedule(static)
+  for (int64_t off = 0; off < int64_t(host_bytes); off += chunk)
+    std::memcpy(host + recipe_bytes + source_bytes + off, host_pixels + off,
+                size_t(std::min(chunk, int64_t(host_bytes) - off)));
+  Tensor staged = Tensor::empty({int64_t(total)}, DType::u8, ctx);
+  copy_bytes(staged.raw(), Device::cuda, host, Device::cpu, total, &ctx);
+  const uint8_t* base = staged.data<uint8_t>();
+  const uint8_t* pixels = device_pixels ? device_pixels : base + recipe_bytes + source_bytes;
   std::vector<Tensor> views;
+  for (size_t v = 0; v < resolutions.size(); v += 2) {  // the kernel renders two views per launch
+    const int64_t r1 = resolutions[v], r2 = v + 1 < resolutions.size() ? resolutions[v + 1] : 0;
+    Tensor first = Tensor::empty({n, r1, r1, 3}, DType::bf16, ctx), second;
+    if (r2 > 0) second = Tensor::empty({n, r2, r2, 3}, DType::bf16, ctx);
+    augment_cuda(ctx.cuda_handles(), pixels, reinterpret_cast<const SourceImage*>(base + recipe_bytes),
+                 reinterpret_cast<const ViewRecipe*>(base), n, norm, r1, r1, first.data<bf16>(), r2, r2,
+                 r2 > 0 ? second.data<bf16>() : nullptr);
+    views.push_back(first);
+    if (r2 > 0) views.push_back(second);
+  }
+  return views;
+}
+#endif
+
+}  // namespace
+
+std::vector<Tensor> augment_views(Context& ctx, const uint8_t* pixels, size_t bytes,
+                                  const std::vector<SourceImage>& sources, const std::vector<ViewRecipe>& recipes,
+                                  const Normalization& norm, const std::vector<int64_t>& resolutions) {
+  check_recipes(sources, recipes, resolutions, bytes);
+  const int64_t n = int64_t(recipes.size());
   if (ctx.is_cuda()) {
 #if KD_HAVE_CUDA
-    // One upload: recipes, sources, then pixels (each 256-byte aligned), from the context's pinned
-    // staging buffer (a fresh pageable buffer cost page faults and a driver copy every step).
-    auto align = [](size_t b) { return (b + 255) / 256 * 256; };
-    const size_t recipe_bytes = align(recipes.size() * sizeof(ViewRecipe));
-    const size_t source_bytes = align(sources.size() * sizeof(SourceImage));
-    const size_t total = recipe_bytes + source_bytes + bytes;
-    uint8_t* host = ctx.host_staging(total);
-    std::memcpy(host, recipes.data(), recipes.size() * sizeof(ViewRecipe));
-    std::memcpy(host + recipe_bytes, sources.data(), sources.size() * sizeof(SourceImage));
-    const int64_t chunk = int64_t(1) << 20;
-#pragma omp parallel for schedule(static)
-    for (int64_t off = 0; off < int64_t(bytes); off += chunk)
-      std::memcpy(host + recipe_bytes + source_bytes + off, pixels + off, size_t(std::min(chunk, int64_t(bytes) - off)));
-    Tensor staged = Tensor::empty({int64_t(total)}, DType::u8, ctx);
-    copy_bytes(staged.raw(), Device::cuda, host, Device::cpu, total, &ctx);
-    const uint8_t* base = staged.data<uint8_t>();
-    for (size_t v = 0; v < resolutions.size(); v += 2) {  // the kernel renders two views per launch
-      const int64_t r1 = resolutions[v], r2 = v + 1 < resolutions.size() ? resolutions[v + 1] : 0;
-      Tensor first = Tensor::empty({n, r1, r1, 3}, DType::bf16, ctx), second;
-      if (r2 > 0) second = Tensor::empty({n, r2, r2, 3}, DType::bf16, ctx);
-      augment_cuda(ctx.cuda_handles(), base + recipe_bytes + source_bytes,
-                   reinterpret_cast<const SourceImage*>(base + recipe_bytes),
-                   reinterpret_cast<const ViewRecipe*>(base), n, norm, r1, r1, first.data<bf16>(), r2, r2,
-                   r2 > 0 ? second.data<bf16>() : nullptr);
-      views.push_back(first);
-      if (r2 > 0) views.push_back(second);
-    }
-    return views;
+    return augment_cuda_views(ctx, pixels, bytes, nullptr, sources, recipes, norm, resolutions);
 #else
     no_cuda_path("augment");
 #endif
   }
+  std::vector<Tensor> views;
   for (int64_t r : resolutions) {
     Tensor out = Tensor::zeros_cpu({n, r, r, 3}, DType::f32);
     augment_cpu(pixels, sources.data(), recipes.data(), n, norm, r, r, out.data<float>());
     views.push_back(to_activation(ctx, out));
   }
   return views;
+}
+
+std::vector<Tensor> augment_views(Context& ctx, const Tensor& device_pixels, const std::vector<SourceImage>& sources,
+                                  const std::vector<ViewRecipe>& recipes, const Normalization& norm,
+                                  const std::vector<int64_t>& resolutions) {
+  KD_CHECK(ctx.is_cuda() && device_pixels.device() == Device::cuda && device_pixels.dtype() == DType::u8 &&
+               device_pixels.ndim() == 1,
+           "augment: device pixels must be a 1-d u8 tensor on the GPU, got ", device_pixels.describe());
+  check_recipes(sources, recipes, resolutions, size_t(device_pixels.dim(0)));
+#if KD_HAVE_CUDA
+  return augment_cuda_views(ctx, nullptr, 0, device_pixels.data<uint8_t>(), sources, recipes, norm, resolutions);
+#else
+  no_cuda_path("augment");
+  return {};
+#endif
 }
 
 std::pair<Tensor, Tensor> augment(Context& ctx, const uint8_t* pixels, size_t bytes,

@@ -106,6 +106,15 @@ if want bench; then
     note "kd bench" FAIL "rc $rc, see kd_bench.log"
   # Autotuning's worth: the same step with cuDNN's first engine per convolution (the run above
   # autotuned and filled the cache, so it timed the candidates during its warm-up).
+  if [ -d .deps/jpegfix ]; then
+    echo "== kd bench-loader (CPU decoders per thread, nvJPEG on the GPU)"
+    timeout "$(limit KD_BENCH_LOADER 120)" "$build/kd" bench-loader .deps/jpegfix --threads 1,$jobs > "$out/bench_loader.log" 2>&1
+    rc=$?
+    tail -14 "$out/bench_loader.log"
+    nvjpeg_ips=$(grep -o '"decoder": "nvjpeg", "hardware": [a-z]*, "images_per_sec": [0-9.]*' "$out/bench_loader.log" | grep -o '[0-9.]*$')
+    [ "$rc" = 0 ] && [ -n "$nvjpeg_ips" ] && note "kd bench-loader" PASS "nvJPEG $nvjpeg_ips img/s" ||
+      note "kd bench-loader" FAIL "rc $rc, see bench_loader.log"
+  fi
   echo "== kd bench --no-autotune"
   timeout "$(limit KD_BENCH_NO_TUNE 150)" "$build/kd" bench --device cuda --no-autotune > "$out/kd_bench_no_autotune.log" 2>&1
   rc=$?

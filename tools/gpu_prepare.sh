@@ -8,11 +8,15 @@ cd "$(dirname "$0")/.."
 packages=(libgtest-dev libstb-dev libstb0 libtomlplusplus-dev nlohmann-json3-dev libcli11-dev
           libopenblas-openmp-dev libopenblas0-openmp libgfortran5 libquadmath0 zlib1g zlib1g-dev
           libjpeg62-turbo libjpeg62-turbo-dev)
-rm -rf .deps
+rm -rf .deps/root .deps/debs
 mkdir -p .deps/debs .deps/root
 (cd .deps/debs && apt-get download "${packages[@]}" >/dev/null)
 for deb in .deps/debs/*.deb; do dpkg -x "$deb" .deps/root; done
 # What kd does not link (static OpenBLAS, LAPACK) would only eat into the 64 MiB a run may carry.
 rm -rf .deps/debs .deps/root/usr/share/doc .deps/root/usr/share/man
 find .deps/root -path '*openblas-openmp*' \( -name '*.a' -o -name 'liblapack*' -o -name 'libblas*' \) -delete
+tools/fetch_nvjpeg.sh
+# A few photos for kd bench-loader's nvJPEG row (the GPU machine has no scikit-image).
+[ -d .deps/jpegfix ] || python3 tools/make_jpeg_fixture.py .deps/jpegfix --count 100 >/dev/null ||
+  echo "gpu_prepare: no JPEG fixture (tools/make_jpeg_fixture.py needs python3-skimage)" >&2
 echo "gpu_prepare: $(du -sh .deps | cut -f1) in .deps (carry it: carry=[\".deps\"])"

@@ -39,3 +39,8 @@ if [ "$want_test" = 1 ]; then
     /usr/bin/python3 -m pip install -q --no-deps --break-system-packages "timm==$TIMM_VERSION"
   fi
 fi
+
+# nvJPEG (the optional GPU decode path) from PyPI, where CUDA is present.
+if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
+  "$(dirname "$0")/fetch_nvjpeg.sh"
+fi

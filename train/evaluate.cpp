@@ -70,6 +70,9 @@ namespace {
 std::vector<Tensor> render_resized(Context& ctx, const std::vector<Image>& images, const EvalSettings& settings,
                                    const std::vector<int64_t>& resolutions) {
   const ResizeFilter filter = parse_resize_filter(settings.resize);
+  for (const Image& im : images)
+    KD_CHECK(!im.on_device(), "eval.resize=", settings.resize, " resizes decoded images on the host, but ", im.origin,
+             " is left for the GPU to decode (data.jpeg_decoder=nvjpeg): use eval.resize=direct or another decoder");
   std::vector<Tensor> out;
   for (int64_t res : resolutions) {
     std::vector<Image> resized(images.size());

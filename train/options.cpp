@@ -60,9 +60,10 @@ void TrainOptions::bind(ConfigSchema& s) {
   s.bind("data.loader_threads", &data.loader_threads, "image decoding threads");
   s.bind("data.prefetch", &data.prefetch, "batches decoded ahead of the step");
   s.bind("data.jpeg_decoder", &data.jpeg_decoder,
-         "who decodes JPEG files: stb (stb_image) or turbo (libjpeg-turbo: the same pixels within 3 levels, faster; "
-         "exact resume needs the same decoder)",
-         {"stb", "turbo"});
+         "who decodes JPEG files: stb (stb_image), turbo (libjpeg-turbo: the same pixels within 3 levels, faster) "
+         "or nvjpeg (on the GPU, with its hardware engines where it has them; run.device=cuda); exact resume needs "
+         "the same decoder",
+         {"stb", "turbo", "nvjpeg"});
   s.bind("data.jpeg_views_only", &data.jpeg_views_only,
          "turbo: training decodes only the part of a JPEG its views read, at the smallest DCT scale (1/8, 1/4, 1/2, "
          "1) that keeps the output resolution (faster; pixels differ from a whole decode, so exact resume needs the "

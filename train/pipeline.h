@@ -1,6 +1,6 @@
 // From options to batches: opening the train/test sources (with the class-balanced subset),
-// packing decoded images into one pixel buffer for the augment op, and the models a run uses
-// (built, allocated and loaded from options or checkpoints).
+// and the models a run uses (built, allocated and loaded from options or checkpoints). Packing
+// images and rendering views: train/render.h.
 #pragma once
 #include <memory>
 #include <string>
@@ -13,6 +13,7 @@
 #include "engine/context.h"
 #include "models/model.h"
 #include "train/options.h"
+#include "train/render.h"
 
 namespace kd {
 
@@ -26,31 +27,6 @@ Datasets open_datasets(const DataOptions& data, bool need_train = true);
 // The training order: shard by shard (data/sampler.h) when the source is packed shards
 // (data.kind = shards, also a subset of them), else one seeded permutation of the dataset per epoch.
 EpochSampler make_sampler(const DataSource& train, const DataOptions& data, uint64_t seed, int rank, int world_size);
-
-// Decoded images back to back in one uint8 buffer, as the augment op reads them.
-struct PackedImages {
-  struct Placement {
-    int offset_y = 0, offset_x = 0, scale_num = 8;  // as in data/image.h's Image
-  };
-  std::vector<uint8_t> pixels;
-  std::vector<SourceImage> sources;
-  std::vector<ImageSize> sizes;       // decoded
-  std::vector<ImageSize> file_sizes;  // as the files hold them: training views are drawn on these
-  std::vector<Placement> placements;  // where the decoded pixels sit in the files' images
-};
-PackedImages pack_images(const std::vector<Image>& images);
-PackedImages pack_images(const std::vector<const Image*>& images);
-// Moves recipes drawn on the file sizes onto the decoded pixels (region or DCT-scaled decodes;
-// a whole, full-size decode is left as it is).
-void place_views(std::vector<ViewRecipe>& recipes, const PackedImages& batch);
-
-// Renders recipes of a packed batch at one or two resolutions (see ops::augment).
-std::pair<Tensor, Tensor> render_views(Context& ctx, const PackedImages& batch, const std::vector<ViewRecipe>& recipes,
-                                       const Normalization& norm, int64_t res1, int64_t res2 = 0);
-// The same recipes at every resolution in `resolutions` (duplicates rendered once), one tensor
-// per entry of `resolutions`.
-std::vector<Tensor> render_views_at(Context& ctx, const PackedImages& batch, const std::vector<ViewRecipe>& recipes,
-                                    const Normalization& norm, const std::vector<int64_t>& resolutions);
 
 // A model for `arch` with `classes` outputs on ctx, from `weights` (timm-named safetensors, a kd
 // checkpoint, or BiT's original .npz for a ResNetV2 arch; strict) or initialised from `seed` when weights is empty. frozen: for inference

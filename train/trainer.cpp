@@ -303,8 +303,13 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
         << ",\n  \"agreement\": " << json_number(result.eval.agree_top1)
         << ",\n  \"agreement_top5\": " << json_number(result.eval.agree_top5)
         << ",\n  \"kl\": " << json_number(result.eval.kl);
-    s << ",\n  \"final_lr\": " << json_number(result.final_lr) << ",\n  \"bad_images\": " << result.bad_images
-      << ",\n  \"eval_images\": " << result.eval.images << "\n}\n";
+    s << ",\n  \"final_lr\": " << json_number(result.final_lr) << ",\n  \"bad_images\": " << result.bad_images;
+    if (o.data.jpeg_decoder == "nvjpeg") {
+      const DeviceJpegCounts d = device_jpeg_counts();
+      s << ",\n  \"gpu_decoded_jpegs\": " << d.decoded_on_gpu << ",\n  \"gpu_jpeg_host_fallbacks\": " << d.host_fallbacks
+        << ",\n  \"undecodable_jpegs\": " << d.undecodable;
+    }
+    s << ",\n  \"eval_images\": " << result.eval.images << "\n}\n";
     write_file_atomic(result.run_dir + "/summary.json", s.str());
   }
   message("done: " + result.eval.summary() + "; " + std::to_string(total) + " steps in " +

@@ -23,6 +23,10 @@
 #if KD_HAVE_JPEG
 #include "data/jpeg.h"
 #endif
+#if KD_HAVE_CUDA && KD_HAVE_NVJPEG
+#include "engine/context.h"
+#include "kernels/jpeg_device.h"
+#endif
 
 namespace kd::cli {
 
@@ -52,6 +56,10 @@ struct Sample {
   ImageSize size;
   ViewRecipe view;  // the crop box in full-size pixels and the flip
 };
+
+#if KD_HAVE_CUDA && KD_HAVE_NVJPEG
+void bench_nvjpeg(const std::vector<Sample>& samples);
+#endif
 
 struct Mode {
   const char* name;
@@ -189,7 +197,55 @@ void run_bench_decode(const DecodeArgs& a) {
                    "%.1f, \"images\": %zu, \"views\": %d, \"resize\": %s}\n",
                    mode.name, t, ips, samples.size(), out_side, a.no_resize ? "false" : "true");
     }
+#if KD_HAVE_CUDA && KD_HAVE_NVJPEG
+  bench_nvjpeg(samples);
+#endif
 }
+
+#if KD_HAVE_CUDA && KD_HAVE_NVJPEG
+// nvJPEG on the GPU: batches of 128 files (read on the host, as the loader does) decoded into
+// device memory, timed to the last decode's completion. No resize: on the GPU the augment
+// kernel renders the views from the decoded pixels.
+void bench_nvjpeg(const std::vector<Sample>& samples) {
+  std::string why;
+  if (!cuda_available(&why)) {
+    std::printf("\nnvJPEG: not measured (%s)\n", why.c_str());
+    return;
+  }
+  auto ctx = Context::cuda(0);
+  std::vector<std::vector<uint8_t>> files;
+  size_t largest = 0;
+  for (const Sample& s : samples) {
+    files.push_back(read_file_bytes(s.path));
+    largest = std::max(largest, size_t(s.size.h) * size_t(s.size.w) * 3);
+  }
+  constexpr size_t kBatch = 128;
+  Tensor out = Tensor::empty({int64_t(largest * kBatch)}, DType::u8, *ctx);
+  DeviceJpegDecoder decoder;
+  auto run = [&] {
+    size_t failed = 0;
+    for (size_t first = 0; first < samples.size(); first += kBatch) {
+      std::vector<DeviceJpegJob> jobs;
+      for (size_t i = first; i < std::min(samples.size(), first + kBatch); ++i)
+        jobs.push_back({files[i].data(), files[i].size(), out.data<uint8_t>() + (i - first) * largest,
+                        samples[i].size.h, samples[i].size.w});
+      failed += decoder.decode(ctx->cuda_handles(), jobs).size();
+    }
+    ctx->synchronize();
+    return failed;
+  };
+  run();  // warm-up: handles, buffers
+  const Clock::time_point start = Clock::now();
+  const size_t failed = run();
+  const double s = seconds_between(start, Clock::now()), ips = double(samples.size()) / s;
+  std::printf("\n| nvJPEG (%s) | GPU | %.0f images/s | %zu of %zu failed |\n",
+              decoder.has_hardware_backend() ? "hardware engines" : "default backend", ips, failed, samples.size());
+  std::fprintf(stderr,
+               "RESULT {\"tool\": \"kd-bench-loader\", \"decoder\": \"nvjpeg\", \"hardware\": %s, "
+               "\"images_per_sec\": %.1f, \"images\": %zu}\n",
+               decoder.has_hardware_backend() ? "true" : "false", ips, samples.size());
+}
+#endif
 
 }  // namespace
 

@@ -1,0 +1,59 @@
+// From decoded images to views: packing a batch's images into one pixel buffer for the augment
+// op, moving recipes drawn on the files' sizes onto the decoded pixels, and rendering. JPEGs
+// left encoded by the loader (data.jpeg_decoder=nvjpeg) are decoded here, on the GPU, straight
+// into the device pixel buffer the augment kernel reads.
+#pragma once
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "data/image.h"
+#include "data/recipe.h"
+#include "engine/context.h"
+#include "kernels/augment.h"
+
+namespace kd {
+
+// Images back to back in one uint8 buffer, as the augment op reads them. Host-decoded images
+// come first (`pixels`, the bytes uploaded); images the GPU decodes get their place after them
+// (`device_bytes` covers both) and a job each.
+struct PackedImages {
+  struct Placement {
+    int offset_y = 0, offset_x = 0, scale_num = 8;  // as in data/image.h's Image
+  };
+  struct DeviceJpeg {
+    std::vector<uint8_t> encoded;
+    std::string origin;
+    int64_t offset = 0;  // in the device buffer
+    int32_t height = 0, width = 0;
+  };
+  std::vector<uint8_t> pixels;
+  std::vector<SourceImage> sources;
+  std::vector<ImageSize> sizes;       // decoded
+  std::vector<ImageSize> file_sizes;  // as the files hold them: training views are drawn on these
+  std::vector<Placement> placements;  // where the decoded pixels sit in the files' images
+  std::vector<DeviceJpeg> device_jpegs;
+  size_t device_bytes = 0;            // the whole buffer on the device: pixels, then the device JPEGs
+};
+PackedImages pack_images(const std::vector<Image>& images);
+PackedImages pack_images(const std::vector<const Image*>& images);
+// Moves recipes drawn on the file sizes onto the decoded pixels (region or DCT-scaled decodes;
+// a whole, full-size decode is left as it is).
+void place_views(std::vector<ViewRecipe>& recipes, const PackedImages& batch);
+
+// Renders recipes of a packed batch at one or two resolutions (see ops::augment).
+std::pair<Tensor, Tensor> render_views(Context& ctx, const PackedImages& batch, const std::vector<ViewRecipe>& recipes,
+                                       const Normalization& norm, int64_t res1, int64_t res2 = 0);
+// The same recipes at every resolution in `resolutions` (duplicates rendered once), one tensor
+// per entry of `resolutions`.
+std::vector<Tensor> render_views_at(Context& ctx, const PackedImages& batch, const std::vector<ViewRecipe>& recipes,
+                                    const Normalization& norm, const std::vector<int64_t>& resolutions);
+
+// Images the GPU decoder could not decode (then decoded on the host) and could not decode at
+// all (rendered mid-grey), since the process started. Each is also reported once on stderr.
+struct DeviceJpegCounts {
+  int64_t decoded_on_gpu = 0, host_fallbacks = 0, undecodable = 0;
+};
+DeviceJpegCounts device_jpeg_counts();
+
+}  // namespace kd

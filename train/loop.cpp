@@ -6,6 +6,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 
 #include "train/run_log.h"
 
@@ -58,14 +59,25 @@ TrainResult run_loop(Context& ctx, Communicator& comm, StepRunner& runner, Loade
   double window_loss = 0, window_agree = 0, window_rows = 0, train_seconds = 0, window_seconds = 0;
   double window_data_wait = 0;  // seconds the step waited for the loader (backpressure)
   int64_t images_trained = 0;
+  std::unique_ptr<PhaseTimer> timer;
+  if (s.profile_phases) timer = std::make_unique<PhaseTimer>(ctx);
+  std::vector<std::pair<std::string, double>> phases_ms;  // of the last profiled step
   for (int64_t step = s.start_step; step < s.total_steps; ++step) {
     maybe_stop_for_test(comm, step);
     const auto step_start = std::chrono::steady_clock::now();
     std::optional<Batch> batch = loader.next();
-    window_data_wait += seconds_since(step_start);
+    const double data_wait = seconds_since(step_start);
+    window_data_wait += data_wait;
     KD_CHECK(batch.has_value(), "the data loader ended early at step ", step);
     const RankBatch rb = rank_batch(std::move(*batch), sampler.first_slot(), has_partner);
-    const StepResult r = runner.run(ctx, rb);
+    // The window's last step is profiled, so its record carries the phases it measured.
+    const bool profiling = timer && ((step + 1) % s.log_every == 0 || step + 1 == s.total_steps);
+    if (profiling) timer->reset();
+    const StepResult r = runner.run(ctx, rb, profiling ? timer.get() : nullptr);
+    if (profiling) {
+      phases_ms = {{"data_wait", 1e3 * data_wait}};
+      for (const auto& phase : timer->totals_ms()) phases_ms.push_back(phase);
+    }
     // One host all-reduce carries what every rank must agree on: the global loss and agreement
     // (NaN anywhere makes the sum NaN) and whether any rank was asked to stop.
     const int my_signal = stop_requested();
@@ -103,6 +115,8 @@ TrainResult run_loop(Context& ctx, Communicator& comm, StepRunner& runner, Loade
       rec.loss = window_loss / window_rows;
       rec.train_agreement = window_agree / window_rows;
       rec.extra = runner.optimizer().metrics();
+      for (const auto& [phase, ms] : phases_ms) rec.extra.emplace_back("ms_" + phase, ms);
+      phases_ms.clear();
       rec.data_wait_share = std::min(1.0, window_data_wait / std::max(window_seconds, 1e-9));
       for (LoopObserver* o : observers) o->logged(rec);
       window_loss = window_agree = window_rows = window_seconds = window_data_wait = 0;

@@ -33,6 +33,9 @@ struct TrainResult {
 struct LoopSettings {
   int64_t start_step = 0, total_steps = 1;
   int64_t log_every = 50, eval_every = 0, checkpoint_every = 0, stop_after = 0;
+  // Per-phase times of the last step of every log window (PhaseTimer: CUDA events on a GPU, read
+  // once per window), reported as ms_<phase> with the window's metrics.
+  bool profile_phases = true;
 };
 
 struct LoopHooks {

@@ -34,6 +34,9 @@ void TrainOptions::bind(ConfigSchema& s) {
   s.bind("run.steps", &run.steps, "optimizer steps (0: from run.epochs)");
   s.bind("run.epochs", &run.epochs, "epochs over the training set (used when run.steps is 0)");
   s.bind("run.log_every", &run.log_every, "steps between metrics lines");
+  s.bind("run.profile_phases", &run.profile_phases,
+         "time the phases (data wait, augment, teacher, student, loss, backward, communication, optimizer) of the "
+         "last step of every log window: ms_<phase> in metrics.jsonl (one device synchronisation per window)");
   s.bind("run.stop_after", &run.stop_after,
          "stop with a checkpoint after this many steps of this invocation (0: run to the end); --resume continues");
   if (mode == RunMode::train) s.bind("run.label_smoothing", &run.label_smoothing, "label smoothing of the loss");

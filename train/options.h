@@ -79,6 +79,7 @@ struct RunOptions {
   int64_t steps = 0;     // total optimizer steps (or set epochs)
   double epochs = 0.0;
   int64_t log_every = 50;
+  bool profile_phases = true;  // time the phases of the last step of every log window
   int64_t stop_after = 0;        // stop (with a checkpoint) after this many steps in this invocation
   double label_smoothing = 0.0;  // kd train only
   bool autotune = true;           // GPU: time cuDNN's candidate engines once per convolution shape

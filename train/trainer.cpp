@@ -269,6 +269,7 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
   };
   LoopSettings ls;
   ls.start_step = start_step, ls.total_steps = total;
+  ls.profile_phases = o.run.profile_phases;
   ls.log_every = o.run.log_every, ls.eval_every = o.eval.every, ls.checkpoint_every = o.checkpoint.every;
   ls.stop_after = o.run.stop_after;
 

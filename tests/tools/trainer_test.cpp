@@ -103,6 +103,34 @@ TEST_F(Distill, EveryTeachingStrategyRuns) {
   }
 }
 
+// Per-phase timing in real runs: the last step of every log window is profiled and its phases
+// land in metrics.jsonl as ms_<phase> (positive, and together no longer than the whole window);
+// run.profile_phases=false leaves them out.
+TEST_F(Distill, MetricsCarryThePhasesOfOneStepPerLogWindow) {
+  const auto r = run_kd(concat({"distill"}, concat(distill_run("phases", 6), {"run.log_every=3"})));
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::istringstream log(test::read_text(dir_->str() + "/runs/phases/metrics.jsonl"));
+  int windows = 0;
+  for (std::string line; std::getline(log, line);) {
+    if (line.find("\"loss\"") == std::string::npos) continue;
+    ++windows;
+    double sum = 0;
+    for (const char* phase : {"data_wait", "augment", "teacher_forward", "student_forward", "loss", "backward",
+                              "grad_sync", "optimizer"}) {
+      const double ms = json_value(line, std::string("ms_") + phase);
+      EXPECT_TRUE(std::isfinite(ms) && ms >= 0) << phase << " in " << line;
+      sum += std::isfinite(ms) ? ms : 0;
+    }
+    EXPECT_GT(json_value(line, "ms_student_forward"), 0) << line;
+    const double window_ms = 3 * 16 / json_value(line, "images_per_sec") * 1e3;  // 3 steps of 16 images
+    EXPECT_LT(sum, window_ms) << "one step's phases within its window's time: " << line;
+  }
+  EXPECT_EQ(windows, 2);
+  const auto off = run_kd(concat({"distill"}, concat(distill_run("no_phases", 3), {"run.profile_phases=false"})));
+  ASSERT_EQ(off.code, 0) << off.err;
+  EXPECT_EQ(test::read_text(dir_->str() + "/runs/no_phases/metrics.jsonl").find("ms_"), std::string::npos);
+}
+
 #if KD_HAVE_JPEG
 // Training on JPEGs decoded only where the views read them (data.jpeg_views_only, libjpeg-turbo):
 // 64x48 photos of the stripes viewed at 16 px decode at 1/2 or 1/4 scale and only the crop's

@@ -11,6 +11,8 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "engine/file_write.h"
+
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "safetensors stores little-endian bytes");
 
 namespace kd {
@@ -21,6 +23,8 @@ using json = nlohmann::json;
 
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;  // as the reference implementation
 constexpr const char* kMetadataKey = "__metadata__";
+// Metadata key of the per-tensor content checksums kd writes: {"tensor": "<16 hex digits>"}.
+constexpr const char* kChecksumsKey = "kd_checksums";
 
 // IEEE binary16 -> binary32, exact for every input: subnormals, infinities and NaN payloads.
 float f16_to_float(uint16_t h) {
@@ -131,7 +135,55 @@ std::shared_ptr<Storage> map_file(const std::string& path) {
   return storage;
 }
 
+std::string hex64(uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)v);
+  return buf;
+}
+
+// Compares every tensor that kd_checksums lists with its stored checksum.
+void verify_checksums(const std::string& path, const std::string& listing, const uint8_t* data,
+                      const std::map<std::string, SafetensorsEntry>& entries) {
+  json sums;
+  try {
+    sums = json::parse(listing);
+  } catch (const json::exception& e) {
+    KD_FAIL(path, ": __metadata__ '", kChecksumsKey, "' is not valid JSON: ", e.what());
+  }
+  KD_CHECK(sums.is_object(), path, ": __metadata__ '", kChecksumsKey, "' is not a JSON object");
+  for (const auto& [name, stored] : sums.items()) {
+    auto it = entries.find(name);
+    KD_CHECK(it != entries.end(), path, ": '", kChecksumsKey, "' lists tensor '", name, "', which the file lacks");
+    KD_CHECK(stored.is_string(), path, ": the checksum of tensor '", name, "' is not a string");
+    const std::string computed = hex64(content_checksum64(data + it->second.offset, it->second.bytes));
+    KD_CHECK(stored.get<std::string>() == computed, path, ": tensor '", name, "' fails its checksum (stored ",
+             stored.get<std::string>(), ", computed ", computed, "): the file is corrupt");
+  }
+}
+
 }  // namespace
+
+uint64_t content_checksum64(const void* data, size_t bytes) {
+  // Four independent lanes of h = rotl((h ^ word) * K1, 31) * K2: every step is a bijection of
+  // the lane and of the word, so any change confined to one 8-byte word (a flipped byte) always
+  // changes the result, and the lanes keep four multiplies in flight.
+  constexpr uint64_t K1 = 0x9E3779B185EBCA87ull, K2 = 0xC2B2AE3D27D4EB4Full;
+  auto round = [](uint64_t h, uint64_t w) {
+    h = (h ^ w) * K1;
+    return ((h << 31) | (h >> 33)) * K2;
+  };
+  const auto* p = static_cast<const uint8_t*>(data);
+  uint64_t lane[4] = {K1, K2, ~K1, ~K2};
+  size_t i = 0;
+  for (; i + 32 <= bytes; i += 32)
+    for (int l = 0; l < 4; ++l) lane[l] = round(lane[l], load<uint64_t>(p + i + 8 * size_t(l)));
+  for (size_t l = 0; i + 8 <= bytes; i += 8, ++l) lane[l] = round(lane[l], load<uint64_t>(p + i));
+  uint64_t tail = 0;  // the last bytes - i < 8
+  std::memcpy(&tail, p + i, bytes - i);
+  uint64_t h = round(uint64_t(bytes), tail);
+  for (int l = 0; l < 4; ++l) h = round(h, lane[l]);
+  return h;
+}
 
 const char* safetensors_dtype_name(DType t) {
   switch (t) {
@@ -218,6 +270,8 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
   }
   KD_CHECK(covered == data_bytes, path, ": data section has ", data_bytes - covered,
            " bytes after the last tensor (at offset ", covered, ")");
+  const auto sums = f.metadata_.find(kChecksumsKey);
+  if (sums != f.metadata_.end()) verify_checksums(path, sums->second, f.data_, f.entries_);
   return f;
 }
 
@@ -314,57 +368,6 @@ void SafetensorsWriter::add(const std::string& name, const Tensor& t, Context* c
   tensors_.emplace_back(name, t.to(Device::cpu, ctx));
 }
 
-namespace {
-
-// Owns the temporary file until it has been renamed over the target; removes it otherwise.
-class TempFile {
- public:
-  explicit TempFile(std::string path) : path_(std::move(path)) {}
-  ~TempFile() {
-    if (fd_ >= 0) ::close(fd_);
-    if (created_) ::unlink(path_.c_str());
-  }
-  bool create() {
-    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    created_ = fd_ >= 0;
-    return created_;
-  }
-  bool write_all(const void* data, size_t n) {
-    const char* p = static_cast<const char*>(data);
-    while (n > 0) {
-      const ssize_t w = ::write(fd_, p, std::min(n, size_t(1) << 30));
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) return false;
-      p += w;
-      n -= size_t(w);
-    }
-    return true;
-  }
-  bool sync_and_close() {
-    const bool ok = ::fsync(fd_) == 0;
-    const int err = errno;
-    const bool closed = ::close(fd_) == 0;
-    fd_ = -1;
-    if (!ok) errno = err;
-    return ok && closed;
-  }
-  void renamed() { created_ = false; }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-  int fd_ = -1;
-  bool created_ = false;
-};
-
-std::string parent_dir(const std::string& path) {
-  const size_t slash = path.find_last_of('/');
-  if (slash == std::string::npos) return ".";
-  return slash == 0 ? "/" : path.substr(0, slash);
-}
-
-}  // namespace
-
 void SafetensorsWriter::write(const std::string& path) const {
   // Data order: larger dtypes first, then by name, so that every tensor is aligned for its dtype
   // in the file and in a mapping of it (the reference implementation orders them the same way).
@@ -383,9 +386,13 @@ void SafetensorsWriter::write(const std::string& path) const {
                          {"data_offsets", {offset, offset + t.nbytes()}}};
     offset += t.nbytes();
   }
+  json checksums = json::object();
+  for (const auto* kv : order)
+    checksums[kv->first] = hex64(content_checksum64(kv->second.raw(), kv->second.nbytes()));
   if (!metadata_.empty()) header[kMetadataKey] = metadata_;
   std::string head;
   try {
+    if (!order.empty()) header[kMetadataKey][kChecksumsKey] = checksums.dump();
     head = header.dump();
   } catch (const json::exception& e) {
     KD_FAIL("cannot write ", path, ": a tensor name or metadata string is not valid UTF-8 (", e.what(), ")");
@@ -393,27 +400,11 @@ void SafetensorsWriter::write(const std::string& path) const {
   head.append((8 - head.size() % 8) % 8, ' ');
   const uint64_t head_bytes = head.size();
 
-  TempFile tmp(path + ".tmp." + std::to_string(::getpid()));
-  auto fail = [&](const char* step) {
-    const int err = errno;
-    KD_FAIL("cannot write ", path, ": ", step, " ", tmp.path(), ": ", errno_text(err));
-  };
-  if (!tmp.create()) fail("cannot create");
-  if (!tmp.write_all(&head_bytes, 8) || !tmp.write_all(head.data(), head.size())) fail("write failed on");
-  for (const auto* kv : order)
-    if (!tmp.write_all(kv->second.raw(), kv->second.nbytes())) fail("write failed on");
-  if (!tmp.sync_and_close()) fail("fsync/close failed on");
-  if (::rename(tmp.path().c_str(), path.c_str()) != 0) fail("cannot rename over it");
-  tmp.renamed();
-
-  // Make the rename itself durable.
-  const std::string dir = parent_dir(path);
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  KD_CHECK(dfd >= 0, "wrote ", path, " but cannot open its folder ", dir, " to fsync: ", errno_text(errno));
-  const bool synced = ::fsync(dfd) == 0;
-  const int err = errno;
-  ::close(dfd);
-  KD_CHECK(synced, "wrote ", path, " but fsync of its folder ", dir, " failed: ", errno_text(err));
+  AtomicFile file(path);
+  file.write(&head_bytes, 8);
+  file.write(head.data(), head.size());
+  for (const auto* kv : order) file.write(kv->second.raw(), kv->second.nbytes());
+  file.commit();
 }
 
 }  // namespace kd

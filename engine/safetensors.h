@@ -2,6 +2,8 @@
 // a JSON header {name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {str: str}},
 // then the raw little-endian tensor bytes. Reading validates everything before trusting it and
 // names the file and the tensor in every error; writing is atomic (temp file, fsync, rename).
+// kd stores a checksum of every tensor's bytes in the metadata ("kd_checksums") and open()
+// verifies them, so a file corrupted after it was written is an error naming the tensor.
 #pragma once
 #include <map>
 #include <memory>
@@ -23,7 +25,7 @@ struct SafetensorsEntry {
 
 class SafetensorsFile : public TensorSource {
  public:
-  // Reads and validates the header; the data section is memory-mapped.
+  // Reads and validates the header and kd's tensor checksums; the data section is memory-mapped.
   static SafetensorsFile open(const std::string& path);
 
   const std::string& path() const override { return path_; }
@@ -65,6 +67,9 @@ class SafetensorsWriter {
   std::vector<std::pair<std::string, Tensor>> tensors_;
   std::map<std::string, std::string> metadata_;
 };
+
+// The 64-bit checksum kd stores per tensor: any change within one 8-byte word changes it.
+uint64_t content_checksum64(const void* data, size_t bytes);
 
 // DType <-> safetensors names ("F32", "BF16", "F16", "U8", "I32", "I64").
 const char* safetensors_dtype_name(DType t);

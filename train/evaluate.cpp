@@ -8,8 +8,10 @@
 
 #include "data/loader.h"
 #include "data/resize.h"
+#include "engine/fault_injection.h"
 #include "engine/ops.h"
 #include "kernels/softmax.h"
+#include "train/loop.h"
 #include "train/pipeline.h"
 
 namespace kd {
@@ -121,6 +123,13 @@ EvalResult evaluate(Context& ctx, Model& student, const std::vector<Model*>& tea
     resolutions.push_back(settings.teacher_resolutions.empty() ? settings.teacher_resolution
                                                                : settings.teacher_resolutions[size_t(m)]);
   while (loader) {
+    fault::point("evaluate.batch");
+    // A signal ends a lone process's evaluation early (ranks may hold different numbers of
+    // batches, so a job's evaluation runs to its end and the loop stops after it).
+    if (ranks == 1 && stop_requested()) {
+      r.interrupted = true;
+      break;
+    }
     auto batch = loader->next();
     if (!batch) break;
     const PackedImages packed = pack_images(batch->images);
@@ -174,7 +183,7 @@ EvalResult evaluate(Context& ctx, Model& student, const std::vector<Model*>& tea
     }
     seen += rows;
   }
-  if (fill_cache) cache->filled = true;
+  if (fill_cache && !r.interrupted) cache->filled = true;
   if (comm && comm->size() > 1) {
     std::vector<double> sums = {double(seen),  double(correct1), double(correct5), double(teacher_correct),
                                 double(agree1), double(agree5),   kl_sum};

@@ -25,6 +25,7 @@ struct EvalResult {
   double teacher_top1 = 0, agree_top1 = 0, agree_top5 = 0, kl = 0;  // the ensemble (mean of softmaxes)
   std::vector<double> each_teacher_top1, each_agree_top1;            // per teacher, when there are several
   double wall_s = 0;
+  bool interrupted = false;     // SIGINT/SIGTERM stopped it part-way (one process only): counts are partial
   std::string json() const;     // {"images": .., "student_top1": .., ...}
   std::string summary() const;  // one console line
 };

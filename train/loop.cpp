@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <memory>
 
+#include "engine/fault_injection.h"
 #include "train/run_log.h"
 
 namespace kd {
@@ -27,6 +28,15 @@ void maybe_stop_for_test(const Communicator& comm, int64_t step) {
 
 double seconds_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+// "the loss is NaN at step 7 (lr 0.01), in the teacher forward (the teachers' logits are not finite)"
+std::string nonfinite_report(double loss, const StepResult& r, int64_t step, std::string phase) {
+  const bool loss_bad = !std::isfinite(loss);
+  const double value = loss_bad ? loss : r.optim.grad_norm;
+  if (phase.empty()) phase = loss_bad ? "the loss (its inputs are finite)" : "the backward pass (the student's gradients)";
+  return std::string(loss_bad ? "the loss" : "the gradient norm") + " is " + (std::isnan(value) ? "NaN" : "infinite") +
+         " at step " + std::to_string(step) + " (lr " + json_number(r.optim.lr) + "), in " + phase;
 }
 
 }  // namespace
@@ -62,22 +72,21 @@ TrainResult run_loop(Context& ctx, Communicator& comm, StepRunner& runner, Loade
   std::unique_ptr<PhaseTimer> timer;
   if (s.profile_phases) timer = std::make_unique<PhaseTimer>(ctx);
   std::vector<std::pair<std::string, double>> phases_ms;  // of the last profiled step
+  int64_t skipped = s.skipped_nonfinite ? *s.skipped_nonfinite : 0;
   for (int64_t step = s.start_step; step < s.total_steps; ++step) {
     maybe_stop_for_test(comm, step);
+    fault::point("loop.step");
     const auto step_start = std::chrono::steady_clock::now();
     std::optional<Batch> batch = loader.next();
     const double data_wait = seconds_since(step_start);
     window_data_wait += data_wait;
     KD_CHECK(batch.has_value(), "the data loader ended early at step ", step);
     const RankBatch rb = rank_batch(std::move(*batch), sampler.first_slot(), has_partner);
-    // The window's last step is profiled, so its record carries the phases it measured.
+    // The window's last step is profiled, so its record carries the phases it measured (the
+    // optimizer's phase too: the timer stops in update()).
     const bool profiling = timer && ((step + 1) % s.log_every == 0 || step + 1 == s.total_steps);
     if (profiling) timer->reset();
-    const StepResult r = runner.run(ctx, rb, profiling ? timer.get() : nullptr);
-    if (profiling) {
-      phases_ms = {{"data_wait", 1e3 * data_wait}};
-      for (const auto& phase : timer->totals_ms()) phases_ms.push_back(phase);
-    }
+    StepResult r = runner.forward_backward(ctx, rb, profiling ? timer.get() : nullptr);
     // One host all-reduce carries what every rank must agree on: the global loss and agreement
     // (NaN anywhere makes the sum NaN) and whether any rank was asked to stop.
     const int my_signal = stop_requested();
@@ -85,23 +94,44 @@ TrainResult run_loop(Context& ctx, Communicator& comm, StepRunner& runner, Loade
     comm.all_reduce_host(control, 3, ReduceOp::sum);
     const double rows = double(runner.config().global_batch), loss = control[0] / rows;
     const bool signalled = control[2] > 0;
+    // The update happens only when the loss is finite everywhere (the optimizer itself refuses
+    // non-finite gradients), so a skipped step leaves weights and optimizer state as they were.
+    if (std::isfinite(loss))
+      runner.update(ctx, r, profiling ? timer.get() : nullptr);
+    else
+      r.optim.lr = runner.optimizer().scheduled_lr_now();
+    if (profiling) {
+      timer->stop();  // (update() stops it; a skipped update does not)
+      phases_ms = {{"data_wait", 1e3 * data_wait}};
+      for (const auto& phase : timer->totals_ms()) phases_ms.push_back(phase);
+    }
     result.final_lr = r.optim.lr;
     result.bad_images = loader.bad_images();
     if (!std::isfinite(loss) || !r.optim.finite) {
-      const auto good = hooks.last_good_checkpoint();
-      const bool loss_bad = !std::isfinite(loss);
-      message("error: " + std::string(loss_bad ? "the loss" : "the gradient norm") + " is " +
-              (std::isnan(loss_bad ? loss : r.optim.grad_norm) ? "NaN" : "infinite") + " at step " +
-              std::to_string(step) + " (lr " + json_number(r.optim.lr) + "); stopping. " +
-              (good ? "The last good checkpoint is " + *good : std::string("No checkpoint was written yet.")) +
-              " Lower optim.lr or check the data.");
-      result.status = TrainResult::Status::diverged;
-      result.steps = step;
-      return result;
+      const std::string what = nonfinite_report(loss, r, step, runner.nonfinite_phase(ctx));
+      if (skipped < s.skip_nonfinite) {
+        runner.optimizer().skip_step(ctx);
+        ++skipped, ++result.skipped_nonfinite;
+        if (s.skipped_nonfinite) *s.skipped_nonfinite = skipped;
+        message("warning: " + what + "; the step is skipped without an update (" + std::to_string(skipped) +
+                " of run.skip_nonfinite = " + std::to_string(s.skip_nonfinite) + ")");
+      } else {
+        const auto good = hooks.last_good_checkpoint();
+        message("error: " + what + "; stopping. " +
+                (good ? "The last good checkpoint is " + *good : std::string("No checkpoint was written yet.")) +
+                " Lower optim.lr or check the data" +
+                (s.skip_nonfinite > 0 ? " (" + std::to_string(skipped) + " step(s) skipped already, run.skip_nonfinite = " +
+                                            std::to_string(s.skip_nonfinite) + ")."
+                                      : "; run.skip_nonfinite = N skips up to N such steps."));
+        result.status = TrainResult::Status::diverged;
+        result.steps = step;
+        return result;
+      }
     }
     const double dt = seconds_since(step_start);
     train_seconds += dt, window_seconds += dt;
-    window_loss += loss * rows, window_agree += control[1], window_rows += rows;
+    const bool updated = std::isfinite(loss) && r.optim.finite;
+    if (updated) window_loss += loss * rows, window_agree += control[1], window_rows += rows;
     images_trained += int64_t(rows);
     const int64_t done = step + 1;
     StepRecord rec;
@@ -110,6 +140,7 @@ TrainResult run_loop(Context& ctx, Communicator& comm, StepRunner& runner, Loade
     rec.images_per_s = window_rows / std::max(window_seconds, 1e-9);
     rec.eta_s = double(s.total_steps - done) * train_seconds / double(done - s.start_step);
     rec.distill = distill, rec.mixup_lambda = r.mixup_lambda, rec.bad_images = loader.bad_images();
+    rec.skipped_nonfinite = skipped;
     for (LoopObserver* o : observers) o->step(rec);
     if (done % s.log_every == 0 || done == s.total_steps) {
       rec.loss = window_loss / window_rows;
@@ -124,12 +155,24 @@ TrainResult run_loop(Context& ctx, Communicator& comm, StepRunner& runner, Loade
     const bool budget_done = s.stop_after > 0 && done - s.start_step >= s.stop_after && done < s.total_steps;
     const bool stopping = signalled || budget_done;
     if (s.checkpoint_every > 0 && done % s.checkpoint_every == 0 && done < s.total_steps && !stopping) {
-      const std::string path = hooks.save_checkpoint(done);
-      for (LoopObserver* o : observers) o->checkpointed(done, path);
+      // A checkpoint that cannot be written (a full disk) must not end a long run: the previous
+      // one stays valid, and the next one tries again.
+      try {
+        const std::string path = hooks.save_checkpoint(done);
+        for (LoopObserver* o : observers) o->checkpointed(done, path);
+      } catch (const Error& e) {
+        ++result.checkpoint_failures;
+        const auto good = hooks.last_good_checkpoint();
+        message("warning: the checkpoint of step " + std::to_string(done) + " was not saved: " + e.what() + "; " +
+                (good ? "the last good checkpoint is still " + *good : std::string("there is no earlier checkpoint")) +
+                "; training goes on and tries again at step " + std::to_string(done + s.checkpoint_every) + " (" +
+                std::to_string(result.checkpoint_failures) + " checkpoint(s) failed so far)");
+      }
     }
     if (s.eval_every > 0 && done % s.eval_every == 0 && done < s.total_steps) {
       const EvalResult e = hooks.evaluate(done);
-      for (LoopObserver* o : observers) o->evaluated(done, sampler.epoch_of(done), e);
+      if (!e.interrupted)  // a signal cut it short: the next step's agreement stops the run
+        for (LoopObserver* o : observers) o->evaluated(done, sampler.epoch_of(done), e);
     }
     if (stopping) {
       const std::string path = hooks.save_checkpoint(done);

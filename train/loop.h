@@ -3,6 +3,9 @@
 // non-finite loss or gradient) agreed through one small host all-reduce per step, and
 // evaluation and checkpoints at the same steps on every rank. What it reports goes to
 // observers; how a checkpoint is written and how evaluation runs are the caller's (hooks).
+// A step whose job-wide loss or gradient is not finite stops the run (status diverged), or,
+// while run.skip_nonfinite allows, is skipped without an update. A periodic checkpoint that
+// cannot be written is reported and tried again at the next one (docs/reliability.md).
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -26,6 +29,8 @@ struct TrainResult {
   double wall_s = 0, images_per_s = 0;
   double final_lr = 0;
   int64_t bad_images = 0;
+  int64_t skipped_nonfinite = 0;    // steps skipped for a non-finite loss or gradient (whole run)
+  int64_t checkpoint_failures = 0;  // periodic checkpoints that could not be written (this invocation)
   EvalResult eval;  // the final evaluation (completed runs)
   int exit_code() const { return status == Status::interrupted ? 130 : status == Status::diverged ? 3 : 0; }
 };
@@ -36,6 +41,10 @@ struct LoopSettings {
   // Per-phase times of the last step of every log window (PhaseTimer: CUDA events on a GPU, read
   // once per window), reported as ms_<phase> with the window's metrics.
   bool profile_phases = true;
+  int64_t skip_nonfinite = 0;  // run.skip_nonfinite: bad steps the whole run may skip
+  // Counts the skipped steps, starting from the count of the checkpoint resumed from (the
+  // checkpoint hook saves it); null: counted in the result only.
+  int64_t* skipped_nonfinite = nullptr;
 };
 
 struct LoopHooks {

@@ -22,6 +22,7 @@ struct StepRecord {
   double train_agreement = 0;  // distill: student top-1 == teacher top-1 on the training views (log window)
   float mixup_lambda = 1;
   int64_t bad_images = 0;
+  int64_t skipped_nonfinite = 0;  // steps skipped without an update so far (run.skip_nonfinite)
   double data_wait_share = 0;  // share of the step time spent waiting for the loader (log window)
   std::vector<std::pair<std::string, double>> extra;  // e.g. the optimizer's (Shampoo's root time)
 };

@@ -171,6 +171,11 @@ void TrainOptions::bind(ConfigSchema& s) {
          {"auto", "local", "mpi", "nccl"});
   s.bind("comm.timeout_s", &comm.timeout_s, "a collective open this long ends the job, naming the rank that hung");
   s.bind("comm.bucket_mb", &comm.bucket_mb, "gradient all-reduce bucket, MiB");
+  s.bind("run.skip_nonfinite", &run.skip_nonfinite,
+         "steps with a NaN/Inf loss or gradient to skip without an update before the run stops (0: stop at the first)");
+  s.bind("run.allow_data_change", &run.allow_data_change,
+         "resume even when the training data differs from what the checkpoint was trained on");
+
   s.bind("comm.first_bucket_mb", &comm.first_bucket_mb, "the first gradient bucket, MiB (small: starts early)");
   s.bind("comm.overlap", &comm.overlap, "all-reduce gradient buckets while backward runs (off: one after it)");
 }
@@ -179,6 +184,7 @@ void TrainOptions::validate() const {
   KD_CHECK(run.steps > 0 || run.epochs > 0, "set run.steps or run.epochs to a positive value");
   KD_CHECK(run.log_every > 0, "run.log_every must be positive");
   KD_CHECK(run.stop_after >= 0, "run.stop_after must not be negative");
+  KD_CHECK(run.skip_nonfinite >= 0, "run.skip_nonfinite must not be negative, got ", run.skip_nonfinite);
   KD_CHECK(data.batch_size > 0, "data.batch_size must be positive, got ", data.batch_size);
   KD_CHECK(data.loader_threads > 0 && data.prefetch > 0, "data.loader_threads and data.prefetch must be positive");
   KD_CHECK(data.shuffle_shards >= 1, "data.shuffle_shards must be at least 1, got ", data.shuffle_shards);

@@ -23,15 +23,22 @@ std::string format_duration(double s) {
   return buf;
 }
 
-RunLog::RunLog(const std::string& run_dir, bool resume) : tty_(::isatty(STDERR_FILENO) != 0) {
-  const std::string path = run_dir + "/metrics.jsonl";
-  metrics_.open(path, resume ? std::ios::app : std::ios::trunc);
-  KD_CHECK(metrics_.good(), "cannot open ", path, " for writing");
-}
+RunLog::RunLog(const std::string& run_dir, bool resume)
+    : metrics_(run_dir + "/metrics.jsonl", resume), tty_(::isatty(STDERR_FILENO) != 0) {}
 
 void RunLog::metrics(const std::string& json_object) {
-  metrics_ << json_object << '\n';
-  metrics_.flush();
+  const size_t waiting = metrics_.pending();
+  const std::string error = metrics_.append(json_object + "\n");
+  if (!error.empty()) {
+    ++metrics_failures_;
+    if (!metrics_failing_)
+      line("warning: " + error + "; the run goes on, keeping metrics lines in memory until they can be written");
+    metrics_failing_ = true;
+  } else if (metrics_failing_) {
+    metrics_failing_ = false;
+    line("note: " + metrics_.path() + " is written again (" + std::to_string(waiting + 1) + " line(s) caught up" +
+         (metrics_.dropped() > 0 ? ", " + std::to_string(metrics_.dropped()) + " lost" : std::string()) + ")");
+  }
 }
 
 void RunLog::progress(bool logged, int64_t step, int64_t total, double epoch, double images_per_s, double loss, double lr,
@@ -85,6 +92,7 @@ void RunLog::logged(const StepRecord& r) {
   if (r.distill)
     m << ", \"train_agreement\": " << json_number(r.train_agreement)
       << ", \"mixup_lambda\": " << json_number(r.mixup_lambda);
+  if (r.skipped_nonfinite > 0) m << ", \"skipped_nonfinite\": " << r.skipped_nonfinite;
   m << ", \"bad_images\": " << r.bad_images << ", \"data_wait_share\": " << json_number(r.data_wait_share);
   for (const auto& [key, value] : r.extra) m << ", \"" << key << "\": " << json_number(value);
   m << "}";

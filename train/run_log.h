@@ -4,8 +4,9 @@
 #pragma once
 #include <chrono>
 #include <cstdint>
-#include <fstream>
 #include <string>
+
+#include "engine/file_write.h"
 
 #include "train/observer.h"
 
@@ -15,7 +16,10 @@ class RunLog final : public LoopObserver {
  public:
   // resume: append to an existing metrics.jsonl instead of starting it anew.
   RunLog(const std::string& run_dir, bool resume);
-  void metrics(const std::string& json_object);  // one line, flushed
+  // One line. A line that cannot be written (a full disk) is kept and written with the next one;
+  // the run goes on, with a warning when writing starts and stops failing.
+  void metrics(const std::string& json_object);
+  int64_t metrics_write_failures() const { return metrics_failures_; }
   // The progress line: step/total, epoch, images/s, loss, lr, ETA. `logged` marks a step that
   // also went to metrics.jsonl: without a terminal only those steps are printed.
   void progress(bool logged, int64_t step, int64_t total, double epoch, double images_per_s, double loss, double lr,
@@ -31,7 +35,9 @@ class RunLog final : public LoopObserver {
   void evaluated(int64_t step, double epoch, const EvalResult& eval) override;
 
  private:
-  std::ofstream metrics_;
+  AppendLog metrics_;
+  int64_t metrics_failures_ = 0;
+  bool metrics_failing_ = false;
   bool tty_;
   bool progress_open_ = false;
 };

@@ -1,10 +1,43 @@
 #include "train/step.h"
 
 #include <algorithm>
+#include <cmath>
 
+#include "engine/fault_injection.h"
 #include "engine/ops.h"
 
 namespace kd {
+
+namespace {
+
+// Test hook (KD_FAULT=nan.<site>:step=<s>): the first element of `t` becomes `value`.
+void poison_first_element(const Tensor& t, float value, Context& ctx) {
+  Tensor host = Tensor::zeros_cpu({1}, t.dtype());
+  if (t.dtype() == DType::f64)
+    host.data<double>()[0] = value;
+  else if (t.dtype() == DType::bf16)
+    host.data<bf16>()[0] = float_to_bf16(value);
+  else
+    host.data<float>()[0] = value;
+  t.reshape({t.numel()}).slice_rows(0, 1).copy_from(host, &ctx);
+}
+
+bool all_finite(const Tensor& t, Context& ctx) {
+  const Tensor host = t.to(Device::cpu, &ctx);
+  for (int64_t i = 0; i < host.numel(); ++i) {
+    const double v = host.dtype() == DType::f64    ? host.data<double>()[i]
+                     : host.dtype() == DType::bf16 ? double(bf16_to_float(host.data<bf16>()[i]))
+                                                   : double(host.data<float>()[i]);
+    if (!std::isfinite(v)) return false;
+  }
+  return true;
+}
+
+void inject_nonfinite(const char* site, int64_t step, const Tensor& t, Context& ctx) {
+  if (const auto v = fault::nonfinite(site, step)) poison_first_element(t, *v, ctx);
+}
+
+}  // namespace
 
 ViewNeed StepConfig::view_need(int64_t step, int64_t global_slot, ImageSize size) const {
   const CropBox box = train_view_extent(recipe, strategy, mode == RunMode::train, seed, step, global_slot, size);
@@ -63,6 +96,7 @@ void StepRunner::micro_batch(Context& ctx, const RankBatch& batch, int64_t k, in
     Tensor x = render_views(ctx, packed, views, c.norm, c.student_resolution).first;
     mark("student_forward");
     Tensor logits = student_.forward(ctx, x, Mode::train);
+    student_logits_.push_back(logits);
     mark("loss");
     loss = ops::cross_entropy(ctx, logits, labels, c.label_smoothing, grad_scale, true);
   } else {
@@ -93,14 +127,17 @@ void StepRunner::micro_batch(Context& ctx, const RankBatch& batch, int64_t k, in
       }
     }
     if (c.ensemble_logits && t_logits.dim(0) > 1) t_logits = mean_over_teachers(ctx, t_logits);
+    if (k == 0) inject_nonfinite("teacher_logits", batch.step, t_logits, ctx);
     mark("student_forward");
     Tensor s_logits = student_.forward(ctx, xs, Mode::train);
+    teacher_logits_.push_back(t_logits), student_logits_.push_back(s_logits);
     mark("loss");
     DistillLossOptions o = c.loss;
     o.grad_scale = grad_scale;
     loss = ops::distill_loss(ctx, t_logits, s_logits, o, true);
     for (int32_t rank : loss.student_rank) r.agree_top1 += rank == 0;
   }
+  if (const auto v = fault::nonfinite("loss", batch.step); v && k == 0) loss.loss_rows.at(0) = *v;
   for (float v : loss.loss_rows) r.loss_sum += v;
   r.rows += count;
   mark("backward");
@@ -110,7 +147,7 @@ void StepRunner::micro_batch(Context& ctx, const RankBatch& batch, int64_t k, in
   sync_.end_micro_batch(k, ctx);
 }
 
-StepResult StepRunner::run(Context& ctx, const RankBatch& batch, PhaseTimer* timer) {
+StepResult StepRunner::forward_backward(Context& ctx, const RankBatch& batch, PhaseTimer* timer) {
   const int64_t n = batch.slots(), k_count = config_.accumulate;
   KD_CHECK(n > 0 && n % k_count == 0, "step ", batch.step, ": ", n, " images on this rank do not split into ", k_count,
            " micro-batches (optim.accumulate)");
@@ -118,11 +155,30 @@ StepResult StepRunner::run(Context& ctx, const RankBatch& batch, PhaseTimer* tim
            "step ", batch.step, ": ", batch.images.size(), " images and ", batch.indices.size(), " indices for ", n,
            " slots");
   StepResult r;
+  teacher_logits_.clear(), student_logits_.clear();
   const int64_t m = n / k_count;
   for (int64_t k = 0; k < k_count; ++k) micro_batch(ctx, batch, k, k * m, m, r, timer);
+  inject_nonfinite("student_grads", batch.step, student_.params().grads(), ctx);
+  return r;
+}
+
+std::string StepRunner::nonfinite_phase(Context& ctx) const {
+  for (const Tensor& t : teacher_logits_)
+    if (!all_finite(t, ctx)) return "the teacher forward (the teachers' logits are not finite)";
+  for (const Tensor& s : student_logits_)
+    if (!all_finite(s, ctx)) return "the student forward (the student's logits are not finite)";
+  return "";
+}
+
+void StepRunner::update(Context& ctx, StepResult& r, PhaseTimer* timer) {
   if (timer) timer->mark("optimizer");
   r.optim = optimizer_.step(ctx);
   if (timer) timer->stop();
+}
+
+StepResult StepRunner::run(Context& ctx, const RankBatch& batch, PhaseTimer* timer) {
+  StepResult r = forward_backward(ctx, batch, timer);
+  update(ctx, r, timer);
   return r;
 }
 

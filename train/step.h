@@ -7,6 +7,7 @@
 // on a PhaseTimer when one is given.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "data/image.h"
@@ -46,8 +47,17 @@ class StepRunner {
   StepRunner(const StepConfig& config, Model& student, std::vector<Model*> teachers, Optimizer& optimizer,
              GradientSync& sync);
   StepResult run(Context& ctx, const RankBatch& batch, PhaseTimer* timer = nullptr);
+  // run() in two halves, so that the caller can decide between them whether the update happens
+  // (the training loop skips it when the job-wide loss is not finite).
+  StepResult forward_backward(Context& ctx, const RankBatch& batch, PhaseTimer* timer = nullptr);
+  void update(Context& ctx, StepResult& r, PhaseTimer* timer = nullptr);
+  // After a step whose loss or gradients were not finite: the phase whose output on this rank
+  // was not ("the teacher forward (the teachers' logits are not finite)"), or "" when the logits
+  // were finite. Reads the step's logits back, so it is for the failure path only.
+  std::string nonfinite_phase(Context& ctx) const;
   const StepConfig& config() const { return config_; }
   const Optimizer& optimizer() const { return optimizer_; }
+  Optimizer& optimizer() { return optimizer_; }
   // The fixed strategy's precomputed logits (by source index). Without them the fixed teacher
   // runs on each micro-batch's centre crops.
   void set_fixed_teacher(const FixedTeacherTable* table) { fixed_ = table; }
@@ -62,6 +72,7 @@ class StepRunner {
   Optimizer& optimizer_;
   GradientSync& sync_;
   const FixedTeacherTable* fixed_ = nullptr;
+  std::vector<Tensor> teacher_logits_, student_logits_;  // this step's, per micro-batch
 };
 
 }  // namespace kd

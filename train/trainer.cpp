@@ -12,6 +12,7 @@
 #include "engine/checkpoint.h"
 #include "engine/safetensors.h"
 #include "engine/version.h"
+#include "train/data_fingerprint.h"
 #include "train/distributed.h"
 #include "train/pipeline.h"
 #include "train/run_log.h"
@@ -68,6 +69,20 @@ void describe_model(SafetensorsWriter& w, const TrainOptions& o, const std::stri
   w.set_metadata("kd_version", kVersion);
 }
 
+// A resume on data other than the checkpoint's: an error naming what changed, unless allowed.
+template <typename Message>
+void check_same_data(const SafetensorsFile& checkpoint, const DataFingerprint& now, bool allowed, Message& message) {
+  const auto stored = checkpoint.metadata().find("data_fingerprint");
+  if (stored == checkpoint.metadata().end()) return;  // written before kd kept fingerprints
+  const std::string change =
+      describe_data_change(DataFingerprint::from_json(stored->second, checkpoint.path()), now);
+  if (change.empty()) return;
+  KD_CHECK(allowed, "the training data changed since ", checkpoint.path(), " was written: ", change,
+           ". Resuming would not continue the same run; set run.allow_data_change=true if you mean it");
+  message("warning: the training data changed since " + checkpoint.path() + " was written (" + change +
+          "); resuming anyway (run.allow_data_change)");
+}
+
 }  // namespace
 
 int64_t total_steps(const TrainOptions& o, int64_t train_images) {
@@ -91,6 +106,7 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
     std::error_code ec;
     fs::create_directories(result.run_dir, ec);
     KD_CHECK(!ec, "cannot create the run folder ", result.run_dir, ": ", ec.message());
+    remove_temporary_files(result.run_dir);  // left by a kill in the middle of a write
   }
   Context* ctx = dist.ctx.get();
   // cuDNN autotuning on the GPU; the choices persist for the next run (engine/autotune_cache.h).
@@ -115,7 +131,8 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
     o.schedule.warmup_steps = int64_t(o.warmup_fraction * double(total));
 
   CheckpointManager checkpoints(result.run_dir + "/checkpoints", int(o.checkpoint.keep));
-  std::optional<std::string> resume_from = resume ? checkpoints.latest() : std::nullopt;
+  std::vector<std::string> unloadable;
+  std::optional<std::string> resume_from = resume ? checkpoints.latest(&unloadable) : std::nullopt;
   std::unique_ptr<RunLog> log;
   std::vector<LoopObserver*> observers;
   if (writer) {
@@ -125,6 +142,7 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
   auto message = [&](const std::string& line) {
     for (LoopObserver* obs : observers) obs->message(line);
   };
+  for (const std::string& why : unloadable) message("warning: passing over a checkpoint that does not load: " + why);
   const std::string config_path = result.run_dir + "/config.toml";
   if (writer) {
     if (resume_from) {
@@ -154,11 +172,16 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
   Optimizer& optimizer = *optimizer_owner;
   optimizer.set_communicator(&comm);
   int64_t start_step = 0;
+  int64_t skipped_nonfinite = 0;
+  const DataFingerprint data_fingerprint = fingerprint_data(*data.train, o.data.train);
   if (resume_from) {
     SafetensorsFile file = SafetensorsFile::open(*resume_from);
+    check_same_data(file, data_fingerprint, o.run.allow_data_change, message);
     student->params().load(file, *ctx);
     optimizer.load(file, *ctx);
     start_step = optimizer.steps_done();
+    const auto skipped = file.metadata().find("skipped_nonfinite_steps");
+    if (skipped != file.metadata().end()) skipped_nonfinite = std::stoll(skipped->second);
     message("resuming " + result.run_dir + " from " + *resume_from + " at step " + std::to_string(start_step));
   } else if (resume) {
     message("no checkpoint in " + checkpoints.dir() + ": starting from step 0");
@@ -251,6 +274,8 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
     optimizer.save(w, *ctx);
     describe_model(w, o, mo.arch, data.num_classes, steps_done, resolved_config);
     w.set_metadata("ranks", std::to_string(comm.size()));
+    w.set_metadata("data_fingerprint", data_fingerprint.to_json());
+    w.set_metadata("skipped_nonfinite_steps", std::to_string(skipped_nonfinite));
     return checkpoints.save(w, steps_done);
   };
   hooks.last_good_checkpoint = [&] { return checkpoints.latest(); };
@@ -272,10 +297,12 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
   ls.profile_phases = o.run.profile_phases;
   ls.log_every = o.run.log_every, ls.eval_every = o.eval.every, ls.checkpoint_every = o.checkpoint.every;
   ls.stop_after = o.run.stop_after;
+  ls.skip_nonfinite = o.run.skip_nonfinite, ls.skipped_nonfinite = &skipped_nonfinite;
 
   const TrainResult loop = run_loop(*ctx, comm, runner, loader, sampler, ls, hooks, observers);
   result.status = loop.status, result.steps = loop.steps, result.images_per_s = loop.images_per_s;
   result.final_lr = loop.final_lr, result.bad_images = loop.bad_images;
+  result.skipped_nonfinite = skipped_nonfinite, result.checkpoint_failures = loop.checkpoint_failures;
   if (result.status != TrainResult::Status::completed) return result;
 
   if (log) log->finish_progress();
@@ -288,6 +315,13 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
     w.write(result.run_dir + "/model.safetensors");
   }
   result.eval = hooks.evaluate(total);
+  if (result.eval.interrupted) {
+    message(std::string("stopped by ") + (stop_requested() == SIGINT ? "SIGINT" : "SIGTERM") +
+            " during the final evaluation; the final checkpoint and " + result.run_dir +
+            "/model.safetensors are saved (continue with --resume to evaluate)");
+    result.status = TrainResult::Status::interrupted;
+    return result;
+  }
   for (LoopObserver* obs : observers) obs->evaluated(total, sampler.epoch_of(total), result.eval);
   result.wall_s = seconds_since(started);
 
@@ -304,7 +338,10 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
         << ",\n  \"agreement\": " << json_number(result.eval.agree_top1)
         << ",\n  \"agreement_top5\": " << json_number(result.eval.agree_top5)
         << ",\n  \"kl\": " << json_number(result.eval.kl);
-    s << ",\n  \"final_lr\": " << json_number(result.final_lr) << ",\n  \"bad_images\": " << result.bad_images;
+    s << ",\n  \"final_lr\": " << json_number(result.final_lr) << ",\n  \"bad_images\": " << result.bad_images
+      << ",\n  \"skipped_nonfinite_steps\": " << result.skipped_nonfinite
+      << ",\n  \"checkpoint_failures\": " << result.checkpoint_failures
+      << ",\n  \"metrics_write_failures\": " << (log ? log->metrics_write_failures() : 0);
     if (o.data.jpeg_decoder == "nvjpeg") {
       const DeviceJpegCounts d = device_jpeg_counts();
       s << ",\n  \"gpu_decoded_jpegs\": " << d.decoded_on_gpu << ",\n  \"gpu_jpeg_host_fallbacks\": " << d.host_fallbacks

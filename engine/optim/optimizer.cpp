@@ -76,6 +76,11 @@ StepStats Optimizer::step(Context& ctx) {
   return stats;
 }
 
+void Optimizer::skip_step(Context& ctx) {
+  params_.zero_grads(ctx);
+  ++steps_done_;
+}
+
 void Optimizer::save(SafetensorsWriter& out, Context& ctx) const {
   save_state(out, ctx);
   Tensor step = Tensor::zeros_cpu({1}, DType::i64);

@@ -79,7 +79,11 @@ class Optimizer {
   // Applies one update from the gradients (then zeroes them). With a non-finite gradient nothing
   // is changed and stats.finite is false.
   StepStats step(Context& ctx);
+  // Counts a step without updating (its loss or gradients were not finite and the run skips
+  // such steps): the gradients are zeroed, the schedule moves on, weights and state stay.
+  void skip_step(Context& ctx);
   int64_t steps_done() const { return steps_done_; }
+  double scheduled_lr_now() const { return scheduled_lr(schedule_, config_.lr, steps_done_); }
   const OptimizerConfig& config() const { return config_; }
   virtual const char* kind() const = 0;
 

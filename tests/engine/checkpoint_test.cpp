@@ -1,5 +1,6 @@
 // Checkpoints: atomic writes that survive a kill in the middle of a save, `latest` falling back
-// to the newest loadable file, and keeping only the last K.
+// to the newest loadable file (a torn one, or one whose checksums fail), keeping only the last
+// K, and metrics-style appends that survive a full device.
 #include "engine/checkpoint.h"
 
 #include <gtest/gtest.h>
@@ -51,6 +52,63 @@ TEST(Checkpoint, LatestFallsBackWhenItsFileIsDamaged) {
   fs::resize_file(second, 20);  // torn by something outside kd
   ASSERT_TRUE(m.latest().has_value());
   EXPECT_EQ(value_in(*m.latest()), 1.0f);
+}
+
+TEST(Checkpoint, AFlippedByteFailsItsChecksumAndLatestPassesOverTheFile) {
+  test::TempDir dir;
+  CheckpointManager m(dir.str(), 5);
+  m.save(checkpoint_with(1.0f, 1000), 1);
+  const std::string second = m.save(checkpoint_with(2.0f, 1000), 2);
+  {
+    std::fstream f(second, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(-100, std::ios::end);  // inside the data of "w"
+    f.put('\x7f');
+  }
+  try {
+    SafetensorsFile::open(second);
+    ADD_FAILURE() << "a corrupted tensor must not load";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(second + ": tensor 'w' fails its checksum"), std::string::npos) << e.what();
+  }
+  std::vector<std::string> unloadable;
+  ASSERT_TRUE(m.latest(&unloadable).has_value());
+  EXPECT_EQ(value_in(*m.latest()), 1.0f);
+  ASSERT_EQ(unloadable.size(), 1u);
+  EXPECT_NE(unloadable[0].find("fails its checksum"), std::string::npos) << unloadable[0];
+}
+
+TEST(Checkpoint, ChecksumsSeeEveryByte) {
+  std::vector<uint8_t> bytes(77);
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = uint8_t(i * 37 + 1);
+  const uint64_t base = content_checksum64(bytes.data(), bytes.size());
+  for (size_t i = 0; i < bytes.size(); ++i)
+    for (uint8_t bit = 1; bit; bit = uint8_t(bit << 1)) {
+      bytes[i] ^= bit;
+      EXPECT_NE(content_checksum64(bytes.data(), bytes.size()), base) << "byte " << i << " bit " << int(bit);
+      bytes[i] ^= bit;
+    }
+  EXPECT_NE(content_checksum64(bytes.data(), 76), content_checksum64(bytes.data(), 77)) << "the length counts";
+}
+
+TEST(Checkpoint, TemporaryFilesOfAKilledWriterAreRemovedWhenTheFolderOpens) {
+  test::TempDir dir;
+  test::write_text(dir.str() + "/step_000000004.safetensors.tmp.4242", "torn");
+  test::write_text(dir.str() + "/keep.txt", "mine");
+  CheckpointManager m(dir.str(), 2);
+  EXPECT_FALSE(fs::exists(dir.str() + "/step_000000004.safetensors.tmp.4242"));
+  EXPECT_TRUE(fs::exists(dir.str() + "/keep.txt"));
+}
+
+TEST(Checkpoint, AppendsToAFullDeviceFailWithTheErrorAndWait) {
+  if (!fs::exists("/dev/full")) GTEST_SKIP() << "no /dev/full";
+  AppendLog log("/dev/full", true, 2);
+  const std::string error = log.append("{\"step\": 1}\n");
+  EXPECT_NE(error.find("cannot append to /dev/full: No space left on device"), std::string::npos) << error;
+  EXPECT_EQ(log.pending(), 1u);
+  log.append("{\"step\": 2}\n");
+  log.append("{\"step\": 3}\n");
+  EXPECT_EQ(log.pending(), 2u) << "bounded";
+  EXPECT_EQ(log.dropped(), 1);
 }
 
 TEST(Checkpoint, KillDuringSaveLeavesThePreviousCheckpointLoadable) {

@@ -73,7 +73,8 @@ TEST_F(SafetensorsWrite, RoundTripEveryDtypeWithMetadata) {
   std::vector<std::string> names;
   for (const auto& kv : written) names.push_back(kv.first);
   EXPECT_EQ(f.names(), names);
-  EXPECT_EQ(f.metadata().size(), 2u);
+  EXPECT_EQ(f.metadata().size(), 3u) << "format, note and kd's checksums";
+  EXPECT_EQ(f.metadata().count("kd_checksums"), 1u);
   EXPECT_EQ(f.metadata().at("note"), "quotes \" and \\ and unicode \xc3\xa9 survive");
   for (const auto& [name, t] : written) {
     const Tensor r = f.tensor(name, t.shape());
@@ -93,11 +94,14 @@ TEST_F(SafetensorsWrite, ByteLayoutFollowsTheSpec) {
   a.data<float>()[1] = 2.0f;
   w.add("a", a);
   w.write(path("one.safetensors"));
-  std::string want_header = R"({"a":{"data_offsets":[0,8],"dtype":"F32","shape":[2]}})";
-  ASSERT_EQ(want_header.size(), 54u);
-  want_header += "  ";  // padded with spaces to a multiple of 8, as the reference writer does
   const float values[2] = {1.0f, 2.0f};
-  std::string want("\x38\0\0\0\0\0\0\0", 8);
+  char checksum[17];
+  std::snprintf(checksum, sizeof checksum, "%016llx", (unsigned long long)content_checksum64(values, 8));
+  std::string want_header = R"({"__metadata__":{"kd_checksums":"{\"a\":\")" + std::string(checksum) +
+                            R"(\"}"},"a":{"data_offsets":[0,8],"dtype":"F32","shape":[2]}})";
+  ASSERT_EQ(want_header.size(), 117u);
+  want_header += "   ";  // padded with spaces to a multiple of 8, as the reference writer does
+  std::string want("\x78\0\0\0\0\0\0\0", 8);
   want += want_header + std::string(reinterpret_cast<const char*>(values), 8);
   EXPECT_EQ(test::read_text(path("one.safetensors")), want);
 }

@@ -79,6 +79,7 @@ struct RunOptions {
   double label_smoothing = 0.0;  // kd train only
   bool autotune = true;           // GPU: time cuDNN's candidate engines once per convolution shape
   std::string autotune_cache;     // where the choices persist ("": the default, "off": nowhere)
+  bool tensorboard = true;        // TensorBoard event files beside metrics.jsonl
 };
 
 struct EvalOptions {

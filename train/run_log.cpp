@@ -4,11 +4,34 @@
 
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
 #include <sstream>
+#include <vector>
 
+#include "engine/checkpoint.h"
 #include "kernels/check.h"
 
 namespace kd {
+
+namespace {
+
+// The lines of metrics.jsonl that a run resumed at `step` keeps: those before it, and those at it
+// that the resumed run does not write again (it redoes only a completed run's final evaluation).
+// A line that does not parse is the torn last write of a killed run and goes too.
+std::vector<std::string> records_kept_on_resume(const std::string& path, int64_t step, bool final_eval_again) {
+  std::vector<std::string> kept;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) {
+    const auto record = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (!record.is_object() || !record.contains("step") || !record["step"].is_number_integer()) continue;
+    const int64_t s = record["step"].get<int64_t>();
+    if (s < step || (s == step && !(final_eval_again && record.contains("eval")))) kept.push_back(line);
+  }
+  return kept;
+}
+
+}  // namespace
 
 std::string format_duration(double s) {
   if (!std::isfinite(s) || s < 0) return "?";
@@ -23,15 +46,39 @@ std::string format_duration(double s) {
   return buf;
 }
 
-RunLog::RunLog(const std::string& run_dir, bool resume) : tty_(::isatty(STDERR_FILENO) != 0) {
+RunLog::RunLog(const std::string& run_dir, const RunLogStart& start) : tty_(::isatty(STDERR_FILENO) != 0) {
   const std::string path = run_dir + "/metrics.jsonl";
-  metrics_.open(path, resume ? std::ios::app : std::ios::trunc);
+  std::vector<std::string> kept;
+  if (start.resumed_step) {
+    kept = records_kept_on_resume(path, *start.resumed_step, start.final_eval_again);
+    std::string text;
+    for (const std::string& line : kept) text += line + "\n";
+    write_file_atomic(path, text);
+  }
+  metrics_.open(path, start.resumed_step ? std::ios::app : std::ios::trunc);
   KD_CHECK(metrics_.good(), "cannot open ", path, " for writing");
+  if (!start.tensorboard) return;
+  if (!start.resumed_step) {
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(run_dir, ec))
+      if (is_event_file_name(entry.path().filename().string())) std::filesystem::remove(entry.path(), ec);
+  }
+  events_ = std::make_unique<EventFileWriter>(run_dir);
+  if (!start.resumed_step) return;
+  events_->session_start(*start.resumed_step);
+  for (const std::string& line : kept) {
+    ScalarRecord r = scalars_of_record(line);
+    if (r.step == *start.resumed_step) events_->scalars(r.step, r.scalars);
+  }
 }
 
 void RunLog::metrics(const std::string& json_object) {
   metrics_ << json_object << '\n';
   metrics_.flush();
+  if (events_) {
+    const ScalarRecord r = scalars_of_record(json_object);
+    events_->scalars(r.step, r.scalars);
+  }
 }
 
 void RunLog::progress(bool logged, int64_t step, int64_t total, double epoch, double images_per_s, double loss, double lr,

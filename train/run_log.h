@@ -1,21 +1,38 @@
 // What a run leaves behind and shows: <run>/metrics.jsonl (one JSON object per logged step or
-// evaluation, appended across resumes), <run>/summary.json at the end, and on the console a
-// single updating progress line (a plain line per log interval when stderr is not a terminal).
+// evaluation, each step once across resumes), the same numbers as TensorBoard scalars in
+// <run>/events.out.tfevents.* (train/tensorboard.h), <run>/summary.json at the end, and on the
+// console a single updating progress line (a plain line per log interval when stderr is not a
+// terminal).
 #pragma once
 #include <chrono>
 #include <cstdint>
 #include <fstream>
+#include <memory>
+#include <optional>
 #include <string>
 
 #include "train/observer.h"
+#include "train/tensorboard.h"
 
 namespace kd {
 
+// Where the records start. A fresh run starts metrics.jsonl anew and removes the folder's old
+// event files. A run resumed from its checkpoint at step S keeps the records up to S: metrics.jsonl
+// is rewritten (atomically) without the records after S, which a killed run logged after its last
+// checkpoint and the resumed run logs again; a new event file starts with TensorBoard's restart
+// marker at S and repeats the kept records at S (the resume rule in train/tensorboard.h).
+struct RunLogStart {
+  std::optional<int64_t> resumed_step;
+  bool final_eval_again = false;  // resumed after it had completed: the evaluation at S is redone
+  bool tensorboard = true;        // run.tensorboard
+};
+
 class RunLog final : public LoopObserver {
  public:
-  // resume: append to an existing metrics.jsonl instead of starting it anew.
-  RunLog(const std::string& run_dir, bool resume);
-  void metrics(const std::string& json_object);  // one line, flushed
+  RunLog(const std::string& run_dir, const RunLogStart& start);
+  // One record: a line of metrics.jsonl and an event of scalars, both flushed (a killed run
+  // loses at most the current log interval).
+  void metrics(const std::string& json_object);
   // The progress line: step/total, epoch, images/s, loss, lr, ETA. `logged` marks a step that
   // also went to metrics.jsonl: without a terminal only those steps are printed.
   void progress(bool logged, int64_t step, int64_t total, double epoch, double images_per_s, double loss, double lr,
@@ -32,6 +49,7 @@ class RunLog final : public LoopObserver {
 
  private:
   std::ofstream metrics_;
+  std::unique_ptr<EventFileWriter> events_;  // null when run.tensorboard is off
   bool tty_;
   bool progress_open_ = false;
 };

@@ -116,28 +116,6 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
 
   CheckpointManager checkpoints(result.run_dir + "/checkpoints", int(o.checkpoint.keep));
   std::optional<std::string> resume_from = resume ? checkpoints.latest() : std::nullopt;
-  std::unique_ptr<RunLog> log;
-  std::vector<LoopObserver*> observers;
-  if (writer) {
-    log = std::make_unique<RunLog>(result.run_dir, resume_from.has_value());
-    observers.push_back(log.get());
-  }
-  auto message = [&](const std::string& line) {
-    for (LoopObserver* obs : observers) obs->message(line);
-  };
-  const std::string config_path = result.run_dir + "/config.toml";
-  if (writer) {
-    if (resume_from) {
-      std::ifstream old(config_path);
-      std::stringstream previous;
-      previous << old.rdbuf();
-      if (old && previous.str() != resolved_config)
-        message("note: the configuration differs from the one this run started with (" + config_path +
-                "); resuming with the new one");
-    }
-    write_file_atomic(config_path, resolved_config);
-  }
-
   const ModelOptions& mo = o.trained_model();
   std::unique_ptr<Model> student =
       build_model(*ctx, mo.arch, data.num_classes, mo.zero_head, mo.weights, uint64_t(o.run.seed), false,
@@ -159,10 +137,38 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
     student->params().load(file, *ctx);
     optimizer.load(file, *ctx);
     start_step = optimizer.steps_done();
-    message("resuming " + result.run_dir + " from " + *resume_from + " at step " + std::to_string(start_step));
-  } else if (resume) {
-    message("no checkpoint in " + checkpoints.dir() + ": starting from step 0");
   }
+  // The run log starts where the checkpoint left off (metrics.jsonl and the event file keep each
+  // step once; train/run_log.h).
+  std::unique_ptr<RunLog> log;
+  std::vector<LoopObserver*> observers;
+  if (writer) {
+    RunLogStart log_start;
+    if (resume_from) log_start.resumed_step = start_step;
+    log_start.final_eval_again = resume_from && start_step >= total;
+    log_start.tensorboard = o.run.tensorboard;
+    log = std::make_unique<RunLog>(result.run_dir, log_start);
+    observers.push_back(log.get());
+  }
+  auto message = [&](const std::string& line) {
+    for (LoopObserver* obs : observers) obs->message(line);
+  };
+  const std::string config_path = result.run_dir + "/config.toml";
+  if (writer) {
+    if (resume_from) {
+      std::ifstream old(config_path);
+      std::stringstream previous;
+      previous << old.rdbuf();
+      if (old && previous.str() != resolved_config)
+        message("note: the configuration differs from the one this run started with (" + config_path +
+                "); resuming with the new one");
+    }
+    write_file_atomic(config_path, resolved_config);
+  }
+  if (resume_from)
+    message("resuming " + result.run_dir + " from " + *resume_from + " at step " + std::to_string(start_step));
+  else if (resume)
+    message("no checkpoint in " + checkpoints.dir() + ": starting from step 0");
   // Every rank must run the same thing from the same place before the first collective of a step.
   RankFingerprint fingerprint;
   fingerprint.version = kVersion;

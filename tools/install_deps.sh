@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what kd needs on a fresh Debian 12 machine (run as root). Idempotent and quiet when
 # everything is present.  Usage: tools/install_deps.sh [--build] [--test]
-#   --build  compilers' libraries and headers (always implied)
-#   --test   also what the tests need: PyTorch (Debian's python3-torch), matplotlib (kd plot), and
-#            timm and tensorboard from PyPI (TensorBoard reads kd's event files in the tests)
+#   --build  compilers' libraries and headers, and matplotlib for kd plot (always implied)
+#   --test   also what the tests need: PyTorch (Debian's python3-torch), and timm and tensorboard
+#            from PyPI (TensorBoard reads kd's event files in the tests)
 set -euo pipefail
 
 want_test=0
@@ -16,9 +16,10 @@ for arg in "$@"; do
 done
 
 packages=(cmake ninja-build g++ pkg-config zlib1g-dev libjpeg62-turbo-dev libopenblas-openmp-dev libstb-dev libtomlplusplus-dev
-          nlohmann-json3-dev libcli11-dev libgtest-dev dataset-fashion-mnist libopenmpi-dev openmpi-bin)
+          nlohmann-json3-dev libcli11-dev libgtest-dev dataset-fashion-mnist libopenmpi-dev openmpi-bin
+          python3-matplotlib)
 if [ "$want_test" = 1 ]; then
-  packages+=(python3 python3-pip python3-numpy python3-torch python3-torchvision python3-matplotlib)
+  packages+=(python3 python3-pip python3-numpy python3-torch python3-torchvision)
 fi
 
 missing=()

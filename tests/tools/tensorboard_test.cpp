@@ -4,7 +4,6 @@
 // uninterrupted run's values.
 #include <gtest/gtest.h>
 
-#include <cstdio>
 #include <filesystem>
 
 #include "tests/tools/tool_fixtures.h"
@@ -12,25 +11,9 @@
 namespace kd::test {
 namespace {
 
-struct Command {
-  int code = -1;
-  std::string out;
-};
-
-Command run_command(const std::string& command) {
-  Command c;
-  FILE* p = ::popen((command + " 2>&1").c_str(), "r");
-  if (!p) return c;
-  char buf[4096];
-  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) c.out.append(buf, n);
-  const int status = ::pclose(p);
-  c.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return c;
-}
-
 const std::string kPython = KD_PYTHON;
 
-Command check_run(const std::string& run, const std::string& same_as = "") {
+CommandResult check_run(const std::string& run, const std::string& same_as = "") {
   return run_command(kPython + " " + KD_SOURCE_DIR + "/tests/tools/check_tensorboard.py " + run +
                      (same_as.empty() ? "" : " --same-as " + same_as));
 }
@@ -38,7 +21,7 @@ Command check_run(const std::string& run, const std::string& same_as = "") {
 class TensorBoardRun : public ::testing::Test {
  protected:
   void SetUp() override {
-    const Command probe = run_command(kPython + " -c 'import tensorboard'");
+    const CommandResult probe = run_command(kPython + " -c 'import tensorboard'");
     if (probe.code != 0)
       GTEST_SKIP() << kPython << " cannot import tensorboard (tools/install_deps.sh --test installs it): "
                    << probe.out;
@@ -57,7 +40,7 @@ class TensorBoardRun : public ::testing::Test {
 TEST_F(TensorBoardRun, EveryMetricsFieldIsAScalarWithItsValue) {
   const auto r = run_kd(concat({"train"}, run("straight")));
   ASSERT_EQ(r.code, 0) << r.err;
-  const Command check = check_run(run_dir("straight"));
+  const CommandResult check = check_run(run_dir("straight"));
   EXPECT_EQ(check.code, 0) << check.out;
   for (const char* tag : {"train/loss", "train/lr", "train/grad_norm", "train/images_per_sec", "train/epoch",
                           "train/data_wait_share", "eval/student_top1", "eval/student_top5"})
@@ -80,7 +63,7 @@ TEST_F(TensorBoardRun, AResumeAfterAKillShowsEachStepOnceWithTheStraightRunsValu
   for (const auto& e : std::filesystem::directory_iterator(run_dir("killed")))
     event_files += e.path().filename().string().find("tfevents") != std::string::npos;
   EXPECT_EQ(event_files, 2) << "the resumed run writes a file of its own";
-  const Command check = check_run(run_dir("killed"), run_dir("straight"));
+  const CommandResult check = check_run(run_dir("killed"), run_dir("straight"));
   EXPECT_EQ(check.code, 0) << check.out;
 }
 

@@ -55,14 +55,12 @@ void put_bytes_field(std::string& out, uint32_t field, const std::string& bytes)
 }
 
 // Event fields (tensorflow/core/util/event.proto) and the messages inside.
-constexpr uint32_t kEventWallTime = 1, kEventStep = 2, kEventFileVersion = 3, kEventSummary = 5,
-                   kEventSessionLog = 7;
+constexpr uint32_t kEventWallTime = 1, kEventStep = 2, kEventFileVersion = 3, kEventSummary = 5, kEventSessionLog = 7;
 constexpr uint32_t kSummaryValue = 1, kValueTag = 1, kValueSimpleValue = 2;
 constexpr uint32_t kSessionLogStatus = 1, kSessionLogStart = 1;
 
 std::string event_header(int64_t step) {
-  const double wall_time =
-      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  const double wall_time = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   std::string e;
   put_key(e, kEventWallTime, kFixed64);
   put_little_endian(e, wall_time);
@@ -129,8 +127,8 @@ EventFileWriter::EventFileWriter(const std::string& dir) {
     unix_time = std::max(unix_time, event_file_time(entry.path().filename().string()) + 1);
   char host[256] = "localhost";
   ::gethostname(host, sizeof host - 1);
-  path_ = (fs::path(dir) / ("events.out.tfevents." + std::to_string(unix_time) + "." + host + "." +
-                            std::to_string(::getpid()) + ".kd"))
+  path_ = (fs::path(dir) /
+           ("events.out.tfevents." + std::to_string(unix_time) + "." + host + "." + std::to_string(::getpid()) + ".kd"))
               .string();
   file_.open(path_, std::ios::binary | std::ios::trunc);
   KD_CHECK(file_.good(), "cannot open the TensorBoard event file ", path_, " for writing");

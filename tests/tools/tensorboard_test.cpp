@@ -23,8 +23,7 @@ class TensorBoardRun : public ::testing::Test {
   void SetUp() override {
     const CommandResult probe = run_command(kPython + " -c 'import tensorboard'");
     if (probe.code != 0)
-      GTEST_SKIP() << kPython << " cannot import tensorboard (tools/install_deps.sh --test installs it): "
-                   << probe.out;
+      GTEST_SKIP() << kPython << " cannot import tensorboard (tools/install_deps.sh --test installs it): " << probe.out;
     write_stripes_dataset(dir_);
   }
   // 20 steps, a metrics line every 2 and an evaluation every 6, a checkpoint every 4 (a multiple

@@ -34,8 +34,8 @@ std::vector<std::string> read_records(const std::string& path) {
   while (at < file.size()) {
     EXPECT_LE(at + 12, file.size()) << "a torn record header";
     const uint64_t length = read_le<uint64_t>(file, at);
-    EXPECT_EQ(read_le<uint32_t>(file, at + 8), masked(crc32c(file.data() + at, 8))) << "length CRC of record "
-                                                                                     << records.size();
+    EXPECT_EQ(read_le<uint32_t>(file, at + 8), masked(crc32c(file.data() + at, 8)))
+        << "length CRC of record " << records.size();
     EXPECT_LE(at + 12 + length + 4, file.size());
     records.push_back(file.substr(at + 12, length));
     EXPECT_EQ(read_le<uint32_t>(file, at + 12 + length), masked(crc32c(records.back().data(), length)))
@@ -99,8 +99,9 @@ TEST(TensorBoard, EventFileIsTFRecordFramedWithTheVersionFirst) {
 
 TEST(TensorBoard, ANewFileSortsAfterTheFolderEventFilesEvenWithinTheSameSecond) {
   test::TempDir dir;
-  const long long later = std::chrono::duration_cast<std::chrono::seconds>(
-                              std::chrono::system_clock::now().time_since_epoch()).count() + 100;
+  const long long later =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count() +
+      100;
   std::ofstream(dir.file("events.out.tfevents." + std::to_string(later) + ".zzz.1.kd")) << "";
   EventFileWriter w(dir.str());
   EXPECT_EQ(event_files(dir.str()).back(), w.path());
@@ -110,10 +111,14 @@ TEST(RunLog, AResumeKeepsEachStepOnceInMetricsAndStartsANewEventFile) {
   test::TempDir dir;
   {
     std::ofstream m(dir.file("metrics.jsonl"));
-    m << R"({"step": 5, "loss": 3})" << "\n"
-      << R"({"step": 10, "loss": 2})" << "\n"
-      << R"({"step": 10, "epoch": 1, "eval": {"student_top1": 0.5}})" << "\n"
-      << R"({"step": 15, "loss": 1})" << "\n"
+    m << R"({"step": 5, "loss": 3})"
+      << "\n"
+      << R"({"step": 10, "loss": 2})"
+      << "\n"
+      << R"({"step": 10, "epoch": 1, "eval": {"student_top1": 0.5}})"
+      << "\n"
+      << R"({"step": 15, "loss": 1})"
+      << "\n"
       << R"({"step": 20, "lo)";  // the torn write of a killed run
   }
   RunLogStart start;

@@ -22,7 +22,7 @@ int run(int argc, char** argv) {
   add_forward_command(app);
   int exit_code = 0;
   add_train_commands(app, &exit_code);
-  add_eval_command(app);
+  add_eval_command(app, &exit_code);
   add_bench_command(app);
   add_bench_decode_command(app);
   add_info_command(app);

@@ -38,8 +38,8 @@ std::string find_python() {
 
 int run_plot(const PlotArgs& a) {
   namespace fs = std::filesystem;
-  KD_CHECK(a.labels.empty() || a.labels.size() == a.runs.size(), a.labels.size(), " --label(s) for ",
-           a.runs.size(), " run(s); give one per run, in order, or none");
+  KD_CHECK(a.labels.empty() || a.labels.size() == a.runs.size(), a.labels.size(), " --label(s) for ", a.runs.size(),
+           " run(s); give one per run, in order, or none");
   std::string command = find_python() + " - -o " + shell_quote(a.out);
   for (size_t i = 0; i < a.runs.size(); ++i) {
     const fs::path dir = fs::path(a.runs[i]).lexically_normal();

@@ -40,6 +40,7 @@ class FileTableSource final : public DataSource {
     check_index(i);
     return labels_[size_t(i)];
   }
+  std::string file_path(int64_t i) const override { return path(i); }
   std::string path(int64_t i) const {
     check_index(i);
     const size_t begin = i == 0 ? 0 : ends_[size_t(i) - 1];
@@ -55,10 +56,14 @@ class FileTableSource final : public DataSource {
     return kind_ + " " + (list_path_.empty() ? root_ : list_path_) + " (" + std::to_string(size()) + " images, " +
            std::to_string(classes_) + " classes" + (jpeg_ == JpegDecoder::turbo ? ", JPEGs by libjpeg-turbo" : "") + ")";
   }
-  Image load(int64_t i) const override {
+  Image load(int64_t i) const override { return decode(i, nullptr); }
+  Image load_view(int64_t i, const ViewNeedFn& need) const override { return decode(i, &need); }
+
+ private:
+  Image decode(int64_t i, const ViewNeedFn* need) const {
     Image image;
     try {
-      image = read_image_file(path(i), jpeg_);
+      image = read_image_file(path(i), jpeg_, need);
     } catch (const DecodeError& e) {
       throw DecodeError(where(i), e.reason());  // the list line helps whoever fixes the list
     }
@@ -66,7 +71,6 @@ class FileTableSource final : public DataSource {
     return image;
   }
 
- private:
   std::string kind_, root_, list_path_;
   JpegDecoder jpeg_;
   std::string text_;           // all relative paths, back to back

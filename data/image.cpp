@@ -43,10 +43,13 @@ JpegDecoder parse_jpeg_decoder(const std::string& name) {
 
 const char* jpeg_decoder_name(JpegDecoder d) { return d == JpegDecoder::turbo ? "turbo" : "stb"; }
 
-Image decode_image(const uint8_t* data, size_t size, const std::string& origin, JpegDecoder jpeg) {
+Image decode_image(const uint8_t* data, size_t size, const std::string& origin, JpegDecoder jpeg,
+                   const ViewNeedFn* need) {
 #if KD_HAVE_JPEG
-  if (jpeg == JpegDecoder::turbo && looks_like_jpeg(data, size)) return decode_jpeg(data, size, origin);
+  if (jpeg == JpegDecoder::turbo && looks_like_jpeg(data, size))
+    return need && *need ? decode_jpeg_region(data, size, origin, *need) : decode_jpeg(data, size, origin);
 #else
+  (void)need;
   KD_CHECK(jpeg == JpegDecoder::stb, "decode_image: kd was built without libjpeg-turbo");
 #endif
   if (size == 0) throw DecodeError(origin, "empty file");
@@ -78,7 +81,7 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& origin, 
   return image;
 }
 
-Image read_image_file(const std::string& path, JpegDecoder jpeg) {
+std::vector<uint8_t> read_file_bytes(const std::string& path) {
   std::unique_ptr<FILE, int (*)(FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
   if (!file) throw DecodeError(path, std::string("cannot open: ") + std::strerror(errno));
   std::vector<uint8_t> bytes;
@@ -86,7 +89,12 @@ Image read_image_file(const std::string& path, JpegDecoder jpeg) {
   size_t got = 0;
   while ((got = std::fread(chunk, 1, sizeof(chunk), file.get())) > 0) bytes.insert(bytes.end(), chunk, chunk + got);
   if (std::ferror(file.get())) throw DecodeError(path, "read error");
-  return decode_image(bytes.data(), bytes.size(), path, jpeg);
+  return bytes;
+}
+
+Image read_image_file(const std::string& path, JpegDecoder jpeg, const ViewNeedFn* need) {
+  const std::vector<uint8_t> bytes = read_file_bytes(path);
+  return decode_image(bytes.data(), bytes.size(), path, jpeg, need);
 }
 
 bool has_image_extension(const std::string& path) {

@@ -4,6 +4,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -17,13 +18,34 @@ struct Image {
   int width = 0;
   int label = -1;               // class index; -1 when the source has no label for it
   std::vector<uint8_t> pixels;  // height * width * 3 bytes, row-major, RGB interleaved
+  // Where `pixels` sit in the image the file holds, for a decoder that read only part of it or
+  // at libjpeg's M/8 scale (ViewNeed below): full-size coordinate u (continuous, pixel edges at
+  // integers) is u * scale_num / 8 - offset in `pixels`. A whole, full-size decode has
+  // full_* == 0 (meaning: the same as height/width), offsets 0 and scale 8.
+  int full_height = 0, full_width = 0;
+  int offset_y = 0, offset_x = 0;
+  int scale_num = 8;
 
   bool empty() const { return pixels.empty(); }
   size_t bytes() const { return pixels.size(); }
   // The three channel values of pixel (y, x).
   const uint8_t* at(int y, int x) const { return pixels.data() + (size_t(y) * width + x) * channels; }
   uint8_t* at(int y, int x) { return pixels.data() + (size_t(y) * width + x) * channels; }
+  // The size of the image in the file, which views are drawn on.
+  int file_height() const { return full_height > 0 ? full_height : height; }
+  int file_width() const { return full_width > 0 ? full_width : width; }
 };
+
+// What the views of one image will read of it, known before it is decoded (from the header's
+// size): the union of their crop boxes in full-size pixels, [y0, y0 + h) x [x0, x0 + w), and the
+// largest output they are rendered at. A JPEG decoder may then decode only that part (plus the
+// bilinear filter's margin), at the smallest M/8 scale that keeps out_h x out_w pixels across it.
+struct ViewNeed {
+  float y0 = 0, x0 = 0, h = 0, w = 0;
+  int out_h = 0, out_w = 0;
+};
+// Asked once per decode with the image's full size.
+using ViewNeedFn = std::function<ViewNeed(int height, int width)>;
 
 // An image that cannot be read or decoded (missing file, truncated or corrupt data, unknown
 // format). It is a kd::Error, so a caller that does not care sees an ordinary error, but it is a
@@ -50,12 +72,17 @@ JpegDecoder parse_jpeg_decoder(const std::string& name);
 const char* jpeg_decoder_name(JpegDecoder d);
 
 // Decodes an encoded image (JPEG, PNG, BMP; whatever stb_image reads) to three channels.
-// Throws DecodeError naming `origin` when the bytes are not a readable image.
+// Throws DecodeError naming `origin` when the bytes are not a readable image. With `need` and
+// libjpeg-turbo, a JPEG is decoded only where its views read it (Image's placement fields say
+// where); stb_image and the other formats always decode the whole image.
 Image decode_image(const uint8_t* data, size_t size, const std::string& origin,
-                   JpegDecoder jpeg = JpegDecoder::stb);
+                   JpegDecoder jpeg = JpegDecoder::stb, const ViewNeedFn* need = nullptr);
 
 // Reads a whole file and decodes it; a missing or unreadable file is a DecodeError as well.
-Image read_image_file(const std::string& path, JpegDecoder jpeg = JpegDecoder::stb);
+Image read_image_file(const std::string& path, JpegDecoder jpeg = JpegDecoder::stb,
+                      const ViewNeedFn* need = nullptr);
+// The whole file's bytes; DecodeError when it cannot be opened or read.
+std::vector<uint8_t> read_file_bytes(const std::string& path);
 
 // True for the file names ImageFolder picks up: .jpg .jpeg .png .bmp, any letter case.
 bool has_image_extension(const std::string& path);

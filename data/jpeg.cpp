@@ -3,6 +3,8 @@
 // jump), and warnings are counted so a corrupt or truncated file fails instead of decoding grey.
 #include "data/jpeg.h"
 
+#include <algorithm>
+#include <cmath>
 #include <csetjmp>
 #include <cstdio>
 #include <memory>
@@ -78,12 +80,30 @@ int choose_dct_scale(double crop_w, double crop_h, int out_w, int out_h) {
   return 8;
 }
 
-Image decode_jpeg(const uint8_t* data, size_t size, const std::string& origin, int scale_num) {
-  KD_CHECK(scale_num >= 1 && scale_num <= 8, "decode_jpeg: scale ", scale_num, "/8 is not one of 1/8 .. 8/8");
+AxisRange decoded_range(double lo, double hi, int scale_num, int scaled_size) {
+  // A view of [lo, hi) samples decoded coordinates [lo s - 0.5, hi s - 0.5] (half-pixel centres,
+  // kernels/augment.h), s = M/8, so its bilinear taps are the pixels floor(lo s - 0.5) ..
+  // floor(hi s - 0.5) + 1. One more pixel on each side is decoded but never read: libjpeg's
+  // fancy upsampler treats a cropped region's first and last columns as image edges, so they
+  // may differ from a whole decode's.
+  const double s = scale_num / 8.0;
+  AxisRange r;
+  r.begin = int(std::clamp(std::floor(lo * s - 0.5) - 1.0, 0.0, double(scaled_size - 1)));
+  r.end = int(std::clamp(std::floor(hi * s - 0.5) + 3.0, double(r.begin + 1), double(scaled_size)));
+  return r;
+}
+
+namespace {
+
+// Shared by the whole and the region decode: `need` null decodes everything at scale_num/8.
+Image decode(const uint8_t* data, size_t size, const std::string& origin, const int whole_scale,
+             const ViewNeedFn* need) {
   check_size(size, origin);
   Decompressor d;
   // On the heap: a local changed between setjmp and longjmp would be indeterminate after the jump.
   const auto image = std::make_unique<Image>();
+  const auto view = std::make_unique<ViewNeed>();
+  const auto scale = std::make_unique<int>(whole_scale);
   if (setjmp(d.err.jump)) {
     const std::string why = d.err.message;
     if (why.find("color conversion") != std::string::npos || d.cinfo.jpeg_color_space == JCS_CMYK ||
@@ -93,26 +113,67 @@ Image decode_jpeg(const uint8_t* data, size_t size, const std::string& origin, i
   }
   jpeg_mem_src(&d.cinfo, data, static_cast<unsigned long>(size));
   jpeg_read_header(&d.cinfo, TRUE);
-  if (int64_t(d.cinfo.image_width) * d.cinfo.image_height > kMaxPixels)
-    throw DecodeError(origin, "image of " + std::to_string(d.cinfo.image_width) + "x" +
-                                  std::to_string(d.cinfo.image_height) + " pixels is larger than the decoder accepts");
+  const int full_w = int(d.cinfo.image_width), full_h = int(d.cinfo.image_height);
+  if (int64_t(full_w) * full_h > kMaxPixels)
+    throw DecodeError(origin, "image of " + std::to_string(full_w) + "x" + std::to_string(full_h) +
+                                  " pixels is larger than the decoder accepts");
   if (d.cinfo.jpeg_color_space == JCS_CMYK || d.cinfo.jpeg_color_space == JCS_YCCK)
     throw DecodeError(origin, "CMYK JPEG; convert it to RGB");
+  if (need) {
+    *view = (*need)(full_h, full_w);  // may throw a kd::Error (a broken recipe): not a bad image
+    KD_CHECK(std::isfinite(view->y0) && std::isfinite(view->x0) && view->h > 0 && view->w > 0 && view->out_h > 0 &&
+                 view->out_w > 0,
+             "decode_jpeg_region: bad view need (box ", view->y0, ",", view->x0, " ", view->h, "x", view->w,
+             ", output ", view->out_h, "x", view->out_w, ") for ", origin);
+    *scale = choose_dct_scale(view->w, view->h, view->out_w, view->out_h);
+  }
+  const int scale_num = *scale;
   d.cinfo.out_color_space = JCS_RGB;
   d.cinfo.scale_num = unsigned(scale_num);
   d.cinfo.scale_denom = 8;
   jpeg_start_decompress(&d.cinfo);
+  const int scaled_h = int(d.cinfo.output_height), scaled_w = int(d.cinfo.output_width);
+  AxisRange rows{0, scaled_h}, cols{0, scaled_w};
+  if (need) {
+    rows = decoded_range(view->y0, double(view->y0) + view->h, scale_num, scaled_h);
+    cols = decoded_range(view->x0, double(view->x0) + view->w, scale_num, scaled_w);
+    if (cols.begin > 0 || cols.end < scaled_w) {
+      JDIMENSION x = JDIMENSION(cols.begin), w = JDIMENSION(cols.end - cols.begin);
+      jpeg_crop_scanline(&d.cinfo, &x, &w);  // x moves left to an iMCU edge, w grows to match
+      cols = {int(x), int(x + w)};
+    }
+    if (rows.begin > 0) jpeg_skip_scanlines(&d.cinfo, JDIMENSION(rows.begin));
+  }
   image->width = int(d.cinfo.output_width);
-  image->height = int(d.cinfo.output_height);
+  image->height = rows.end - rows.begin;
   image->pixels.resize(size_t(image->width) * image->height * Image::channels);
   const size_t stride = size_t(image->width) * Image::channels;
-  while (d.cinfo.output_scanline < d.cinfo.output_height) {
-    JSAMPROW row = image->pixels.data() + d.cinfo.output_scanline * stride;
+  while (int(d.cinfo.output_scanline) < rows.end) {
+    JSAMPROW row = image->pixels.data() + (d.cinfo.output_scanline - JDIMENSION(rows.begin)) * stride;
     jpeg_read_scanlines(&d.cinfo, &row, 1);
   }
-  jpeg_finish_decompress(&d.cinfo);
+  // A whole decode reads to the end, so truncation anywhere is seen; a region decode stops after
+  // its last row (the destructor aborts the rest).
+  if (!need) jpeg_finish_decompress(&d.cinfo);
   if (d.err.pub.num_warnings > 0) throw DecodeError(origin, std::string("corrupt JPEG (") + d.err.message + ")");
+  if (need || scale_num != 8) {
+    image->full_height = full_h, image->full_width = full_w;
+    image->offset_y = rows.begin, image->offset_x = cols.begin;
+    image->scale_num = scale_num;
+  }
   return std::move(*image);
+}
+
+}  // namespace
+
+Image decode_jpeg(const uint8_t* data, size_t size, const std::string& origin, int scale_num) {
+  KD_CHECK(scale_num >= 1 && scale_num <= 8, "decode_jpeg: scale ", scale_num, "/8 is not one of 1/8 .. 8/8");
+  return decode(data, size, origin, scale_num, nullptr);
+}
+
+Image decode_jpeg_region(const uint8_t* data, size_t size, const std::string& origin, const ViewNeedFn& need) {
+  KD_CHECK(need != nullptr, "decode_jpeg_region: no view need for ", origin);
+  return decode(data, size, origin, 8, &need);
 }
 
 }  // namespace kd

@@ -35,4 +35,20 @@ inline int dct_scaled_size(int size, int scale_num) { return (size * scale_num +
 // Decodes to RGB (grey broadcast) at scale_num/8 of the full size.
 Image decode_jpeg(const uint8_t* data, size_t size, const std::string& origin, int scale_num = 8);
 
+// The rows or columns [begin, end) of the image decoded at M/8 that views reading [lo, hi) of
+// the full-size axis (pixel edges at integers) need: every bilinear tap plus one unread pixel on
+// each side, clipped to [0, scaled_size). Never empty.
+struct AxisRange {
+  int begin = 0, end = 0;
+};
+AxisRange decoded_range(double lo, double hi, int scale_num, int scaled_size);
+
+// Decodes only what `need` says the views read (data/image.h ViewNeed), asked with the header's
+// size: the DCT scale from choose_dct_scale, rows above the region skipped (jpeg_skip_scanlines:
+// entropy-decoded, but no IDCT or colour conversion), rows below it never decoded, columns
+// outside it cropped (jpeg_crop_scanline, which widens the crop to whole iMCU columns). The
+// Image's placement fields say where its pixels sit. A file that is corrupt only outside the
+// region therefore decodes; the pixels the views read are intact.
+Image decode_jpeg_region(const uint8_t* data, size_t size, const std::string& origin, const ViewNeedFn& need);
+
 }  // namespace kd

@@ -145,7 +145,14 @@ void Loader::work() {
       std::pair<std::string, std::string> why;
       bool unreadable = false;
       try {
-        image = source_->load(index);
+        if (options_.view_need) {
+          const int64_t step = batch->step;
+          image = source_->load_view(index, [this, step, slot](int height, int width) {
+            return options_.view_need(step, slot, height, width);
+          });
+        } else {
+          image = source_->load(index);
+        }
       } catch (const DecodeError& e) {
         unreadable = true;
         why = {e.origin(), e.reason()};

@@ -58,6 +58,11 @@ struct LoaderOptions {
   int num_threads = 4;         // decoding threads, >= 1
   int prefetch_batches = 2;    // batches decoded ahead of the caller, >= 1
   int64_t first_step = 0;      // the first step to plan (a resumed run starts where it stopped)
+  // What the views of slot `slot` of batch `step` read of an image of the given full size; the
+  // source then decodes only that (DataSource::load_view; data/image.h ViewNeed). Called on the
+  // loader's threads, also for an unreadable image's replacement (same slot, its own size), so it
+  // must be thread-safe and a function of its arguments. Unset: whole images.
+  std::function<ViewNeed(int64_t step, size_t slot, int height, int width)> view_need;
   // Told about each unreadable image once; default: a line on stderr. Called on next()'s thread.
   std::function<void(const std::string& origin, const std::string& reason)> on_bad_image;
 };

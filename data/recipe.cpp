@@ -183,6 +183,26 @@ std::vector<ViewRecipe> make_supervised_views(const RecipeConfig& c, const std::
   return out;
 }
 
+CropBox train_view_extent(const RecipeConfig& c, TeachingStrategy strategy, bool supervised, uint64_t seed,
+                          int64_t step, int64_t global_slot, ImageSize size) {
+  CropBox box = sample_inception_crop(c, size, seed, stream_for(kCropStream, step, global_slot));
+  if (supervised) return box;
+  auto unite = [&box](const CropBox& o) {
+    const float y1 = std::max(box.y0 + box.h, o.y0 + o.h), x1 = std::max(box.x0 + box.w, o.x0 + o.w);
+    box.y0 = std::min(box.y0, o.y0), box.x0 = std::min(box.x0, o.x0);
+    box.h = y1 - box.y0, box.w = x1 - box.x0;
+  };
+  if (strategy == TeachingStrategy::independent)
+    unite(sample_inception_crop(c, size, seed, stream_for(kTeacherStream, step, global_slot)));
+  if (strategy == TeachingStrategy::fixed) unite(centre_crop_box(size, c.eval_crop_fraction));
+  return box;
+}
+
+CropBox box_in_decoded(const CropBox& full, int offset_y, int offset_x, int scale_num) {
+  const float s = float(scale_num) / 8.0f;
+  return CropBox{full.y0 * s - float(offset_y), full.x0 * s - float(offset_x), full.h * s, full.w * s};
+}
+
 std::vector<ViewRecipe> make_eval_views(const std::vector<ImageSize>& sizes, float crop_fraction) {
   KD_CHECK(crop_fraction > 0 && crop_fraction <= 1, "eval crop fraction must be in (0, 1], got ", crop_fraction);
   std::vector<ViewRecipe> out(sizes.size());

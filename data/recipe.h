@@ -77,6 +77,18 @@ TrainViews make_train_views(const RecipeConfig& c, TeachingStrategy strategy, co
 // Supervised training: a random crop + flip per image, no mixup.
 std::vector<ViewRecipe> make_supervised_views(const RecipeConfig& c, const std::vector<ImageSize>& sizes,
                                               uint64_t seed, int64_t step, int64_t slot0 = 0);
+// The part of an image of `size` that the views of global slot `global_slot` of step `step` read,
+// as make_train_views (distill) or make_supervised_views (supervised) draw them: the union of
+// the slot's crop boxes (its own random crop; the independent teacher's crop; the fixed
+// teacher's centre crop). A slot's image is only ever rendered with its own slot's boxes, also
+// as a mixup partner, so the loader can ask for this before decoding (data/image.h ViewNeed).
+CropBox train_view_extent(const RecipeConfig& c, TeachingStrategy strategy, bool supervised, uint64_t seed,
+                          int64_t step, int64_t global_slot, ImageSize size);
+
+// A box in full-size pixels moved into a decoded image's pixels (data/image.h: full-size
+// coordinate u is u * scale_num / 8 - offset there).
+CropBox box_in_decoded(const CropBox& full, int offset_y, int offset_x, int scale_num);
+
 // Evaluation: the centre crop of every image, no flip, no mixup.
 std::vector<ViewRecipe> make_eval_views(const std::vector<ImageSize>& sizes, float crop_fraction);
 

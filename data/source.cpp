@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <random>
 
+#include "data/shard_source.h"
+
 namespace kd {
 
 const std::vector<std::string>& DataSource::class_names() const {
@@ -12,9 +14,14 @@ const std::vector<std::string>& DataSource::class_names() const {
   return none;
 }
 
+std::string DataSource::file_path(int64_t) const { return std::string(); }
+int DataSource::shard(int64_t) const { return -1; }
+
 void DataSource::check_index(int64_t i) const {
   KD_CHECK(i >= 0 && i < size(), "image index ", i, " out of range for ", describe());
 }
+
+Image DataSource::load_view(int64_t i, const ViewNeedFn&) const { return load(i); }
 
 SourcePtr open_source(const std::string& kind, const std::string& path, const SourceOptions& options) {
   if (kind == "idx") {
@@ -38,8 +45,9 @@ SourcePtr open_source(const std::string& kind, const std::string& path, const So
   if (kind == "image_folder" || kind == "folder") return open_image_folder(path, options.jpeg_decoder);
   if (kind == "list") return open_list_file(path, options.root, options.jpeg_decoder);
   if (kind == "images") return open_unlabelled_images(path, options.jpeg_decoder);
+  if (kind == "shards") return open_shards(path, options.jpeg_decoder, options.cached_shards);
   KD_FAIL("unknown data source kind '", kind, "' for '", path,
-          "'; known kinds: idx, fashion-mnist, image_folder, list, images");
+          "'; known kinds: idx, fashion-mnist, image_folder, list, images, shards");
 }
 
 // ---- subset ----------------------------------------------------------------------------------
@@ -55,7 +63,10 @@ class SubsetSource final : public DataSource {
   const std::vector<std::string>& class_names() const override { return parent_->class_names(); }
   int label(int64_t i) const override { return parent_->label(map(i)); }
   Image load(int64_t i) const override { return parent_->load(map(i)); }
+  Image load_view(int64_t i, const ViewNeedFn& need) const override { return parent_->load_view(map(i), need); }
   std::string where(int64_t i) const override { return parent_->where(map(i)); }
+  std::string file_path(int64_t i) const override { return parent_->file_path(map(i)); }
+  int shard(int64_t i) const override { return parent_->shard(map(i)); }
   std::string describe() const override {
     return "subset of " + std::to_string(indices_.size()) + " images of " + parent_->describe();
   }

@@ -15,6 +15,7 @@
 //   "list"          a text file of `relative/path label` lines (see open_list_file).
 //   "images"        every image below a folder, without labels (label -1, no classes): images to
 //                   distill on (the teacher labels them), not to train or evaluate on.
+//   "shards"        a folder written by kd pack: tar shards and their index (data/shard_source.h).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -35,10 +36,17 @@ class DataSource {
   virtual int label(int64_t i) const = 0;  // without decoding
   // Decodes image i. Throws DecodeError for an unreadable image, kd::Error for anything else.
   virtual Image load(int64_t i) const = 0;
+  // Decodes what the views of image i read (data/image.h ViewNeed), where the source's decoder
+  // can do less than the whole image; the Image says where its pixels sit. Default: load(i).
+  virtual Image load_view(int64_t i, const ViewNeedFn& need) const;
   // Where image i comes from, for messages: a path, or "train-images-idx3-ubyte.gz #123".
   virtual std::string where(int64_t i) const = 0;
   // One line for logs: "image_folder /data/flowers (1020 images, 102 classes)".
   virtual std::string describe() const = 0;
+  // The file image i is read from when it is a file of its own (image_folder, list, images), else "".
+  virtual std::string file_path(int64_t i) const;
+  // The packed shard that stores image i (shards), or -1: lets the sampler read shard by shard.
+  virtual int shard(int64_t i) const;
 
  protected:
   void check_index(int64_t i) const;  // throws a kd::Error naming the source when i is out of range
@@ -53,6 +61,7 @@ struct SourceOptions {
   std::string root;    // list: folder the listed paths are relative to (default: the list's folder)
                        // fashion-mnist: folder of the IDX files (default kFashionMnistDir)
   JpegDecoder jpeg_decoder = JpegDecoder::stb;  // image files: who decodes JPEGs (data/image.h)
+  int cached_shards = 8;                         // shards: whole shards kept in memory (data/shard_source.h)
 };
 
 // Opens a source of the given kind (see the top of this file). Errors name the path.

@@ -71,12 +71,22 @@ KD_HD void bilinear_axis(float s, int32_t size, int32_t* i0, int32_t* i1, float*
   *frac = f;
 }
 
-// Bilinear sample of all 3 channels of one source image at (sy, sx); out[c] in pixel units.
-KD_HD void sample_bilinear3(const uint8_t* img, int32_t h, int32_t w, float sy, float sx, float out[3]) {
-  int32_t y0, y1, x0, x1;
-  float fy, fx;
-  bilinear_axis(sy, h, &y0, &y1, &fy);
-  bilinear_axis(sx, w, &x0, &x1, &fx);
+// The bilinear taps of one axis: bilinear_axis's result.
+struct AxisTaps {
+  int32_t i0 = 0, i1 = 0;
+  float frac = 0;
+};
+
+KD_HD AxisTaps axis_taps(float s, int32_t size) {
+  AxisTaps t;
+  bilinear_axis(s, size, &t.i0, &t.i1, &t.frac);
+  return t;
+}
+
+// The 3 channels of one source image blended from four taps; out[c] in pixel units.
+KD_HD void blend_taps3(const uint8_t* img, int32_t w, const AxisTaps& ty, const AxisTaps& tx, float out[3]) {
+  const int32_t y0 = ty.i0, y1 = ty.i1, x0 = tx.i0, x1 = tx.i1;
+  const float fy = ty.frac, fx = tx.frac;
   const uint8_t* p00 = img + (int64_t(y0) * w + x0) * 3;
   const uint8_t* p01 = img + (int64_t(y0) * w + x1) * 3;
   const uint8_t* p10 = img + (int64_t(y1) * w + x0) * 3;
@@ -85,6 +95,20 @@ KD_HD void sample_bilinear3(const uint8_t* img, int32_t h, int32_t w, float sy, 
     const float top = float(p00[c]) + fx * (float(p01[c]) - float(p00[c]));
     const float bottom = float(p10[c]) + fx * (float(p11[c]) - float(p10[c]));
     out[c] = top + fy * (bottom - top);
+  }
+}
+
+// Bilinear sample of all 3 channels of one source image at (sy, sx); out[c] in pixel units.
+KD_HD void sample_bilinear3(const uint8_t* img, int32_t h, int32_t w, float sy, float sx, float out[3]) {
+  blend_taps3(img, w, axis_taps(sy, h), axis_taps(sx, w), out);
+}
+
+// out = lambda * va + (1 - lambda) * vb (vb only read when lambda < 1), normalised.
+KD_HD void mix_and_normalize(const float va[3], const float vb[3], float lambda, const Normalization& norm,
+                             float out[3]) {
+  for (int c = 0; c < 3; ++c) {
+    const float v = lambda < 1.0f ? lambda * va[c] + (1.0f - lambda) * vb[c] : va[c];
+    out[c] = v * norm.scale[c] + norm.shift[c];
   }
 }
 
@@ -107,16 +131,14 @@ KD_HD SourceView resolve_source(const uint8_t* pixels, const SourceImage& s) {
 KD_HD void render_resolved_pixel(const SourceView& a, const SourceView& b, const ViewRecipe& r,
                                  const Normalization& norm, int64_t out_h, int64_t out_w, int64_t oy, int64_t ox,
                                  float out[3]) {
-  float sy, sx, va[3];
+  float sy, sx, va[3], vb[3] = {0, 0, 0};
   view_source_coord(r.a.box, r.a.flip != 0, out_h, out_w, oy, ox, &sy, &sx);
   sample_bilinear3(a.pixels, a.h, a.w, sy, sx, va);
   if (r.lambda < 1.0f) {
-    float vb[3];
     view_source_coord(r.b.box, r.b.flip != 0, out_h, out_w, oy, ox, &sy, &sx);
     sample_bilinear3(b.pixels, b.h, b.w, sy, sx, vb);
-    for (int c = 0; c < 3; ++c) va[c] = r.lambda * va[c] + (1.0f - r.lambda) * vb[c];
   }
-  for (int c = 0; c < 3; ++c) out[c] = va[c] * norm.scale[c] + norm.shift[c];
+  mix_and_normalize(va, vb, r.lambda, norm, out);
 }
 
 // One normalised output pixel of a recipe: all 3 channels.

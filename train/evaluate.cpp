@@ -123,7 +123,8 @@ EvalResult evaluate(Context& ctx, Model& student, const std::vector<Model*>& tea
     if (!batch) break;
     const PackedImages packed = pack_images(batch->images);
     const int64_t rows = int64_t(batch->size());
-    const auto views = make_eval_views(packed.sizes, settings.crop_fraction);
+    auto views = make_eval_views(packed.file_sizes, settings.crop_fraction);
+    place_views(views, packed);
     const bool teachers_now = k > 0 && !(use_cache && cache->filled);
     const std::vector<int64_t> wanted = teachers_now ? resolutions : std::vector<int64_t>{resolutions[0]};
     std::vector<Tensor> xv = settings.resize == "direct"

@@ -31,7 +31,8 @@ void FixedTeacherTable::compute(Context& ctx, const std::vector<Model*>& teacher
   while (auto batch = loader.next()) {
     const PackedImages packed = pack_images(batch->images);
     const int64_t rows = int64_t(batch->size());
-    const auto views = make_eval_views(packed.sizes, crop_fraction);
+    auto views = make_eval_views(packed.file_sizes, crop_fraction);
+    place_views(views, packed);
     const std::vector<Tensor> x = render_views_at(ctx, packed, views, norm, resolutions);
     const Tensor logits = ops::to_host_f32(ctx, teacher_logits(ctx, teachers, x));  // [teachers, rows, classes]
     for (int64_t t = 0; t < teachers_; ++t)

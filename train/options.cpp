@@ -46,11 +46,11 @@ void TrainOptions::bind(ConfigSchema& s) {
          "file that keeps autotuning choices for later runs (empty: $KD_CACHE_DIR, $XDG_CACHE_HOME/kd or "
          "~/.cache/kd; off: none)");
 
-  s.bind("data.kind", &data.kind, "dataset format", {"fashion-mnist", "idx", "image_folder", "list", "images"});
+  s.bind("data.kind", &data.kind, "dataset format", {"fashion-mnist", "idx", "image_folder", "list", "images", "shards"});
   s.bind("data.train_kind", &data.train_kind,
          "format of the training source when it differs from data.kind, e.g. images (a folder of unlabelled images "
          "to distill on, evaluated on data.test)",
-         {"", "fashion-mnist", "idx", "image_folder", "list", "images"});
+         {"", "fashion-mnist", "idx", "image_folder", "list", "images", "shards"});
   s.bind("data.train", &data.train, "training split: a name (fashion-mnist) or a path");
   s.bind("data.test", &data.test, "evaluation split: a name (fashion-mnist) or a path");
   s.bind("data.train_labels", &data.train_labels, "idx: labels file of the training split");
@@ -66,6 +66,15 @@ void TrainOptions::bind(ConfigSchema& s) {
          "who decodes JPEG files: stb (stb_image) or turbo (libjpeg-turbo: the same pixels within 3 levels, faster; "
          "exact resume needs the same decoder)",
          {"stb", "turbo"});
+  s.bind("data.jpeg_views_only", &data.jpeg_views_only,
+         "turbo: training decodes only the part of a JPEG its views read, at the smallest DCT scale (1/8, 1/4, 1/2, "
+         "1) that keeps the output resolution (faster; pixels differ from a whole decode, so exact resume needs the "
+         "same setting)");
+  s.bind("data.shuffle_shards", &data.shuffle_shards,
+         "shards (kd pack): each epoch takes the shards in a seeded order, this many at a time, and shuffles the "
+         "samples of those shards together");
+  s.bind("data.cached_shards", &data.cached_shards,
+         "shards: whole shards kept in memory per source (0: twice data.shuffle_shards)");
 
   s.bind("augment.resolution", &augment.resolution, "input size of the trained model, px");
   if (mode == RunMode::distill)
@@ -171,6 +180,8 @@ void TrainOptions::validate() const {
   KD_CHECK(run.stop_after >= 0, "run.stop_after must not be negative");
   KD_CHECK(data.batch_size > 0, "data.batch_size must be positive, got ", data.batch_size);
   KD_CHECK(data.loader_threads > 0 && data.prefetch > 0, "data.loader_threads and data.prefetch must be positive");
+  KD_CHECK(data.shuffle_shards >= 1, "data.shuffle_shards must be at least 1, got ", data.shuffle_shards);
+  KD_CHECK(data.cached_shards >= 0, "data.cached_shards must not be negative (0: twice data.shuffle_shards)");
   KD_CHECK(augment.resolution > 0, "augment.resolution must be positive");
   KD_CHECK(augment.area_min > 0 && augment.area_min <= augment.area_max && augment.area_max <= 1,
            "augment.area_min/area_max must satisfy 0 < min <= max <= 1");

@@ -16,7 +16,7 @@
 namespace kd {
 
 struct DataOptions {
-  std::string kind = "fashion-mnist";  // fashion-mnist | idx | image_folder | list | images
+  std::string kind = "fashion-mnist";  // fashion-mnist | idx | image_folder | list | images | shards
   std::string train_kind;              // the training source's kind when it differs ("" = kind)
   std::string train = "train";         // split name (fashion-mnist) or path
   std::string test = "test";
@@ -29,6 +29,10 @@ struct DataOptions {
   int64_t loader_threads = 2;
   int64_t prefetch = 4;
   std::string jpeg_decoder = "stb";        // stb | turbo (libjpeg-turbo): who decodes JPEG files
+  bool jpeg_views_only = true;             // turbo: training decodes only what the views read, DCT-scaled
+  int64_t shuffle_shards = 4;              // shards: shards whose samples are shuffled together
+  int64_t cached_shards = 0;               // shards: whole shards kept in memory (0: 2 x shuffle_shards)
+  int cached_shard_count() const { return int(cached_shards > 0 ? cached_shards : 2 * shuffle_shards); }
 };
 
 struct AugmentOptions {

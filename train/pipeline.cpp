@@ -20,6 +20,7 @@ static SourcePtr open_split(const DataOptions& d, const std::string& kind, const
     o.labels = labels;
     o.root = d.root;
     o.jpeg_decoder = parse_jpeg_decoder(d.jpeg_decoder);
+    o.cached_shards = d.cached_shard_count();
     return open_source(kind, split, o);
   } catch (const Error& e) {
     KD_FAIL("data.", key, " = '", split, "' (", kind, "): ", e.what());
@@ -61,6 +62,13 @@ Datasets open_datasets(const DataOptions& d, bool need_train) {
   return out;
 }
 
+EpochSampler make_sampler(const DataSource& train, const DataOptions& data, uint64_t seed, int rank, int world_size) {
+  if (train.shard(0) < 0) return EpochSampler(train.size(), data.batch_size, seed, rank, world_size);
+  std::vector<int> shard_of(size_t(train.size()));
+  for (int64_t i = 0; i < train.size(); ++i) shard_of[size_t(i)] = train.shard(i);
+  return EpochSampler(shard_layout(shard_of, data.shuffle_shards), data.batch_size, seed, rank, world_size);
+}
+
 PackedImages pack_images(const std::vector<Image>& images) {
   std::vector<const Image*> pointers;
   for (const Image& im : images) pointers.push_back(&im);
@@ -78,9 +86,34 @@ PackedImages pack_images(const std::vector<const Image*>& images) {
     std::copy(im.pixels.begin(), im.pixels.end(), p.pixels.begin() + std::ptrdiff_t(offset));
     p.sources.push_back(SourceImage{int64_t(offset), int32_t(im.height), int32_t(im.width)});
     p.sizes.push_back(ImageSize{int32_t(im.height), int32_t(im.width)});
+    p.file_sizes.push_back(ImageSize{int32_t(im.file_height()), int32_t(im.file_width())});
+    p.placements.push_back({im.offset_y, im.offset_x, im.scale_num});
     offset += im.bytes();
   }
   return p;
+}
+
+void place_views(std::vector<ViewRecipe>& recipes, const PackedImages& batch) {
+  auto place = [&batch](ViewSource& v) {
+    KD_CHECK(v.image >= 0 && size_t(v.image) < batch.placements.size(), "place_views: recipe reads image ", v.image,
+             " of ", batch.placements.size());
+    const PackedImages::Placement& p = batch.placements[size_t(v.image)];
+    if (p.offset_y == 0 && p.offset_x == 0 && p.scale_num == 8) return;
+    v.box = box_in_decoded(v.box, p.offset_y, p.offset_x, p.scale_num);
+    // The loader decoded what the recipe's extent said (StepConfig::view_need); a box outside
+    // it means the two disagree about the slot, which would silently train on clamped edges.
+    const SourceImage& decoded = batch.sources[size_t(v.image)];
+    constexpr float kSlack = 0.5f;  // a scaled image's last pixel is partial (ceil of M/8 of the size)
+    KD_CHECK(v.box.y0 >= -kSlack && v.box.x0 >= -kSlack && v.box.y0 + v.box.h <= float(decoded.h) + kSlack &&
+                 v.box.x0 + v.box.w <= float(decoded.w) + kSlack,
+             "place_views: a view reads box (", v.box.y0, ", ", v.box.x0, ") ", v.box.h, "x", v.box.w,
+             " outside the ", decoded.h, "x", decoded.w, " pixels decoded of image ", v.image,
+             " (the loader's view need and the step's recipe disagree)");
+  };
+  for (ViewRecipe& r : recipes) {
+    place(r.a);
+    if (r.lambda < 1.0f) place(r.b);
+  }
 }
 
 std::pair<Tensor, Tensor> render_views(Context& ctx, const PackedImages& batch, const std::vector<ViewRecipe>& recipes,

@@ -8,6 +8,7 @@
 
 #include "data/loader.h"
 #include "data/recipe.h"
+#include "data/sampler.h"
 #include "data/source.h"
 #include "engine/context.h"
 #include "models/model.h"
@@ -22,14 +23,26 @@ struct Datasets {
 // Errors name the option and the path (a missing dataset, an empty one, classes that disagree).
 Datasets open_datasets(const DataOptions& data, bool need_train = true);
 
+// The training order: shard by shard (data/sampler.h) when the source is packed shards
+// (data.kind = shards, also a subset of them), else one seeded permutation of the dataset per epoch.
+EpochSampler make_sampler(const DataSource& train, const DataOptions& data, uint64_t seed, int rank, int world_size);
+
 // Decoded images back to back in one uint8 buffer, as the augment op reads them.
 struct PackedImages {
+  struct Placement {
+    int offset_y = 0, offset_x = 0, scale_num = 8;  // as in data/image.h's Image
+  };
   std::vector<uint8_t> pixels;
   std::vector<SourceImage> sources;
-  std::vector<ImageSize> sizes;
+  std::vector<ImageSize> sizes;       // decoded
+  std::vector<ImageSize> file_sizes;  // as the files hold them: training views are drawn on these
+  std::vector<Placement> placements;  // where the decoded pixels sit in the files' images
 };
 PackedImages pack_images(const std::vector<Image>& images);
 PackedImages pack_images(const std::vector<const Image*>& images);
+// Moves recipes drawn on the file sizes onto the decoded pixels (region or DCT-scaled decodes;
+// a whole, full-size decode is left as it is).
+void place_views(std::vector<ViewRecipe>& recipes, const PackedImages& batch);
 
 // Renders recipes of a packed batch at one or two resolutions (see ops::augment).
 std::pair<Tensor, Tensor> render_views(Context& ctx, const PackedImages& batch, const std::vector<ViewRecipe>& recipes,

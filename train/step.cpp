@@ -1,8 +1,20 @@
 #include "train/step.h"
 
+#include <algorithm>
+
 #include "engine/ops.h"
 
 namespace kd {
+
+ViewNeed StepConfig::view_need(int64_t step, int64_t global_slot, ImageSize size) const {
+  const CropBox box = train_view_extent(recipe, strategy, mode == RunMode::train, seed, step, global_slot, size);
+  int64_t res = student_resolution;
+  if (mode == RunMode::distill) {
+    res = std::max(res, teacher_resolution);
+    for (int64_t r : teacher_resolutions) res = std::max(res, r);
+  }
+  return ViewNeed{box.y0, box.x0, box.h, box.w, int(res), int(res)};
+}
 
 StepRunner::StepRunner(const StepConfig& config, Model& student, std::vector<Model*> teachers, Optimizer& optimizer,
                        GradientSync& sync)
@@ -37,21 +49,26 @@ void StepRunner::micro_batch(Context& ctx, const RankBatch& batch, int64_t k, in
   slots.step = batch.step;
   slots.slot0 = batch.slot0 + first;
   slots.global_batch = c.global_batch;
-  slots.sizes.assign(packed.sizes.begin(), packed.sizes.begin() + count);
-  if (mix) slots.partner_size = packed.sizes.back(), slots.partner_image = int32_t(count);
+  // Views are drawn on the images' sizes in their files, then moved onto the decoded pixels
+  // (the loader may have decoded only the part they read, at a reduced scale).
+  slots.sizes.assign(packed.file_sizes.begin(), packed.file_sizes.begin() + count);
+  if (mix) slots.partner_size = packed.file_sizes.back(), slots.partner_image = int32_t(count);
 
   const float grad_scale = 1.0f / float(c.global_batch);  // gradients: sums over the global batch
   ops::LossResult loss;
   mark("augment");
   if (c.mode == RunMode::train) {
-    const auto views = make_supervised_views(c.recipe, slots.sizes, c.seed, batch.step, slots.slot0);
+    auto views = make_supervised_views(c.recipe, slots.sizes, c.seed, batch.step, slots.slot0);
+    place_views(views, packed);
     Tensor x = render_views(ctx, packed, views, c.norm, c.student_resolution).first;
     mark("student_forward");
     Tensor logits = student_.forward(ctx, x, Mode::train);
     mark("loss");
     loss = ops::cross_entropy(ctx, logits, labels, c.label_smoothing, grad_scale, true);
   } else {
-    const TrainViews views = make_train_views(c.recipe, c.strategy, slots, c.seed);
+    TrainViews views = make_train_views(c.recipe, c.strategy, slots, c.seed);
+    place_views(views.student, packed);
+    place_views(views.teacher, packed);
     r.mixup_lambda = views.lambda;
     // Each teacher sees the recipe at its own resolution: views[0] is the student's, views[1 + k]
     // teacher k's (one upload; equal resolutions rendered once).

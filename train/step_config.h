@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "data/image.h"
 #include "data/recipe.h"
 #include "kernels/augment.h"
 #include "kernels/distill_loss.h"
@@ -30,6 +31,10 @@ struct StepConfig {
   // Does a rank load the mixup partner of its first slot (an image of another rank's share)?
   bool needs_partner() const { return mode == RunMode::distill && needs_mixup_partner(strategy, global_batch); }
   int64_t teacher_res(size_t k) const { return teacher_resolutions.empty() ? teacher_resolution : teacher_resolutions[k]; }
+  // What the views of global slot `global_slot` of step `step` read of an image of `size` (the
+  // loader decodes only that): the union of the slot's crop boxes, at the largest resolution
+  // any model sees.
+  ViewNeed view_need(int64_t step, int64_t global_slot, ImageSize size) const;
 };
 
 }  // namespace kd

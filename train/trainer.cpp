@@ -198,7 +198,11 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
           " epochs), run folder " + result.run_dir);
 
   const StepConfig step_config = o.step_config();
-  EpochSampler sampler(data.train->size(), o.data.batch_size, uint64_t(o.run.seed), comm.rank(), comm.size());
+  EpochSampler sampler = make_sampler(*data.train, o.data, uint64_t(o.run.seed), comm.rank(), comm.size());
+  if (data.train->shard(0) >= 0)
+    message("  sample order: shard by shard, " + std::to_string(o.data.shuffle_shards) +
+            " shards shuffled together (data.shuffle_shards), up to " + std::to_string(o.data.cached_shard_count()) +
+            " in memory");
   LoaderOptions lo;
   lo.batch_size = int(sampler.local_batch() + 1);
   lo.num_threads = int(o.data.loader_threads);
@@ -207,6 +211,16 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
   lo.on_bad_image = [&](const std::string& origin, const std::string& reason) {
     if (writer) message("warning: skipping unreadable image " + origin + ": " + reason);
   };
+  if (o.data.jpeg_views_only) {
+    // Slot j < local batch is global slot first_slot + j; the extra last slot is the mixup
+    // partner, global slot first_slot - 1 (cyclically).
+    lo.view_need = [&step_config, &sampler](int64_t step, size_t slot, int height, int width) {
+      const int64_t global = sampler.global_batch(), local = sampler.local_batch();
+      const int64_t g = int64_t(slot) < local ? sampler.first_slot() + int64_t(slot)
+                                              : (sampler.first_slot() + global - 1) % global;
+      return step_config.view_need(step, g, ImageSize{int32_t(height), int32_t(width)});
+    };
+  }
   const bool partner = step_config.needs_partner();
   Loader loader(
       data.train,

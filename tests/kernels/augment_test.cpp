@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "kernels/augment.h"
@@ -88,6 +89,32 @@ TEST(AugmentCpu, ResamplesLinearImagesExactlyWithCropFlipMixupAndClamping) {
   expect_linear_resampling(b, recipes, 24, 40);  // teacher-like view
   expect_linear_resampling(b, recipes, 17, 9);   // a smaller student-like view of the same recipes
   expect_linear_resampling(b, recipes, 300, 7);  // upsampling in y
+}
+
+// The CPU op hoists the per-axis taps out of the pixel loop; every pixel must still be
+// render_pixel's, bit for bit (random images and recipes, mixed and unmixed, flips, 1-pixel
+// sources and views, up- and downsampling).
+TEST(AugmentCpu, EveryPixelIsRenderPixelsBitForBit) {
+  const std::vector<ImageHW> sizes = {{37, 53}, {1, 1}, {120, 81}, {13, 200}, {1, 40}, {31, 17}};
+  const test::SourceBatch b = test::random_sources(sizes, 4);
+  Normalization norm;
+  norm.scale[1] = 0.013f, norm.shift[2] = 0.25f;
+  for (float lambda : {1.0f, 0.6f})
+    for (auto [out_h, out_w] : {std::pair<int64_t, int64_t>{24, 40}, {1, 1}, {300, 7}}) {
+      const std::vector<ViewRecipe> recipes = test::random_recipes(sizes, lambda, 9);
+      const int64_t n = int64_t(recipes.size());
+      std::vector<float> out(size_t(n * out_h * out_w * 3), NAN);
+      augment_cpu(b.pixels.data(), b.sources.data(), recipes.data(), n, norm, out_h, out_w, out.data());
+      int64_t differ = 0;
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t oy = 0; oy < out_h; ++oy)
+          for (int64_t ox = 0; ox < out_w; ++ox) {
+            float px[3];
+            render_pixel(b.pixels.data(), b.sources.data(), recipes[size_t(i)], norm, out_h, out_w, oy, ox, px);
+            differ += std::memcmp(px, &out[size_t(((i * out_h + oy) * out_w + ox) * 3)], sizeof(px)) != 0;
+          }
+      EXPECT_EQ(differ, 0) << "lambda " << lambda << ", " << out_h << "x" << out_w;
+    }
 }
 
 TEST(AugmentCpu, FlipMirrorsTheRowAndMixupBlendsTheTwoSources) {

@@ -151,18 +151,21 @@ TEST(Inspect, AnArchitecturesSizeAndCost) {
   EXPECT_NE(r.err.find("either FILE or --arch"), std::string::npos) << r.err;
 }
 
-// kd bench-decode on a folder of JPEGs: every decoder's row for every thread count, one RESULT
-// line each; a folder without JPEGs is an error naming it.
+// kd bench-loader on a folder of JPEGs: every decoder's row for every thread count with its
+// phase shares, one RESULT line each; the old name still works; a folder without JPEGs is an
+// error naming it.
 TEST(BenchDecode, MeasuresEveryDecoderOnAFolderOfJpegs) {
   test::TempDir dir;
   std::vector<uint8_t> px(size_t(120) * 90 * 3);
   for (size_t i = 0; i < px.size(); ++i) px[i] = uint8_t((i * 7 + i / 360) % 251);
   for (int k = 0; k < 3; ++k) test::write_jpg(dir.file("sub/" + std::to_string(k) + ".jpg"), 120, 90, 3, px);
-  const auto r = run_kd({"bench-decode", dir.str(), "--threads", "1,2", "--view", "32"});
+  const auto r = run_kd({"bench-loader", dir.str(), "--threads", "1,2", "--views", "32,24"});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("3 JPEGs"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("| read | decode | resize | pack |"), std::string::npos) << r.out;
   const std::vector<std::string> decoders =
-      KD_HAVE_JPEG ? std::vector<std::string>{"stb_image", "libjpeg-turbo", "libjpeg-turbo, scaled"}
+      KD_HAVE_JPEG ? std::vector<std::string>{"stb_image", "libjpeg-turbo", "libjpeg-turbo, scaled",
+                                              "libjpeg-turbo, views only"}
                    : std::vector<std::string>{"stb_image"};
   for (const std::string& d : decoders)
     for (const char* t : {"1", "2"}) {
@@ -170,10 +173,10 @@ TEST(BenchDecode, MeasuresEveryDecoderOnAFolderOfJpegs) {
       EXPECT_NE(r.err.find("\"decoder\": \"" + d + "\", \"threads\": " + t), std::string::npos) << r.err;
     }
   if (KD_HAVE_JPEG) {
-    EXPECT_NE(r.out.find("scales for 32-px views"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("DCT scales for 32-px views"), std::string::npos) << r.out;
   }
   test::TempDir empty;
-  const auto bad = run_kd({"bench-decode", empty.str()});
+  const auto bad = run_kd({"bench-decode", empty.str()});  // the alias
   EXPECT_NE(bad.code, 0);
   EXPECT_NE(bad.err.find("no .jpg/.jpeg files below " + empty.str()), std::string::npos) << bad.err;
 }

@@ -11,6 +11,9 @@
 #include "engine/safetensors.h"
 #include "tests/support/testing.h"
 #include "tests/tools/tool_fixtures.h"
+#if KD_HAVE_JPEG
+#include "tests/data/jpeg_fixtures.h"
+#endif
 
 namespace kd {
 namespace {
@@ -99,6 +102,44 @@ TEST_F(Distill, EveryTeachingStrategyRuns) {
     EXPECT_EQ(r.code, 0) << s << ": " << r.err;
   }
 }
+
+#if KD_HAVE_JPEG
+// Training on JPEGs decoded only where the views read them (data.jpeg_views_only, libjpeg-turbo):
+// 64x48 photos of the stripes viewed at 16 px decode at 1/2 or 1/4 scale and only the crop's
+// rows and columns. Every strategy, micro-batches and the mixup partner run; the step checks
+// that each view lies inside what the loader decoded for its slot, so a disagreement between
+// the loader's need and the step's recipe fails the run. The loss follows the whole decode's.
+TEST_F(Distill, JpegsDecodeOnlyWhatTheViewsRead) {
+  std::mt19937 rng(5);
+  for (int i = 0; i < 32; ++i) {
+    const int w = 64, h = 48, cls = i % 4;
+    std::vector<uint8_t> px(size_t(w) * h * 3);
+    for (int y = 0; y < h; ++y)
+      for (int x = 0; x < w; ++x) {
+        const int t = cls == 0 ? y : cls == 1 ? x : cls == 2 ? x + y : (x / 2 + y / 2);
+        for (int c = 0; c < 3; ++c) px[size_t((y * w + x) * 3 + c)] = uint8_t((t / 6) % 2 ? 200 - 20 * c : 50 + int(rng() % 30));
+      }
+    const std::vector<uint8_t> jpeg = encode(px, w, h, 3, 90, i % 3 == 0, false);
+    std::ofstream(dir_->file("jpegs/" + std::to_string(cls) + "/" + std::to_string(i) + ".jpg"), std::ios::binary)
+        .write(reinterpret_cast<const char*>(jpeg.data()), std::streamsize(jpeg.size()));
+  }
+  const std::vector<std::string> jpegs = {"data.train=" + dir_->str() + "/jpegs", "data.jpeg_decoder=turbo",
+                                          "run.log_every=1"};
+  auto final_loss = [&](const std::string& name) {
+    const std::string log = test::read_text(dir_->str() + "/runs/" + name + "/metrics.jsonl");
+    return json_value(log.substr(log.rfind("\"loss\"") - 1), "loss");
+  };
+  for (const char* s : {"fixed", "independent", "consistent", "function_matching"}) {
+    const std::string name = std::string("jpeg_") + s;
+    const auto r = run_kd(concat({"distill"}, concat(distill_run(name, 6), concat(jpegs, {std::string("distill.strategy=") + s, "optim.accumulate=2"}))));
+    EXPECT_EQ(r.code, 0) << s << ": " << r.err;
+  }
+  const auto whole = run_kd(concat({"distill"}, concat(distill_run("jpeg_whole", 6), concat(jpegs, {"optim.accumulate=2", "data.jpeg_views_only=false"}))));
+  ASSERT_EQ(whole.code, 0) << whole.err;
+  const double views_only = final_loss("jpeg_function_matching"), full = final_loss("jpeg_whole");
+  EXPECT_NEAR(views_only, full, 0.1 * full) << "the views of reduced-scale decodes are slightly smoother, not different";
+}
+#endif
 
 // The same runs with run.device=cuda.
 std::vector<std::string> on_gpu(std::vector<std::string> args) {

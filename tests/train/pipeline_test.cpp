@@ -5,11 +5,45 @@
 
 #include <gtest/gtest.h>
 
+#include "data/sampler.h"
 #include "engine/safetensors.h"
 #include "tests/data/data_fixtures.h"
 
 namespace kd {
 namespace {
+
+// 40 images in shards of 5 when `sharded`, else a source of plain files.
+class ShardedFake final : public DataSource {
+ public:
+  explicit ShardedFake(bool sharded) : sharded_(sharded) {}
+  int64_t size() const override { return 40; }
+  int num_classes() const override { return 2; }
+  int label(int64_t i) const override { return int(i % 2); }
+  int shard(int64_t i) const override { return sharded_ ? int((i * 7) % 40 / 5) : -1; }
+  Image load(int64_t) const override { KD_FAIL("not loaded in this test"); }
+  std::string where(int64_t i) const override { return "fake #" + std::to_string(i); }
+  std::string describe() const override { return "fake"; }
+
+ private:
+  bool sharded_;
+};
+
+TEST(Pipeline, TheSamplerReadsShardsShardByShardAndOtherSourcesInOnePermutation) {
+  DataOptions d;
+  d.batch_size = 8;
+  d.shuffle_shards = 2;
+  const ShardedFake sharded(true), plain(false);
+  std::vector<int> shard_of;
+  for (int64_t i = 0; i < 40; ++i) shard_of.push_back(sharded.shard(i));
+  const std::vector<int64_t> want = shard_epoch_order(shard_layout(shard_of, 2), 5, 1);
+  EpochSampler by_shard = make_sampler(sharded, d, 5, 1, 2), whole = make_sampler(plain, d, 5, 1, 2);
+  EpochSampler reference(40, 8, 5, 1, 2);
+  for (int64_t step = 5; step < 10; ++step)  // epoch 1, rank 1 of 2: slots 4..7
+    for (int64_t j = 0; j < 4; ++j) {
+      EXPECT_EQ(by_shard.indices(step)[size_t(j)], want[size_t((step - 5) * 8 + 4 + j)]);
+      EXPECT_EQ(whole.indices(step)[size_t(j)], reference.indices(step)[size_t(j)]);
+    }
+}
 
 TEST(Pipeline, ResetHeadLoadsAllButTheClassifier) {
   test::TempDir dir;

@@ -1,6 +1,8 @@
-// kd bench-decode: how fast the loader's decoders turn a folder of JPEGs into pixels (issue 17's
-// "measure first"): stb_image, libjpeg-turbo at full size, and libjpeg-turbo DCT-scaled to the
-// smallest size that still covers a random-resized crop at the view's resolution.
+// kd bench-loader (alias bench-decode): how fast the loader turns a folder of JPEGs into views
+// (issue 17's "measure first"), per phase (read, decode, resize, pack), per thread and in total:
+// stb_image, libjpeg-turbo at full size, libjpeg-turbo DCT-scaled to the smallest size that
+// still covers the crop at the largest view, and libjpeg-turbo decoding only the crop's region
+// at that scale (the loader's path with data.jpeg_views_only).
 #pragma once
 #include <CLI/CLI.hpp>
 

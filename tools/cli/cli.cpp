@@ -9,6 +9,7 @@
 #include "tools/cli/bench_decode.h"
 #include "tools/cli/forward.h"
 #include "tools/cli/info.h"
+#include "tools/cli/pack.h"
 #include "tools/cli/plot.h"
 #include "tools/cli/train.h"
 #include "tools/cli/weights.h"
@@ -25,6 +26,8 @@ int run(int argc, char** argv) {
   add_eval_command(app, &exit_code);
   add_bench_command(app);
   add_bench_decode_command(app);
+  add_bench_shards_command(app);
+  add_pack_command(app);
   add_info_command(app);
   add_plot_command(app, &exit_code);
   add_convert_command(app);

@@ -1,4 +1,4 @@
-// The `kd` command line: one binary, subcommands forward, train, distill, eval, bench, info,
+// The `kd` command line: one binary, subcommands forward, train, distill, eval, bench, pack, info,
 // plot, convert, inspect.
 #pragma once
 #include <memory>

@@ -243,6 +243,11 @@ const ConfigSchema::Option* ConfigSchema::find(const std::string& key) const {
   return nullptr;
 }
 
+void ConfigSchema::add_missing(const ConfigSchema& other) {
+  for (const Option& o : other.options_)
+    if (!contains(o.key)) add(o.key, o.target, o.doc, o.choices);
+}
+
 bool ConfigSchema::contains(const std::string& key) const { return find(key) != nullptr; }
 
 bool ConfigSchema::is_section(const std::string& prefix) const {

@@ -44,6 +44,10 @@ class ConfigSchema {
   // after the last appends): one member of an ensemble.
   void apply_override(const std::string& assignment);
 
+  // Adds the options of `other` whose keys this schema lacks, bound to other's variables: one
+  // schema for the keys of two option sets (kd eval reads train and distill configs alike).
+  void add_missing(const ConfigSchema& other);
+
   bool contains(const std::string& key) const;
   // The resolved configuration as TOML, sections as tables, docs as comments; loads back to
   // the same values.

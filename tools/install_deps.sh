@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what kd needs on a fresh Debian 12 machine (run as root). Idempotent and quiet when
 # everything is present.  Usage: tools/install_deps.sh [--build] [--test]
-#   --build  compilers' libraries and headers (always implied)
-#   --test   also what the tests need: PyTorch (Debian's python3-torch) and timm from PyPI
+#   --build  compilers' libraries and headers, and matplotlib for kd plot (always implied)
+#   --test   also what the tests need: PyTorch (Debian's python3-torch), and timm and tensorboard
+#            from PyPI (TensorBoard reads kd's event files in the tests)
 set -euo pipefail
 
 want_test=0
@@ -15,7 +16,8 @@ for arg in "$@"; do
 done
 
 packages=(cmake ninja-build g++ pkg-config zlib1g-dev libjpeg62-turbo-dev libopenblas-openmp-dev libstb-dev libtomlplusplus-dev
-          nlohmann-json3-dev libcli11-dev libgtest-dev dataset-fashion-mnist libopenmpi-dev openmpi-bin)
+          nlohmann-json3-dev libcli11-dev libgtest-dev dataset-fashion-mnist libopenmpi-dev openmpi-bin
+          python3-matplotlib)
 if [ "$want_test" = 1 ]; then
   packages+=(python3 python3-pip python3-numpy python3-torch python3-torchvision)
 fi
@@ -43,4 +45,14 @@ fi
 # nvJPEG (the optional GPU decode path) from PyPI, where CUDA is present.
 if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
   "$(dirname "$0")/fetch_nvjpeg.sh"
+fi
+
+# TensorBoard, pinned: 2.20.0 imports beside Debian's python3-torch 1.13 and numpy 1.24 (its own
+# dependencies, protobuf and grpcio among them, come from PyPI).
+TENSORBOARD_VERSION=2.20.0
+if [ "$want_test" = 1 ]; then
+  if ! /usr/bin/python3 -c "import tensorboard, sys; sys.exit(tensorboard.__version__ != '$TENSORBOARD_VERSION')" 2>/dev/null; then
+    echo "install_deps: installing tensorboard==$TENSORBOARD_VERSION from PyPI"
+    /usr/bin/python3 -m pip install -q --break-system-packages "tensorboard==$TENSORBOARD_VERSION"
+  fi
 fi

@@ -3,7 +3,8 @@
 #   1. train a BiT ResNetV2 teacher from labels on all 60,000 training images;
 #   2. distill a 15x smaller student by function matching on 1,020 training images only;
 #   3. train the same student from labels on the same 1,020 images (the baseline);
-#   4. evaluate all three on the 10,000 test images and print a table.
+#   4. evaluate all three on the 10,000 test images and print a table;
+#   5. draw the three runs' curves (kd plot): runs/demo/curves.png, the numbers in curves.csv.
 # Everything lands in runs/demo (KD_DEMO_OUT overrides); runs/demo/summary.json holds the numbers.
 # Options (environment): KD_DEMO_OUT=dir, KD_BIN=path/to/kd (skip the build),
 #   KD_DEMO_SCALE=0.05 (shorter schedules, for a smoke test), KD_DEVICE=cpu|cuda|auto (default
@@ -42,6 +43,11 @@ echo "== 4/4 agreement of the baseline with the teacher"
 "$kd" eval "$out/student_labels/model.safetensors" --teacher "$out/teacher/model.safetensors" \
   --device "$device" --json > "$out/student_labels/eval_vs_teacher.json"
 
+echo "== curves of the three runs"
+"$kd" plot "$out/teacher" "$out/student_fm" "$out/student_labels" -o "$out/curves.png" \
+  --label "teacher (labels)" --label "student (function matching)" --label "student (labels)" ||
+  echo "no curves.png: kd plot failed (the table below does not need it)" >&2
+
 # Numbers from the runs' JSON (one "key": value per line, or one object per line).
 get() { grep -o "\"$2\": [-0-9.eE+]*" "$1" | head -1 | sed 's/.*: //'; }
 pct() { awk -v v="$1" 'BEGIN { printf "%.2f%%", 100 * v }'; }
@@ -74,4 +80,4 @@ echo "| student, function matching | teacher, 1,020 images | $(pct "$student_top
 echo "| student, labels (baseline) | labels, 1,020 images | $(pct "$baseline_top1") | $(pct "$baseline_agreement") |"
 echo
 echo "function matching vs labels on the same 1,020 images: $(awk -v a="$student_top1" -v b="$baseline_top1" 'BEGIN { printf "%+.2f", 100 * (a - b) }') points top-1"
-echo "wall time ${wall}s (build $((built - started))s); everything is in $out (summary.json)"
+echo "wall time ${wall}s (build $((built - started))s); everything is in $out (summary.json, curves.png)"

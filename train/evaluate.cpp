@@ -13,24 +13,25 @@
 #include "kernels/softmax.h"
 #include "train/loop.h"
 #include "train/pipeline.h"
+#include "train/run_log.h"
 
 namespace kd {
 
 std::string EvalResult::json() const {
-  std::ostringstream o;
-  o.precision(6);
-  o << "{\"images\": " << images << ", \"student_top1\": " << student_top1 << ", \"student_top5\": " << student_top5;
+  std::ostringstream o;  // json_number: null, not nan, for a value that is not finite
+  o << "{\"images\": " << images << ", \"student_top1\": " << json_number(student_top1)
+    << ", \"student_top5\": " << json_number(student_top5);
   if (has_teacher)
-    o << ", \"teacher_top1\": " << teacher_top1 << ", \"agreement\": " << agree_top1
-      << ", \"agreement_top5\": " << agree_top5 << ", \"kl\": " << kl;
+    o << ", \"teacher_top1\": " << json_number(teacher_top1) << ", \"agreement\": " << json_number(agree_top1)
+      << ", \"agreement_top5\": " << json_number(agree_top5) << ", \"kl\": " << json_number(kl);
   if (!each_teacher_top1.empty()) {
     o << ", \"each_teacher_top1\": [";
-    for (size_t m = 0; m < each_teacher_top1.size(); ++m) o << (m ? ", " : "") << each_teacher_top1[m];
+    for (size_t m = 0; m < each_teacher_top1.size(); ++m) o << (m ? ", " : "") << json_number(each_teacher_top1[m]);
     o << "], \"each_agreement\": [";
-    for (size_t m = 0; m < each_agree_top1.size(); ++m) o << (m ? ", " : "") << each_agree_top1[m];
+    for (size_t m = 0; m < each_agree_top1.size(); ++m) o << (m ? ", " : "") << json_number(each_agree_top1[m]);
     o << "]";
   }
-  o << ", \"wall_s\": " << wall_s << "}";
+  o << ", \"wall_s\": " << json_number(wall_s) << "}";
   return o.str();
 }
 

@@ -39,6 +39,9 @@ void TrainOptions::bind(ConfigSchema& s) {
          "last step of every log window: ms_<phase> in metrics.jsonl (one device synchronisation per window)");
   s.bind("run.stop_after", &run.stop_after,
          "stop with a checkpoint after this many steps of this invocation (0: run to the end); --resume continues");
+  s.bind("run.tensorboard", &run.tensorboard,
+         "write TensorBoard event files (events.out.tfevents.*) in the run folder: every number of metrics.jsonl "
+         "as a scalar (tensorboard --logdir runs/)");
   if (mode == RunMode::train) s.bind("run.label_smoothing", &run.label_smoothing, "label smoothing of the loss");
   s.bind("run.autotune", &run.autotune,
          "GPU: time cuDNN's candidate engines once per convolution shape and keep the fastest");

@@ -86,6 +86,7 @@ struct RunOptions {
   std::string autotune_cache;     // where the choices persist ("": the default, "off": nowhere)
   int64_t skip_nonfinite = 0;     // steps with a non-finite loss/gradient skipped before the run stops
   bool allow_data_change = false; // resume even when the training data differs from the checkpoint's
+  bool tensorboard = true;        // TensorBoard event files beside metrics.jsonl
 };
 
 struct EvalOptions {

@@ -4,11 +4,34 @@
 
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
 #include <sstream>
+#include <vector>
 
+#include "engine/checkpoint.h"
 #include "kernels/check.h"
 
 namespace kd {
+
+namespace {
+
+// The lines of metrics.jsonl that a run resumed at `step` keeps: those before it, and those at it
+// that the resumed run does not write again (it redoes only a completed run's final evaluation).
+// A line that does not parse is the torn last write of a killed run and goes too.
+std::vector<std::string> records_kept_on_resume(const std::string& path, int64_t step, bool final_eval_again) {
+  std::vector<std::string> kept;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) {
+    const auto record = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (!record.is_object() || !record.contains("step") || !record["step"].is_number_integer()) continue;
+    const int64_t s = record["step"].get<int64_t>();
+    if (s < step || (s == step && !(final_eval_again && record.contains("eval")))) kept.push_back(line);
+  }
+  return kept;
+}
+
+}  // namespace
 
 std::string format_duration(double s) {
   if (!std::isfinite(s) || s < 0) return "?";
@@ -23,12 +46,45 @@ std::string format_duration(double s) {
   return buf;
 }
 
-RunLog::RunLog(const std::string& run_dir, bool resume)
-    : metrics_(run_dir + "/metrics.jsonl", resume), tty_(::isatty(STDERR_FILENO) != 0) {}
+RunLog::RunLog(const std::string& run_dir, const RunLogStart& start) : tty_(::isatty(STDERR_FILENO) != 0) {
+  const std::string path = run_dir + "/metrics.jsonl";
+  std::vector<std::string> kept;
+  if (start.resumed_step) {
+    kept = records_kept_on_resume(path, *start.resumed_step, start.final_eval_again);
+    std::string text;
+    for (const std::string& line : kept) text += line + "\n";
+    write_file_atomic(path, text);
+  }
+  metrics_ = std::make_unique<AppendLog>(path, start.resumed_step.has_value());
+  if (!start.tensorboard) return;
+  if (!start.resumed_step) {
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(run_dir, ec))
+      if (is_event_file_name(entry.path().filename().string())) std::filesystem::remove(entry.path(), ec);
+  }
+  events_ = std::make_unique<EventFileWriter>(run_dir);
+  if (!start.resumed_step) return;
+  events_->session_start(*start.resumed_step);
+  for (const std::string& line : kept) {
+    ScalarRecord r = scalars_of_record(line);
+    if (r.step == *start.resumed_step) events_->scalars(r.step, r.scalars);
+  }
+}
 
 void RunLog::metrics(const std::string& json_object) {
-  const size_t waiting = metrics_.pending();
-  const std::string error = metrics_.append(json_object + "\n");
+  if (events_) {
+    // A failing event file (a full disk) must not end a days-long run: metrics.jsonl, which
+    // keeps lines until it can write them, stays the record, and the events stop.
+    try {
+      const ScalarRecord r = scalars_of_record(json_object);
+      events_->scalars(r.step, r.scalars);
+    } catch (const Error& e) {
+      line(std::string("warning: ") + e.what() + "; TensorBoard events stop here, metrics.jsonl goes on");
+      events_.reset();
+    }
+  }
+  const size_t waiting = metrics_->pending();
+  const std::string error = metrics_->append(json_object + "\n");
   if (!error.empty()) {
     ++metrics_failures_;
     if (!metrics_failing_)
@@ -36,8 +92,8 @@ void RunLog::metrics(const std::string& json_object) {
     metrics_failing_ = true;
   } else if (metrics_failing_) {
     metrics_failing_ = false;
-    line("note: " + metrics_.path() + " is written again (" + std::to_string(waiting + 1) + " line(s) caught up" +
-         (metrics_.dropped() > 0 ? ", " + std::to_string(metrics_.dropped()) + " lost" : std::string()) + ")");
+    line("note: " + metrics_->path() + " is written again (" + std::to_string(waiting + 1) + " line(s) caught up" +
+         (metrics_->dropped() > 0 ? ", " + std::to_string(metrics_->dropped()) + " lost" : std::string()) + ")");
   }
 }
 

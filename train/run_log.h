@@ -1,23 +1,40 @@
 // What a run leaves behind and shows: <run>/metrics.jsonl (one JSON object per logged step or
-// evaluation, appended across resumes), <run>/summary.json at the end, and on the console a
-// single updating progress line (a plain line per log interval when stderr is not a terminal).
+// evaluation, each step once across resumes), the same numbers as TensorBoard scalars in
+// <run>/events.out.tfevents.* (train/tensorboard.h), <run>/summary.json at the end, and on the
+// console a single updating progress line (a plain line per log interval when stderr is not a
+// terminal).
 #pragma once
 #include <chrono>
 #include <cstdint>
+#include <memory>
+#include <optional>
 #include <string>
 
 #include "engine/file_write.h"
 
 #include "train/observer.h"
+#include "train/tensorboard.h"
 
 namespace kd {
 
+// Where the records start. A fresh run starts metrics.jsonl anew and removes the folder's old
+// event files. A run resumed from its checkpoint at step S keeps the records up to S: metrics.jsonl
+// is rewritten (atomically) without the records after S, which a killed run logged after its last
+// checkpoint and the resumed run logs again; a new event file starts with TensorBoard's restart
+// marker at S and repeats the kept records at S (the resume rule in train/tensorboard.h).
+struct RunLogStart {
+  std::optional<int64_t> resumed_step;
+  bool final_eval_again = false;  // resumed after it had completed: the evaluation at S is redone
+  bool tensorboard = true;        // run.tensorboard
+};
+
 class RunLog final : public LoopObserver {
  public:
-  // resume: append to an existing metrics.jsonl instead of starting it anew.
-  RunLog(const std::string& run_dir, bool resume);
-  // One line. A line that cannot be written (a full disk) is kept and written with the next one;
-  // the run goes on, with a warning when writing starts and stops failing.
+  RunLog(const std::string& run_dir, const RunLogStart& start);
+  // One record: a line of metrics.jsonl and an event of scalars, both flushed (a killed run
+  // loses at most the current log interval). A line that cannot be written (a full disk) is kept
+  // and written with the next one; the run goes on, with a warning when writing starts and stops
+  // failing.
   void metrics(const std::string& json_object);
   int64_t metrics_write_failures() const { return metrics_failures_; }
   // The progress line: step/total, epoch, images/s, loss, lr, ETA. `logged` marks a step that
@@ -35,9 +52,10 @@ class RunLog final : public LoopObserver {
   void evaluated(int64_t step, double epoch, const EvalResult& eval) override;
 
  private:
-  AppendLog metrics_;
+  std::unique_ptr<AppendLog> metrics_;
   int64_t metrics_failures_ = 0;
   bool metrics_failing_ = false;
+  std::unique_ptr<EventFileWriter> events_;  // null when run.tensorboard is off
   bool tty_;
   bool progress_open_ = false;
 };

@@ -133,29 +133,16 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
   CheckpointManager checkpoints(result.run_dir + "/checkpoints", int(o.checkpoint.keep));
   std::vector<std::string> unloadable;
   std::optional<std::string> resume_from = resume ? checkpoints.latest(&unloadable) : std::nullopt;
+  // The run log opens once the checkpoint is loaded (it starts where the checkpoint left off);
+  // what is said before that waits for it.
   std::unique_ptr<RunLog> log;
   std::vector<LoopObserver*> observers;
-  if (writer) {
-    log = std::make_unique<RunLog>(result.run_dir, resume_from.has_value());
-    observers.push_back(log.get());
-  }
+  std::vector<std::string> before_log;
   auto message = [&](const std::string& line) {
+    if (writer && !log) return before_log.push_back(line);
     for (LoopObserver* obs : observers) obs->message(line);
   };
   for (const std::string& why : unloadable) message("warning: passing over a checkpoint that does not load: " + why);
-  const std::string config_path = result.run_dir + "/config.toml";
-  if (writer) {
-    if (resume_from) {
-      std::ifstream old(config_path);
-      std::stringstream previous;
-      previous << old.rdbuf();
-      if (old && previous.str() != resolved_config)
-        message("note: the configuration differs from the one this run started with (" + config_path +
-                "); resuming with the new one");
-    }
-    write_file_atomic(config_path, resolved_config);
-  }
-
   const ModelOptions& mo = o.trained_model();
   std::unique_ptr<Model> student =
       build_model(*ctx, mo.arch, data.num_classes, mo.zero_head, mo.weights, uint64_t(o.run.seed), false,
@@ -182,10 +169,34 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
     start_step = optimizer.steps_done();
     const auto skipped = file.metadata().find("skipped_nonfinite_steps");
     if (skipped != file.metadata().end()) skipped_nonfinite = std::stoll(skipped->second);
-    message("resuming " + result.run_dir + " from " + *resume_from + " at step " + std::to_string(start_step));
-  } else if (resume) {
-    message("no checkpoint in " + checkpoints.dir() + ": starting from step 0");
   }
+  // The run log starts where the checkpoint left off (metrics.jsonl and the event file keep each
+  // step once; train/run_log.h).
+  if (writer) {
+    RunLogStart log_start;
+    if (resume_from) log_start.resumed_step = start_step;
+    log_start.final_eval_again = resume_from && start_step >= total;
+    log_start.tensorboard = o.run.tensorboard;
+    log = std::make_unique<RunLog>(result.run_dir, log_start);
+    observers.push_back(log.get());
+    for (const std::string& line : before_log) message(line);
+  }
+  const std::string config_path = result.run_dir + "/config.toml";
+  if (writer) {
+    if (resume_from) {
+      std::ifstream old(config_path);
+      std::stringstream previous;
+      previous << old.rdbuf();
+      if (old && previous.str() != resolved_config)
+        message("note: the configuration differs from the one this run started with (" + config_path +
+                "); resuming with the new one");
+    }
+    write_file_atomic(config_path, resolved_config);
+  }
+  if (resume_from)
+    message("resuming " + result.run_dir + " from " + *resume_from + " at step " + std::to_string(start_step));
+  else if (resume)
+    message("no checkpoint in " + checkpoints.dir() + ": starting from step 0");
   // Every rank must run the same thing from the same place before the first collective of a step.
   RankFingerprint fingerprint;
   fingerprint.version = kVersion;

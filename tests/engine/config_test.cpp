@@ -89,6 +89,24 @@ path = "/x/y"
   EXPECT_EQ(cfg.run_name, "r1");
 }
 
+TEST_F(Config, AddMissingTakesTheOtherSchemasNewKeysBoundToItsVariables) {
+  // A second option set sharing optim.lr and adding optim.clip: one schema reads both.
+  double other_lr = 5.0, clip = 0.0;
+  ConfigSchema other;
+  other.bind("optim.lr", &other_lr, "the other lr");
+  other.bind("optim.clip", &clip, "gradient clip");
+  schema.add_missing(other);
+  schema.load_string("[optim]\nlr = 0.5\nclip = 2.0\n", "test.toml");
+  EXPECT_EQ(cfg.lr, 0.5);  // the schema's own binding wins
+  EXPECT_EQ(other_lr, 5.0);
+  EXPECT_EQ(clip, 2.0);
+  expect_has(schema.help(), {"optim.clip", "gradient clip"});
+  ConfigSchema clash;
+  double table = 0;
+  clash.bind("optim.name.x", &table, "a table where optim.name is an option");
+  expect_has(error_of([&] { schema.add_missing(clash); }), {"optim.name.x", "optim.name"});
+}
+
 TEST_F(Config, IntegersAreAcceptedForFloats) {
   schema.load_string("[optim]\nlr = 2\n", "a.toml");
   EXPECT_EQ(cfg.lr, 2.0);

@@ -4,7 +4,10 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+
 #include <cmath>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -63,6 +66,22 @@ inline std::vector<std::string> tiny_run(const TempDir& dir, const std::string& 
           "data.test=" + dir.str() + "/test", "data.batch_size=16", "data.loader_threads=2",
           "augment.resolution=16", "augment.area_min=0.5", "augment.eval_crop_fraction=1.0", "eval.batch_size=32",
           "optim.lr=0.01", "schedule.warmup_steps=2"};
+}
+
+// A shell command's exit code and its stdout and stderr together.
+struct CommandResult {
+  int code = -1;
+  std::string out;
+};
+inline CommandResult run_command(const std::string& command) {
+  CommandResult c;
+  FILE* p = ::popen((command + " 2>&1").c_str(), "r");
+  if (!p) return c;
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) c.out.append(buf, n);
+  const int status = ::pclose(p);
+  c.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return c;
 }
 
 inline std::vector<std::string> concat(std::vector<std::string> a, const std::vector<std::string>& b) {

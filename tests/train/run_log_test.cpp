@@ -23,7 +23,7 @@ TEST(RunLog, LoggedStepsRecordTheDataWaitAndSayWhenTheLoaderIsTheBottleneck) {
   test::TempDir dir;
   testing::internal::CaptureStderr();
   {
-    RunLog log(dir.str(), false);
+    RunLog log(dir.str(), RunLogStart{});
     log.logged(record(10, 0.02));
     log.logged(record(20, 0.37));
   }

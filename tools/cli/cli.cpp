@@ -10,6 +10,7 @@
 #include "tools/cli/forward.h"
 #include "tools/cli/info.h"
 #include "tools/cli/pack.h"
+#include "tools/cli/plot.h"
 #include "tools/cli/train.h"
 #include "tools/cli/weights.h"
 
@@ -22,12 +23,13 @@ int run(int argc, char** argv) {
   add_forward_command(app);
   int exit_code = 0;
   add_train_commands(app, &exit_code);
-  add_eval_command(app);
+  add_eval_command(app, &exit_code);
   add_bench_command(app);
   add_bench_decode_command(app);
   add_bench_shards_command(app);
   add_pack_command(app);
   add_info_command(app);
+  add_plot_command(app, &exit_code);
   add_convert_command(app);
   add_inspect_command(app);
   try {

@@ -1,5 +1,5 @@
 // The `kd` command line: one binary, subcommands forward, train, distill, eval, bench, pack, info,
-// convert, inspect.
+// plot, convert, inspect.
 #pragma once
 #include <memory>
 #include <string>

@@ -57,15 +57,26 @@ struct EvalArgs {
   std::string checkpoint;
   std::vector<std::string> teachers, configs, overrides;
   std::string teacher_arch, device = "auto";
-  bool json = false;
+  bool json = false, list_keys = false;
 };
 
-void run_eval(const EvalArgs& a) {
+int run_eval(const EvalArgs& a) {
+  // kd eval reads kd train and kd distill configs alike: the keys of both modes, each bound once.
+  // The checkpoint is the student; of the configuration, evaluation uses [data], [augment]
+  // (augment.resolution is the student's input size, teacher.resolution and
+  // augment.teacher_resolution the teachers') and [eval]; the teachers are --teacher's.
+  TrainOptions options(RunMode::distill), train_only(RunMode::train);
+  ConfigSchema schema, train_schema;
+  options.bind(schema);
+  train_only.bind(train_schema);
+  schema.add_missing(train_schema);
+  if (a.list_keys) {
+    std::printf("%s", schema.help().c_str());
+    return 0;
+  }
+  KD_CHECK(!a.checkpoint.empty(), "no checkpoint to evaluate: kd eval CHECKPOINT [-c CONFIG] [--teacher T]");
   // Data and preprocessing come from the checkpoint's own configuration, then --config, then
   // the overrides.
-  TrainOptions options(RunMode::train);
-  ConfigSchema schema;
-  options.bind(schema);
   {
     SafetensorsFile file = SafetensorsFile::open(a.checkpoint);
     auto it = file.metadata().find("config");
@@ -91,9 +102,11 @@ void run_eval(const EvalArgs& a) {
   std::unique_ptr<Model> student = load_checkpoint_model(*ctx, a.checkpoint, /*frozen=*/true);
   KD_CHECK(student->spec().num_classes == data.num_classes, a.checkpoint, " has ", student->spec().num_classes,
            " classes, the evaluation data ", data.num_classes);
-  TeacherOptions t;
+  TeacherOptions& t = options.teacher;
   t.weights = a.teachers;
-  if (!a.teacher_arch.empty()) t.arch = {a.teacher_arch};
+  t.arch = a.teacher_arch.empty() ? std::vector<std::string>{} : std::vector<std::string>{a.teacher_arch};
+  KD_CHECK(t.resolution.size() <= 1 || t.resolution.size() == t.weights.size(), "teacher.resolution has ",
+           t.resolution.size(), " entries for ", t.weights.size(), " --teacher(s) (give none, one for all, or one each)");
   auto teacher_models = build_teachers(*ctx, t, data.num_classes);
   std::vector<Model*> teachers;
   for (auto& m : teacher_models) teachers.push_back(m.get());
@@ -104,6 +117,7 @@ void run_eval(const EvalArgs& a) {
     std::printf("%s\n", r.json().c_str());
   else
     std::printf("%s: %s\n", a.checkpoint.c_str(), r.summary().c_str());
+  return 0;
 }
 
 }  // namespace
@@ -113,21 +127,23 @@ void add_train_commands(CLI::App& app, int* exit_code) {
   add_train_command(app, RunMode::distill, exit_code);
 }
 
-void add_eval_command(CLI::App& app) {
+void add_eval_command(CLI::App& app, int* exit_code) {
   auto args = std::make_shared<EvalArgs>();
   CLI::App* cmd = app.add_subcommand("eval", "Top-1/top-5 of a checkpoint and its agreement with teacher(s)");
-  cmd->add_option("checkpoint", args->checkpoint, "kd checkpoint (safetensors)")->required()->check(CLI::ExistingFile);
+  cmd->add_option("checkpoint", args->checkpoint, "kd checkpoint (safetensors): the student")->check(CLI::ExistingFile);
   cmd->add_option("--teacher,-t", args->teachers, "teacher checkpoint(s) to measure agreement with (repeat -t)")
       ->allow_extra_args(false)
       ->check(CLI::ExistingFile);
   cmd->add_option("--teacher-arch", args->teacher_arch, "architecture of the teachers when they are plain timm weights");
-  cmd->add_option("--config,-c", args->configs, "TOML config file(s) for [data] and [augment]")
+  cmd->add_option("--config,-c", args->configs,
+                  "TOML config file(s), of kd train or kd distill: [data], [augment] and [eval] apply")
       ->allow_extra_args(false)
       ->check(CLI::ExistingFile);
   cmd->add_option("overrides", args->overrides, "section.key=value overrides (e.g. data.test=/path)");
   cmd->add_option("--device", args->device, "cpu, cuda, cuda:N or auto")->capture_default_str();
   cmd->add_flag("--json", args->json, "print the result as JSON");
-  cmd->callback([args] { run_eval(*args); });
+  cmd->add_flag("--list-keys", args->list_keys, "list every configuration key kd eval accepts and exit");
+  cmd->callback([args, exit_code] { *exit_code = run_eval(*args); });
 }
 
 }  // namespace kd::cli

@@ -5,5 +5,5 @@
 namespace kd::cli {
 // The commands store their process exit code in *exit_code (0 when they succeed).
 void add_train_commands(CLI::App& app, int* exit_code);
-void add_eval_command(CLI::App& app);
+void add_eval_command(CLI::App& app, int* exit_code);
 }  // namespace kd::cli

@@ -3,8 +3,8 @@
 # demo's student on 1,020 Fashion-MNIST images): a small learning-rate sweep for each, then the
 # training KL and test top-1 against steps, and how many steps Shampoo (at its best lr) needs to
 # reach the final training KL of Adam (at its best lr). The paper reports ~4x fewer steps.
-# Writes <out>/optimizers.md and <out>/optimizers.png. Not part of CI. Re-runnable: finished runs
-# (summary.json) are skipped, interrupted ones resume.
+# Writes <out>/optimizers.md and <out>/optimizers.png (kd plot of each optimizer's best lr). Not
+# part of CI. Re-runnable: finished runs (summary.json) are skipped, interrupted ones resume.
 #   tools/experiments/optimizers.sh [epochs] ; env: KD_BIN, KD_TEACHER, KD_OUT, KD_LRS, KD_SEED
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -27,4 +27,4 @@ for opt in adam shampoo; do
       checkpoint.every=500 --resume
   done
 done
-/usr/bin/python3 tools/experiments/plot_optimizers.py "$out" "$lrs" "$seed"
+/usr/bin/python3 tools/experiments/plot_optimizers.py "$out" "$lrs" "$seed" "$kd"

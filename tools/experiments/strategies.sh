@@ -2,7 +2,8 @@
 # The paper's comparison of teaching strategies (its Figure 3) on kd's Fashion-MNIST setting:
 # fixed teacher, independent noise, consistent teaching and function matching, each distilling
 # the demo's teacher into the demo's student on the same 1,020 images with the same budget.
-# Writes <out>/strategies.md (final numbers) and <out>/strategies.png (student top-1 vs epochs).
+# Writes <out>/strategies.md (final numbers) and <out>/strategies.png (kd plot: training loss,
+# student top-1 and agreement against steps; the points in strategies.csv).
 # Not part of CI. Needs a trained teacher (tools/run_demo.sh makes one).
 #   tools/experiments/strategies.sh [epochs] ; env: KD_BIN, KD_TEACHER, KD_OUT, KD_EVAL_EVERY
 set -euo pipefail
@@ -24,10 +25,8 @@ done
 import json, os, sys
 out, epochs = sys.argv[1], sys.argv[2]
 names = ["fixed", "independent", "consistent", "function_matching"]
-curves, rows = {}, []
+rows = []
 for n in names:
-    evals = [json.loads(l) for l in open(os.path.join(out, n, "metrics.jsonl")) if '"eval"' in l]
-    curves[n] = [(e["epoch"], 100 * e["eval"]["student_top1"]) for e in evals]
     s = json.load(open(os.path.join(out, n, "summary.json")))
     rows.append((n, 100 * s["student_top1"], 100 * s["agreement"], s["kl"], s["wall_s"]))
 with open(os.path.join(out, "strategies.md"), "w") as f:
@@ -35,22 +34,5 @@ with open(os.path.join(out, "strategies.md"), "w") as f:
     for n, top1, agree, kl, wall in rows:
         f.write(f"| {n} | {top1:.2f}% | {agree:.2f}% | {kl:.4f} | {wall:.0f}s |\n")
 print(open(os.path.join(out, "strategies.md")).read())
-try:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    plt.figure(figsize=(6, 4))
-    for n in names:
-        xs, ys = zip(*curves[n])
-        plt.plot(xs, ys, marker="o", markersize=3, label=n)
-    plt.xlabel("epochs over the 1,020 training images")
-    plt.ylabel("student test top-1 (%)")
-    plt.title("Teaching strategies, Fashion-MNIST (kd)")
-    plt.grid(alpha=0.3)
-    plt.legend()
-    plt.tight_layout()
-    plt.savefig(os.path.join(out, "strategies.png"), dpi=120)
-    print("plot:", os.path.join(out, "strategies.png"))
-except ImportError:
-    print("python3-matplotlib is not installed: no plot (apt-get install python3-matplotlib)")
 PY
+"$kd" plot "$out/fixed" "$out/independent" "$out/consistent" "$out/function_matching" -o "$out/strategies.png"

@@ -14,7 +14,8 @@ parametric bootstrap: the values are perturbed by their noise and refitted 1,000
 is the spread between seeds of the same length where there are several, else the fit's residual
 standard deviation (with its degrees of freedom), never below a floor (--noise, default 0.15
 points: the seed-to-seed spread of the demo's runs). The forecast at 2x and 4x the longest
-schedule is the bootstrap median with a 68% interval, stated as a gain over the longest run.
+schedule is the bootstrap median with a 68% interval, stated as a gain over the longest run;
+predictions are clipped to [0, 100] (percentages).
 
 With fewer than three schedule lengths the exponent is not identified: two lengths fit with c
 fixed at 0.5 (say so), and one run uses its own evaluation curve (eval every N epochs), which is
@@ -74,8 +75,10 @@ def fit_power_law(E, y, fixed_c=None):
 
 
 def predict(params, E):
+    """The curve at E, clipped to [0, 100]: the values are percentages, and a curve fitted to a
+    few noisy points can overshoot."""
     a, b, c = params
-    return a - b * np.asarray(E, float) ** (-c)
+    return np.clip(a - b * np.asarray(E, float) ** (-c), 0.0, 100.0)
 
 
 def forecast(points, horizons, noise_floor=DEFAULT_NOISE, seed=0, draws=1000):
@@ -209,7 +212,8 @@ def main(argv=None):
     for name, f in result["metrics"].items():
         f2, f4 = f["forecasts"]
         print(f"| {label[name]} | {f['at_longest']:.2f} | {f2['value']:.2f} [{f2['low']:.2f}, {f2['high']:.2f}] | "
-              f"{f4['value']:.2f} [{f4['low']:.2f}, {f4['high']:.2f}] | {f['params']['a']:.2f} | "
+              f"{f4['value']:.2f} [{f4['low']:.2f}, {f4['high']:.2f}] | "
+              f"{f['params']['a']:.2f}{'' if f['params']['a'] <= 100 else ' (unbounded: too few points)'} | "
               f"{f['params']['c']:.2f}{' (fixed)' if f['fixed_exponent'] else ''} | {f['noise']:.2f} ({f['noise_from']}) |")
     for name, f in result["metrics"].items():
         f4 = f["forecasts"][1]

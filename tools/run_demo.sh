@@ -4,7 +4,8 @@
 #   2. distill a 15x smaller student by function matching on 1,020 training images only;
 #   3. train the same student from labels on the same 1,020 images (the baseline);
 #   4. evaluate all three on the 10,000 test images and print a table;
-#   5. draw the three runs' curves (kd plot): runs/demo/curves.png, the numbers in curves.csv.
+#   5. draw the three runs' curves (kd plot): runs/demo/curves.png, the numbers in curves.csv;
+#      and the patience forecast of the distilled student (kd forecast): runs/demo/forecast.txt.
 # Everything lands in runs/demo (KD_DEMO_OUT overrides); runs/demo/summary.json holds the numbers.
 # Options (environment): KD_DEMO_OUT=dir, KD_BIN=path/to/kd (skip the build),
 #   KD_DEMO_SCALE=0.05 (shorter schedules, for a smoke test), KD_DEVICE=cpu|cuda|auto (default
@@ -35,8 +36,10 @@ common=(run.out_dir="$out" run.device="$device")
 echo "== 1/4 teacher: labels, 60,000 images"
 "$kd" train -c configs/fashion_mnist_teacher.toml "${common[@]}" run.epochs="$(epochs 4)"
 echo "== 2/4 student: function matching on 1,020 images"
+# Six evaluations along the way (1,020 images in batches of 128): the curve kd forecast reads.
+fm_eval_every=$(awk -v e="$(epochs 600)" 'BEGIN { s = int(e * 1020 / 128 / 6); if (s < 1) s = 1; print s }')
 "$kd" distill -c configs/fashion_mnist_distill.toml "${common[@]}" run.epochs="$(epochs 600)" \
-  teacher.weights="$out/teacher/model.safetensors"
+  teacher.weights="$out/teacher/model.safetensors" eval.every="$fm_eval_every"
 echo "== 3/4 student: labels on the same 1,020 images (baseline)"
 "$kd" train -c configs/fashion_mnist_baseline.toml "${common[@]}" run.epochs="$(epochs 600)"
 echo "== 4/4 agreement of the baseline with the teacher"
@@ -47,6 +50,9 @@ echo "== curves of the three runs"
 "$kd" plot "$out/teacher" "$out/student_fm" "$out/student_labels" -o "$out/curves.png" \
   --label "teacher (labels)" --label "student (function matching)" --label "student (labels)" ||
   echo "no curves.png: kd plot failed (the table below does not need it)" >&2
+echo "== what more patience would likely buy (kd forecast, from the student's own curve: provisional)"
+"$kd" forecast "$out/student_fm" | tee "$out/forecast.txt" ||
+  echo "no forecast: kd forecast failed (the table below does not need it)" >&2
 
 # Numbers from the runs' JSON (one "key": value per line, or one object per line).
 get() { grep -o "\"$2\": [-0-9.eE+]*" "$1" | head -1 | sed 's/.*: //'; }

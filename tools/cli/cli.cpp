@@ -7,6 +7,7 @@
 #include "engine/version.h"
 #include "tools/cli/bench.h"
 #include "tools/cli/bench_decode.h"
+#include "tools/cli/forecast.h"
 #include "tools/cli/forward.h"
 #include "tools/cli/info.h"
 #include "tools/cli/pack.h"
@@ -30,6 +31,7 @@ int run(int argc, char** argv) {
   add_pack_command(app);
   add_info_command(app);
   add_plot_command(app, &exit_code);
+  add_forecast_command(app, &exit_code);
   add_convert_command(app);
   add_inspect_command(app);
   try {

@@ -1,19 +1,17 @@
 #include "tools/cli/plot.h"
 
-#include <sys/wait.h>
-
-#include <cstdio>
-#include <cstdlib>
 #include <filesystem>
+#include <vector>
 
 #include "kernels/check.h"
 #include "tools/cli/plot_script.h"
+#include "tools/cli/python_script.h"
 
 namespace kd::cli {
 
 // Drawing is matplotlib's (Debian's python3-matplotlib): a PNG writer, fonts and axis layout in
 // C++ would be a new dependency or much code for a figure. kd keeps the script in its binary
-// (tools/plot_curves.py, embedded at build time) and pipes it to python3, so kd plot works
+// (tools/plot_curves.py, embedded at build time; tools/cli/python_script.h), so kd plot works
 // wherever kd is copied; what kd checks first is what it can say better than a traceback.
 
 namespace {
@@ -23,42 +21,22 @@ struct PlotArgs {
   std::string out = "curves.png";
 };
 
-std::string shell_quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
-// $KD_PYTHON, else Debian's /usr/bin/python3 (where install_deps puts matplotlib), else the PATH's.
-std::string find_python() {
-  if (const char* p = std::getenv("KD_PYTHON"); p && *p) return p;
-  if (std::filesystem::exists("/usr/bin/python3")) return "/usr/bin/python3";
-  return "python3";
-}
-
 int run_plot(const PlotArgs& a) {
   namespace fs = std::filesystem;
   KD_CHECK(a.labels.empty() || a.labels.size() == a.runs.size(), a.labels.size(), " --label(s) for ", a.runs.size(),
            " run(s); give one per run, in order, or none");
-  std::string command = find_python() + " - -o " + shell_quote(a.out);
+  std::vector<std::string> args = {"-o", a.out};
   for (size_t i = 0; i < a.runs.size(); ++i) {
     const fs::path dir = fs::path(a.runs[i]).lexically_normal();
     KD_CHECK(fs::is_regular_file(dir / "metrics.jsonl"), a.runs[i],
              " has no metrics.jsonl (kd plot takes run folders, e.g. runs/demo/student_fm)");
     std::string label = a.labels.empty() ? dir.filename().string() : a.labels[i];
     if (label.empty() || label == ".") label = fs::absolute(dir).lexically_normal().parent_path().filename().string();
-    command += " --run " + shell_quote(label) + " " + shell_quote(dir.string());
+    args.insert(args.end(), {"--run", label, dir.string()});
   }
   const fs::path out_dir = fs::path(a.out).parent_path();
   if (!out_dir.empty()) fs::create_directories(out_dir);
-  FILE* python = ::popen(command.c_str(), "w");
-  KD_CHECK(python != nullptr, "cannot start ", find_python(), " (set KD_PYTHON to a python3 with matplotlib)");
-  std::fputs(kPlotCurvesScript, python);
-  const int status = ::pclose(python);
-  KD_CHECK(status != -1 && WIFEXITED(status), find_python(), " did not finish the plot");
-  const int code = WEXITSTATUS(status);
-  KD_CHECK(code != 127, "no python3 found for kd plot (install python3 and python3-matplotlib, or set KD_PYTHON)");
-  return code;
+  return run_embedded_python(kPlotCurvesScript, args, "kd plot", "python3-matplotlib");
 }
 
 }  // namespace

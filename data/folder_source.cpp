@@ -18,8 +18,8 @@ namespace fs = std::filesystem;
 
 class FileTableSource final : public DataSource {
  public:
-  FileTableSource(std::string kind, std::string root, std::string list_path, JpegDecoder jpeg)
-      : kind_(std::move(kind)), root_(std::move(root)), list_path_(std::move(list_path)), jpeg_(jpeg) {}
+  FileTableSource(std::string kind, std::string root, std::string list_path, DecodeSettings decode)
+      : kind_(std::move(kind)), root_(std::move(root)), list_path_(std::move(list_path)), decode_(decode) {}
 
   void add(const std::string& relative_path, int label, int line = 0) {
     text_ += relative_path;
@@ -54,7 +54,7 @@ class FileTableSource final : public DataSource {
   }
   std::string describe() const override {
     return kind_ + " " + (list_path_.empty() ? root_ : list_path_) + " (" + std::to_string(size()) + " images, " +
-           std::to_string(classes_) + " classes" + (jpeg_ == JpegDecoder::turbo ? ", JPEGs by libjpeg-turbo" : "") + ")";
+           std::to_string(classes_) + " classes" + (decode_.jpeg == JpegDecoder::turbo ? ", JPEGs by libjpeg-turbo" : "") + ")";
   }
   Image load(int64_t i) const override { return decode(i, nullptr); }
   Image load_view(int64_t i, const ViewNeedFn& need) const override { return decode(i, &need); }
@@ -63,16 +63,16 @@ class FileTableSource final : public DataSource {
   Image decode(int64_t i, const ViewNeedFn* need) const {
     Image image;
     try {
-      image = read_image_file(path(i), jpeg_, need);
+      image = read_image_file(path(i), decode_.jpeg, need, decode_.max_pixels);
     } catch (const DecodeError& e) {
-      throw DecodeError(where(i), e.reason());  // the list line helps whoever fixes the list
+      throw DecodeError(where(i), e.reason(), e.kind());  // the list line helps whoever fixes the list
     }
     image.label = labels_[size_t(i)];
     return image;
   }
 
   std::string kind_, root_, list_path_;
-  JpegDecoder jpeg_;
+  DecodeSettings decode_;
   std::string text_;           // all relative paths, back to back
   std::vector<size_t> ends_;   // path i is text_[ends_[i-1], ends_[i])
   std::vector<int> labels_;
@@ -102,7 +102,7 @@ std::string trim(const std::string& s) {
 // images are found recursively (hidden folders skipped, folder links not followed) and sorted by
 // path. A class folder without images keeps its label, so train and validation folders with the
 // same classes agree on the numbering.
-SourcePtr open_image_folder(const std::string& root_arg, JpegDecoder jpeg) {
+SourcePtr open_image_folder(const std::string& root_arg, DecodeSettings decode) {
   std::string root = root_arg;
   while (root.size() > 1 && root.back() == '/') root.pop_back();
   std::error_code ec;
@@ -118,7 +118,7 @@ SourcePtr open_image_folder(const std::string& root_arg, JpegDecoder jpeg) {
   KD_CHECK(!classes.empty(), "image folder ", root, " has no class folders (expected ", root, "/<class>/<image>)");
   std::sort(classes.begin(), classes.end());
 
-  auto source = std::make_shared<FileTableSource>("image_folder", root, "", jpeg);
+  auto source = std::make_shared<FileTableSource>("image_folder", root, "", decode);
   for (size_t c = 0; c < classes.size(); ++c) {
     const fs::path class_dir = fs::path(root) / classes[c];
     std::vector<std::string> files;
@@ -146,7 +146,7 @@ SourcePtr open_image_folder(const std::string& root_arg, JpegDecoder jpeg) {
 // ---- images: every image below a folder, no labels --------------------------------------------
 // For distilling on other data (the paper's "random other data"): the teacher labels what the
 // student sees, so the images need no class. Recursive, hidden entries skipped, sorted by path.
-SourcePtr open_unlabelled_images(const std::string& root_arg, JpegDecoder jpeg) {
+SourcePtr open_unlabelled_images(const std::string& root_arg, DecodeSettings decode) {
   std::string root = root_arg;
   while (root.size() > 1 && root.back() == '/') root.pop_back();
   std::error_code ec;
@@ -166,14 +166,14 @@ SourcePtr open_unlabelled_images(const std::string& root_arg, JpegDecoder jpeg) 
   KD_CHECK(!ec, "cannot list image folder ", root, ": ", ec.message());
   KD_CHECK(!files.empty(), "image folder ", root, " has no images (.jpg .jpeg .png .bmp)");
   std::sort(files.begin(), files.end());
-  auto source = std::make_shared<FileTableSource>("images", root, "", jpeg);
+  auto source = std::make_shared<FileTableSource>("images", root, "", decode);
   for (const std::string& f : files) source->add(f, -1);
   source->finish({}, 0);
   return source;
 }
 
 // ---- list file: `relative/path label` per line --------------------------------------------------
-SourcePtr open_list_file(const std::string& list_path, const std::string& root_arg, JpegDecoder jpeg) {
+SourcePtr open_list_file(const std::string& list_path, const std::string& root_arg, DecodeSettings decode) {
   std::error_code ec;
   KD_CHECK(fs::exists(list_path, ec), "list file not found: ", list_path);
   KD_CHECK(fs::is_regular_file(list_path, ec), "list file is not a file: ", list_path);
@@ -185,7 +185,7 @@ SourcePtr open_list_file(const std::string& list_path, const std::string& root_a
 
   std::ifstream in(list_path);
   KD_CHECK(in.good(), "cannot open list file ", list_path);
-  auto source = std::make_shared<FileTableSource>("list", root, list_path, jpeg);
+  auto source = std::make_shared<FileTableSource>("list", root, list_path, decode);
   int largest = -1;
   std::string raw;
   for (int line = 1; std::getline(in, raw); ++line) {

@@ -21,10 +21,29 @@
 
 namespace kd {
 
+const char* decode_error_kind_name(DecodeError::Kind kind) {
+  switch (kind) {
+    case DecodeError::Kind::unreadable_file: return "unreadable file";
+    case DecodeError::Kind::empty: return "empty file";
+    case DecodeError::Kind::not_an_image: return "not an image";
+    case DecodeError::Kind::corrupt: return "corrupt or truncated";
+    case DecodeError::Kind::unsupported: return "unsupported format";
+    case DecodeError::Kind::too_large: return "too large";
+  }
+  return "?";
+}
+
+void check_image_pixels(int64_t width, int64_t height, int64_t max_pixels, const std::string& origin) {
+  if (width * height > max_pixels)
+    throw DecodeError(origin,
+                      "image of " + std::to_string(width) + "x" + std::to_string(height) + " pixels is over the bound of " +
+                          std::to_string(max_pixels) + " pixels (data.max_image_mpixels); refused unread",
+                      DecodeError::Kind::too_large);
+}
+
 namespace {
 
 // Decoding a huge image would take gigabytes; anything above this is treated as unreadable.
-constexpr int64_t kMaxPixels = int64_t(1) << 28;  // 268 M pixels, 16384 x 16384
 
 struct StbFree {
   void operator()(stbi_uc* p) const { stbi_image_free(p); }
@@ -53,16 +72,17 @@ const char* jpeg_decoder_name(JpegDecoder d) {
 
 namespace {
 // A JPEG for the GPU: the header's size, checked as a decode would check it, and the bytes.
-Image defer_jpeg(const uint8_t* data, size_t size, const std::string& origin) {
+Image defer_jpeg(const uint8_t* data, size_t size, const std::string& origin, int64_t max_pixels) {
   JpegFrame frame;
-  if (!read_jpeg_frame(data, size, &frame)) throw DecodeError(origin, "not a readable JPEG (no frame header)");
-  if (int64_t(frame.width) * frame.height > kMaxPixels)
-    throw DecodeError(origin, "image of " + std::to_string(frame.width) + "x" + std::to_string(frame.height) +
-                                  " pixels is larger than the decoder accepts");
-  if (frame.components == 4) throw DecodeError(origin, "CMYK JPEG; convert it to RGB");
+  if (!read_jpeg_frame(data, size, &frame))
+    throw DecodeError(origin, "not a readable JPEG (no frame header)", DecodeError::Kind::corrupt);
+  check_image_pixels(int64_t(frame.width), int64_t(frame.height), max_pixels, origin);
+  if (frame.components == 4)
+    throw DecodeError(origin, "CMYK JPEG; convert it to RGB", DecodeError::Kind::unsupported);
   if (frame.components != 1 && frame.components != 3)
-    throw DecodeError(origin, "JPEG with " + std::to_string(frame.components) + " components");
-  if (frame.lossless) throw DecodeError(origin, "lossless JPEG (not supported)");
+    throw DecodeError(origin, "JPEG with " + std::to_string(frame.components) + " components",
+                      DecodeError::Kind::unsupported);
+  if (frame.lossless) throw DecodeError(origin, "lossless JPEG (not supported)", DecodeError::Kind::unsupported);
   Image image;
   image.height = frame.height, image.width = frame.width;
   image.encoded.assign(data, data + size);
@@ -72,29 +92,37 @@ Image defer_jpeg(const uint8_t* data, size_t size, const std::string& origin) {
 }  // namespace
 
 Image decode_image(const uint8_t* data, size_t size, const std::string& origin, JpegDecoder jpeg,
-                   const ViewNeedFn* need) {
+                   const ViewNeedFn* need, int64_t max_pixels) {
   if (jpeg == JpegDecoder::nvjpeg && size >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF)
-    return defer_jpeg(data, size, origin);
+    return defer_jpeg(data, size, origin, max_pixels);
 #if KD_HAVE_JPEG
   if (jpeg == JpegDecoder::turbo && looks_like_jpeg(data, size))
-    return need && *need ? decode_jpeg_region(data, size, origin, *need) : decode_jpeg(data, size, origin);
+    return need && *need ? decode_jpeg_region(data, size, origin, *need, max_pixels)
+                         : decode_jpeg(data, size, origin, 8, max_pixels);
 #else
   (void)need;
   KD_CHECK(jpeg == JpegDecoder::stb, "decode_image: kd was built without libjpeg-turbo");
 #endif
-  if (size == 0) throw DecodeError(origin, "empty file");
+  if (size == 0) throw DecodeError(origin, "empty file", DecodeError::Kind::empty);
   if (size > size_t(std::numeric_limits<int>::max()))
-    throw DecodeError(origin, "file of " + std::to_string(size) + " bytes is too large to decode");
+    throw DecodeError(origin, "file of " + std::to_string(size) + " bytes is too large to decode",
+                      DecodeError::Kind::too_large);
   const int len = int(size);
 
+  // A PNG's size is in its first chunk: checked here, because stb_image refuses a header it
+  // deems too large with a reason that its other format probes then overwrite.
+  static const uint8_t kPngSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+  if (size >= 24 && std::memcmp(data, kPngSignature, 8) == 0 && std::memcmp(data + 12, "IHDR", 4) == 0) {
+    auto be32 = [](const uint8_t* p) { return int64_t(p[0]) << 24 | int64_t(p[1]) << 16 | int64_t(p[2]) << 8 | p[3]; };
+    check_image_pixels(be32(data + 16), be32(data + 20), max_pixels, origin);
+  }
   int width = 0, height = 0, file_channels = 0;
   if (!stbi_info_from_memory(data, len, &width, &height, &file_channels)) {
     const char* why = stbi_failure_reason();
-    throw DecodeError(origin, std::string("not a readable image (") + (why ? why : "unknown format") + ")");
+    throw DecodeError(origin, std::string("not a readable image (") + (why ? why : "unknown format") + ")",
+                      DecodeError::Kind::not_an_image);
   }
-  if (int64_t(width) * height > kMaxPixels)
-    throw DecodeError(origin, "image of " + std::to_string(width) + "x" + std::to_string(height) +
-                                  " pixels is larger than the decoder accepts");
+  check_image_pixels(width, height, max_pixels, origin);
 
   // Asking for 3 components makes stb broadcast gray to RGB and drop alpha.
   std::unique_ptr<stbi_uc, StbFree> decoded(
@@ -113,18 +141,18 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& origin, 
 
 std::vector<uint8_t> read_file_bytes(const std::string& path) {
   std::unique_ptr<FILE, int (*)(FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
-  if (!file) throw DecodeError(path, std::string("cannot open: ") + std::strerror(errno));
+  if (!file) throw DecodeError(path, std::string("cannot open: ") + std::strerror(errno), DecodeError::Kind::unreadable_file);
   std::vector<uint8_t> bytes;
   uint8_t chunk[1 << 16];
   size_t got = 0;
   while ((got = std::fread(chunk, 1, sizeof(chunk), file.get())) > 0) bytes.insert(bytes.end(), chunk, chunk + got);
-  if (std::ferror(file.get())) throw DecodeError(path, "read error");
+  if (std::ferror(file.get())) throw DecodeError(path, "read error", DecodeError::Kind::unreadable_file);
   return bytes;
 }
 
-Image read_image_file(const std::string& path, JpegDecoder jpeg, const ViewNeedFn* need) {
+Image read_image_file(const std::string& path, JpegDecoder jpeg, const ViewNeedFn* need, int64_t max_pixels) {
   const std::vector<uint8_t> bytes = read_file_bytes(path);
-  return decode_image(bytes.data(), bytes.size(), path, jpeg, need);
+  return decode_image(bytes.data(), bytes.size(), path, jpeg, need, max_pixels);
 }
 
 bool has_image_extension(const std::string& path) {

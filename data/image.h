@@ -58,19 +58,23 @@ using ViewNeedFn = std::function<ViewNeed(int height, int width)>;
 // error (a bad index, a broken source) stays fatal.
 class DecodeError : public Error {
  public:
-  DecodeError(const std::string& origin, const std::string& reason)
-      : Error(origin + ": " + reason), origin_(origin), reason_(reason) {}
+  // What is wrong, for the run's count of skipped images by kind.
+  enum class Kind : uint8_t { unreadable_file, empty, not_an_image, corrupt, unsupported, too_large };
+  DecodeError(const std::string& origin, const std::string& reason, Kind kind = Kind::corrupt)
+      : Error(origin + ": " + reason), origin_(origin), reason_(reason), kind_(kind) {}
   const std::string& origin() const { return origin_; }  // where the image came from (a path)
   const std::string& reason() const { return reason_; }  // what was wrong with it
+  Kind kind() const { return kind_; }
 
  private:
   std::string origin_;
   std::string reason_;
+  Kind kind_;
 };
+// "unreadable file", "empty file", "not an image", "corrupt or truncated", "unsupported format"
+// (CMYK, lossless JPEG), "too large" (refused from the header, before any pixel is allocated).
+const char* decode_error_kind_name(DecodeError::Kind kind);
 
-// Which library decodes JPEGs (data.jpeg_decoder): stb_image (the default; also every PNG and
-// BMP) or libjpeg-turbo (data/jpeg.h: the same pixels within 3 levels of 255, faster). A run's
-// pixels, and so exact resume, depend on the choice; the run's config records it.
 // nvjpeg: JPEGs are decoded later, on the GPU (kernels/jpeg_device.h; the loader only reads the
 // header), so it needs run.device=cuda and a build with nvJPEG.
 enum class JpegDecoder : uint8_t { stb, turbo, nvjpeg };
@@ -78,17 +82,33 @@ enum class JpegDecoder : uint8_t { stb, turbo, nvjpeg };
 JpegDecoder parse_jpeg_decoder(const std::string& name);
 const char* jpeg_decoder_name(JpegDecoder d);
 
+// The most pixels an image may have (data.max_image_mpixels): a larger header is refused before
+// anything is allocated, so one image never costs more than 3 bytes times this.
+constexpr int64_t kDefaultMaxImagePixels = int64_t(64) << 20;  // 64 Mpixel: 192 MiB as RGB
+// How a source decodes its images: the JPEG decoder and the pixel bound. Converts from a bare
+// JpegDecoder (the default bound).
+struct DecodeSettings {
+  JpegDecoder jpeg = JpegDecoder::stb;
+  int64_t max_pixels = kDefaultMaxImagePixels;
+  DecodeSettings() = default;
+  DecodeSettings(JpegDecoder j, int64_t max = kDefaultMaxImagePixels) : jpeg(j), max_pixels(max) {}  // NOLINT
+};
+// Throws a DecodeError (too large) naming origin when width x height exceeds max_pixels.
+void check_image_pixels(int64_t width, int64_t height, int64_t max_pixels, const std::string& origin);
+
+
 // Decodes an encoded image (JPEG, PNG, BMP; whatever stb_image reads) to three channels.
 // Throws DecodeError naming `origin` when the bytes are not a readable image. With `need` and
 // libjpeg-turbo, a JPEG is decoded only where its views read it (Image's placement fields say
 // where); stb_image and the other formats always decode the whole image. With nvjpeg a JPEG
 // whose header reads is returned encoded (Image::on_device), anything else decoded by stb_image.
 Image decode_image(const uint8_t* data, size_t size, const std::string& origin,
-                   JpegDecoder jpeg = JpegDecoder::stb, const ViewNeedFn* need = nullptr);
+                   JpegDecoder jpeg = JpegDecoder::stb, const ViewNeedFn* need = nullptr,
+                   int64_t max_pixels = kDefaultMaxImagePixels);
 
 // Reads a whole file and decodes it; a missing or unreadable file is a DecodeError as well.
 Image read_image_file(const std::string& path, JpegDecoder jpeg = JpegDecoder::stb,
-                      const ViewNeedFn* need = nullptr);
+                      const ViewNeedFn* need = nullptr, int64_t max_pixels = kDefaultMaxImagePixels);
 // The whole file's bytes; DecodeError when it cannot be opened or read.
 std::vector<uint8_t> read_file_bytes(const std::string& path);
 

@@ -16,7 +16,6 @@ namespace kd {
 
 namespace {
 
-constexpr int64_t kMaxPixels = int64_t(1) << 28;  // as decode_image: 16384 x 16384
 
 struct ErrorManager {
   jpeg_error_mgr pub;
@@ -50,8 +49,9 @@ struct Decompressor {
 };
 
 void check_size(size_t size, const std::string& origin) {
-  if (size == 0) throw DecodeError(origin, "empty file");
-  if (size > size_t(1) << 31) throw DecodeError(origin, "file of " + std::to_string(size) + " bytes is too large");
+  if (size == 0) throw DecodeError(origin, "empty file", DecodeError::Kind::empty);
+  if (size > size_t(1) << 31)
+    throw DecodeError(origin, "file of " + std::to_string(size) + " bytes is too large", DecodeError::Kind::too_large);
 }
 
 }  // namespace
@@ -97,7 +97,7 @@ namespace {
 
 // Shared by the whole and the region decode: `need` null decodes everything at scale_num/8.
 Image decode(const uint8_t* data, size_t size, const std::string& origin, const int whole_scale,
-             const ViewNeedFn* need) {
+             const ViewNeedFn* need, const int64_t max_pixels) {
   check_size(size, origin);
   Decompressor d;
   // On the heap: a local changed between setjmp and longjmp would be indeterminate after the jump.
@@ -108,17 +108,15 @@ Image decode(const uint8_t* data, size_t size, const std::string& origin, const 
     const std::string why = d.err.message;
     if (why.find("color conversion") != std::string::npos || d.cinfo.jpeg_color_space == JCS_CMYK ||
         d.cinfo.jpeg_color_space == JCS_YCCK)
-      throw DecodeError(origin, "CMYK JPEG (" + why + "); convert it to RGB");
+      throw DecodeError(origin, "CMYK JPEG (" + why + "); convert it to RGB", DecodeError::Kind::unsupported);
     throw DecodeError(origin, "corrupt JPEG (" + why + ")");
   }
   jpeg_mem_src(&d.cinfo, data, static_cast<unsigned long>(size));
   jpeg_read_header(&d.cinfo, TRUE);
   const int full_w = int(d.cinfo.image_width), full_h = int(d.cinfo.image_height);
-  if (int64_t(full_w) * full_h > kMaxPixels)
-    throw DecodeError(origin, "image of " + std::to_string(full_w) + "x" + std::to_string(full_h) +
-                                  " pixels is larger than the decoder accepts");
+  check_image_pixels(full_w, full_h, max_pixels, origin);
   if (d.cinfo.jpeg_color_space == JCS_CMYK || d.cinfo.jpeg_color_space == JCS_YCCK)
-    throw DecodeError(origin, "CMYK JPEG; convert it to RGB");
+    throw DecodeError(origin, "CMYK JPEG; convert it to RGB", DecodeError::Kind::unsupported);
   if (need) {
     *view = (*need)(full_h, full_w);  // may throw a kd::Error (a broken recipe): not a bad image
     KD_CHECK(std::isfinite(view->y0) && std::isfinite(view->x0) && view->h > 0 && view->w > 0 && view->out_h > 0 &&
@@ -166,14 +164,15 @@ Image decode(const uint8_t* data, size_t size, const std::string& origin, const 
 
 }  // namespace
 
-Image decode_jpeg(const uint8_t* data, size_t size, const std::string& origin, int scale_num) {
+Image decode_jpeg(const uint8_t* data, size_t size, const std::string& origin, int scale_num, int64_t max_pixels) {
   KD_CHECK(scale_num >= 1 && scale_num <= 8, "decode_jpeg: scale ", scale_num, "/8 is not one of 1/8 .. 8/8");
-  return decode(data, size, origin, scale_num, nullptr);
+  return decode(data, size, origin, scale_num, nullptr, max_pixels);
 }
 
-Image decode_jpeg_region(const uint8_t* data, size_t size, const std::string& origin, const ViewNeedFn& need) {
+Image decode_jpeg_region(const uint8_t* data, size_t size, const std::string& origin, const ViewNeedFn& need,
+                         int64_t max_pixels) {
   KD_CHECK(need != nullptr, "decode_jpeg_region: no view need for ", origin);
-  return decode(data, size, origin, 8, &need);
+  return decode(data, size, origin, 8, &need, max_pixels);
 }
 
 }  // namespace kd

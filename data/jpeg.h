@@ -33,7 +33,9 @@ int choose_dct_scale(double crop_w, double crop_h, int out_w, int out_h);
 inline int dct_scaled_size(int size, int scale_num) { return (size * scale_num + 7) / 8; }
 
 // Decodes to RGB (grey broadcast) at scale_num/8 of the full size.
-Image decode_jpeg(const uint8_t* data, size_t size, const std::string& origin, int scale_num = 8);
+// A header over max_pixels is refused before anything is allocated.
+Image decode_jpeg(const uint8_t* data, size_t size, const std::string& origin, int scale_num = 8,
+                  int64_t max_pixels = kDefaultMaxImagePixels);
 
 // The rows or columns [begin, end) of the image decoded at M/8 that views reading [lo, hi) of
 // the full-size axis (pixel edges at integers) need: every bilinear tap plus one unread pixel on
@@ -49,6 +51,7 @@ AxisRange decoded_range(double lo, double hi, int scale_num, int scaled_size);
 // outside it cropped (jpeg_crop_scanline, which widens the crop to whole iMCU columns). The
 // Image's placement fields say where its pixels sit. A file that is corrupt only outside the
 // region therefore decodes; the pixels the views read are intact.
-Image decode_jpeg_region(const uint8_t* data, size_t size, const std::string& origin, const ViewNeedFn& need);
+Image decode_jpeg_region(const uint8_t* data, size_t size, const std::string& origin, const ViewNeedFn& need,
+                         int64_t max_pixels = kDefaultMaxImagePixels);
 
 }  // namespace kd

@@ -133,7 +133,7 @@ void Loader::work() {
         error = std::make_exception_ptr(Error(
             "loader: " + std::to_string(limit) + " images in a row are unreadable from " +
             source_->where(batch->indices[slot]) + " on (batch " + std::to_string(batch->step) + "; the first: " +
-            known_bad_.at(batch->indices[slot]).first + ": " + known_bad_.at(batch->indices[slot]).second + ")"));
+            known_bad_.at(batch->indices[slot]).origin + ": " + known_bad_.at(batch->indices[slot]).reason + ")"));
         break;
       }
       if (known_bad_.count(index)) {  // seen before: don't decode (nor report) it again
@@ -142,7 +142,7 @@ void Loader::work() {
       }
       lock.unlock();
       Image image;
-      std::pair<std::string, std::string> why;
+      BadImage why;
       bool unreadable = false;
       try {
         if (options_.view_need) {
@@ -155,7 +155,7 @@ void Loader::work() {
         }
       } catch (const DecodeError& e) {
         unreadable = true;
-        why = {e.origin(), e.reason()};
+        why = {e.origin(), e.reason(), e.kind()};
       } catch (...) {
         error = std::current_exception();
       }
@@ -180,6 +180,14 @@ void Loader::work() {
     ++batch->done;
     if (batch->complete()) ready_cv_.notify_all();
   }
+}
+
+std::vector<std::pair<std::string, int64_t>> Loader::bad_images_by_kind() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::pair<std::string, int64_t>> out;
+  for (size_t k = 0; k < bad_by_kind_.size(); ++k)
+    if (bad_by_kind_[k] > 0) out.emplace_back(decode_error_kind_name(DecodeError::Kind(k)), bad_by_kind_[k]);
+  return out;
 }
 
 std::optional<Batch> Loader::next() {
@@ -209,15 +217,18 @@ Batch Loader::finish(Pending& pending) {
   batch.labels.resize(n);
   batch.indices = pending.used;
   for (size_t j = 0; j < n; ++j) {
-    std::vector<std::pair<std::string, std::string>> reports;
+    std::vector<BadImage> reports;
     {
       std::lock_guard<std::mutex> lock(mu_);
       for (int64_t bad : pending.skipped[j])
-        if (reported_.insert(bad).second) reports.push_back(known_bad_.at(bad));
+        if (reported_.insert(bad).second) {
+          reports.push_back(known_bad_.at(bad));
+          ++bad_by_kind_[size_t(reports.back().kind)];
+        }
     }
-    for (const auto& [origin, reason] : reports) {
+    for (const BadImage& r : reports) {
       bad_images_.fetch_add(1);
-      options_.on_bad_image(origin, reason);
+      options_.on_bad_image(r.origin, r.reason);
     }
     if (!pending.skipped[j].empty()) ++batch.replaced;
     batch.images[j] = std::move(pending.images[j]);

@@ -15,6 +15,7 @@
 // are planned but not yet handed out. All waiting is on condition variables. The destructor stops
 // the workers (each finishes the image in hand) and joins them, also while batches are half done.
 #pragma once
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -80,6 +81,8 @@ class Loader {
 
   // Distinct unreadable images reported so far (by next(), so it is reproducible per step).
   int64_t bad_images() const { return bad_images_.load(); }
+  // The same, by what was wrong (data/image.h decode_error_kind_name), the kinds seen so far.
+  std::vector<std::pair<std::string, int64_t>> bad_images_by_kind() const;
   const DataSource& source() const { return *source_; }
 
  private:
@@ -93,7 +96,7 @@ class Loader {
   BatchPlan plan_;
   LoaderOptions options_;
 
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable work_cv_;   // workers: a slot to decode or room to plan
   std::condition_variable ready_cv_;  // next(): the front batch is complete
   std::deque<std::unique_ptr<Pending>> window_;  // planned batches not yet handed out, in step order
@@ -101,7 +104,12 @@ class Loader {
   bool plan_ended_ = false;
   bool stop_ = false;
   // Unreadable images seen by the workers: index -> (origin, reason); not decoded again.
-  std::unordered_map<int64_t, std::pair<std::string, std::string>> known_bad_;
+  struct BadImage {
+    std::string origin, reason;
+    DecodeError::Kind kind;
+  };
+  std::unordered_map<int64_t, BadImage> known_bad_;
+  std::array<int64_t, 6> bad_by_kind_{};  // indexed by DecodeError::Kind; guarded by mu_
 
   std::unordered_set<int64_t> reported_;  // guarded by mu_ too
   std::atomic<int64_t> bad_images_{0};

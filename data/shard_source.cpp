@@ -23,10 +23,12 @@ using ShardBytes = std::shared_ptr<const std::vector<uint8_t>>;
 // members past the end are then reported one by one). Unopenable or unreadable: DecodeError.
 ShardBytes read_whole_file(const std::string& path, uint64_t expected_bytes) {
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
-  if (!file) throw DecodeError(path, std::string("cannot open the shard: ") + std::strerror(errno));
+  if (!file)
+    throw DecodeError(path, std::string("cannot open the shard: ") + std::strerror(errno), DecodeError::Kind::unreadable_file);
   auto bytes = std::make_shared<std::vector<uint8_t>>(size_t(expected_bytes));
   const size_t got = std::fread(bytes->data(), 1, bytes->size(), file.get());
-  if (std::ferror(file.get())) throw DecodeError(path, std::string("cannot read the shard: ") + std::strerror(errno));
+  if (std::ferror(file.get()))
+    throw DecodeError(path, std::string("cannot read the shard: ") + std::strerror(errno), DecodeError::Kind::unreadable_file);
   bytes->resize(got);
   return bytes;
 }
@@ -93,8 +95,8 @@ class ShardCache {
 
 class ShardSource final : public DataSource {
  public:
-  ShardSource(std::string folder, ShardIndex index, JpegDecoder jpeg, int cached_shards)
-      : folder_(std::move(folder)), index_(std::move(index)), jpeg_(jpeg), cached_shards_(cached_shards),
+  ShardSource(std::string folder, ShardIndex index, DecodeSettings decode, int cached_shards)
+      : folder_(std::move(folder)), index_(std::move(index)), decode_(decode), cached_shards_(cached_shards),
         cache_(size_t(cached_shards)) {}
 
   int64_t size() const override { return int64_t(index_.samples.size()); }
@@ -115,7 +117,7 @@ class ShardSource final : public DataSource {
   std::string describe() const override {
     return "shards " + folder_ + " (" + std::to_string(size()) + " images in " + std::to_string(index_.shards.size()) +
            " shards, " + std::to_string(index_.num_classes) + " classes, up to " + std::to_string(cached_shards_) +
-           " shards in memory" + (jpeg_ == JpegDecoder::turbo ? ", JPEGs by libjpeg-turbo" : "") + ")";
+           " shards in memory" + (decode_.jpeg == JpegDecoder::turbo ? ", JPEGs by libjpeg-turbo" : "") + ")";
   }
 
   Image load(int64_t i) const override { return decode(i, nullptr); }
@@ -130,7 +132,7 @@ class ShardSource final : public DataSource {
     try {
       bytes = cache_.get(s.shard, [&] { return read_whole_file(folder_ + "/" + file.name, file.bytes); });
     } catch (const DecodeError& e) {
-      throw DecodeError(where(i), e.reason());
+      throw DecodeError(where(i), e.reason(), e.kind());
     }
     if (s.offset + s.size > bytes->size())
       throw DecodeError(where(i), "the shard ends at byte " + std::to_string(bytes->size()) + " of the " +
@@ -143,7 +145,7 @@ class ShardSource final : public DataSource {
       throw DecodeError(where(i), "no tar header for " + name + " of " + std::to_string(s.size) + " bytes before byte " +
                                       std::to_string(s.offset) + (header.valid ? " (found " + header.name + ")" : "") +
                                       " (the shard does not match the index)");
-    Image image = decode_image(bytes->data() + s.offset, size_t(s.size), where(i), jpeg_, need);
+    Image image = decode_image(bytes->data() + s.offset, size_t(s.size), where(i), decode_.jpeg, need, decode_.max_pixels);
     image.label = s.label;
     return image;
   }
@@ -155,19 +157,19 @@ class ShardSource final : public DataSource {
 
   std::string folder_;
   ShardIndex index_;
-  JpegDecoder jpeg_;
+  DecodeSettings decode_;
   int cached_shards_;
   mutable ShardCache cache_;
 };
 
 }  // namespace
 
-SourcePtr open_shards(const std::string& folder_arg, JpegDecoder jpeg, int cached_shards) {
+SourcePtr open_shards(const std::string& folder_arg, DecodeSettings decode, int cached_shards) {
   KD_CHECK(cached_shards >= 1, "shards ", folder_arg, ": keep at least 1 shard in memory, got ", cached_shards);
   std::string folder = folder_arg;
   while (folder.size() > 1 && folder.back() == '/') folder.pop_back();
   ShardIndex index = read_shard_index(folder);
-  return std::make_shared<ShardSource>(folder, std::move(index), jpeg, cached_shards);
+  return std::make_shared<ShardSource>(folder, std::move(index), decode, cached_shards);
 }
 
 }  // namespace kd

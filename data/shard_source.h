@@ -20,6 +20,6 @@
 
 namespace kd {
 
-SourcePtr open_shards(const std::string& folder, JpegDecoder jpeg = JpegDecoder::stb, int cached_shards = 8);
+SourcePtr open_shards(const std::string& folder, DecodeSettings decode = {}, int cached_shards = 8);
 
 }  // namespace kd

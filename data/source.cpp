@@ -42,10 +42,11 @@ SourcePtr open_source(const std::string& kind, const std::string& path, const So
     return open_idx(path, labels);
   }
   if (kind == "fashion-mnist") return open_fashion_mnist(path, options.root.empty() ? kFashionMnistDir : options.root);
-  if (kind == "image_folder" || kind == "folder") return open_image_folder(path, options.jpeg_decoder);
-  if (kind == "list") return open_list_file(path, options.root, options.jpeg_decoder);
-  if (kind == "images") return open_unlabelled_images(path, options.jpeg_decoder);
-  if (kind == "shards") return open_shards(path, options.jpeg_decoder, options.cached_shards);
+  const DecodeSettings decode{options.jpeg_decoder, options.max_pixels};
+  if (kind == "image_folder" || kind == "folder") return open_image_folder(path, decode);
+  if (kind == "list") return open_list_file(path, options.root, decode);
+  if (kind == "images") return open_unlabelled_images(path, decode);
+  if (kind == "shards") return open_shards(path, decode, options.cached_shards);
   KD_FAIL("unknown data source kind '", kind, "' for '", path,
           "'; known kinds: idx, fashion-mnist, image_folder, list, images, shards");
 }

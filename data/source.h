@@ -61,6 +61,7 @@ struct SourceOptions {
   std::string root;    // list: folder the listed paths are relative to (default: the list's folder)
                        // fashion-mnist: folder of the IDX files (default kFashionMnistDir)
   JpegDecoder jpeg_decoder = JpegDecoder::stb;  // image files: who decodes JPEGs (data/image.h)
+  int64_t max_pixels = kDefaultMaxImagePixels;  // image files: larger headers are refused unread
   int cached_shards = 8;                         // shards: whole shards kept in memory (data/shard_source.h)
 };
 
@@ -76,8 +77,8 @@ SourcePtr open_idx_split(const std::string& folder, const std::string& split,
 SourcePtr open_fashion_mnist(const std::string& split, const std::string& folder = kFashionMnistDir);
 const std::vector<std::string>& fashion_mnist_class_names();
 
-SourcePtr open_image_folder(const std::string& root, JpegDecoder jpeg = JpegDecoder::stb);
-SourcePtr open_unlabelled_images(const std::string& root, JpegDecoder jpeg = JpegDecoder::stb);
+SourcePtr open_image_folder(const std::string& root, DecodeSettings decode = {});
+SourcePtr open_unlabelled_images(const std::string& root, DecodeSettings decode = {});
 
 // List file: one image per line, `relative/path label`. The label is the last whitespace-separated
 // field, a non-negative integer; the path is everything before it (so paths may hold spaces).
@@ -85,7 +86,7 @@ SourcePtr open_unlabelled_images(const std::string& root, JpegDecoder jpeg = Jpe
 // Paths are relative to `root` (default: the folder of the list file); absolute paths stay as
 // they are. Errors name the list file and the line number. Files are not opened until loaded.
 SourcePtr open_list_file(const std::string& list_path, const std::string& root = "",
-                         JpegDecoder jpeg = JpegDecoder::stb);
+                         DecodeSettings decode = {});
 
 // A view of some images of `source`, in the given order (repeats allowed).
 SourcePtr subset(SourcePtr source, std::vector<int64_t> indices);

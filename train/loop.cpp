@@ -107,6 +107,7 @@ TrainResult run_loop(Context& ctx, Communicator& comm, StepRunner& runner, Loade
     }
     result.final_lr = r.optim.lr;
     result.bad_images = loader.bad_images();
+    result.bad_images_by_kind = loader.bad_images_by_kind();
     if (!std::isfinite(loss) || !r.optim.finite) {
       const std::string what = nonfinite_report(loss, r, step, runner.nonfinite_phase(ctx));
       if (skipped < s.skip_nonfinite) {

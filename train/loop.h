@@ -29,6 +29,7 @@ struct TrainResult {
   double wall_s = 0, images_per_s = 0;
   double final_lr = 0;
   int64_t bad_images = 0;
+  std::vector<std::pair<std::string, int64_t>> bad_images_by_kind;  // "corrupt or truncated": 3, ...
   int64_t skipped_nonfinite = 0;    // steps skipped for a non-finite loss or gradient (whole run)
   int64_t checkpoint_failures = 0;  // periodic checkpoints that could not be written (this invocation)
   EvalResult eval;  // the final evaluation (completed runs)

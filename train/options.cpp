@@ -70,6 +70,9 @@ void TrainOptions::bind(ConfigSchema& s) {
          "or nvjpeg (on the GPU, with its hardware engines where it has them; run.device=cuda); exact resume needs "
          "the same decoder",
          {"stb", "turbo", "nvjpeg"});
+  s.bind("data.max_image_mpixels", &data.max_image_mpixels,
+         "the most pixels an image may have, in Mpixel (2^20): a larger header is refused before anything is "
+         "allocated, and the image skipped and counted like a corrupt one (one image costs at most 3 bytes a pixel)");
   s.bind("data.jpeg_views_only", &data.jpeg_views_only,
          "turbo: training decodes only the part of a JPEG its views read, at the smallest DCT scale (1/8, 1/4, 1/2, "
          "1) that keeps the output resolution (faster; pixels differ from a whole decode, so exact resume needs the "
@@ -190,6 +193,7 @@ void TrainOptions::validate() const {
   KD_CHECK(run.skip_nonfinite >= 0, "run.skip_nonfinite must not be negative, got ", run.skip_nonfinite);
   KD_CHECK(data.batch_size > 0, "data.batch_size must be positive, got ", data.batch_size);
   KD_CHECK(data.loader_threads > 0 && data.prefetch > 0, "data.loader_threads and data.prefetch must be positive");
+  KD_CHECK(data.max_image_mpixels > 0, "data.max_image_mpixels must be positive, got ", data.max_image_mpixels);
   KD_CHECK(data.shuffle_shards >= 1, "data.shuffle_shards must be at least 1, got ", data.shuffle_shards);
   KD_CHECK(data.cached_shards >= 0, "data.cached_shards must not be negative (0: twice data.shuffle_shards)");
   KD_CHECK(augment.resolution > 0, "augment.resolution must be positive");

@@ -30,6 +30,7 @@ struct DataOptions {
   int64_t prefetch = 4;
   std::string jpeg_decoder = "stb";        // stb | turbo (libjpeg-turbo): who decodes JPEG files
   bool jpeg_views_only = true;             // turbo: training decodes only what the views read, DCT-scaled
+  double max_image_mpixels = 64;           // larger image headers are refused unread (skipped, counted)
   int64_t shuffle_shards = 4;              // shards: shards whose samples are shuffled together
   int64_t cached_shards = 0;               // shards: whole shards kept in memory (0: 2 x shuffle_shards)
   int cached_shard_count() const { return int(cached_shards > 0 ? cached_shards : 2 * shuffle_shards); }

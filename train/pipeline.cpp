@@ -20,6 +20,7 @@ static SourcePtr open_split(const DataOptions& d, const std::string& kind, const
     o.labels = labels;
     o.root = d.root;
     o.jpeg_decoder = parse_jpeg_decoder(d.jpeg_decoder);
+    o.max_pixels = int64_t(d.max_image_mpixels * double(1 << 20));
     o.cached_shards = d.cached_shard_count();
     return open_source(kind, split, o);
   } catch (const Error& e) {

@@ -313,6 +313,7 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
   const TrainResult loop = run_loop(*ctx, comm, runner, loader, sampler, ls, hooks, observers);
   result.status = loop.status, result.steps = loop.steps, result.images_per_s = loop.images_per_s;
   result.final_lr = loop.final_lr, result.bad_images = loop.bad_images;
+  result.bad_images_by_kind = loop.bad_images_by_kind;
   result.skipped_nonfinite = skipped_nonfinite, result.checkpoint_failures = loop.checkpoint_failures;
   if (result.status != TrainResult::Status::completed) return result;
 
@@ -350,6 +351,10 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
         << ",\n  \"agreement_top5\": " << json_number(result.eval.agree_top5)
         << ",\n  \"kl\": " << json_number(result.eval.kl);
     s << ",\n  \"final_lr\": " << json_number(result.final_lr) << ",\n  \"bad_images\": " << result.bad_images
+      << ",\n  \"bad_images_by_kind\": {";
+    for (size_t k = 0; k < result.bad_images_by_kind.size(); ++k)
+      s << (k ? ", " : "") << "\"" << result.bad_images_by_kind[k].first << "\": " << result.bad_images_by_kind[k].second;
+    s << "}"
       << ",\n  \"skipped_nonfinite_steps\": " << result.skipped_nonfinite
       << ",\n  \"checkpoint_failures\": " << result.checkpoint_failures
       << ",\n  \"metrics_write_failures\": " << (log ? log->metrics_write_failures() : 0);
@@ -360,6 +365,13 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
     }
     s << ",\n  \"eval_images\": " << result.eval.images << "\n}\n";
     write_file_atomic(result.run_dir + "/summary.json", s.str());
+  }
+  if (result.bad_images > 0) {
+    std::string kinds;
+    for (const auto& [kind, count] : result.bad_images_by_kind)
+      kinds += (kinds.empty() ? "" : ", ") + std::to_string(count) + " " + kind;
+    message("skipped " + std::to_string(result.bad_images) + " unreadable image(s), each replaced by the next readable "
+            "one: " + kinds);
   }
   message("done: " + result.eval.summary() + "; " + std::to_string(total) + " steps in " +
           format_duration(result.wall_s) + ", summary in " + result.run_dir + "/summary.json");

@@ -119,7 +119,7 @@ TEST(Jpeg, BrokenFilesAreDecodeErrorsThatSayWhatIsWrong) {
       huge[i + 5] = 20000 >> 8, huge[i + 6] = 20000 & 0xFF, huge[i + 7] = 20000 >> 8, huge[i + 8] = 20000 & 0xFF;
       break;
     }
-  EXPECT_NE(reason(huge).find("larger than the decoder accepts"), std::string::npos) << reason(huge);
+  EXPECT_NE(reason(huge).find("refused unread"), std::string::npos) << reason(huge);
   EXPECT_THROW(decode_jpeg(good.data(), good.size(), "x.jpg", 0), Error);
 }
 

@@ -5,7 +5,7 @@ One step, as kd runs it (tools/cli/bench.cpp, tools/train/step.cpp):
   augment   one batch of uint8 source images (random, --source-px square) -> per image one recipe
             (inception crop: 8%-100% of the area, aspect 3/4-4/3; horizontal flip; mixup with the
             next image of the batch, lambda uniform in [0.1, 0.9]) rendered at the teacher's and at
-            the student's resolution, normalised to [-1, 1], bf16, channels_last. Done on the
+            the student's resolution, normalised to [-1, 1], bf16, in --memory-format. Done on the
             device with torch.nn.functional.affine_grid + grid_sample (bilinear, align_corners
             False, border padding: kd's half-pixel geometry and edge clamping), one call per
             (view, source): 4 grid_samples, then the mix. The sources are converted to float once
@@ -14,7 +14,16 @@ One step, as kd runs it (tools/cli/bench.cpp, tools/train/step.cpp):
   student   forward + T^2 KL(softmax(t/T) || softmax(s/T)) (batchmean), train mode, head zeroed
   backward  of the student
   optimizer Adam (fused=True on CUDA when this PyTorch has it), zero_grad(set_to_none=True)
-bf16 autocast on CUDA (--precision), channels_last everywhere, --compile for torch.compile.
+bf16 autocast on CUDA (--precision), --compile for torch.compile.
+
+Memory format (--memory-format): what a competent PyTorch user picks on each device.
+  CUDA: channels_last (auto). cuDNN's bf16 tensor-core convolutions are NHWC kernels; NCHW
+        tensors pay a transpose around every convolution.
+  CPU:  auto measures both and reports both (a RESULT line each, the faster first), the faster
+        labelled "PyTorch": the peer kd is compared with. PyTorch 1.13's CPU (oneDNN) path is
+        slow in channels_last at the demo's small channel counts (8-512 channels at 32 px: about
+        half the images/s of contiguous NCHW), so a fixed channels_last would compare kd with a
+        handicapped peer; on other CPUs, networks or versions the order can flip, hence both.
 
 Prints images/s, ms/step, per-phase times (CUDA events), model FLOPs utilisation against the
 matrix-product rate measured in the same run (bf16 8192^3 on a GPU, fp32 1024^3 on the CPU, as
@@ -62,6 +71,9 @@ def parse_args(argv):
                    help="autocast dtype; auto: bf16 on CUDA, fp32 on the CPU (kd's CPU path is fp32; "
                         "PyTorch 1.13's CPU autocast lacks group_norm, so bf16 fails there)")
     p.add_argument("--compile", action="store_true", help="torch.compile teacher and student")
+    p.add_argument("--memory-format", choices=["auto", "contiguous", "channels_last"], default="auto",
+                   help="tensor layout; auto: channels_last on CUDA, both measured on the CPU (the faster "
+                        "is the peer)")
     return p.parse_args(argv)
 
 
@@ -94,6 +106,8 @@ def custom_resnetv2(spec, classes):
     if stem == "conv3":  # a single 3x3/2 weight-standardised conv, no pool (small images)
         model.stem = torch.nn.Sequential()
         model.stem.add_module("conv", StdConv2d(3, width, kernel_size=3, stride=2, padding=1, eps=1e-8))
+        # timm's init of the other convolutions, as kd initialises every one (kaiming, fan out)
+        torch.nn.init.kaiming_normal_(model.stem.conv.weight, mode="fan_out", nonlinearity="relu")
     return model
 
 
@@ -148,7 +162,7 @@ def crop_thetas(n, device):
     return theta
 
 
-def augment(sources_u8, resolutions, dtype):
+def augment(sources_u8, resolutions, dtype, memory_format):
     """Both views of the same recipes: crop + resize + flip of sources a (image i) and b (image
     i + 1), mixed, normalised to [-1, 1]."""
     n = sources_u8.shape[0]
@@ -163,7 +177,7 @@ def augment(sources_u8, resolutions, dtype):
         vb = F.grid_sample(src, F.affine_grid(theta_b, size, align_corners=False), mode="bilinear",
                            padding_mode="border", align_corners=False).roll(-1, dims=0)
         mixed = torch.lerp(vb, va, lam) * (2.0 / 255.0) - 1.0  # lam * a + (1 - lam) * b
-        views.append(mixed.to(dtype=dtype, memory_format=torch.channels_last))
+        views.append(mixed.to(dtype=dtype, memory_format=memory_format))
     return views
 
 
@@ -210,31 +224,20 @@ def matmul_rate(device):
     return 2.0 * n ** 3 * reps / (time.perf_counter() - start)
 
 
-def main(argv):
-    args = parse_args(argv)
-    tool = "torch-compile" if args.compile else "torch-eager"
-    if args.compile and not hasattr(torch, "compile"):
-        print(f"torch_step.py: --compile needs torch.compile (PyTorch >= 2.0); this is PyTorch {torch.__version__}",
-              file=sys.stderr)
-        return 3
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(args.device)
-    cuda = device.type == "cuda"
-    if cuda:
-        if device.index is None:
-            device = torch.device("cuda", torch.cuda.current_device())
-        torch.cuda.set_device(device)
-        torch.backends.cudnn.benchmark = True
-    elif "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(len(os.sched_getaffinity(0)))  # as kd: every core (Debian's torch defaults to 1)
-    precision = args.precision if args.precision != "auto" else ("bf16" if cuda else "fp32")
-    act_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 
+
+def measure(args, device, precision, fmt, peak):
+    """Times args.steps steps with tensors and models in memory format `fmt`; prints the step's
+    figures and returns the RESULT dict."""
+    cuda = device.type == "cuda"
+    tool = "torch-compile" if args.compile else "torch-eager"
+    memory_format = MEMORY_FORMATS[fmt]
+    act_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     torch.manual_seed(0)
-    teacher = build_model(args.teacher, args.classes).to(device, memory_format=torch.channels_last)
+    teacher = build_model(args.teacher, args.classes).to(device, memory_format=memory_format)
     teacher.eval().requires_grad_(False)
-    student = build_model(args.student, args.classes).to(device, memory_format=torch.channels_last).train()
+    student = build_model(args.student, args.classes).to(device, memory_format=memory_format).train()
     head = student.get_classifier()
     with torch.no_grad():  # distillation students start from a zero head (the paper's recipe)
         head.weight.zero_()
@@ -250,7 +253,7 @@ def main(argv):
 
     def step(phases):
         phases.mark("augment")
-        x_teacher, x_student = augment(sources, (args.teacher_res, args.student_res), act_dtype)
+        x_teacher, x_student = augment(sources, (args.teacher_res, args.student_res), act_dtype, memory_format)
         phases.mark("teacher")
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"), torch.no_grad():
             t_logits = teacher_fn(x_teacher)
@@ -268,9 +271,8 @@ def main(argv):
         phases.mark(None)
         return loss
 
-    peak = matmul_rate(device)
     name = torch.cuda.get_device_name(device) if cuda else f"cpu ({torch.get_num_threads()} threads)"
-    print(f"torch_step ({tool}): teacher {args.teacher} @{args.teacher_res} px, student {args.student} "
+    print(f"torch_step ({tool}, {fmt}): teacher {args.teacher} @{args.teacher_res} px, student {args.student} "
           f"@{args.student_res} px, batch {args.batch} on {name}; PyTorch {torch.__version__}, {precision}, "
           f"Adam{' (fused)' if fused else ''}", file=sys.stderr)
     warm = Phases(cuda)
@@ -289,8 +291,7 @@ def main(argv):
     seconds = time.perf_counter() - start
     totals = phases.collect()
     if not math.isfinite(float(loss)):
-        print(f"torch_step.py: the loss is {float(loss)}", file=sys.stderr)
-        return 1
+        raise SystemExit(f"torch_step.py: the loss is {float(loss)} ({fmt})")
 
     images_per_s = args.batch * args.steps / seconds
     mfu = flops * images_per_s / peak
@@ -298,20 +299,56 @@ def main(argv):
         peak_gib, memory_what = torch.cuda.max_memory_allocated(device) / 2 ** 30, "max_memory_allocated"
     else:
         peak_gib, memory_what = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, "peak RSS"
-    print(f"images/s {images_per_s:.1f} | step {1e3 * seconds / args.steps:.2f} ms | model {flops / 1e9:.4g} "
-          f"GFLOP/image | MFU {100 * mfu:.1f}% of {peak / 1e12:.1f} TFLOP/s (measured "
+    print(f"[{fmt}] images/s {images_per_s:.1f} | step {1e3 * seconds / args.steps:.2f} ms | model "
+          f"{flops / 1e9:.4g} GFLOP/image | MFU {100 * mfu:.1f}% of {peak / 1e12:.1f} TFLOP/s (measured "
           f"{'bf16 8192^3' if cuda else 'fp32 1024^3'}) | peak memory {peak_gib:.2f} GiB ({memory_what})")
     phase_total = sum(totals.values())
     print(f"{'phase':<16} {'ms/step':>10} {'share':>7}")
     for phase, ms in totals.items():
         print(f"{phase:<16} {ms / args.steps:10.2f} {100 * ms / phase_total:6.1f}%")
-    result = {"tool": tool, "device": name, "images_per_sec": round(images_per_s, 2), "mfu": round(mfu, 4),
-              "peak_tflops": round(peak / 1e12, 2), "peak_memory_gib": round(peak_gib, 3), "batch": args.batch,
-              "ms_per_step": round(1e3 * seconds / args.steps, 3), "teacher": args.teacher, "student": args.student,
-              "teacher_res": args.teacher_res, "student_res": args.student_res, "precision": precision,
-              "fused_adam": fused, "torch": torch.__version__,
-              "phases_ms": {k: round(v / args.steps, 3) for k, v in totals.items()}}
-    print("RESULT " + json.dumps(result))
+    return {"tool": tool, "device": name, "images_per_sec": round(images_per_s, 2), "mfu": round(mfu, 4),
+            "peak_tflops": round(peak / 1e12, 2), "peak_memory_gib": round(peak_gib, 3), "batch": args.batch,
+            "ms_per_step": round(1e3 * seconds / args.steps, 3), "teacher": args.teacher, "student": args.student,
+            "teacher_res": args.teacher_res, "student_res": args.student_res, "precision": precision,
+            "fused_adam": fused, "torch": torch.__version__, "memory_format": fmt,
+            "phases_ms": {k: round(v / args.steps, 3) for k, v in totals.items()}}
+
+
+def main(argv):
+    args = parse_args(argv)
+    if args.compile and not hasattr(torch, "compile"):
+        print(f"torch_step.py: --compile needs torch.compile (PyTorch >= 2.0); this is PyTorch {torch.__version__}",
+              file=sys.stderr)
+        return 3
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    if cuda:
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+    elif "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(len(os.sched_getaffinity(0)))  # as kd: every core (Debian's torch defaults to 1)
+    precision = args.precision if args.precision != "auto" else ("bf16" if cuda else "fp32")
+    if args.memory_format != "auto":
+        formats = [args.memory_format]
+    else:
+        formats = ["channels_last"] if cuda else ["contiguous", "channels_last"]
+
+    peak = matmul_rate(device)
+    results = [measure(args, device, precision, fmt, peak) for fmt in formats]
+    results.sort(key=lambda r: -r["images_per_sec"])  # the faster first: the peer
+    for i, result in enumerate(results):
+        result["label"] = "PyTorch" if i == 0 else f"PyTorch ({result['memory_format']}, slower)"
+    if len(results) > 1:
+        best, other = results
+        print(f"PyTorch = {best['memory_format']}: {best['images_per_sec']:.1f} images/s; "
+              f"{other['memory_format']} {other['images_per_sec']:.1f} images/s "
+              f"({other['images_per_sec'] / best['images_per_sec']:.2f}x of it)")
+    for result in results:
+        print("RESULT " + json.dumps(result))
     return 0
 
 

@@ -42,7 +42,7 @@ inline std::vector<uint8_t> encode(const std::vector<uint8_t>& px, int w, int h,
   unsigned long out_size = 0;
   jpeg_mem_dest(&cinfo, &out, &out_size);
   cinfo.image_width = JDIMENSION(w), cinfo.image_height = JDIMENSION(h), cinfo.input_components = channels;
-  cinfo.in_color_space = channels == 1 ? JCS_GRAYSCALE : JCS_RGB;
+  cinfo.in_color_space = channels == 1 ? JCS_GRAYSCALE : channels == 4 ? JCS_CMYK : JCS_RGB;
   jpeg_set_defaults(&cinfo);
   jpeg_set_quality(&cinfo, quality, TRUE);
   if (progressive) jpeg_simple_progression(&cinfo);

@@ -59,30 +59,6 @@ std::vector<uint8_t> make_png(uint32_t w, uint32_t h, int bits, bool no_data = f
   return png;
 }
 
-std::vector<uint8_t> make_cmyk_jpeg(int w, int h) {
-  jpeg_compress_struct cinfo;
-  jpeg_error_mgr err;
-  cinfo.err = jpeg_std_error(&err);
-  jpeg_create_compress(&cinfo);
-  unsigned char* out = nullptr;
-  unsigned long out_size = 0;
-  jpeg_mem_dest(&cinfo, &out, &out_size);
-  cinfo.image_width = JDIMENSION(w), cinfo.image_height = JDIMENSION(h), cinfo.input_components = 4;
-  cinfo.in_color_space = JCS_CMYK;
-  jpeg_set_defaults(&cinfo);
-  jpeg_start_compress(&cinfo, TRUE);
-  std::vector<uint8_t> row(size_t(w) * 4, 90);
-  while (cinfo.next_scanline < cinfo.image_height) {
-    JSAMPROW r = row.data();
-    jpeg_write_scanlines(&cinfo, &r, 1);
-  }
-  jpeg_finish_compress(&cinfo);
-  jpeg_destroy_compress(&cinfo);
-  std::vector<uint8_t> bytes(out, out + out_size);
-  std::free(out);
-  return bytes;
-}
-
 // A valid JPEG whose frame header is rewritten to claim width x height.
 std::vector<uint8_t> with_jpeg_size(std::vector<uint8_t> jpeg, int width, int height) {
   for (size_t i = 2; i + 9 < jpeg.size(); ++i)
@@ -107,7 +83,7 @@ TEST(BadData, TheRunCompletesAndCountsEveryBrokenFileByKind) {
   write_bytes(cls + "truncated.jpg", std::vector<uint8_t>(good_jpeg.begin(), good_jpeg.begin() + good_jpeg.size() / 2));
   write_bytes(cls + "empty.jpg", {});
   write_bytes(cls + "notes.png", {'n', 'o', 't', ' ', 'a', 'n', ' ', 'i', 'm', 'a', 'g', 'e', '\n'});
-  write_bytes(cls + "cmyk.jpg", make_cmyk_jpeg(16, 16));
+  write_bytes(cls + "cmyk.jpg", encode(std::vector<uint8_t>(16 * 16 * 4, 90), 16, 16, 4, 90, false, false));
   write_bytes(cls + "huge.png", make_png(20000, 20000, 8, true));
   write_bytes(cls + "huge.jpg", with_jpeg_size(good_jpeg, 20000, 20000));
   write_bytes(cls + "big.png", make_png(64, 64, 8));  // valid, but over the bound set below

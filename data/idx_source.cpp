@@ -93,8 +93,10 @@ IdxArray read_idx(const std::string& path, const char* what) {
     const uint32_t n = uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | uint32_t(p[3]);
     KD_CHECK(n < (1u << 31), path, ": IDX dimension ", d, " has an impossible size ", n);
     a.dims.push_back(int64_t(n));
+    // Checked before multiplying: 2^40 x 2^31 would overflow int64.
+    KD_CHECK(n == 0 || elements < (int64_t(1) << 40) / int64_t(n), path,
+             ": IDX dimensions too large (2^40 elements or more)");
     elements *= int64_t(n);
-    KD_CHECK(elements < (int64_t(1) << 40), path, ": IDX dimensions too large");
   }
   const int64_t payload = int64_t(b.size() - a.offset);
   KD_CHECK(payload == elements, path, ": IDX header promises ", elements, " bytes of ", what, " but the file holds ",

@@ -45,11 +45,12 @@ std::vector<uint8_t> read_maybe_gzipped(const std::string& path) {
   KD_CHECK(file != nullptr, "cannot open IDX file ", path);
   gzbuffer(file, 1 << 20);
   std::vector<uint8_t> bytes;
-  constexpr unsigned kChunk = 1 << 22;
-  for (;;) {
+  // Chunks grow with the file: small files (the tests, the fuzzer) stay cheap, big ones take
+  // few calls.
+  for (unsigned chunk = 1 << 16;; chunk = std::min(2 * chunk, 1u << 22)) {
     const size_t old_size = bytes.size();
-    bytes.resize(old_size + kChunk);
-    const int got = gzread(file, bytes.data() + old_size, kChunk);
+    bytes.resize(old_size + chunk);
+    const int got = gzread(file, bytes.data() + old_size, chunk);
     if (got < 0) {
       int code = 0;
       const std::string why = gzerror(file, &code);

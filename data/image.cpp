@@ -33,11 +33,16 @@ uint32_t big_endian16(const uint8_t* p) { return uint32_t(p[0]) << 8 | p[1]; }
 // stb_image 2.27 (Debian 12's libstb) builds a Huffman table from a DHT segment without checking
 // that its 16 code counts add up to at most 256, and more codes write past the table's arrays
 // (found by tests/fuzz/image_fuzz.cpp; stb 2.28 checks it). So the marker segments of a JPEG are
-// walked first, entropy-coded data skipped, and such a table refused. Returns the reason, or ""
-// (also for structure this walk does not follow: stb_image reports that itself).
+// walked first, entropy-coded data skipped, and such a table refused. The walk may visit more
+// segments than stb_image would, never fewer: like stb, it skips bytes that are no marker until
+// the next 0xFF. Returns the reason, or "".
 std::string oversized_huffman_table(const uint8_t* p, size_t n) {
   size_t pos = 2;  // after the start-of-image marker
-  while (pos + 1 < n && p[pos] == 0xFF) {
+  while (pos + 1 < n) {
+    if (p[pos] != 0xFF) {
+      ++pos;
+      continue;
+    }
     while (pos + 1 < n && p[pos + 1] == 0xFF) ++pos;  // fill bytes
     if (pos + 1 >= n) break;
     const uint8_t marker = p[pos + 1];

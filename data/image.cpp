@@ -28,47 +28,6 @@ struct StbFree {
   void operator()(stbi_uc* p) const { stbi_image_free(p); }
 };
 
-uint32_t big_endian16(const uint8_t* p) { return uint32_t(p[0]) << 8 | p[1]; }
-
-// stb_image 2.27 (Debian 12's libstb) builds a Huffman table from a DHT segment without checking
-// that its 16 code counts add up to at most 256, and more codes write past the table's arrays
-// (found by tests/fuzz/image_fuzz.cpp; stb 2.28 checks it). So the marker segments of a JPEG are
-// walked first, entropy-coded data skipped, and such a table refused. The walk may visit more
-// segments than stb_image would, never fewer: like stb, it skips bytes that are no marker until
-// the next 0xFF. Returns the reason, or "".
-std::string oversized_huffman_table(const uint8_t* p, size_t n) {
-  size_t pos = 2;  // after the start-of-image marker
-  while (pos + 1 < n) {
-    if (p[pos] != 0xFF) {
-      ++pos;
-      continue;
-    }
-    while (pos + 1 < n && p[pos + 1] == 0xFF) ++pos;  // fill bytes
-    if (pos + 1 >= n) break;
-    const uint8_t marker = p[pos + 1];
-    if (marker == 0xD9) break;  // end of image
-    if (marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) {  // no segment follows
-      pos += 2;
-      continue;
-    }
-    if (pos + 4 > n) break;
-    const size_t end = pos + 2 + big_endian16(p + pos + 2);
-    if (marker == 0xC4) {
-      for (size_t table = pos + 4; table < std::min(end, n);) {
-        uint32_t codes = 0;  // stb_image reads bytes past the end as zeros
-        for (size_t i = table + 1; i <= table + 16 && i < n; ++i) codes += p[i];
-        if (codes > 256)
-          return "Huffman table of " + std::to_string(codes) + " codes; a JPEG table has at most 256";
-        table += 17 + codes;
-      }
-    }
-    pos = end;
-    if (marker == 0xDA)  // start of scan: entropy-coded data up to the next marker but RSTn
-      while (pos + 1 < n && !(p[pos] == 0xFF && p[pos + 1] != 0 && !(p[pos + 1] >= 0xD0 && p[pos + 1] <= 0xD7))) ++pos;
-  }
-  return "";
-}
-
 }  // namespace
 
 JpegDecoder parse_jpeg_decoder(const std::string& name) {
@@ -93,10 +52,6 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& origin, 
   if (size > size_t(std::numeric_limits<int>::max()))
     throw DecodeError(origin, "file of " + std::to_string(size) + " bytes is too large to decode");
   const int len = int(size);
-  if (size >= 2 && data[0] == 0xFF && data[1] == 0xD8) {  // what stb_image takes for a JPEG
-    const std::string bad_table = oversized_huffman_table(data, size);
-    if (!bad_table.empty()) throw DecodeError(origin, "corrupt JPEG (" + bad_table + ")");
-  }
 
   int width = 0, height = 0, file_channels = 0;
   if (!stbi_info_from_memory(data, len, &width, &height, &file_channels)) {

@@ -1,4 +1,6 @@
 // stb_image's implementation, compiled with kd instead of linked from Debian's prebuilt libstb:
 // built with kd's flags, so the sanitizers and the fuzzers (tests/fuzz) see inside the decoder.
+// The header is Debian's with one check added by CMakeLists.txt (a JPEG Huffman table of more than
+// 256 codes is refused, as stb 2.28 does).
 #define STB_IMAGE_IMPLEMENTATION
-#include <stb/stb_image.h>
+#include <stb/stb_image_checked.h>

@@ -61,6 +61,12 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& origin, 
   if (int64_t(width) * height > kMaxPixels)
     throw DecodeError(origin, "image of " + std::to_string(width) + "x" + std::to_string(height) +
                                   " pixels is larger than the decoder accepts");
+  // stb_image reads past the end of a cut-off BMP as zeros and decodes all of it, so 200 bytes
+  // could cost 16384 x 16384 pixels of time and memory (found by tests/fuzz/image_fuzz.cpp). BMP
+  // pixels are stored uncompressed (stb reads no RLE BMPs), at least one bit each.
+  if (size >= 2 && data[0] == 'B' && data[1] == 'M' && uint64_t(width) * uint64_t(height) / 8 > size)
+    throw DecodeError(origin, "truncated BMP: " + std::to_string(width) + "x" + std::to_string(height) +
+                                  " pixels need more than the file's " + std::to_string(size) + " bytes");
 
   // Asking for 3 components makes stb broadcast gray to RGB and drop alpha.
   std::unique_ptr<stbi_uc, StbFree> decoded(

@@ -49,7 +49,7 @@ enum class JpegDecoder : uint8_t { stb, turbo };
 JpegDecoder parse_jpeg_decoder(const std::string& name);
 const char* jpeg_decoder_name(JpegDecoder d);
 
-// Decodes an encoded image (JPEG, PNG, BMP; whatever stb_image reads) to three channels.
+// Decodes an encoded image (JPEG, PNG or BMP; stb_image is built for these alone) to three channels.
 // Throws DecodeError naming `origin` when the bytes are not a readable image.
 Image decode_image(const uint8_t* data, size_t size, const std::string& origin,
                    JpegDecoder jpeg = JpegDecoder::stb);

@@ -2,5 +2,10 @@
 // built with kd's flags, so the sanitizers and the fuzzers (tests/fuzz) see inside the decoder.
 // The header is Debian's with one check added by CMakeLists.txt (a JPEG Huffman table of more than
 // 256 codes is refused, as stb 2.28 does).
+// Only the formats kd reads (data/image.h): every other decoder would be attack surface for
+// files that merely carry an image extension.
+#define STBI_ONLY_JPEG
+#define STBI_ONLY_PNG
+#define STBI_ONLY_BMP
 #define STB_IMAGE_IMPLEMENTATION
 #include <stb/stb_image_checked.h>

@@ -1,7 +1,7 @@
 // stb_image's implementation, compiled with kd instead of linked from Debian's prebuilt libstb:
 // built with kd's flags, so the sanitizers and the fuzzers (tests/fuzz) see inside the decoder.
-// The header is Debian's with two fixes that CMakeLists.txt adds (a JPEG Huffman table of more than
-// 256 codes is refused, as stb 2.28 does; an empty PNG IDAT chunk copies nothing).
+// The header is Debian's with fixes that CMakeLists.txt adds: stb 2.28's checks of JPEG Huffman
+// tables and of the JPEG bit reader, and an empty PNG IDAT chunk copies nothing.
 // Only the formats kd reads (data/image.h): every other decoder would be attack surface for
 // files that merely carry an image extension.
 #define STBI_ONLY_JPEG

@@ -45,11 +45,12 @@ std::vector<uint8_t> read_maybe_gzipped(const std::string& path) {
   KD_CHECK(file != nullptr, "cannot open IDX file ", path);
   gzbuffer(file, 1 << 20);
   std::vector<uint8_t> bytes;
-  constexpr unsigned kChunk = 1 << 22;
-  for (;;) {
+  // Chunks grow with the file: small files (the tests, the fuzzer) stay cheap, big ones take
+  // few calls.
+  for (unsigned chunk = 1 << 16;; chunk = std::min(2 * chunk, 1u << 22)) {
     const size_t old_size = bytes.size();
-    bytes.resize(old_size + kChunk);
-    const int got = gzread(file, bytes.data() + old_size, kChunk);
+    bytes.resize(old_size + chunk);
+    const int got = gzread(file, bytes.data() + old_size, chunk);
     if (got < 0) {
       int code = 0;
       const std::string why = gzerror(file, &code);
@@ -93,8 +94,10 @@ IdxArray read_idx(const std::string& path, const char* what) {
     const uint32_t n = uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | uint32_t(p[3]);
     KD_CHECK(n < (1u << 31), path, ": IDX dimension ", d, " has an impossible size ", n);
     a.dims.push_back(int64_t(n));
+    // Checked before multiplying: 2^40 x 2^31 would overflow int64.
+    KD_CHECK(n == 0 || elements < (int64_t(1) << 40) / int64_t(n), path,
+             ": IDX dimensions too large (2^40 elements or more)");
     elements *= int64_t(n);
-    KD_CHECK(elements < (int64_t(1) << 40), path, ": IDX dimensions too large");
   }
   const int64_t payload = int64_t(b.size() - a.offset);
   KD_CHECK(payload == elements, path, ": IDX header promises ", elements, " bytes of ", what, " but the file holds ",

@@ -1,7 +1,6 @@
-// Decoding with stb_image. Debian's libstb carries the implementation, so this file only includes
-// the header. stb_image keeps its failure reason in a thread-local variable (v2.27 on), and we
-// never touch its global settings (vertical flip etc.), so decoding from several loader threads
-// at once is safe.
+// Decoding with stb_image (its implementation is compiled in data/stb_image.cpp). stb_image keeps
+// its failure reason in a thread-local variable (v2.27 on), and we never touch its global
+// settings (vertical flip etc.), so decoding from several loader threads at once is safe.
 #include "data/image.h"
 
 #include <algorithm>
@@ -48,6 +47,25 @@ namespace {
 struct StbFree {
   void operator()(stbi_uc* p) const { stbi_image_free(p); }
 };
+
+// stb_image grows its buffer for a PNG's IDAT chunk to the length the chunk claims before it
+// reads the data, so 50 bytes could ask for 2 GiB (found by tests/fuzz/image_fuzz.cpp). PNG
+// chunks follow each other with nothing between (length, type, data, CRC), as stb reads them up to
+// IEND: a chunk claiming more than the rest of the file is refused first. Returns the reason or "".
+std::string cut_off_png_chunk(const uint8_t* p, size_t n) {
+  static const uint8_t kSignature[8] = {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A};
+  if (n < 8 || std::memcmp(p, kSignature, 8) != 0) return "";
+  for (size_t pos = 8; pos + 8 <= n;) {
+    const uint64_t length = uint64_t(p[pos]) << 24 | uint64_t(p[pos + 1]) << 16 | uint64_t(p[pos + 2]) << 8 | p[pos + 3];
+    const std::string type(reinterpret_cast<const char*>(p + pos + 4), 4);
+    if (length + 12 > n - pos)
+      return "truncated PNG: chunk '" + type + "' claims " + std::to_string(length) + " bytes, the file has " +
+             std::to_string(n - pos - 8) + " after its header";
+    if (type == "IEND") break;
+    pos += 12 + size_t(length);
+  }
+  return "";
+}
 
 }  // namespace
 
@@ -116,6 +134,8 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& origin, 
     auto be32 = [](const uint8_t* p) { return int64_t(p[0]) << 24 | int64_t(p[1]) << 16 | int64_t(p[2]) << 8 | p[3]; };
     check_image_pixels(be32(data + 16), be32(data + 20), max_pixels, origin);
   }
+  const std::string cut_off = cut_off_png_chunk(data, size);
+  if (!cut_off.empty()) throw DecodeError(origin, cut_off, DecodeError::Kind::corrupt);
   int width = 0, height = 0, file_channels = 0;
   if (!stbi_info_from_memory(data, len, &width, &height, &file_channels)) {
     const char* why = stbi_failure_reason();
@@ -123,6 +143,13 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& origin, 
                       DecodeError::Kind::not_an_image);
   }
   check_image_pixels(width, height, max_pixels, origin);
+  // stb_image reads past the end of a cut-off BMP as zeros and decodes all of it, so 200 bytes
+  // could cost 16384 x 16384 pixels of time and memory (found by tests/fuzz/image_fuzz.cpp). BMP
+  // pixels are stored uncompressed (stb reads no RLE BMPs), at least one bit each.
+  if (size >= 2 && data[0] == 'B' && data[1] == 'M' && uint64_t(width) * uint64_t(height) / 8 > size)
+    throw DecodeError(origin, "truncated BMP: " + std::to_string(width) + "x" + std::to_string(height) +
+                                  " pixels need more than the file's " + std::to_string(size) + " bytes",
+                      DecodeError::Kind::corrupt);
 
   // Asking for 3 components makes stb broadcast gray to RGB and drop alpha.
   std::unique_ptr<stbi_uc, StbFree> decoded(

@@ -97,7 +97,7 @@ struct DecodeSettings {
 void check_image_pixels(int64_t width, int64_t height, int64_t max_pixels, const std::string& origin);
 
 
-// Decodes an encoded image (JPEG, PNG, BMP; whatever stb_image reads) to three channels.
+// Decodes an encoded image (JPEG, PNG or BMP; stb_image is built for these alone) to three channels.
 // Throws DecodeError naming `origin` when the bytes are not a readable image. With `need` and
 // libjpeg-turbo, a JPEG is decoded only where its views read it (Image's placement fields say
 // where); stb_image and the other formats always decode the whole image. With nvjpeg a JPEG

@@ -29,6 +29,8 @@ constexpr uint32_t kZip64Marker = 0xffffffffu;
 constexpr uint16_t kZip64ExtraId = 0x0001;
 constexpr uint16_t kMethodStored = 0, kMethodDeflate = 8;
 constexpr uint16_t kFlagEncrypted = 0x1, kFlagDataDescriptor = 0x8;
+// Deflate's best case: a 258-byte match per 2 bits of a fixed-Huffman block, about 1032:1.
+constexpr uint64_t kMaxDeflateRatio = 1032;
 
 template <typename T>
 T load(const uint8_t* p) {
@@ -229,6 +231,7 @@ std::string member_where(const std::string& path, const std::string& zip_name) {
 // The first n uncompressed bytes of a member (n <= member_bytes).
 std::vector<uint8_t> member_prefix(const uint8_t* stored, const NpzMember& m, uint64_t n, const std::string& where) {
   std::vector<uint8_t> out(size_t(std::min(n, m.member_bytes)));
+  if (out.empty()) return out;  // memcpy and zlib want real pointers, even for no bytes
   if (!m.deflated) {
     std::memcpy(out.data(), stored, out.size());
   } else {
@@ -276,6 +279,11 @@ NpzFile NpzFile::open(const std::string& path) {
     m.deflated = method == kMethodDeflate;
     KD_CHECK(m.deflated || m.stored_bytes == m.member_bytes, where, ": stored member has compressed size ",
              m.stored_bytes, " but uncompressed size ", m.member_bytes);
+    // Checked before anything is allocated for the member: a directory could otherwise make a
+    // tiny file ask for terabytes.
+    KD_CHECK(!m.deflated || m.member_bytes / kMaxDeflateRatio <= m.stored_bytes, where, ": the directory says ",
+             m.stored_bytes, " compressed bytes hold ", m.member_bytes, ", more than deflate's ", kMaxDeflateRatio,
+             ":1 can (corrupt)");
     constexpr const char* kSuffix = ".npy";
     KD_CHECK(zip_name.size() > 4 && zip_name.compare(zip_name.size() - 4, 4, kSuffix) == 0, where,
              ": not a .npy array (every member of a .npz is one)");

@@ -5,7 +5,7 @@
 #   device run:  carry [".deps"], command "tools/gpu_check.sh"
 set -euo pipefail
 cd "$(dirname "$0")/.."
-packages=(libgtest-dev libstb-dev libstb0 libtomlplusplus-dev nlohmann-json3-dev libcli11-dev
+packages=(libgtest-dev libstb-dev libtomlplusplus-dev nlohmann-json3-dev libcli11-dev
           libopenblas-openmp-dev libopenblas0-openmp libgfortran5 libquadmath0 zlib1g zlib1g-dev
           libjpeg62-turbo libjpeg62-turbo-dev)
 rm -rf .deps/root .deps/debs

@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # Installs what kd needs on a fresh Debian 12 machine (run as root). Idempotent and quiet when
-# everything is present.  Usage: tools/install_deps.sh [--build] [--test]
+# everything is present.  Usage: tools/install_deps.sh [--build] [--test] [--fuzz]
 #   --build  compilers' libraries and headers, and matplotlib for kd plot (always implied)
 #   --test   also what the tests need: PyTorch (Debian's python3-torch), and timm and tensorboard
 #            from PyPI (TensorBoard reads kd's event files in the tests)
+#   --fuzz   also what tools/fuzz.sh needs: clang with libFuzzer and the sanitizer runtimes
+#            (libclang-rt-dev) and clang's OpenMP (libomp-dev)
 set -euo pipefail
 
 want_test=0
+want_fuzz=0
 for arg in "$@"; do
   case "$arg" in
     --build) ;;
     --test) want_test=1 ;;
-    *) echo "install_deps.sh: unknown option '$arg' (use --build, --test)" >&2; exit 2 ;;
+    --fuzz) want_fuzz=1 ;;
+    *) echo "install_deps.sh: unknown option '$arg' (use --build, --test, --fuzz)" >&2; exit 2 ;;
   esac
 done
 
@@ -20,6 +24,9 @@ packages=(cmake ninja-build g++ pkg-config zlib1g-dev libjpeg62-turbo-dev libope
           python3-matplotlib)
 if [ "$want_test" = 1 ]; then
   packages+=(python3 python3-pip python3-numpy python3-torch python3-torchvision)
+fi
+if [ "$want_fuzz" = 1 ]; then
+  packages+=(clang libclang-rt-dev libomp-dev)
 fi
 
 missing=()

@@ -1,5 +1,5 @@
 // Test data written on the fly: a temporary folder per test, IDX files (raw and gzipped) and
-// images through stb_image_write (Debian's libstb carries its implementation too).
+// images through stb_image_write (tests/support/stb_image_write.cpp compiles it).
 #pragma once
 #include <unistd.h>
 #include <zlib.h>

@@ -139,8 +139,10 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
   std::vector<LoopObserver*> observers;
   std::vector<std::string> before_log;
   auto message = [&](const std::string& line) {
-    if (writer && !log) return before_log.push_back(line);
-    for (LoopObserver* obs : observers) obs->message(line);
+    if (writer && !log)
+      before_log.push_back(line);
+    else
+      for (LoopObserver* obs : observers) obs->message(line);
   };
   for (const std::string& why : unloadable) message("warning: passing over a checkpoint that does not load: " + why);
   const ModelOptions& mo = o.trained_model();

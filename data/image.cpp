@@ -42,29 +42,34 @@ void check_image_pixels(int64_t width, int64_t height, int64_t max_pixels, const
 
 namespace {
 
-// Decoding a huge image would take gigabytes; anything above this is treated as unreadable.
-
 struct StbFree {
   void operator()(stbi_uc* p) const { stbi_image_free(p); }
 };
 
-// stb_image grows its buffer for a PNG's IDAT chunk to the length the chunk claims before it
-// reads the data, so 50 bytes could ask for 2 GiB (found by tests/fuzz/image_fuzz.cpp). PNG
-// chunks follow each other with nothing between (length, type, data, CRC), as stb reads them up to
-// IEND: a chunk claiming more than the rest of the file is refused first. Returns the reason or "".
-std::string cut_off_png_chunk(const uint8_t* p, size_t n) {
+// PNG chunks follow each other with nothing between (length, type, data, CRC), as stb reads them
+// up to IEND. Two things are checked before stb_image sees the file:
+// - IHDR's size against the bound (stb refuses a header it deems too large with a reason that
+//   its other format probes then overwrite, so kd says it);
+// - no chunk may claim more than the rest of the file: stb grows its buffer for an IDAT chunk to
+//   the length claimed before reading, so 50 bytes could ask for 2 GiB (found by
+//   tests/fuzz/image_fuzz.cpp).
+void check_png_chunks(const uint8_t* p, size_t n, int64_t max_pixels, const std::string& origin) {
   static const uint8_t kSignature[8] = {0x89, 'P', 'N', 'G', 0x0D, 0x0A, 0x1A, 0x0A};
-  if (n < 8 || std::memcmp(p, kSignature, 8) != 0) return "";
+  if (n < 8 || std::memcmp(p, kSignature, 8) != 0) return;
+  auto be32 = [](const uint8_t* q) { return uint64_t(q[0]) << 24 | uint64_t(q[1]) << 16 | uint64_t(q[2]) << 8 | q[3]; };
   for (size_t pos = 8; pos + 8 <= n;) {
-    const uint64_t length = uint64_t(p[pos]) << 24 | uint64_t(p[pos + 1]) << 16 | uint64_t(p[pos + 2]) << 8 | p[pos + 3];
+    const uint64_t length = be32(p + pos);
     const std::string type(reinterpret_cast<const char*>(p + pos + 4), 4);
+    if (type == "IHDR" && pos + 16 <= n)
+      check_image_pixels(int64_t(be32(p + pos + 8)), int64_t(be32(p + pos + 12)), max_pixels, origin);
     if (length + 12 > n - pos)
-      return "truncated PNG: chunk '" + type + "' claims " + std::to_string(length) + " bytes, the file has " +
-             std::to_string(n - pos - 8) + " after its header";
+      throw DecodeError(origin,
+                        "truncated PNG: chunk '" + type + "' claims " + std::to_string(length) + " bytes, the file has " +
+                            std::to_string(n - pos - 8) + " after its header",
+                        DecodeError::Kind::corrupt);
     if (type == "IEND") break;
     pos += 12 + size_t(length);
   }
-  return "";
 }
 
 }  // namespace
@@ -111,7 +116,7 @@ Image defer_jpeg(const uint8_t* data, size_t size, const std::string& origin, in
 
 Image decode_image(const uint8_t* data, size_t size, const std::string& origin, JpegDecoder jpeg,
                    const ViewNeedFn* need, int64_t max_pixels) {
-  if (jpeg == JpegDecoder::nvjpeg && size >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF)
+  if (jpeg == JpegDecoder::nvjpeg && looks_like_jpeg(data, size))
     return defer_jpeg(data, size, origin, max_pixels);
 #if KD_HAVE_JPEG
   if (jpeg == JpegDecoder::turbo && looks_like_jpeg(data, size))
@@ -127,15 +132,7 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& origin, 
                       DecodeError::Kind::too_large);
   const int len = int(size);
 
-  // A PNG's size is in its first chunk: checked here, because stb_image refuses a header it
-  // deems too large with a reason that its other format probes then overwrite.
-  static const uint8_t kPngSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
-  if (size >= 24 && std::memcmp(data, kPngSignature, 8) == 0 && std::memcmp(data + 12, "IHDR", 4) == 0) {
-    auto be32 = [](const uint8_t* p) { return int64_t(p[0]) << 24 | int64_t(p[1]) << 16 | int64_t(p[2]) << 8 | p[3]; };
-    check_image_pixels(be32(data + 16), be32(data + 20), max_pixels, origin);
-  }
-  const std::string cut_off = cut_off_png_chunk(data, size);
-  if (!cut_off.empty()) throw DecodeError(origin, cut_off, DecodeError::Kind::corrupt);
+  check_png_chunks(data, size, max_pixels, origin);
   int width = 0, height = 0, file_channels = 0;
   if (!stbi_info_from_memory(data, len, &width, &height, &file_channels)) {
     const char* why = stbi_failure_reason();

@@ -56,10 +56,6 @@ void check_size(size_t size, const std::string& origin) {
 
 }  // namespace
 
-bool looks_like_jpeg(const uint8_t* data, size_t size) {
-  return size >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF;
-}
-
 JpegInfo read_jpeg_info(const uint8_t* data, size_t size, const std::string& origin) {
   check_size(size, origin);
   Decompressor d;

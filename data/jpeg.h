@@ -12,6 +12,7 @@
 #include <string>
 
 #include "data/image.h"
+#include "data/jpeg_header.h"  // looks_like_jpeg
 
 namespace kd {
 
@@ -20,8 +21,6 @@ struct JpegInfo {
   int components = 0;  // 1 grey, 3 YCbCr/RGB, 4 CMYK/YCCK
 };
 
-// A JPEG's start-of-image marker (FF D8 FF).
-bool looks_like_jpeg(const uint8_t* data, size_t size);
 // The header alone; DecodeError when it does not parse.
 JpegInfo read_jpeg_info(const uint8_t* data, size_t size, const std::string& origin);
 

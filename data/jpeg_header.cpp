@@ -11,6 +11,10 @@ bool is_sof(uint8_t m) { return m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8
 bool stands_alone(uint8_t m) { return m == 0x01 || (m >= 0xD0 && m <= 0xD9); }  // TEM, RSTn, SOI, EOI
 }  // namespace
 
+bool looks_like_jpeg(const uint8_t* data, size_t size) {
+  return size >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF;
+}
+
 bool read_jpeg_frame(const uint8_t* data, size_t size, JpegFrame* frame) {
   if (data == nullptr || size < 4 || data[0] != 0xFF || data[1] != 0xD8) return false;
   size_t at = 2;

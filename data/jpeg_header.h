@@ -14,6 +14,9 @@ struct JpegFrame {
   bool lossless = false;     // SOF3/7/11/15 (no decoder kd uses reads these)
 };
 
+// A JPEG's start-of-image marker (FF D8 FF).
+bool looks_like_jpeg(const uint8_t* data, size_t size);
+
 // False when the bytes are not a JPEG whose frame header lies within them (no start-of-image,
 // a segment running past the end, a scan before any frame, a zero or absurd size). Reads no
 // byte outside [data, data + size).

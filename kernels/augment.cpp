@@ -85,14 +85,12 @@ void augment_cpu(const uint8_t* pixels, const SourceImage* sources, const ViewRe
       // operations in the same order per lane as blend_taps3 and mix_and_normalize, so the same
       // bits (x86-64 compilers do not contract a * b + c into an FMA without -mfma). Every
       // pixel but a row's last stores 4 lanes; the next pixel overwrites the fourth.
+      const __m128 scale = _mm_setr_ps(norm.scale[0], norm.scale[1], norm.scale[2], 0.0f);
+      const __m128 shift = _mm_setr_ps(norm.shift[0], norm.shift[1], norm.shift[2], 0.0f);
+      const __m128 lambda = _mm_set1_ps(r.lambda), rest = _mm_set1_ps(1.0f - r.lambda);
       for (; ox + 1 < out_w; ++ox) {
         __m128 v = blend_taps3_sse(a.pixels, a.w, ya, xa[ox]);
-        if (mixed) {
-          const __m128 vb = blend_taps3_sse(b.pixels, b.w, yb, xb[ox]);
-          v = _mm_add_ps(_mm_mul_ps(_mm_set1_ps(r.lambda), v), _mm_mul_ps(_mm_set1_ps(1.0f - r.lambda), vb));
-        }
-        const __m128 scale = _mm_setr_ps(norm.scale[0], norm.scale[1], norm.scale[2], 0.0f);
-        const __m128 shift = _mm_setr_ps(norm.shift[0], norm.shift[1], norm.shift[2], 0.0f);
+        if (mixed) v = _mm_add_ps(_mm_mul_ps(lambda, v), _mm_mul_ps(rest, blend_taps3_sse(b.pixels, b.w, yb, xb[ox])));
         _mm_storeu_ps(row + ox * 3, _mm_add_ps(_mm_mul_ps(v, scale), shift));
       }
 #endif

@@ -102,7 +102,10 @@ void StepRunner::micro_batch(Context& ctx, const RankBatch& batch, int64_t k, in
   } else {
     TrainViews views = make_train_views(c.recipe, c.strategy, slots, c.seed);
     place_views(views.student, packed);
-    place_views(views.teacher, packed);
+    if (views.shared)
+      views.teacher = views.student;
+    else
+      place_views(views.teacher, packed);
     r.mixup_lambda = views.lambda;
     // Each teacher sees the recipe at its own resolution: views[0] is the student's, views[1 + k]
     // teacher k's (one upload; equal resolutions rendered once).

@@ -48,6 +48,10 @@ struct Phases {
   double read = 0, decode = 0, resize = 0, pack = 0;
   int64_t bytes = 0;
   double total() const { return read + decode + resize + pack; }
+  Phases& operator+=(const Phases& o) {
+    read += o.read, decode += o.decode, resize += o.resize, pack += o.pack, bytes += o.bytes;
+    return *this;
+  }
 };
 
 // One image through the loader's phases.
@@ -176,17 +180,13 @@ void run_bench_decode(const DecodeArgs& a) {
           std::vector<uint8_t> staging;
           std::vector<float> rendered;
           Phases& sum = per_thread[size_t(k)];
-          for (size_t i = next++; i < samples.size(); i = next++) {
-            const Phases p = run_one(samples[i], mode, out_side, a, staging, rendered);
-            sum.read += p.read, sum.decode += p.decode, sum.resize += p.resize, sum.pack += p.pack;
-            sum.bytes += p.bytes;
-          }
+          for (size_t i = next++; i < samples.size(); i = next++)
+            sum += run_one(samples[i], mode, out_side, a, staging, rendered);
         });
       for (auto& th : pool) th.join();
       const double s = seconds_between(start, Clock::now()), ips = n / s;
       Phases all;
-      for (const Phases& p : per_thread)
-        all.read += p.read, all.decode += p.decode, all.resize += p.resize, all.pack += p.pack, all.bytes += p.bytes;
+      for (const Phases& p : per_thread) all += p;
       if (std::string(mode.name) == "stb_image" && t == a.threads.front()) stb_per_thread = ips / t;
       const double tot = std::max(all.total(), 1e-12);
       std::printf("| %s | %d | %.0f | %.0f | %.2fx | %.0f%% | %.0f%% | %.0f%% | %.0f%% | %.0f |\n", mode.name, t, ips,

@@ -1,6 +1,9 @@
 #include "engine/ops.h"
 
+#include <type_traits>
+
 #include "engine/ops_internal.h"
+#include "kernels/conv_onednn.h"
 #include "kernels/linear.h"
 #include "kernels/weight_std.h"
 
@@ -31,6 +34,8 @@ Tensor conv2d(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dShape&
       [&] { KD_IF_CUDA(conv2d_forward_cuda(ctx.cuda_handles(), s, x.data<bf16>(), w.data<bf16>(), y.data<bf16>());) },
       [&](auto zero) {
         using T = decltype(zero);
+        if constexpr (std::is_same_v<T, float>)
+          if (conv2d_forward_onednn(s, x.data<T>(), w.data<T>(), y.data<T>())) return;
         conv2d_forward_cpu<T>(s, x.data<T>(), w.data<T>(), y.data<T>());
       });
   return y;
@@ -47,6 +52,8 @@ Tensor conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, con
       },
       [&](auto zero) {
         using T = decltype(zero);
+        if constexpr (std::is_same_v<T, float>)
+          if (conv2d_backward_data_onednn(s, dy.data<T>(), w.data<T>(), dx.data<T>())) return;
         conv2d_backward_data_cpu<T>(s, dy.data<T>(), w.data<T>(), dx.data<T>());
       });
   return dx;
@@ -62,6 +69,8 @@ void conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, con
       },
       [&](auto zero) {
         using T = decltype(zero);
+        if constexpr (std::is_same_v<T, float>)
+          if (conv2d_backward_filter_onednn(s, x.data<T>(), dy.data<T>(), dw.data<T>())) return;
         conv2d_backward_filter_cpu<T>(s, x.data<T>(), dy.data<T>(), dw.data<T>());
       });
 }

@@ -1,10 +1,17 @@
 #include "kernels/gemm.h"
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
+
+#include "kernels/check.h"
+#include "kernels/cpu_backend.h"
 
 #if KD_HAVE_OPENBLAS
 #include <cblas.h>
+#endif
+#if KD_HAVE_ONEDNN
+#include <oneapi/dnnl/dnnl.h>
 #endif
 
 namespace kd {
@@ -55,6 +62,19 @@ void gemm_cpu(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alp
       for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == T(0) ? T(0) : beta * c[i * ldc + j];
     return;
   }
+#if KD_HAVE_ONEDNN
+  // oneDNN's JIT sgemm (same row-major contract): 2-4x OpenBLAS 0.3.21 on the CPU path's skinny
+  // products, and it does not depend on OpenBLAS knowing the CPU (cpu_backend.h).
+  if constexpr (std::is_same_v<T, float>) {
+    if (cpu_backend() == CpuBackend::onednn) {
+      const dnnl_status_t st = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, alpha, a, lda, b, ldb,
+                                          beta, c, ldc);
+      KD_CHECK(st == dnnl_success, "gemm (oneDNN sgemm) failed with status ", int(st), " for m ", m, " n ", n, " k ",
+               k);
+      return;
+    }
+  }
+#endif
 #if KD_HAVE_OPENBLAS
   blas_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 #else

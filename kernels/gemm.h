@@ -1,5 +1,6 @@
 // Row-major matrix product on the CPU: C = alpha * op(A) * op(B) + beta * C, with op(X) = X or
-// X^T, leading dimensions in elements. OpenBLAS when available, else a blocked loop.
+// X^T, leading dimensions in elements. fp32: oneDNN's sgemm under the onednn CPU backend
+// (cpu_backend.h), else OpenBLAS when available, else a blocked loop. fp64: OpenBLAS or the loop.
 // T is float (the CPU path) or double (the gradient checker).
 #pragma once
 #include <cstdint>

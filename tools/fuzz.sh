@@ -18,7 +18,7 @@ if [ ${#targets[@]} -eq 0 ]; then
 fi
 build=${KD_FUZZ_BUILD_DIR:-build-fuzz}
 
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKD_CUDA=OFF -DKD_FUZZ=ON -DKD_TESTS=OFF -DKD_MPI=OFF \
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKD_CUDA=OFF -DKD_FUZZ=ON -DKD_TESTS=OFF -DKD_MPI=OFF -DKD_ONEDNN=OFF \
   -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ >/dev/null
 cmake --build "$build" --target "${targets[@]/%/_fuzz}"
 

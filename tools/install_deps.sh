@@ -19,7 +19,7 @@ for arg in "$@"; do
   esac
 done
 
-packages=(cmake ninja-build g++ pkg-config zlib1g-dev libjpeg62-turbo-dev libopenblas-openmp-dev libstb-dev libtomlplusplus-dev
+packages=(cmake ninja-build g++ pkg-config zlib1g-dev libjpeg62-turbo-dev libopenblas-openmp-dev libdnnl-dev libstb-dev libtomlplusplus-dev
           nlohmann-json3-dev libcli11-dev libgtest-dev dataset-fashion-mnist libopenmpi-dev openmpi-bin
           python3-matplotlib)
 if [ "$want_test" = 1 ]; then

@@ -1,6 +1,7 @@
 #include "train/options.h"
 
 #include "kernels/check.h"
+#include "kernels/cpu_backend.h"
 
 namespace kd {
 
@@ -42,6 +43,13 @@ void TrainOptions::bind(ConfigSchema& s) {
   s.bind("run.tensorboard", &run.tensorboard,
          "write TensorBoard event files (events.out.tfevents.*) in the run folder: every number of metrics.jsonl "
          "as a scalar (tensorboard --logdir runs/)");
+  s.bind("run.cpu_backend", &run.cpu_backend,
+         "CPU path's convolutions and fp32 matrix products: auto (onednn when kd was built with it), onednn "
+         "(oneDNN's JIT kernels) or reference (kd's im2col + OpenBLAS, what the tests compare with)");
+  s.bind("run.threads", &run.threads,
+         "OpenMP threads of the CPU path (0: OMP_NUM_THREADS, else every core). On a machine shared with another "
+         "job, give kd the cores that are free: threads that wait for a core someone else holds cost more than they "
+         "bring. Exact resume on the CPU needs the same count");
   if (mode == RunMode::train) s.bind("run.label_smoothing", &run.label_smoothing, "label smoothing of the loss");
   s.bind("run.autotune", &run.autotune,
          "GPU: time cuDNN's candidate engines once per convolution shape and keep the fastest");
@@ -189,6 +197,8 @@ void TrainOptions::bind(ConfigSchema& s) {
 void TrainOptions::validate() const {
   KD_CHECK(run.steps > 0 || run.epochs > 0, "set run.steps or run.epochs to a positive value");
   KD_CHECK(run.log_every > 0, "run.log_every must be positive");
+  KD_CHECK(run.threads >= 0, "run.threads must not be negative, got ", run.threads);
+  parse_cpu_backend(run.cpu_backend);  // throws naming the value
   KD_CHECK(run.stop_after >= 0, "run.stop_after must not be negative");
   KD_CHECK(run.skip_nonfinite >= 0, "run.skip_nonfinite must not be negative, got ", run.skip_nonfinite);
   KD_CHECK(data.batch_size > 0, "data.batch_size must be positive, got ", data.batch_size);

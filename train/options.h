@@ -88,6 +88,8 @@ struct RunOptions {
   int64_t skip_nonfinite = 0;     // steps with a non-finite loss/gradient skipped before the run stops
   bool allow_data_change = false; // resume even when the training data differs from the checkpoint's
   bool tensorboard = true;        // TensorBoard event files beside metrics.jsonl
+  std::string cpu_backend = "auto";  // CPU path: auto, onednn or reference (kernels/cpu_backend.h)
+  int64_t threads = 0;               // CPU path's OpenMP threads (0: OMP_NUM_THREADS, else every core)
 };
 
 struct EvalOptions {

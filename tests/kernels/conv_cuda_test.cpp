@@ -10,6 +10,7 @@
 #include "kernels/conv.h"
 #include "kernels/conv_cuda_layout.h"
 #include "tests/kernels/cuda_test_util.h"
+#include "tests/kernels/conv_shapes.h"
 #include "tests/support/testing.h"
 
 namespace kd {
@@ -18,32 +19,25 @@ namespace {
 using test::random_vector;
 using test::rel_l2;
 
-Conv2dShape make(int64_t n, int64_t h, int64_t w, int64_t cin, int64_t cout, int64_t k, int64_t stride, int64_t pad,
-                 int64_t groups = 1, int64_t dilation = 1) {
-  Conv2dShape s;
-  s.n = n, s.h = h, s.w = w, s.c_in = cin, s.c_out = cout, s.kh = s.kw = k;
-  s.stride_h = s.stride_w = stride, s.pad_h = s.pad_w = pad, s.groups = groups;
-  s.dilation_h = s.dilation_w = dilation;
-  return s;
-}
+using test::conv_shape;
 
 Conv2dShape asymmetric() {  // 3x5 taps, stride 2x1, padding 1x2, dilation 1x2
-  Conv2dShape s = make(2, 9, 11, 8, 12, 3, 2, 1);
+  Conv2dShape s = conv_shape(2, 9, 11, 8, 12, 3, 2, 1);
   s.kw = 5, s.stride_w = 1, s.pad_w = 2, s.dilation_w = 2;
   return s;
 }
 
 std::vector<Conv2dShape> shapes() {
   return {
-      make(2, 8, 8, 16, 32, 3, 1, 1),           // plain 3x3
-      make(2, 8, 8, 64, 32, 1, 1, 0),           // pointwise
-      make(2, 9, 9, 32, 64, 1, 2, 0),           // strided 1x1 (shortcut projection)
-      make(2, 10, 10, 32, 64, 3, 2, 1),         // strided 3x3
-      make(2, 32, 32, 3, 16, 7, 2, 3),          // 7x7 stem, 3 input channels
-      make(2, 8, 8, 32, 32, 3, 1, 1, 4),        // grouped, 8 channels per group
-      make(2, 8, 8, 32, 32, 3, 1, 1, 32),       // depthwise
-      make(2, 9, 9, 16, 32, 5, 2, 2, 16),       // depthwise, channel multiplier 2, 5x5
-      make(1, 12, 12, 16, 16, 3, 1, 2, 1, 2),   // dilated
+      conv_shape(2, 8, 8, 16, 32, 3, 1, 1),           // plain 3x3
+      conv_shape(2, 8, 8, 64, 32, 1, 1, 0),           // pointwise
+      conv_shape(2, 9, 9, 32, 64, 1, 2, 0),           // strided 1x1 (shortcut projection)
+      conv_shape(2, 10, 10, 32, 64, 3, 2, 1),         // strided 3x3
+      conv_shape(2, 32, 32, 3, 16, 7, 2, 3),          // 7x7 stem, 3 input channels
+      conv_shape(2, 8, 8, 32, 32, 3, 1, 1, 4),        // grouped, 8 channels per group
+      conv_shape(2, 8, 8, 32, 32, 3, 1, 1, 32),       // depthwise
+      conv_shape(2, 9, 9, 16, 32, 5, 2, 2, 16),       // depthwise, channel multiplier 2, 5x5
+      conv_shape(1, 12, 12, 16, 16, 3, 1, 2, 1, 2),   // dilated
       asymmetric(),
   };
 }
@@ -137,7 +131,7 @@ TEST(ConvCudaLayout, PointerAlignmentIsTheLargestPowerOfTwoUpToTheCap) {
 }
 
 TEST(ConvCudaLayout, TheTuningKeyNamesEverythingTheChoiceDependsOn) {
-  const Conv2dShape s = make(128, 56, 56, 256, 64, 1, 1, 0);
+  const Conv2dShape s = conv_shape(128, 56, 56, 256, 64, 1, 1, 0);
   const int64_t align[3] = {16, 16, 16};
   const std::string key = conv_tuning_key("NVIDIA H100 80GB HBM3 sm_90", "cuDNN 9.19.0", "conv2d_forward_cuda", s,
                                           align, 0, 8);
@@ -253,7 +247,7 @@ TEST(ConvCudaPlans, EveryWeightGradientPathMatchesCpu) {
   struct Restore {
     ~Restore() { conv2d_cuda_force_wgrad_path(-1); }
   } restore;
-  for (const Conv2dShape& s : {make(2, 8, 8, 16, 32, 3, 1, 1), make(2, 8, 8, 32, 32, 3, 1, 1, 32)}) {
+  for (const Conv2dShape& s : {conv_shape(2, 8, 8, 16, 32, 3, 1, 1), conv_shape(2, 8, 8, 32, 32, 3, 1, 1, 32)}) {
     for (int path = 0; path < 3; ++path) {
       conv2d_cuda_force_wgrad_path(path);
       SCOPED_TRACE(conv_wgrad_path_name(ConvWgradPath(path)));
@@ -276,7 +270,7 @@ TEST(ConvCudaPlans, AutotunedPlansMatchCpu) {
 #if KD_HAVE_CUDA
   CudaHandles h = handles();
   h.autotune = true;
-  const Conv2dShape s = make(4, 16, 16, 32, 64, 3, 1, 1);
+  const Conv2dShape s = conv_shape(4, 16, 16, 32, 64, 3, 1, 1);
   for (int rep = 0; rep < 2; ++rep) {  // the second round runs the cached choice
     check_forward(h, s);
     check_backward_data(h, s);
@@ -319,7 +313,7 @@ TEST(ConvCudaPlans, AutotuningConsultsAndFillsTheTuningStore) {
   CudaHandles h = handles();
   h.autotune = true;
   h.tuning_store = &empty;
-  const Conv2dShape fresh = make(2, 12, 12, 24, 40, 3, 1, 1);  // shapes no other test plans
+  const Conv2dShape fresh = conv_shape(2, 12, 12, 24, 40, 3, 1, 1);  // shapes no other test plans
   check_forward(h, fresh);
   check_backward_filter(h, fresh);
   sync();
@@ -330,7 +324,7 @@ TEST(ConvCudaPlans, AutotuningConsultsAndFillsTheTuningStore) {
 
   RecordingStore knows(1);  // "candidate 1 was fastest"
   h.tuning_store = &knows;
-  const Conv2dShape known = make(2, 10, 10, 24, 40, 3, 1, 1);
+  const Conv2dShape known = conv_shape(2, 10, 10, 24, 40, 3, 1, 1);
   check_forward(h, known);
   check_backward_data(h, known);
   sync();
@@ -349,7 +343,7 @@ TEST(ConvCudaPlans, AutotuningConsultsAndFillsTheTuningStore) {
 TEST(ConvCudaPlans, MisalignedPointersAreDescribedHonestly) {
   KD_REQUIRE_CUDA();
 #if KD_HAVE_CUDA
-  const Conv2dShape s = make(2, 8, 8, 8, 16, 3, 1, 1);
+  const Conv2dShape s = conv_shape(2, 8, 8, 8, 16, 3, 1, 1);
   try {
     check_forward(handles(), s, 1);
     check_backward_data(handles(), s, 1);

@@ -4,6 +4,7 @@
 
 #include "kernels/gemm.h"
 #include "tests/support/gradcheck.h"
+#include "tests/kernels/conv_shapes.h"
 #include "tests/support/testing.h"
 
 namespace kd {
@@ -37,14 +38,7 @@ Vec conv_direct(const Conv2dShape& s, const Vec& x, const Vec& w) {
   return y;
 }
 
-Conv2dShape make(int64_t n, int64_t h, int64_t w, int64_t cin, int64_t cout, int64_t k, int64_t stride, int64_t pad,
-                 int64_t groups = 1, int64_t dilation = 1) {
-  Conv2dShape s;
-  s.n = n, s.h = h, s.w = w, s.c_in = cin, s.c_out = cout, s.kh = s.kw = k;
-  s.stride_h = s.stride_w = stride, s.pad_h = s.pad_w = pad, s.groups = groups;
-  s.dilation_h = s.dilation_w = dilation;
-  return s;
-}
+using test::conv_shape;
 
 class ConvShapes : public ::testing::TestWithParam<Conv2dShape> {};
 
@@ -83,18 +77,18 @@ TEST_P(ConvShapes, BackwardMatchesFiniteDifferences) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, ConvShapes,
-    ::testing::Values(make(2, 5, 6, 4, 3, 1, 1, 0),            // pointwise: plain GEMM
-                      make(2, 7, 7, 3, 4, 3, 1, 1),            // 3x3 same
-                      make(1, 9, 8, 3, 5, 3, 2, 1),            // 3x3 stride 2
-                      make(1, 11, 11, 3, 4, 7, 2, 3),          // BiT stem 7x7/2 pad 3
-                      make(2, 6, 6, 4, 6, 1, 2, 0),            // 1x1 stride 2 projection
-                      make(1, 6, 7, 4, 6, 3, 1, 1, 2),         // grouped
-                      make(2, 7, 6, 4, 4, 3, 2, 1, 4),         // depthwise
-                      make(1, 6, 6, 3, 6, 5, 1, 2, 3),         // depthwise, channel multiplier 2
-                      make(1, 9, 9, 2, 3, 3, 1, 2, 1, 2)));     // dilation 2
+    ::testing::Values(conv_shape(2, 5, 6, 4, 3, 1, 1, 0),            // pointwise: plain GEMM
+                      conv_shape(2, 7, 7, 3, 4, 3, 1, 1),            // 3x3 same
+                      conv_shape(1, 9, 8, 3, 5, 3, 2, 1),            // 3x3 stride 2
+                      conv_shape(1, 11, 11, 3, 4, 7, 2, 3),          // BiT stem 7x7/2 pad 3
+                      conv_shape(2, 6, 6, 4, 6, 1, 2, 0),            // 1x1 stride 2 projection
+                      conv_shape(1, 6, 7, 4, 6, 3, 1, 1, 2),         // grouped
+                      conv_shape(2, 7, 6, 4, 4, 3, 2, 1, 4),         // depthwise
+                      conv_shape(1, 6, 6, 3, 6, 5, 1, 2, 3),         // depthwise, channel multiplier 2
+                      conv_shape(1, 9, 9, 2, 3, 3, 1, 2, 1, 2)));     // dilation 2
 
 TEST(Conv, AsymmetricStrideAndPadding) {
-  Conv2dShape s = make(1, 8, 9, 3, 2, 3, 1, 1);
+  Conv2dShape s = conv_shape(1, 8, 9, 3, 2, 3, 1, 1);
   s.kw = 2, s.stride_w = 2, s.pad_w = 0;
   const Vec x = random_vector<double>(size_t(s.x_numel()), 5), w = random_vector<double>(size_t(s.w_numel()), 6);
   Vec y(size_t(s.y_numel()));
@@ -103,7 +97,7 @@ TEST(Conv, AsymmetricStrideAndPadding) {
 }
 
 TEST(Conv, RejectsGroupsThatDoNotDivideChannels) {
-  Conv2dShape s = make(1, 4, 4, 6, 4, 3, 1, 1, 4);
+  Conv2dShape s = conv_shape(1, 4, 4, 6, 4, 3, 1, 1, 4);
   std::vector<float> x(size_t(s.x_numel())), w(96), y(64);
   try {
     conv2d_forward_cpu<float>(s, x.data(), w.data(), y.data());
@@ -114,7 +108,7 @@ TEST(Conv, RejectsGroupsThatDoNotDivideChannels) {
 }
 
 TEST(Conv, RejectsEmptyOutput) {
-  Conv2dShape s = make(1, 2, 2, 1, 1, 5, 1, 0);
+  Conv2dShape s = conv_shape(1, 2, 2, 1, 1, 5, 1, 0);
   EXPECT_THROW(validate(s), Error);
 }
 

@@ -11,9 +11,12 @@
 #include <cstdio>
 #include <random>
 
+#include <omp.h>
+
 #include "engine/autotune_cache.h"
 #include "engine/comm.h"
 #include "engine/timer.h"
+#include "kernels/cpu_backend.h"
 #include "kernels/gemm.h"
 #include "kernels/random.h"
 #include "tools/cli/bench_comm.h"
@@ -32,7 +35,8 @@ struct BenchArgs {
   std::string teacher = "resnetv2_152x2_bit", student = "resnetv2_50x1_bit", device = "auto", backend = "auto";
   int64_t teacher_res = 224, student_res = 160, batch = 128, steps = 10, warmup = 3, classes = 1000, source_px = 256;
   int64_t accumulate = 1, precondition_every = 20;
-  std::string optimizer = "adam";
+  std::string optimizer = "adam", cpu_backend = "auto";
+  int threads = 0;
   bool comm = false, compare_overlap = false, no_overlap = false, no_autotune = false;
 };
 
@@ -126,6 +130,8 @@ StepTiming time_steps(const BenchArgs& a, Context& ctx, Communicator& comm, Step
 }
 
 void run_bench(const BenchArgs& a) {
+  set_cpu_backend(parse_cpu_backend(a.cpu_backend));
+  if (a.threads > 0) omp_set_num_threads(a.threads);
   ParallelOptions po;
   po.backend = a.backend;
   Distributed dist = start_distributed(po, a.device);
@@ -172,7 +178,8 @@ void run_bench(const BenchArgs& a) {
   if (root)
     std::fprintf(stderr, "kd bench: teacher %s @%lld px, student %s @%lld px, global batch %lld on %s (%s)\n",
                  a.teacher.c_str(), (long long)a.teacher_res, a.student.c_str(), (long long)a.student_res,
-                 (long long)a.batch, ctx.describe().c_str(), comm.describe().c_str());
+                 (long long)a.batch, (ctx.describe() + (ctx.is_cuda() ? "" : ", " + cpu_backend_describe())).c_str(),
+                 comm.describe().c_str());
   // Model FLOPs per image: teacher forward 2 * MACs, student forward + backward 3 * 2 * MACs.
   const double flops = 2.0 * double(teacher->forward_macs(a.teacher_res, a.teacher_res)) +
                        6.0 * double(student->forward_macs(a.student_res, a.student_res));
@@ -257,6 +264,12 @@ void add_bench_command(CLI::App& app) {
   cmd->add_flag("--compare-overlap", args->compare_overlap,
                 "time the step with gradient buckets reduced during backward and with one all-reduce after it");
   cmd->add_flag("--no-overlap", args->no_overlap, "one all-reduce after backward instead of buckets during it");
+  cmd->add_option("--cpu-backend", args->cpu_backend,
+                  "CPU path: auto, onednn (oneDNN convolutions and sgemm) or reference (im2col + OpenBLAS)")
+      ->capture_default_str();
+  cmd->add_option("--threads", args->threads, "OpenMP threads of the CPU path (0: OMP_NUM_THREADS or every core)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--no-autotune", args->no_autotune,
                 "take cuDNN's first engine per convolution instead of the fastest of its candidates");
   cmd->footer(

@@ -9,7 +9,10 @@
 # Everything lands in runs/demo (KD_DEMO_OUT overrides); runs/demo/summary.json holds the numbers.
 # Options (environment): KD_DEMO_OUT=dir, KD_BIN=path/to/kd (skip the build),
 #   KD_DEMO_SCALE=0.05 (shorter schedules, for a smoke test), KD_DEVICE=cpu|cuda|auto (default
-#   cpu: the demo is the CPU path's job, and the CUDA path has not been validated on a GPU yet).
+#   cpu: the demo is the CPU path's job, and the CUDA path has not been validated on a GPU yet),
+#   KD_DEMO_SEED=N (run.seed of all three runs: initialisation, sample order, augmentation;
+#   default 0), KD_DEMO_THREADS=N (run.threads: OpenMP threads of each run; default every core).
+# The schedules (epochs) are the configs' run.epochs, times KD_DEMO_SCALE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$(date +%s)
@@ -31,20 +34,24 @@ kd=$KD_BIN
 built=$(date +%s)
 
 epochs() { awk -v e="$1" -v s="$scale" 'BEGIN { v = e * s; if (v < 0.01) v = 0.01; print v }'; }
-common=(run.out_dir="$out" run.device="$device")
+common=(run.out_dir="$out" run.device="$device" run.seed="${KD_DEMO_SEED:-0}" run.threads="${KD_DEMO_THREADS:-0}")
+config_epochs() { sed -n 's/^epochs = \([0-9.]*\).*/\1/p' "$1" | head -1; }
+teacher_epochs=$(config_epochs configs/fashion_mnist_teacher.toml)
+student_epochs=$(config_epochs configs/fashion_mnist_distill.toml)
+baseline_epochs=$(config_epochs configs/fashion_mnist_baseline.toml)
 
 echo "== 1/4 teacher: labels, 60,000 images"
-"$kd" train -c configs/fashion_mnist_teacher.toml "${common[@]}" run.epochs="$(epochs 4)"
+"$kd" train -c configs/fashion_mnist_teacher.toml "${common[@]}" run.epochs="$(epochs "$teacher_epochs")"
 echo "== 2/4 student: function matching on 1,020 images"
 # Six evaluations along the way (1,020 images in batches of 128): the curve kd forecast reads.
 # (Not at the tiny scales of the tests, where evaluating 10,000 images would cost more than the
 # training; there is no forecast then.)
-fm_eval_every=$(awk -v e="$(epochs 600)" -v s="$scale" \
+fm_eval_every=$(awk -v e="$(epochs "$student_epochs")" -v s="$scale" \
   'BEGIN { n = int(e * 1020 / 128 / 6); if (n < 1) n = 1; print (s < 0.1 ? 0 : n) }')
-"$kd" distill -c configs/fashion_mnist_distill.toml "${common[@]}" run.epochs="$(epochs 600)" \
+"$kd" distill -c configs/fashion_mnist_distill.toml "${common[@]}" run.epochs="$(epochs "$student_epochs")" \
   teacher.weights="$out/teacher/model.safetensors" eval.every="$fm_eval_every"
 echo "== 3/4 student: labels on the same 1,020 images (baseline)"
-"$kd" train -c configs/fashion_mnist_baseline.toml "${common[@]}" run.epochs="$(epochs 600)"
+"$kd" train -c configs/fashion_mnist_baseline.toml "${common[@]}" run.epochs="$(epochs "$baseline_epochs")"
 echo "== 4/4 agreement of the baseline with the teacher"
 "$kd" eval "$out/student_labels/model.safetensors" --teacher "$out/teacher/model.safetensors" \
   --device "$device" --json > "$out/student_labels/eval_vs_teacher.json"

@@ -66,12 +66,15 @@ def main():
         return 2
     shown = [s for s in SERIES if any(series[s[0]] for _, series in runs)]
     fig, axes = plt.subplots(1, max(1, len(shown)), figsize=(5 * max(1, len(shown)), 4), squeeze=False)
+    # One colour per run in every panel (a panel where some runs have no series keeps the others').
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, (name, title, _) in zip(axes[0], shown):
-        for label, series in runs:
+        for index, (label, series) in enumerate(runs):
             if series[name]:
                 steps = [s for s, _, _ in series[name]]
                 values = [v for _, _, v in series[name]]
-                ax.plot(steps, values, marker="o" if name != "loss" else None, markersize=3, label=label)
+                ax.plot(steps, values, marker="o" if name != "loss" else None, markersize=3, label=label,
+                        color=colours[index % len(colours)])
         ax.set_xlabel("steps")
         ax.grid(alpha=0.3)
         ax.legend()

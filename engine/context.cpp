@@ -5,6 +5,7 @@
 #include <cstring>
 
 #if KD_HAVE_CUDA
+#include "kernels/cpu_backend.h"
 #include "kernels/cuda_check.h"
 #endif
 
@@ -230,8 +231,15 @@ std::unique_ptr<Context> make_context(const std::string& device) {
   KD_FAIL("unknown device '", device, "' (use cpu, cuda, cuda:N or auto)");
 }
 
+void configure_cpu_path(const std::string& backend, int64_t threads) {
+  KD_CHECK(threads >= 0, "CPU threads must not be negative, got ", threads);
+  set_cpu_backend(parse_cpu_backend(backend));
+  if (threads > 0) omp_set_num_threads(int(threads));
+}
+
 std::string Context::describe() const {
-  if (device_ == Device::cpu) return "cpu (" + std::to_string(omp_get_max_threads()) + " threads)";
+  if (device_ == Device::cpu)
+    return "cpu (" + std::to_string(omp_get_max_threads()) + " threads, " + cpu_backend_describe() + ")";
 #if KD_HAVE_CUDA
   return "cuda:" + std::to_string(device_index_) + " " + cuda_->name;
 #else

@@ -53,6 +53,10 @@ class Context {
   std::unique_ptr<CudaState> cuda_;
 };
 
+// The CPU path's process-wide settings (run.cpu_backend, run.threads): the backend by name (auto,
+// onednn, reference; throws naming an unknown one) and the OpenMP threads (0: leave as they are).
+void configure_cpu_path(const std::string& backend, int64_t threads);
+
 // "cpu", "cuda", "cuda:N" or "auto" (cuda when a device is usable, else cpu).
 std::unique_ptr<Context> make_context(const std::string& device);
 

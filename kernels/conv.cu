@@ -69,9 +69,11 @@ PlanCache& plan_cache() {
 }
 
 ConvKey make_key(const CudaHandles& h, ConvOp op, const Conv2dShape& s, int forced_path, const int64_t align[3]) {
-  return {int64_t(reinterpret_cast<uintptr_t>(h.cudnn)), h.device, int64_t(op), h.autotune ? 1 : 0, forced_path,
-          s.n, s.h, s.w, s.c_in, s.c_out, s.kh, s.kw, s.stride_h, s.stride_w, s.pad_h, s.pad_w,
-          s.dilation_h, s.dilation_w, s.groups, align[0], align[1], align[2]};
+  ConvKey k{int64_t(reinterpret_cast<uintptr_t>(h.cudnn)), h.device, int64_t(op), h.autotune ? 1 : 0, forced_path};
+  const auto shape = s.key();
+  std::copy(shape.begin(), shape.end(), k.begin() + 5);
+  k[19] = align[0], k[20] = align[1], k[21] = align[2];
+  return k;
 }
 
 cudnn::Descriptor make_tensor(int64_t uid, cudnnDataType_t dtype, const CudnnTensorLayout& layout, int64_t align) {

@@ -4,6 +4,7 @@
 // Any kernel size, stride, zero padding, dilation and groups (depthwise: groups == c_in).
 // Activation gradients are written (=), weight gradients accumulated (+=).
 #pragma once
+#include <array>
 #include <cstdint>
 #include <string>
 
@@ -30,6 +31,10 @@ struct Conv2dShape {
   // multiply-adds of the forward pass
   int64_t macs() const { return y_numel() * kh * kw * c_in_per_group(); }
   std::string describe() const;  // "conv 3x3/2 pad 1 g1 [8,32,32,64]->[8,16,16,128]"
+  // Every number that defines the convolution: the plan caches' key (CUDA and oneDNN).
+  std::array<int64_t, 14> key() const {
+    return {n, h, w, c_in, c_out, kh, kw, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups};
+  }
 };
 
 // Throws kd::Error naming the problem (non-divisible groups, empty output, ...).

@@ -7,9 +7,9 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <map>
 #include <memory>
 #include <mutex>
-#include <unordered_map>
 
 #include "kernels/check.h"
 #include "kernels/cpu_backend.h"
@@ -157,8 +157,8 @@ std::unique_ptr<Plan> make_plan(const Conv2dShape& s) {
 // change it), so callers use them without the lock.
 const Plan& plan_for(const Conv2dShape& s) {
   static std::mutex mutex;
-  static std::unordered_map<std::string, std::unique_ptr<Plan>> plans;
-  const std::string key = s.describe();
+  static std::map<std::array<int64_t, 14>, std::unique_ptr<Plan>> plans;
+  const auto key = s.key();
   std::lock_guard<std::mutex> lock(mutex);
   auto it = plans.find(key);
   if (it == plans.end()) it = plans.emplace(key, make_plan(s)).first;
@@ -199,9 +199,11 @@ dnnl::stream& cpu_stream() {
 void run(const Op& op, int arg0, const float* in0, int arg1, const float* in1, int arg_out, float* out) {
   Scratch& sc = scratch();
   dnnl::stream& st = cpu_stream();
-  const size_t pad_bytes = std::max({op.scratchpad, op.in0.scratchpad, op.in1.scratchpad, op.out.scratchpad});
-  const memory pad(memory::desc({memory::dim(std::max<size_t>(pad_bytes, 1))}, memory::data_type::u8, Tag::a),
-                   cpu_engine(), sc.pad.get(std::max<size_t>(pad_bytes, 1)));
+  // One scratchpad serves every primitive of the call (they run one after another); at least a byte.
+  const size_t pad_bytes =
+      std::max({op.scratchpad, op.in0.scratchpad, op.in1.scratchpad, op.out.scratchpad, size_t(1)});
+  const memory pad(memory::desc({memory::dim(pad_bytes)}, memory::data_type::u8, Tag::a), cpu_engine(),
+                   sc.pad.get(pad_bytes));
   auto stage_in = [&](const Move& mv, const float* user, Scratch::Slot& slot) {
     const memory u(mv.from, cpu_engine(), const_cast<float*>(user));
     if (!mv.needed) return u;

@@ -7,14 +7,11 @@
 #include <fstream>
 #include <sstream>
 
-#include <omp.h>
-
 #include "data/sampler.h"
 #include "engine/autotune_cache.h"
 #include "engine/checkpoint.h"
 #include "engine/safetensors.h"
 #include "engine/version.h"
-#include "kernels/cpu_backend.h"
 #include "train/data_fingerprint.h"
 #include "train/distributed.h"
 #include "train/pipeline.h"
@@ -96,8 +93,7 @@ int64_t total_steps(const TrainOptions& o, int64_t train_images) {
 TrainResult run_training(const TrainOptions& options_in, const std::string& resolved_config, bool resume) {
   TrainOptions o = options_in;
   o.validate();
-  set_cpu_backend(parse_cpu_backend(o.run.cpu_backend));
-  if (o.run.threads > 0) omp_set_num_threads(int(o.run.threads));
+  configure_cpu_path(o.run.cpu_backend, o.run.threads);
   const auto started = std::chrono::steady_clock::now();
   Distributed dist = start_distributed(o.comm, o.run.device);
   Communicator& comm = *dist.comm;
@@ -213,7 +209,7 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
   check_ranks_agree(comm, fingerprint, resolved_config);
 
   message(std::string(o.mode == RunMode::train ? "kd train: " : "kd distill: ") + student->summary() + " on " +
-          ctx->describe() + (ctx->is_cuda() ? "" : ", " + cpu_backend_describe()));
+          ctx->describe());
   if (comm.size() > 1)
     message("  " + std::to_string(comm.size()) + " ranks (" + comm.describe() + ", launched by " +
             dist.launch.launcher + "), " + std::to_string(o.data.batch_size / comm.size()) + " images per rank in " +

@@ -11,12 +11,9 @@
 #include <cstdio>
 #include <random>
 
-#include <omp.h>
-
 #include "engine/autotune_cache.h"
 #include "engine/comm.h"
 #include "engine/timer.h"
-#include "kernels/cpu_backend.h"
 #include "kernels/gemm.h"
 #include "kernels/random.h"
 #include "tools/cli/bench_comm.h"
@@ -130,8 +127,7 @@ StepTiming time_steps(const BenchArgs& a, Context& ctx, Communicator& comm, Step
 }
 
 void run_bench(const BenchArgs& a) {
-  set_cpu_backend(parse_cpu_backend(a.cpu_backend));
-  if (a.threads > 0) omp_set_num_threads(a.threads);
+  configure_cpu_path(a.cpu_backend, a.threads);
   ParallelOptions po;
   po.backend = a.backend;
   Distributed dist = start_distributed(po, a.device);
@@ -178,8 +174,7 @@ void run_bench(const BenchArgs& a) {
   if (root)
     std::fprintf(stderr, "kd bench: teacher %s @%lld px, student %s @%lld px, global batch %lld on %s (%s)\n",
                  a.teacher.c_str(), (long long)a.teacher_res, a.student.c_str(), (long long)a.student_res,
-                 (long long)a.batch, (ctx.describe() + (ctx.is_cuda() ? "" : ", " + cpu_backend_describe())).c_str(),
-                 comm.describe().c_str());
+                 (long long)a.batch, ctx.describe().c_str(), comm.describe().c_str());
   // Model FLOPs per image: teacher forward 2 * MACs, student forward + backward 3 * 2 * MACs.
   const double flops = 2.0 * double(teacher->forward_macs(a.teacher_res, a.teacher_res)) +
                        6.0 * double(student->forward_macs(a.student_res, a.student_res));

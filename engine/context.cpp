@@ -4,8 +4,10 @@
 
 #include <cstring>
 
-#if KD_HAVE_CUDA
+#include "kernels/check.h"
 #include "kernels/cpu_backend.h"
+
+#if KD_HAVE_CUDA
 #include "kernels/cuda_check.h"
 #endif
 

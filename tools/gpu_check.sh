@@ -12,7 +12,9 @@
 # KD_GPU_TORCH_MODES="eager compile" picks PyTorch's modes; torch needs no build of kd.
 # KD_GPU_TARGETS="kd test_tools" builds only those targets (a short check of a few tests).
 # Each stage runs under a time limit (KD_GPU_LIMIT_<STAGE>=seconds) so the call ends inside the
-# device tool's 10 minutes with a table even when something hangs.
+# device tool's 10 minutes with a table even when something hangs; a limit of 0 skips a bench row.
+# KD_GPU_SANITIZER_TOOLS="memcheck" and KD_GPU_SANITIZER_FILTER='*ShampooCuda*' narrow the
+# sanitizer stage when the call has little time left.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 stages=("$@")
@@ -31,6 +33,7 @@ summary=()
 failed=0
 note() { summary+=("$1|$2|$3"); [ "$2" = FAIL ] && failed=1; echo "-- $1: $2 $3"; }
 limit() { local v="KD_GPU_LIMIT_$1"; echo "${!v:-$2}"; }
+skipped() { [ "$(limit "$1" 1)" = 0 ] && { note "$2" SKIP "KD_GPU_LIMIT_$1=0"; true; }; }
 
 # --- environment: libraries from .deps (gpu_prepare.sh) and from the pip wheels of PyTorch -------
 if [ -d .deps/root ]; then
@@ -92,11 +95,13 @@ if want tests; then
 fi
 
 if want bench; then
+  if ! skipped BENCH_KERNELS bench_kernels; then
   echo "== bench_kernels"
   timeout "$(limit BENCH_KERNELS 150)" "$build/bench_kernels" --device cuda > "$out/bench_kernels.log" 2>&1
   rc=$?
   [ "$rc" = 0 ] && note bench_kernels PASS "$(grep -c '^RESULT' "$out/bench_kernels.log") kernels" || note bench_kernels FAIL "rc $rc, see bench_kernels.log"
   grep -v '^RESULT' "$out/bench_kernels.log" | tail -40
+  fi
   echo "== kd bench (teacher resnetv2_152x2_bit @224, student resnetv2_50x1_bit @160, batch 128)"
   timeout "$(limit KD_BENCH 150)" "$build/kd" bench --device cuda > "$out/kd_bench.log" 2>&1
   rc=$?
@@ -106,7 +111,7 @@ if want bench; then
     note "kd bench" FAIL "rc $rc, see kd_bench.log"
   # Autotuning's worth: the same step with cuDNN's first engine per convolution (the run above
   # autotuned and filled the cache, so it timed the candidates during its warm-up).
-  if [ -d .deps/jpegfix ]; then
+  if [ -d .deps/jpegfix ] && ! skipped KD_BENCH_LOADER "kd bench-loader"; then
     echo "== kd bench-loader (CPU decoders per thread, nvJPEG on the GPU)"
     timeout "$(limit KD_BENCH_LOADER 120)" "$build/kd" bench-loader .deps/jpegfix --threads 1,$jobs > "$out/bench_loader.log" 2>&1
     rc=$?
@@ -115,6 +120,7 @@ if want bench; then
     [ "$rc" = 0 ] && [ -n "$nvjpeg_ips" ] && note "kd bench-loader" PASS "nvJPEG $nvjpeg_ips img/s" ||
       note "kd bench-loader" FAIL "rc $rc, see bench_loader.log"
   fi
+  if ! skipped KD_BENCH_NO_TUNE "kd bench no autotune"; then
   echo "== kd bench --no-autotune"
   timeout "$(limit KD_BENCH_NO_TUNE 150)" "$build/kd" bench --device cuda --no-autotune > "$out/kd_bench_no_autotune.log" 2>&1
   rc=$?
@@ -122,8 +128,10 @@ if want bench; then
   plain_ips=$(grep -o '"images_per_sec": [0-9.]*' "$out/kd_bench_no_autotune.log" | cut -d' ' -f2)
   [ -n "$plain_ips" ] && note "kd bench no autotune" PASS "$plain_ips img/s (autotuned: ${kd_ips:-?})" ||
     note "kd bench no autotune" FAIL "rc $rc, see kd_bench_no_autotune.log"
+  fi
   # The data-parallel path on one GPU: NCCL with one rank (buckets reduce to themselves), its
   # all-reduce bandwidth (device copies with one rank), and the step with and without buckets.
+  if ! skipped KD_BENCH_NCCL "kd bench nccl"; then
   echo "== kd bench over NCCL (1 rank, --comm --compare-overlap)"
   timeout "$(limit KD_BENCH_NCCL 150)" "$build/kd" bench --device cuda --backend nccl --comm --compare-overlap \
     --steps 5 > "$out/kd_bench_nccl.log" 2>&1
@@ -132,6 +140,7 @@ if want bench; then
   nccl_ips=$(grep '"tool": "kd"' "$out/kd_bench_nccl.log" | grep -o '"images_per_sec": [0-9.]*' | cut -d' ' -f2 | tr '\n' '/')
   [ "$rc" = 0 ] && [ -n "$nccl_ips" ] && note "kd bench nccl" PASS "${nccl_ips%/} img/s (buckets during / after backward)" ||
     note "kd bench nccl" FAIL "rc $rc, see kd_bench_nccl.log"
+  fi
 fi
 
 if want torch; then
@@ -160,11 +169,11 @@ if want sanitizer; then
   # memcheck and initcheck over every CUDA kernel test; racecheck (shared-memory hazards, slow)
   # over the tests of kd's own kernels: cuDNN's and cuBLAS's are not ours to fix.
   echo "== compute-sanitizer (the CUDA kernel tests)"
-  own='*NormCuda*:*AugmentCuda*:*DistillLossCuda*:*CrossEntropyCuda*:*WeightStdCuda*:*PoolCuda*:*OptimCuda*:*ElementwiseCuda*:*CastCuda*:*GraftCuda*:*ShampooCuda*'
+  own='*NormCuda*:*AugmentCuda*:*DistillLossCuda*:*CrossEntropyCuda*:*WeightStdCuda*:*PoolCuda*:*OptimCuda*:*ElementwiseCuda*:*CastCuda*:*GraftCuda*:*ShampooCuda*:*Fp8Cuda*'
   san_detail=()
   : > "$out/sanitizer.log"
-  for tool in memcheck racecheck initcheck; do
-    filter='*Cuda*'; [ "$tool" = racecheck ] && filter=$own
+  for tool in ${KD_GPU_SANITIZER_TOOLS:-memcheck racecheck initcheck}; do
+    filter=${KD_GPU_SANITIZER_FILTER:-'*Cuda*'}; [ "$tool" = racecheck ] && filter=${KD_GPU_SANITIZER_FILTER:-$own}
     echo "==== $tool ($filter)" >> "$out/sanitizer.log"
     timeout "$(limit SANITIZER 120)" compute-sanitizer --tool "$tool" --error-exitcode 9 \
       "$build/tests/test_kernels" --gtest_filter="$filter" --gtest_brief=1 >> "$out/sanitizer.log" 2>&1

@@ -10,7 +10,8 @@
 # The build takes ~1 min on its 16 cores and the whole check ~8 min. Stages can be picked:
 #   tools/gpu_check.sh build tests        (stages: build tests bench torch sanitizer; default all)
 # KD_GPU_TORCH_MODES="eager compile" picks PyTorch's modes; torch needs no build of kd.
-# KD_GPU_TARGETS="kd test_tools" builds only those targets (a short check of a few tests).
+# KD_GPU_TARGETS="kd test_tools" builds only those targets (a short check of a few tests);
+# KD_GPU_TESTS_REGEX='Jpeg|BatchNorm' runs only the tests whose names match (ctest -R).
 # Each stage runs under a time limit (KD_GPU_LIMIT_<STAGE>=seconds) so the call ends inside the
 # device tool's 10 minutes with a table even when something hangs; a limit of 0 skips a bench row.
 # KD_GPU_SANITIZER_TOOLS="memcheck" and KD_GPU_SANITIZER_FILTER='*ShampooCuda*' narrow the
@@ -29,6 +30,9 @@ out=${OUT:-$build/check}
 mkdir -p "$out"
 jobs=$(nproc)
 py=$(command -v python3 || echo /usr/bin/python3)
+# kd's Python tools (forecast, plot, the timm parity scripts) run on the one with torch and timm,
+# not on /usr/bin/python3, which there lacks numpy and matplotlib.
+export KD_PYTHON=${KD_PYTHON:-$py}
 summary=()
 failed=0
 note() { summary+=("$1|$2|$3"); [ "$2" = FAIL ] && failed=1; echo "-- $1: $2 $3"; }
@@ -39,7 +43,10 @@ skipped() { [ "$(limit "$1" 1)" = 0 ] && { note "$2" SKIP "KD_GPU_LIMIT_$1=0"; t
 if [ -d .deps/root ]; then
   deps=$(pwd)/.deps/root
   export CMAKE_PREFIX_PATH="$deps/usr${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
-  export CPATH="$deps/usr/include${CPATH:+:$CPATH}"
+  # The multiarch folder too: jpeglib.h includes jconfig.h, and the machine's own (Ubuntu's
+  # libjpeg-turbo8, version 80) must not pair with the carried libjpeg62 (the first GPU run of
+  # the JPEG tests failed with "library is 62, caller expects 80").
+  export CPATH="$deps/usr/include/x86_64-linux-gnu:$deps/usr/include${CPATH:+:$CPATH}"
   export LD_LIBRARY_PATH="$deps/usr/lib/x86_64-linux-gnu:$deps/usr/lib/x86_64-linux-gnu/openblas-openmp:$deps/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
 pip_dir() { "$py" -c "import importlib, os; m = importlib.import_module('$1'); print(os.path.dirname(m.__file__) if m.__file__ else list(m.__path__)[0])" 2>/dev/null; }
@@ -86,7 +93,7 @@ fi
 if want tests; then
   echo "== tests with the GPU"
   # One OpenMP thread per test process: ctest runs one process per core.
-  (cd "$build" && OMP_NUM_THREADS=2 timeout "$(limit TESTS 300)" ctest -j "$(( jobs / 2 ))" --output-on-failure --timeout 240) > "$out/tests.log" 2>&1
+  (cd "$build" && OMP_NUM_THREADS=2 timeout "$(limit TESTS 300)" ctest -j "$(( jobs / 2 ))" --output-on-failure --timeout 240 ${KD_GPU_TESTS_REGEX:+-R "$KD_GPU_TESTS_REGEX"}) > "$out/tests.log" 2>&1
   tests_rc=$?
   passed=$(grep -Eo "[0-9]+% tests passed, [0-9]+ tests failed out of [0-9]+" "$out/tests.log" | tail -1)
   no_device=$(grep -c "no CUDA device\|built without CUDA" "$out/tests.log")

@@ -65,10 +65,11 @@ TEST_P(BatchNormSyncCuda, RanksTogetherMatchTheWholeBatchOnTheCpu) {
   for (int64_t r = 0; r < ranks; ++r) {
     Rank& R = rs[size_t(r)];
     R.shape = {k.rank_rows[size_t(r)], c};
+    // This rank's rows [first, first + rows): `first` moves on only after the uploads (the first
+    // GPU run found it moved before them, so every rank read the next rank's rows).
     const auto slice = [&](const std::vector<bf16>& v) {
       return std::vector<bf16>(v.begin() + first * c, v.begin() + (first + R.shape.rows) * c);
     };
-    first += R.shape.rows;
     const size_t n = size_t(R.shape.rows * c);
     R.x = std::make_unique<DeviceArray<bf16>>(slice(x.bits));
     R.dy = std::make_unique<DeviceArray<bf16>>(slice(dy.bits));
@@ -85,11 +86,28 @@ TEST_P(BatchNormSyncCuda, RanksTogetherMatchTheWholeBatchOnTheCpu) {
     R.total_count = std::make_unique<DeviceArray<double>>(1);
     R.y->poison(), R.dx->poison(), R.mean->poison(), R.rstd->poison(), R.sums_copy->poison();
     batchnorm_moments_cuda(h, R.shape, R.x->get(), gathered.get() + r * stride);
+    first += R.shape.rows;
+  }
+  // Stage by stage, so a failure names the stage: each rank's moments against the CPU's on its
+  // rows (rel. L2 1e-6: float partials, double totals), then every rank's combination.
+  const std::vector<double> gathered_gpu = gathered.download();
+  std::vector<double> gathered_cpu(gathered_gpu.size());
+  first = 0;
+  for (int64_t r = 0; r < ranks; ++r) {
+    batchnorm_moments_cpu<float>(rs[size_t(r)].shape, x.values.data() + first * c, gathered_cpu.data() + r * stride);
+    first += rs[size_t(r)].shape.rows;
+    const auto part = [&](const std::vector<double>& v) {
+      return std::vector<double>(v.begin() + r * stride, v.begin() + (r + 1) * stride);
+    };
+    ASSERT_LE(test::rel_l2(part(gathered_gpu), part(gathered_cpu)), 1e-6)
+        << "rank " << r << "'s moments [count, mean[c], m2[c]]: "
+        << test::mismatches(part(gathered_gpu), part(gathered_cpu), 1e-6, 1e-6, size_t(stride));
   }
   std::vector<double> total(size_t(batchnorm_grad_sums_size(c)), 0.0);
   for (Rank& R : rs) {
     batchnorm_finish_moments_cuda(h, c, ranks, gathered.get(), 1e-5f, 0.1f, R.mean->get(), R.rstd->get(),
                                   R.total_count->get(), R.rm->get(), R.rv->get());
+    ASSERT_LE(test::rel_l2(R.mean->download(), mean_ref), 1e-5) << "the combined moments' mean";
     batchnorm_normalize_cuda(h, R.shape, R.x->get(), R.mean->get(), R.rstd->get(), d_gamma.get(), d_beta.get(),
                              R.y->get());
     batchnorm_grad_sums_cuda(h, R.shape, R.x->get(), d_gamma.get(), R.mean->get(), R.rstd->get(), R.dy->get(),

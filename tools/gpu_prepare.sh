@@ -16,7 +16,8 @@ for deb in .deps/debs/*.deb; do dpkg -x "$deb" .deps/root; done
 rm -rf .deps/debs .deps/root/usr/share/doc .deps/root/usr/share/man
 find .deps/root -path '*openblas-openmp*' \( -name '*.a' -o -name 'liblapack*' -o -name 'libblas*' \) -delete
 tools/fetch_nvjpeg.sh
-# A few photos for kd bench-loader's nvJPEG row (the GPU machine has no scikit-image).
-[ -d .deps/jpegfix ] || python3 tools/make_jpeg_fixture.py .deps/jpegfix --count 100 >/dev/null ||
+# A few photos for kd bench-loader's nvJPEG row (the GPU machine has no scikit-image), made by
+# Debian's Python, where apt-get installs scikit-image and PIL (not a pyenv python3 first in PATH).
+[ -d .deps/jpegfix ] || /usr/bin/python3 tools/make_jpeg_fixture.py .deps/jpegfix --count 100 >/dev/null ||
   echo "gpu_prepare: no JPEG fixture (tools/make_jpeg_fixture.py needs python3-skimage)" >&2
 echo "gpu_prepare: $(du -sh .deps | cut -f1) in .deps (carry it: carry=[\".deps\"])"

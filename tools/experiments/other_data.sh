@@ -7,7 +7,8 @@
 # Resumable (a run with a summary.json is skipped); two runs at a time, one thread each.
 # Writes <out>/other_data.md. Not part of CI.
 #   tools/experiments/other_data.sh [epochs] ; env: KD_BIN, KD_TEACHER, KD_OUT, KD_SEEDS ("0 1 2"),
-#   KD_VARIANTS ("fashion photos photos_inverted")
+#   KD_VARIANTS ("fashion photos photos_inverted"), KD_TABLE_ONLY=1 (only the table of the runs
+#   that exist: e.g. after running a variant with fewer seeds)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 epochs=${1:-300}
@@ -35,8 +36,10 @@ jobs=()
 for s in $seeds; do for v in $variants; do jobs+=("$v $s"); done; done
 printf '%s\n' "${jobs[@]}" | awk 'NR % 2 == 1' > "$out/queue.0"
 printf '%s\n' "${jobs[@]}" | awk 'NR % 2 == 0' > "$out/queue.1"
-for q in 0 1; do (while read -r v s; do run_job "$v" "$s"; done < "$out/queue.$q") & done
-wait
+if [ "${KD_TABLE_ONLY:-0}" != 1 ]; then
+  for q in 0 1; do (while read -r v s; do run_job "$v" "$s"; done < "$out/queue.$q") & done
+  wait
+fi
 
 /usr/bin/python3 - "$out" "$epochs" "$variants" "$seeds" <<'PY' | tee "$out/other_data.md"
 import json, os, statistics, sys

@@ -207,6 +207,14 @@ const CudaHandles& Context::cuda_handles() const {
 #endif
 }
 
+void Context::set_groupnorm_one_pass(bool on) {
+#if KD_HAVE_CUDA
+  if (device_ == Device::cuda) cuda_->handles.groupnorm_one_pass = on;
+#else
+  (void)on;
+#endif
+}
+
 void Context::set_autotune(bool on, TuningStore* store) {
 #if KD_HAVE_CUDA
   if (device_ != Device::cuda) return;

@@ -36,6 +36,9 @@ class Context {
   // cuDNN autotuning (time the candidate engines once per convolution shape) and where earlier
   // runs' choices are kept (not owned; null: none). No effect on a CPU context.
   void set_autotune(bool on, TuningStore* store);
+  // GroupNorm's forward in one pass over memory (kernels/groupnorm_one_pass.h). No effect on a
+  // CPU context.
+  void set_groupnorm_one_pass(bool on);
   void synchronize();
   // Page-locked host memory for host-to-device uploads (a DMA straight from it, no driver
   // staging copy, no page faults of a fresh buffer): at least `bytes`, valid until the next call,

@@ -42,6 +42,9 @@ struct CudaHandles {
   int sm_count = 0;
   bool autotune = false;  // time cuDNN's candidate engines once per shape instead of taking the first
   TuningStore* tuning_store = nullptr;  // with autotune: earlier runs' choices (not owned; may be null)
+  // GroupNorm's forward in one pass where a group fits in shared memory (groupnorm_one_pass.h);
+  // off until a GPU has validated it.
+  bool groupnorm_one_pass = false;
 };
 
 }  // namespace kd

@@ -6,6 +6,7 @@
 
 #include "kernels/check.h"
 #include "kernels/groupnorm.h"
+#include "kernels/groupnorm_one_pass.h"
 #include "kernels/norm_cuda.h"
 
 namespace kd {
@@ -22,6 +23,11 @@ void groupnorm_forward_cuda(const CudaHandles& h, const GroupNormShape& s, float
   validate(s);
   KD_CHECK(eps >= 0.0f, "groupnorm_forward_cuda: eps must be non-negative, got ", eps);
   KD_CHECK((mean == nullptr) == (rstd == nullptr), "groupnorm_forward_cuda: mean and rstd are saved together");
+  if (h.groupnorm_one_pass) {
+    const GroupNormOnePassPlan plan =
+        groupnorm_one_pass_plan(s, aligned16(x) && aligned16(y), groupnorm_one_pass_smem_limit(h));
+    if (plan.fits) return groupnorm_forward_one_pass_cuda(h, plan, s, eps, x, gamma, beta, relu, y, mean, rstd);
+  }
   KD_CHECK(h.workspace, "groupnorm_forward_cuda: CudaHandles without a workspace");
   const int64_t cpg = s.channels_per_group(), stats = s.n * s.groups;
   const int64_t slab = norm_slab_segments(s.n, s.hw * s.c * int64_t(sizeof(bf16)), kL2SlabBytes);

@@ -116,6 +116,17 @@ if want bench; then
   kd_ips=$(grep -o '"images_per_sec": [0-9.]*' "$out/kd_bench.log" | cut -d' ' -f2)
   [ -n "$kd_ips" ] && note "kd bench" PASS "$kd_ips img/s, $(grep -o '"mfu": [0-9.]*' "$out/kd_bench.log" | cut -d' ' -f2) MFU" ||
     note "kd bench" FAIL "rc $rc, see kd_bench.log"
+  # GroupNorm's forward in one pass (kernels/groupnorm_one_pass.h; off by default until measured).
+  if ! skipped KD_BENCH_GN_ONE_PASS "kd bench gn one pass"; then
+    echo "== kd bench --groupnorm-one-pass"
+    timeout "$(limit KD_BENCH_GN_ONE_PASS 150)" "$build/kd" bench --device cuda --groupnorm-one-pass \
+      > "$out/kd_bench_gn_one_pass.log" 2>&1
+    rc=$?
+    tail -12 "$out/kd_bench_gn_one_pass.log"
+    gn_ips=$(grep -o '"images_per_sec": [0-9.]*' "$out/kd_bench_gn_one_pass.log" | cut -d' ' -f2)
+    [ -n "$gn_ips" ] && note "kd bench gn one pass" PASS "$gn_ips img/s (two-pass: ${kd_ips:-?})" ||
+      note "kd bench gn one pass" FAIL "rc $rc, see kd_bench_gn_one_pass.log"
+  fi
   # Autotuning's worth: the same step with cuDNN's first engine per convolution (the run above
   # autotuned and filled the cache, so it timed the candidates during its warm-up).
   if [ -d .deps/jpegfix ] && ! skipped KD_BENCH_LOADER "kd bench-loader"; then

@@ -53,6 +53,9 @@ void TrainOptions::bind(ConfigSchema& s) {
   if (mode == RunMode::train) s.bind("run.label_smoothing", &run.label_smoothing, "label smoothing of the loss");
   s.bind("run.autotune", &run.autotune,
          "GPU: time cuDNN's candidate engines once per convolution shape and keep the fastest");
+  s.bind("run.groupnorm_one_pass", &run.groupnorm_one_pass,
+         "GPU: GroupNorm's forward in one pass over memory (each group kept in shared memory); off by default "
+         "until it has been validated on a GPU");
   s.bind("run.autotune_cache", &run.autotune_cache,
          "file that keeps autotuning choices for later runs (empty: $KD_CACHE_DIR, $XDG_CACHE_HOME/kd or "
          "~/.cache/kd; off: none)");

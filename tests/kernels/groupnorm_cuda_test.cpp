@@ -54,8 +54,10 @@ GnInputs random_inputs(const GroupNormShape& s, uint64_t seed) {
 
 const CudaHandles& handles() { return test::cuda_test_context().cuda_handles(); }
 
-void check_forward(const GnCase& k, bool relu, bool save_stats) {
-  SCOPED_TRACE(::testing::Message() << "relu " << relu << ", save_stats " << save_stats);
+// one_pass: CudaHandles::groupnorm_one_pass (kernels/groupnorm_one_pass.h; groups too large for
+// shared memory still take the two-pass path). Returns y's bits.
+std::vector<bf16> check_forward(const GnCase& k, bool relu, bool save_stats, bool one_pass = false) {
+  SCOPED_TRACE(::testing::Message() << "relu " << relu << ", save_stats " << save_stats << ", one_pass " << one_pass);
   const GroupNormShape s = shape_of(k);
   const GnInputs in = random_inputs(s, 11 + uint64_t(relu));
   const size_t numel = size_t(s.numel()), stats = size_t(s.n * s.groups);
@@ -68,14 +70,18 @@ void check_forward(const GnCase& k, bool relu, bool save_stats) {
   y.poison();
   mean.poison();
   rstd.poison();
-  groupnorm_forward_cuda(handles(), s, 1e-5f, x.get(), gamma.get(), beta.get(), relu, y.get(),
-                         save_stats ? mean.get() : nullptr, save_stats ? rstd.get() : nullptr);
-  const std::vector<float> y_got = test::to_f32(y.download());
+  CudaHandles h = handles();
+  h.groupnorm_one_pass = one_pass;
+  groupnorm_forward_cuda(h, s, 1e-5f, x.get(), gamma.get(), beta.get(), relu, y.get(), save_stats ? mean.get() : nullptr,
+                         save_stats ? rstd.get() : nullptr);
+  const std::vector<bf16> y_bits = y.download();
+  const std::vector<float> y_got = test::to_f32(y_bits);
   EXPECT_LE(rel_l2(y_got, y_ref), 1e-2) << test::mismatches(y_got, y_ref, 2e-2, 2e-2, size_t(s.c));
   if (save_stats) {
     EXPECT_LE(rel_l2(mean.download(), mean_ref), 1e-5);
     EXPECT_LE(rel_l2(rstd.download(), rstd_ref), 1e-5);
   }
+  return y_bits;
 }
 
 struct BackwardResult {
@@ -122,6 +128,16 @@ TEST_P(GroupNormCuda, ForwardMatchesCpu) {
 #endif
 }
 
+TEST_P(GroupNormCuda, OnePassForwardMatchesCpu) {
+  KD_REQUIRE_CUDA();
+#if KD_HAVE_CUDA
+  for (bool relu : {false, true}) check_forward(GetParam(), relu, true, true);
+  check_forward(GetParam(), true, false, true);
+#else
+  GTEST_SKIP() << "built without CUDA";
+#endif
+}
+
 TEST_P(GroupNormCuda, InferenceForwardWithoutSavedStatisticsMatchesCpu) {
   KD_REQUIRE_CUDA();
 #if KD_HAVE_CUDA
@@ -153,6 +169,18 @@ INSTANTIATE_TEST_SUITE_P(
                       GnCase{2, 1, 12, 3, 0, "one_pixel"},
                       GnCase{1, 65539, 8, 1, 0, "large_hw_one_group"}),
     [](const ::testing::TestParamInfo<GnCase>& info) { return std::string(info.param.what); });
+
+TEST(GroupNormCudaDeterminism, OnePassForwardGivesTheSameBitsTwice) {
+  KD_REQUIRE_CUDA();
+#if KD_HAVE_CUDA
+  const GnCase k{3, 3136, 512, 32, 0, "r152x2_stage1"};  // 512 threads a block, 98 KB of shared memory
+  const std::vector<bf16> a = check_forward(k, true, true, true), b = check_forward(k, true, true, true);
+  ASSERT_EQ(a.size(), b.size());
+  EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(bf16)), 0);
+#else
+  GTEST_SKIP() << "built without CUDA";
+#endif
+}
 
 TEST(GroupNormCudaDeterminism, BackwardGivesTheSameBitsTwice) {
   KD_REQUIRE_CUDA();

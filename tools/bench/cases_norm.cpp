@@ -19,7 +19,8 @@ std::vector<float> activations(int64_t n, uint64_t seed) { return uniform(n, see
 
 // ---- GroupNorm + ReLU, [n, hw, c], 32 groups ----
 
-Case groupnorm_case(const Env& env, int64_t hw, int64_t c, bool backward) {
+// one_pass: the forward with CudaHandles::groupnorm_one_pass (kernels/groupnorm_one_pass.h).
+Case groupnorm_case(const Env& env, int64_t hw, int64_t c, bool backward, bool one_pass = false) {
   GroupNormShape s;
   s.n = env.batch(), s.hw = hw, s.c = c, s.groups = 32;
   const int64_t e = s.numel(), stats = s.n * s.groups;
@@ -29,7 +30,7 @@ Case groupnorm_case(const Env& env, int64_t hw, int64_t c, bool backward) {
   auto gamma = std::make_shared<std::vector<float>>(uniform(c, 42, 0.5f, 1.5f));
   auto beta = std::make_shared<std::vector<float>>(uniform(c, 43, -0.5f, 0.5f));
   Case cs;
-  cs.shape = dims({s.n, hw, c}) + " g32 relu";
+  cs.shape = dims({s.n, hw, c}) + " g32 relu" + (one_pass ? " one pass" : "");
   cs.copies = env.copies_for(double(e) * a * (backward ? 3 : 2));
   auto bx = std::make_shared<Buf>(act_buf(env, *x, cs.copies));
   auto bgamma = std::make_shared<Buf>(typed_buf(env, *gamma, 1)),
@@ -43,9 +44,12 @@ Case groupnorm_case(const Env& env, int64_t hw, int64_t c, bool backward) {
       if (!env.cuda)
         groupnorm_forward_cpu<float>(s, eps, bx->at<float>(k), bgamma->at<float>(0), bbeta->at<float>(0), true,
                                      y->at<float>(k), mean->at<float>(k), rstd->at<float>(k));
-      KD_BENCH_CUDA(if (env.cuda) groupnorm_forward_cuda(env.h(), s, eps, bx->at<bf16>(k), bgamma->at<float>(0),
-                                                         bbeta->at<float>(0), true, y->at<bf16>(k), mean->at<float>(k),
-                                                         rstd->at<float>(k)));
+      KD_BENCH_CUDA(if (env.cuda) {
+        CudaHandles h = env.h();
+        h.groupnorm_one_pass = one_pass;
+        groupnorm_forward_cuda(h, s, eps, bx->at<bf16>(k), bgamma->at<float>(0), bbeta->at<float>(0), true,
+                               y->at<bf16>(k), mean->at<float>(k), rstd->at<float>(k));
+      });
     };
     cs.check = [=, &env, run = cs.run] {
       y->fill_bytes(0xFF), mean->fill_bytes(0xFF), rstd->fill_bytes(0xFF);
@@ -269,6 +273,13 @@ void add_norm_cases(Registry& r) {
     for (bool bwd : {false, true})
       r.push_back({std::string("groupnorm.") + (bwd ? "bwd." : "fwd.") + g.tag,
                    [=](const Env& env) { return groupnorm_case(env, g.hw, g.c, bwd); }});
+  // The forward in one pass (GPU; on the CPU the same reference runs), on the shapes above and
+  // the two that carry most of R152x2's GroupNorm bytes: stage 3 (36 blocks) and stage 1's widest.
+  for (GnShape g : {GnShape{"56x56x256", 56 * 56, 256}, GnShape{"7x7x4096", 7 * 7, 4096},
+                    GnShape{"14x14x2048", 14 * 14, 2048}, GnShape{"56x56x512", 56 * 56, 512}})
+    r.push_back({std::string("groupnorm.fwd_one_pass.") + g.tag,
+                 [=](const Env& env) { return groupnorm_case(env, g.hw, g.c, false, true); }});
+  r.push_back({"groupnorm.fwd.14x14x2048", [](const Env& env) { return groupnorm_case(env, 14 * 14, 2048, false); }});
   for (bool bwd : {false, true})
     r.push_back({std::string("batchnorm.") + (bwd ? "bwd" : "fwd") + ".56x56x256",
                  [=](const Env& env) { return batchnorm_case(env, 56 * 56, 256, bwd); }});

@@ -4,9 +4,11 @@
 # schedule lengths and seeds, each its own run (the cosine schedule depends on the length).
 # Resumable: a run with a summary.json is skipped, so re-running continues where it stopped.
 # Then kd forecast is fitted on the runs up to KD_FIT_MAX epochs and compared with the longer
-# runs: <out>/backtest.md. Two runs at a time, one thread each (2 cores). Not part of CI.
+# runs: <out>/backtest.md; the figure <out>/patience.png (tools/experiments/plot_patience.py) and
+# its table <out>/patience.md. Two runs at a time, one thread each (2 cores). Not part of CI.
 #   tools/experiments/patience.sh "25 50 100 200 400" ; env: KD_BIN, KD_TEACHER, KD_OUT,
-#   KD_SEEDS ("0"; fitting lengths also get "1"), KD_FIT_MAX (100), KD_LABELS (0)
+#   KD_SEEDS ("0"; fitting lengths also get "1"), KD_FIT_MAX (100), KD_LABELS (0: 1 adds the label
+#   baseline), KD_FM (1: 0 runs no function-matching run, e.g. to add baseline seeds)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 lengths=${1:-"150 300 600 1200 2400"}
@@ -23,7 +25,7 @@ for e in $lengths; do
   seeds=${KD_SEEDS:-0}
   [ "$e" -le "$fit_max" ] && [ -z "${KD_SEEDS:-}" ] && seeds="0 1"
   for s in $seeds; do
-    jobs+=("fm $e $s")
+    [ "${KD_FM:-1}" = 1 ] && jobs+=("fm $e $s")
     [ "${KD_LABELS:-0}" = 1 ] && jobs+=("labels $e $s")
   done
 done
@@ -37,6 +39,9 @@ run_job() {
     OMP_NUM_THREADS=1 "$kd" train -c configs/fashion_mnist_baseline.toml run.out_dir="$out" run.name="$name" \
       run.epochs="$e" run.seed="$s" > "$out/$name.log" 2>&1
   fi
+  # The baseline's agreement with the teacher (a label run's summary has none), for the figure.
+  [ "$kind" = labels ] && OMP_NUM_THREADS=1 "$kd" eval "$out/$name/model.safetensors" --teacher "$teacher" \
+    --device cpu --json > "$out/$name/eval_vs_teacher.json" 2>> "$out/$name.log"
   echo "done: $name"
 }
 # Longest first, over two workers.
@@ -73,3 +78,5 @@ for run in sorted(longer, key=lambda d: int(os.path.basename(d).split("_")[1])):
                       f"{got:.2f} | {got - fc['value']:+.2f} |")
 PY
 cat "$out/backtest.md"
+# The figure and its table: top-1 and agreement against epochs, both students, every seed.
+/usr/bin/python3 tools/experiments/plot_patience.py "$out" -o "$out/patience.png" | tee "$out/patience.md"

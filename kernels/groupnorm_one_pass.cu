@@ -96,13 +96,20 @@ __global__ void __launch_bounds__(THREADS)
 template <int VEC, int THREADS>
 void launch(const CudaHandles& h, const GroupNormOnePassPlan& plan, const GroupNormShape& s, float eps, const bf16* x,
             const float* gamma, const float* beta, bool relu, bf16* y, float* mean, float* rstd) {
-  auto* kernel = &groupnorm_one_pass_forward_kernel<VEC, THREADS>;
-  // Above 48 KB a kernel must ask for its dynamic shared memory; asking for the plan's bytes each
-  // call is cheap and keeps the attribute right when one process sees several shapes.
-  KD_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(plan.smem_bytes)));
-  kernel<<<unsigned(s.n * s.groups), THREADS, size_t(plan.smem_bytes), h.stream>>>(s, plan.chunks, double(eps), x,
-                                                                                    gamma, beta, relu, y, mean, rstd);
+  groupnorm_one_pass_forward_kernel<VEC, THREADS><<<unsigned(s.n * s.groups), THREADS, size_t(plan.smem_bytes),
+                                                     h.stream>>>(s, plan.chunks, double(eps), x, gamma, beta, relu, y,
+                                                                 mean, rstd);
   KD_CUDA_LAUNCH_CHECK("groupnorm_one_pass_forward_kernel");
+}
+
+// Above 48 KB a kernel must ask for its dynamic shared memory: every instantiation may use up to
+// `bytes`, set once per device (groupnorm_one_pass_smem_limit), not on every launch.
+void allow_dynamic_smem(int64_t bytes) {
+  for (const void* kernel : {reinterpret_cast<const void*>(&groupnorm_one_pass_forward_kernel<8, 512>),
+                             reinterpret_cast<const void*>(&groupnorm_one_pass_forward_kernel<8, 256>),
+                             reinterpret_cast<const void*>(&groupnorm_one_pass_forward_kernel<1, 512>),
+                             reinterpret_cast<const void*>(&groupnorm_one_pass_forward_kernel<1, 256>)})
+    KD_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
 }
 
 }  // namespace
@@ -117,6 +124,7 @@ int64_t groupnorm_one_pass_smem_limit(const CudaHandles& h) {
     KD_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, h.device));
     // What the kernel's static shared memory (CUB's reduction, the two statistics) leaves.
     limits[h.device] = int64_t(v) - 1024;
+    allow_dynamic_smem(limits[h.device]);
   }
   return limits[h.device];
 }
@@ -125,6 +133,10 @@ void groupnorm_forward_one_pass_cuda(const CudaHandles& h, const GroupNormOnePas
                                      float eps, const bf16* x, const float* gamma, const float* beta, bool relu,
                                      bf16* y, float* mean, float* rstd) {
   KD_CHECK(plan.fits, "groupnorm_forward_one_pass_cuda: the plan does not fit: ", plan.why_not);
+  // (Also makes sure the kernels may use that much shared memory on this device.)
+  const int64_t limit = groupnorm_one_pass_smem_limit(h);
+  KD_CHECK(plan.smem_bytes <= limit, "groupnorm_forward_one_pass_cuda: the plan's ", plan.smem_bytes,
+           " bytes of shared memory exceed the device's ", limit);
   KD_CHECK((mean == nullptr) == (rstd == nullptr), "groupnorm_forward_one_pass_cuda: mean and rstd are saved together");
   KD_CHECK(plan.vec == 1 || (norm_cuda::aligned16(x) && norm_cuda::aligned16(y)),
            "groupnorm_forward_one_pass_cuda: a plan of 16-byte chunks needs 16-byte aligned x and y");

@@ -35,16 +35,16 @@ struct GroupNormOnePassPlan {
 // aligned16: x and y both 16-byte aligned. max_smem_bytes: the device's opt-in limit per block.
 GroupNormOnePassPlan groupnorm_one_pass_plan(const GroupNormShape& s, bool aligned16, int64_t max_smem_bytes);
 
-// Element offset of chunk q of group g from the image's first value.
-KD_HD int64_t groupnorm_chunk_offset(const GroupNormShape& s, int vec, int64_t g, int64_t q) {
-  const int64_t cpg = s.c / s.groups, per_pixel = cpg / vec;
-  return (q / per_pixel) * s.c + g * cpg + (q % per_pixel) * vec;
-}
-
 // Channel of value j (< vec) of chunk q of group g.
 KD_HD int64_t groupnorm_chunk_channel(const GroupNormShape& s, int vec, int64_t g, int64_t q, int j) {
   const int64_t cpg = s.c / s.groups;
   return g * cpg + (q % (cpg / vec)) * vec + j;
+}
+
+// Element offset of chunk q of group g from the image's first value: its pixel's row of c
+// channels, then its first channel.
+KD_HD int64_t groupnorm_chunk_offset(const GroupNormShape& s, int vec, int64_t g, int64_t q) {
+  return (q / (s.c / s.groups / vec)) * s.c + groupnorm_chunk_channel(s, vec, g, q, 0);
 }
 
 // The one-pass forward (same contract as groupnorm_forward_cuda; mean/rstd may be null). The plan
@@ -53,7 +53,8 @@ void groupnorm_forward_one_pass_cuda(const CudaHandles& h, const GroupNormOnePas
                                      float eps, const bf16* x, const float* gamma, const float* beta, bool relu,
                                      bf16* y, float* mean, float* rstd);
 
-// The device's opt-in shared memory per block, in bytes (queried once per device).
+// The device's opt-in shared memory per block, in bytes, less the kernel's static shared memory
+// (queried once per device, when the kernels are also allowed to use that much).
 int64_t groupnorm_one_pass_smem_limit(const CudaHandles& h);
 
 }  // namespace kd

@@ -14,8 +14,8 @@ teacher=${KD_TEACHER:-runs/demo/teacher/model.safetensors}
 out=${KD_OUT:-runs/optimizers}
 lrs=${KD_LRS:-"3e-3 1e-2 3e-2"}
 seed=${KD_SEED:-0}
-[ -x "$kd" ] || { echo "optimizers.sh: no kd binary at $kd (build it, or set KD_BIN)" >&2; exit 2; }
-[ -f "$teacher" ] || { echo "optimizers.sh: no teacher at $teacher (run tools/run_demo.sh, or set KD_TEACHER)" >&2; exit 2; }
+. tools/experiments/common.sh
+require_kd_and_teacher optimizers.sh "$kd" "$teacher"
 mkdir -p "$out"
 for opt in adam shampoo; do
   for lr in $lrs; do

@@ -17,8 +17,8 @@ teacher=${KD_TEACHER:-runs/demo/teacher/model.safetensors}
 out=${KD_OUT:-runs/other_data}
 seeds=${KD_SEEDS:-"0 1 2"}
 variants=${KD_VARIANTS:-"fashion photos photos_inverted"}
-[ -x "$kd" ] || { echo "other_data.sh: no kd binary at $kd (build it, or set KD_BIN)" >&2; exit 2; }
-[ -f "$teacher" ] || { echo "other_data.sh: no teacher at $teacher (run tools/run_demo.sh, or set KD_TEACHER)" >&2; exit 2; }
+. tools/experiments/common.sh
+require_kd_and_teacher other_data.sh "$kd" "$teacher"
 mkdir -p "$out"
 [ -d "$out/photos" ] || /usr/bin/python3 tools/experiments/make_other_data.py "$out/photos" --count 1020
 [ -d "$out/photos_inverted" ] || /usr/bin/python3 tools/experiments/make_other_data.py "$out/photos_inverted" --count 1020 --invert
@@ -34,12 +34,7 @@ run_job() {
 }
 jobs=()
 for s in $seeds; do for v in $variants; do jobs+=("$v $s"); done; done
-printf '%s\n' "${jobs[@]}" | awk 'NR % 2 == 1' > "$out/queue.0"
-printf '%s\n' "${jobs[@]}" | awk 'NR % 2 == 0' > "$out/queue.1"
-if [ "${KD_TABLE_ONLY:-0}" != 1 ]; then
-  for q in 0 1; do (while read -r v s; do run_job "$v" "$s"; done < "$out/queue.$q") & done
-  wait
-fi
+[ "${KD_TABLE_ONLY:-0}" = 1 ] || run_on_two_workers run_job "$out" "${jobs[@]}"
 
 /usr/bin/python3 - "$out" "$epochs" "$variants" "$seeds" <<'PY' | tee "$out/other_data.md"
 import json, os, statistics, sys

@@ -16,8 +16,8 @@ kd=${KD_BIN:-build-demo/kd}
 teacher=${KD_TEACHER:-runs/demo/teacher/model.safetensors}
 out=${KD_OUT:-runs/patience}
 fit_max=${KD_FIT_MAX:-600}
-[ -x "$kd" ] || { echo "patience.sh: no kd binary at $kd (build it, or set KD_BIN)" >&2; exit 2; }
-[ -f "$teacher" ] || { echo "patience.sh: no teacher at $teacher (run tools/run_demo.sh, or set KD_TEACHER)" >&2; exit 2; }
+. tools/experiments/common.sh
+require_kd_and_teacher patience.sh "$kd" "$teacher"
 mkdir -p "$out"
 
 jobs=()
@@ -45,10 +45,8 @@ run_job() {
   echo "done: $name"
 }
 # Longest first, over two workers.
-printf '%s\n' "${jobs[@]}" | sort -k2,2nr | awk 'NR % 2 == 1' > "$out/queue.0"
-printf '%s\n' "${jobs[@]}" | sort -k2,2nr | awk 'NR % 2 == 0' > "$out/queue.1"
-for q in 0 1; do (while read -r k e s; do run_job "$k" "$e" "$s"; done < "$out/queue.$q") & done
-wait
+mapfile -t longest_first < <(printf '%s\n' "${jobs[@]}" | sort -k2,2nr)
+run_on_two_workers run_job "$out" "${longest_first[@]}"
 
 # The backtest: fit on the runs up to fit_max epochs, forecast 2x and 4x, compare with the runs.
 fit=() ; longer=()

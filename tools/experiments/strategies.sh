@@ -17,8 +17,8 @@ teacher=${KD_TEACHER:-runs/demo/teacher/model.safetensors}
 out=${KD_OUT:-runs/strategies}
 eval_every=${KD_EVAL_EVERY:-240}
 seeds=${KD_SEEDS:-0}
-[ -x "$kd" ] || { echo "strategies.sh: no kd binary at $kd (build it, or set KD_BIN)" >&2; exit 2; }
-[ -f "$teacher" ] || { echo "strategies.sh: no teacher at $teacher (run tools/run_demo.sh, or set KD_TEACHER)" >&2; exit 2; }
+. tools/experiments/common.sh
+require_kd_and_teacher strategies.sh "$kd" "$teacher"
 mkdir -p "$out"
 strategies="fixed independent consistent function_matching"
 
@@ -32,10 +32,7 @@ run_job() {
 }
 jobs=()
 for s in $seeds; do for st in $strategies; do jobs+=("$st $s"); done; done
-printf '%s\n' "${jobs[@]}" | awk 'NR % 2 == 1' > "$out/queue.0"
-printf '%s\n' "${jobs[@]}" | awk 'NR % 2 == 0' > "$out/queue.1"
-for q in 0 1; do (while read -r st s; do run_job "$st" "$s"; done < "$out/queue.$q") & done
-wait
+run_on_two_workers run_job "$out" "${jobs[@]}"
 
 /usr/bin/python3 - "$out" "$epochs" "$strategies" "$seeds" <<'PY' | tee "$out/strategies.md"
 import json, os, statistics, sys

@@ -14,6 +14,7 @@
 # KD_GPU_TESTS_REGEX='Jpeg|BatchNorm' runs only the tests whose names match (ctest -R).
 # Each stage runs under a time limit (KD_GPU_LIMIT_<STAGE>=seconds) so the call ends inside the
 # device tool's 10 minutes with a table even when something hangs; a limit of 0 skips a bench row.
+# KD_GPU_BENCH_FILTER=groupnorm runs only the bench_kernels rows whose names contain it.
 # KD_GPU_SANITIZER_TOOLS="memcheck" and KD_GPU_SANITIZER_FILTER='*ShampooCuda*' narrow the
 # sanitizer stage when the call has little time left.
 set -uo pipefail
@@ -104,7 +105,8 @@ fi
 if want bench; then
   if ! skipped BENCH_KERNELS bench_kernels; then
   echo "== bench_kernels"
-  timeout "$(limit BENCH_KERNELS 150)" "$build/bench_kernels" --device cuda > "$out/bench_kernels.log" 2>&1
+  timeout "$(limit BENCH_KERNELS 150)" "$build/bench_kernels" --device cuda ${KD_GPU_BENCH_FILTER:+--filter "$KD_GPU_BENCH_FILTER"} \
+    > "$out/bench_kernels.log" 2>&1
   rc=$?
   [ "$rc" = 0 ] && note bench_kernels PASS "$(grep -c '^RESULT' "$out/bench_kernels.log") kernels" || note bench_kernels FAIL "rc $rc, see bench_kernels.log"
   grep -v '^RESULT' "$out/bench_kernels.log" | tail -40
@@ -116,16 +118,16 @@ if want bench; then
   kd_ips=$(grep -o '"images_per_sec": [0-9.]*' "$out/kd_bench.log" | cut -d' ' -f2)
   [ -n "$kd_ips" ] && note "kd bench" PASS "$kd_ips img/s, $(grep -o '"mfu": [0-9.]*' "$out/kd_bench.log" | cut -d' ' -f2) MFU" ||
     note "kd bench" FAIL "rc $rc, see kd_bench.log"
-  # GroupNorm's forward in one pass (kernels/groupnorm_one_pass.h; off by default until measured).
-  if ! skipped KD_BENCH_GN_ONE_PASS "kd bench gn one pass"; then
-    echo "== kd bench --groupnorm-one-pass"
-    timeout "$(limit KD_BENCH_GN_ONE_PASS 150)" "$build/kd" bench --device cuda --groupnorm-one-pass \
-      > "$out/kd_bench_gn_one_pass.log" 2>&1
+  # GroupNorm on its two-pass path only (run.groupnorm_one_pass = false), for the comparison.
+  if ! skipped KD_BENCH_GN_TWO_PASS "kd bench gn two pass"; then
+    echo "== kd bench --no-groupnorm-one-pass"
+    timeout "$(limit KD_BENCH_GN_TWO_PASS 150)" "$build/kd" bench --device cuda --no-groupnorm-one-pass \
+      > "$out/kd_bench_gn_two_pass.log" 2>&1
     rc=$?
-    tail -12 "$out/kd_bench_gn_one_pass.log"
-    gn_ips=$(grep -o '"images_per_sec": [0-9.]*' "$out/kd_bench_gn_one_pass.log" | cut -d' ' -f2)
-    [ -n "$gn_ips" ] && note "kd bench gn one pass" PASS "$gn_ips img/s (two-pass: ${kd_ips:-?})" ||
-      note "kd bench gn one pass" FAIL "rc $rc, see kd_bench_gn_one_pass.log"
+    tail -12 "$out/kd_bench_gn_two_pass.log"
+    gn_ips=$(grep -o '"images_per_sec": [0-9.]*' "$out/kd_bench_gn_two_pass.log" | cut -d' ' -f2)
+    [ -n "$gn_ips" ] && note "kd bench gn two pass" PASS "$gn_ips img/s (one pass: ${kd_ips:-?})" ||
+      note "kd bench gn two pass" FAIL "rc $rc, see kd_bench_gn_two_pass.log"
   fi
   # Autotuning's worth: the same step with cuDNN's first engine per convolution (the run above
   # autotuned and filled the cache, so it timed the candidates during its warm-up).

@@ -54,8 +54,8 @@ void TrainOptions::bind(ConfigSchema& s) {
   s.bind("run.autotune", &run.autotune,
          "GPU: time cuDNN's candidate engines once per convolution shape and keep the fastest");
   s.bind("run.groupnorm_one_pass", &run.groupnorm_one_pass,
-         "GPU: GroupNorm's forward in one pass over memory (each group kept in shared memory); off by default "
-         "until it has been validated on a GPU");
+         "GPU: GroupNorm's forward in one pass over memory (each group kept in shared memory where it fits); "
+         "false: the two-pass path everywhere");
   s.bind("run.autotune_cache", &run.autotune_cache,
          "file that keeps autotuning choices for later runs (empty: $KD_CACHE_DIR, $XDG_CACHE_HOME/kd or "
          "~/.cache/kd; off: none)");

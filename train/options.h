@@ -85,7 +85,7 @@ struct RunOptions {
   double label_smoothing = 0.0;  // kd train only
   bool autotune = true;           // GPU: time cuDNN's candidate engines once per convolution shape
   std::string autotune_cache;     // where the choices persist ("": the default, "off": nowhere)
-  bool groupnorm_one_pass = false;  // GPU: GroupNorm forward in one pass (off until validated on a GPU)
+  bool groupnorm_one_pass = true;  // GPU: GroupNorm forward in one pass where a group fits on chip
   int64_t skip_nonfinite = 0;     // steps with a non-finite loss/gradient skipped before the run stops
   bool allow_data_change = false; // resume even when the training data differs from the checkpoint's
   bool tensorboard = true;        // TensorBoard event files beside metrics.jsonl

@@ -34,7 +34,7 @@ struct BenchArgs {
   int64_t accumulate = 1, precondition_every = 20;
   std::string optimizer = "adam", cpu_backend = "auto";
   int threads = 0;
-  bool comm = false, compare_overlap = false, no_overlap = false, no_autotune = false, groupnorm_one_pass = false;
+  bool comm = false, compare_overlap = false, no_overlap = false, no_autotune = false, no_groupnorm_one_pass = false;
 };
 
 // n x n values uniform in [-1, 1), as `dtype` (bf16 or f32) on the host.
@@ -138,7 +138,7 @@ void run_bench(const BenchArgs& a) {
   std::unique_ptr<AutotuneCache> tuning;
   if (ctx.is_cuda() && !a.no_autotune) tuning = std::make_unique<AutotuneCache>(default_autotune_cache_path());
   ctx.set_autotune(!a.no_autotune, tuning.get());
-  ctx.set_groupnorm_one_pass(a.groupnorm_one_pass);
+  ctx.set_groupnorm_one_pass(!a.no_groupnorm_one_pass);
   if (a.comm) {
     std::vector<int64_t> sizes;
     for (int64_t b = 4 << 10; b <= (ctx.is_cuda() ? int64_t(1) << 30 : int64_t(64) << 20); b *= 4) sizes.push_back(b);
@@ -218,7 +218,7 @@ void run_bench(const BenchArgs& a) {
         "\"groupnorm_one_pass\": %s}\n",
         ctx.describe().c_str(), images_per_s, mfu, peak / 1e12, peak_gib, double(teacher_bytes) / double(1ull << 30),
         (long long)a.batch, comm.size(), (long long)a.accumulate, overlap ? "true" : "false", a.optimizer.c_str(),
-        a.no_autotune ? "false" : "true", a.groupnorm_one_pass ? "true" : "false");
+        a.no_autotune ? "false" : "true", a.no_groupnorm_one_pass ? "false" : "true");
   }
 }
 
@@ -270,8 +270,8 @@ void add_bench_command(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--no-autotune", args->no_autotune,
                 "take cuDNN's first engine per convolution instead of the fastest of its candidates");
-  cmd->add_flag("--groupnorm-one-pass", args->groupnorm_one_pass,
-                "GroupNorm's forward in one pass over memory (run.groupnorm_one_pass)");
+  cmd->add_flag("--no-groupnorm-one-pass", args->no_groupnorm_one_pass,
+                "GroupNorm's forward on the two-pass path (run.groupnorm_one_pass = false), for the comparison");
   cmd->footer(
       "Under a launcher every rank runs its share: mpirun -np 2 kd bench --device cpu --comm --compare-overlap");
   cmd->callback([args] { run_bench(*args); });

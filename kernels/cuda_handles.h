@@ -42,8 +42,8 @@ struct CudaHandles {
   int sm_count = 0;
   bool autotune = false;  // time cuDNN's candidate engines once per shape instead of taking the first
   TuningStore* tuning_store = nullptr;  // with autotune: earlier runs' choices (not owned; may be null)
-  // GroupNorm's forward in one pass where a group fits in shared memory (groupnorm_one_pass.h):
-  // +15% images/s on the H200's default step; false keeps the two-pass path everywhere.
+  // GroupNorm in one pass where a span of groups fits in shared memory (groupnorm_one_pass.h):
+  // the forward gave +15% images/s on the H200's default step; false: the two-pass path.
   bool groupnorm_one_pass = true;
 };
 

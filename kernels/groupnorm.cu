@@ -1,7 +1,8 @@
-// GroupNorm launchers (the kernels are norm_cuda.cu's). The images are taken in slabs of about
-// kL2SlabBytes: the second pass over a slab (apply after the statistics) reads it back from L2
-// (50 MB on an H100) rather than from memory, so a forward moves about x + y through DRAM and a
-// backward x + dy + dx, plus what does not stay in L2.
+// GroupNorm launchers: the one-pass kernels (groupnorm_one_pass.h) where a span of groups fits on
+// chip and run.groupnorm_one_pass is on, else the two-pass path of norm_cuda.cu's kernels. That
+// path takes the images in slabs of about kL2SlabBytes: the second pass over a slab (apply after
+// the statistics) reads it back from L2 (50 MB on an H100) rather than from memory, so a forward
+// moves about x + y through DRAM and a backward x + dy + dx, plus what does not stay in L2.
 #include <algorithm>
 
 #include "kernels/check.h"
@@ -64,6 +65,12 @@ void groupnorm_backward_cuda(const CudaHandles& h, const GroupNormShape& s, cons
   validate(s);
   KD_CHECK(mean && rstd, "groupnorm_backward_cuda: needs the mean and rstd saved by the forward pass");
   KD_CHECK(h.workspace, "groupnorm_backward_cuda: CudaHandles without a workspace");
+  if (h.groupnorm_one_pass) {
+    const GroupNormOnePassPlan plan = groupnorm_one_pass_plan(s, aligned16(x) && aligned16(dy) && aligned16(dx),
+                                                              groupnorm_one_pass_smem_limit(h), true);
+    if (plan.fits)
+      return groupnorm_backward_one_pass_cuda(h, plan, s, x, gamma, beta, mean, rstd, relu, dy, dx, dgamma, dbeta);
+  }
   const int64_t cpg = s.channels_per_group();
   const int64_t slab = norm_slab_segments(s.n, 2 * s.hw * s.c * int64_t(sizeof(bf16)), kL2SlabBytes);
   const NormTiling t =

@@ -1,18 +1,26 @@
-// GroupNorm forward in one pass over memory (issue 16, item 1): one CUDA block per (image, group)
-// copies the group's values into shared memory while it sums them, reduces the sums to the
-// group's mean and rstd, then normalises its copy and writes y. DRAM sees x read once and y
-// written once, one launch per call; the two-pass path (groupnorm.cu) reads x twice (the second
-// time mostly from L2) and launches three kernels per L2 slab of images.
+// GroupNorm in one pass over memory (issue 16, item 1): one CUDA block per (image, span of G
+// adjacent groups) copies the span's values into shared memory while it sums them, reduces the
+// sums to each group's statistics, then works from its copy. DRAM sees each input read once and
+// each output written once, in one launch (plus, for the backward, a small kernel that adds the
+// per-image channel sums into dgamma/dbeta); the two-pass path (groupnorm.cu) reads its inputs
+// twice (the second time mostly from L2) and launches three kernels per L2 slab of images.
 //
-// The group's values, NHWC: pixel p, channel g * cpg + j (j < cpg) of one image. They are read in
-// chunks of `vec` consecutive channels (8 bf16 = one 16-byte load, or 1); chunk q is pixel
-// q / (cpg / vec), channels g * cpg + (q % (cpg / vec)) * vec ... + vec - 1, and lands at
-// q * vec in shared memory. Thread t of the block takes chunks t, t + threads, ...
+// Layout, NHWC: a span is channels [g0 * cpg, (g0 + G) * cpg) of every pixel of one image. Its
+// values are read in chunks of `vec` consecutive channels (8 bf16 = one 16-byte load, or 1):
+// with K = span / vec chunks per pixel, chunk q is pixel q / K, channels g0 * cpg + (q % K) * vec
+// ... + vec - 1, and lands at q * vec in shared memory. Thread t takes chunks t, t + threads, ...;
+// where K divides the thread count, thread t's chunks all hold the same channels (q % K = t % K),
+// so its per-channel sums and parameters stay in registers.
 //
-// A group must fit in a block's shared memory (cudaDevAttrMaxSharedMemoryPerBlockOptin: 227 KB on
-// Hopper, i.e. ~113,000 bf16 values; BiT's largest group, 56x56 pixels x 16 channels, is 50,176).
-// Where it does not, groupnorm_forward_cuda runs the two-pass path. Behind
-// CudaHandles::groupnorm_one_pass (run.groupnorm_one_pass) until a GPU has validated it.
+// Why spans of several groups: a block reads span * 2 bytes of every c * 2-byte pixel row. With 8
+// channels a group that is 16 bytes, half of a 32-byte DRAM sector (measured on an H200: the
+// one-pass forward at 20.8% of copy bandwidth, slower than the two-pass path's 25.4%); the plan
+// takes G adjacent groups so that a span covers >= 16 channels (whole sectors) where shared memory
+// allows.
+//
+// Shared memory per block (cudaDevAttrMaxSharedMemoryPerBlockOptin: 227 KB on Hopper): the span's
+// values as bf16, twice that in the backward (x and dy). Where a span does not fit, the plan
+// takes fewer groups, and where one group does not fit, the two-pass path runs.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -24,27 +32,40 @@
 namespace kd {
 
 struct GroupNormOnePassPlan {
-  bool fits = false;       // false: run the two-pass path (why_not says why)
-  int vec = 1;             // channels per chunk: 8 (16-byte loads and stores) or 1
-  int threads = 256;       // per block
-  int64_t chunks = 0;      // chunks per group: hw * cpg / vec
-  int64_t smem_bytes = 0;  // dynamic shared memory per block: the group's values as bf16
+  bool fits = false;        // false: run the two-pass path (why_not says why)
+  bool backward = false;    // a backward plan: x and dy on chip, 16-byte chunks only
+  int vec = 1;              // channels per chunk: 8 (16-byte loads and stores) or 1
+  int threads = 256;        // per block
+  int groups_per_block = 1; // G: adjacent groups a block keeps on chip
+  int64_t span = 0;         // channels of a block's span: G * cpg
+  int64_t chunks = 0;       // chunks per block: hw * span / vec
+  int64_t blocks = 0;       // n * groups / G
+  int64_t smem_bytes = 0;   // dynamic shared memory per block
   std::string why_not;
+  int64_t chunks_per_pixel() const { return span / vec; }
 };
 
-// aligned16: x and y both 16-byte aligned. max_smem_bytes: the device's opt-in limit per block.
-GroupNormOnePassPlan groupnorm_one_pass_plan(const GroupNormShape& s, bool aligned16, int64_t max_smem_bytes);
+// aligned16: every activation pointer 16-byte aligned. max_smem_bytes: the device's opt-in limit
+// per block (groupnorm_one_pass_smem_limit). A backward plan fits only with 16-byte chunks and
+// K = span / 8 a power of two <= 32 (the per-channel sums are reduced within warps).
+GroupNormOnePassPlan groupnorm_one_pass_plan(const GroupNormShape& s, bool aligned16, int64_t max_smem_bytes,
+                                             bool backward = false);
 
-// Channel of value j (< vec) of chunk q of group g.
-KD_HD int64_t groupnorm_chunk_channel(const GroupNormShape& s, int vec, int64_t g, int64_t q, int j) {
-  const int64_t cpg = s.c / s.groups;
-  return g * cpg + (q % (cpg / vec)) * vec + j;
+// Channel of value j (< vec) of chunk q of the span that starts at group g0 (span channels).
+KD_HD int64_t groupnorm_chunk_channel(const GroupNormShape& s, int vec, int64_t span, int64_t g0, int64_t q, int j) {
+  return g0 * (s.c / s.groups) + (q % (span / vec)) * vec + j;
 }
 
-// Element offset of chunk q of group g from the image's first value: its pixel's row of c
+// Element offset of chunk q of that span from the image's first value: its pixel's row of c
 // channels, then its first channel.
-KD_HD int64_t groupnorm_chunk_offset(const GroupNormShape& s, int vec, int64_t g, int64_t q) {
-  return (q / (s.c / s.groups / vec)) * s.c + groupnorm_chunk_channel(s, vec, g, q, 0);
+KD_HD int64_t groupnorm_chunk_offset(const GroupNormShape& s, int vec, int64_t span, int64_t g0, int64_t q) {
+  return (q / (span / vec)) * s.c + groupnorm_chunk_channel(s, vec, span, g0, q, 0);
+}
+
+// Which of the span's groups (0 .. G-1) value j of a chunk at position k (= q % K) of its pixel
+// belongs to.
+KD_HD int groupnorm_lane_group(const GroupNormShape& s, int vec, int64_t k, int j) {
+  return int((k * vec + j) / (s.c / s.groups));
 }
 
 // The one-pass forward (same contract as groupnorm_forward_cuda; mean/rstd may be null). The plan
@@ -53,7 +74,15 @@ void groupnorm_forward_one_pass_cuda(const CudaHandles& h, const GroupNormOnePas
                                      float eps, const bf16* x, const float* gamma, const float* beta, bool relu,
                                      bf16* y, float* mean, float* rstd);
 
-// The device's opt-in shared memory per block, in bytes, less the kernel's static shared memory
+// The one-pass backward (same contract as groupnorm_backward_cuda: dx overwritten, dgamma and
+// dbeta added to; uses h.workspace for the [n, c] channel sums). The plan must be a backward one
+// that fits.
+void groupnorm_backward_one_pass_cuda(const CudaHandles& h, const GroupNormOnePassPlan& plan, const GroupNormShape& s,
+                                      const bf16* x, const float* gamma, const float* beta, const float* mean,
+                                      const float* rstd, bool relu, const bf16* dy, bf16* dx, float* dgamma,
+                                      float* dbeta);
+
+// The device's opt-in shared memory per block, in bytes, less the kernels' static shared memory
 // (queried once per device, when the kernels are also allowed to use that much).
 int64_t groupnorm_one_pass_smem_limit(const CudaHandles& h);
 

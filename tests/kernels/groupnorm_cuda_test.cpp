@@ -91,8 +91,8 @@ struct BackwardResult {
 
 // Runs the GPU backward on the CPU forward's statistics; checks it against the CPU backward.
 // dgamma and dbeta start from non-zero values: both must add to them.
-BackwardResult check_backward(const GnCase& k, bool relu) {
-  SCOPED_TRACE(::testing::Message() << "relu " << relu);
+BackwardResult check_backward(const GnCase& k, bool relu, bool one_pass = false) {
+  SCOPED_TRACE(::testing::Message() << "relu " << relu << ", one_pass " << one_pass);
   const GroupNormShape s = shape_of(k);
   const GnInputs in = random_inputs(s, 21 + uint64_t(relu));
   const Bf16Input dy = random_bf16(size_t(s.numel()), 24, -1.0, 1.0);
@@ -109,7 +109,9 @@ BackwardResult check_backward(const GnCase& k, bool relu) {
   DeviceArray<bf16> x(in.x.bits, k.offset), ddy(dy.bits, k.offset), dx(numel, k.offset);
   DeviceArray<float> gamma(in.gamma), beta(in.beta), mean(mean_ref), rstd(rstd_ref), dgamma(dgamma0), dbeta(dbeta0);
   dx.poison();
-  groupnorm_backward_cuda(handles(), s, x.get(), gamma.get(), beta.get(), mean.get(), rstd.get(), relu, ddy.get(),
+  CudaHandles h = handles();
+  h.groupnorm_one_pass = one_pass;
+  groupnorm_backward_cuda(h, s, x.get(), gamma.get(), beta.get(), mean.get(), rstd.get(), relu, ddy.get(),
                           dx.get(), dgamma.get(), dbeta.get());
   BackwardResult r{dx.download(), dgamma.download(), dbeta.download()};
   EXPECT_LE(rel_l2(test::to_f32(r.dx), dx_ref), 1e-2) << test::mismatches(test::to_f32(r.dx), dx_ref, 2e-2, 2e-2, size_t(s.c));
@@ -156,6 +158,15 @@ TEST_P(GroupNormCuda, BackwardMatchesCpuAndAccumulatesParameterGradients) {
 #endif
 }
 
+TEST_P(GroupNormCuda, OnePassBackwardMatchesCpuAndAccumulatesParameterGradients) {
+  KD_REQUIRE_CUDA();
+#if KD_HAVE_CUDA
+  for (bool relu : {false, true}) check_backward(GetParam(), relu, true);
+#else
+  GTEST_SKIP() << "built without CUDA";
+#endif
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Shapes, GroupNormCuda,
     ::testing::Values(GnCase{2, 3136, 256, 32, 0, "resnet50_224px"},      // many small groups
@@ -167,7 +178,12 @@ INSTANTIATE_TEST_SUITE_P(
                       GnCase{2, 9, 72, 4, 0, "groups_of_18_split_vectors"},
                       GnCase{1, 7, 40, 5, 0, "one_image_partial_tile"},
                       GnCase{2, 1, 12, 3, 0, "one_pixel"},
-                      GnCase{1, 65539, 8, 1, 0, "large_hw_one_group"}),
+                      GnCase{1, 65539, 8, 1, 0, "large_hw_one_group"},
+                      // One-pass spans of several groups: 8 groups of 2 channels (R50x1 at 160 px),
+                      // 4 of 4 (R152x2's 56x56x128); 32 chunks a pixel (256 channels a group).
+                      GnCase{2, 1600, 64, 32, 0, "eight_groups_a_block"},
+                      GnCase{2, 3136, 128, 32, 0, "four_groups_a_block"},
+                      GnCase{2, 49, 8192, 32, 0, "thirty_two_chunks_a_pixel"}),
     [](const ::testing::TestParamInfo<GnCase>& info) { return std::string(info.param.what); });
 
 TEST(GroupNormCudaDeterminism, OnePassForwardGivesTheSameBitsTwice) {
@@ -186,11 +202,13 @@ TEST(GroupNormCudaDeterminism, BackwardGivesTheSameBitsTwice) {
   KD_REQUIRE_CUDA();
 #if KD_HAVE_CUDA
   const GnCase k{3, 3136, 256, 32, 0, "resnet50_224px"};
-  const BackwardResult a = check_backward(k, true), b = check_backward(k, true);
-  ASSERT_EQ(a.dx.size(), b.dx.size());
-  EXPECT_EQ(std::memcmp(a.dx.data(), b.dx.data(), a.dx.size() * sizeof(bf16)), 0);
-  EXPECT_EQ(std::memcmp(a.dgamma.data(), b.dgamma.data(), a.dgamma.size() * sizeof(float)), 0);
-  EXPECT_EQ(std::memcmp(a.dbeta.data(), b.dbeta.data(), a.dbeta.size() * sizeof(float)), 0);
+  for (bool one_pass : {false, true}) {
+    const BackwardResult a = check_backward(k, true, one_pass), b = check_backward(k, true, one_pass);
+    ASSERT_EQ(a.dx.size(), b.dx.size());
+    EXPECT_EQ(std::memcmp(a.dx.data(), b.dx.data(), a.dx.size() * sizeof(bf16)), 0);
+    EXPECT_EQ(std::memcmp(a.dgamma.data(), b.dgamma.data(), a.dgamma.size() * sizeof(float)), 0);
+    EXPECT_EQ(std::memcmp(a.dbeta.data(), b.dbeta.data(), a.dbeta.size() * sizeof(float)), 0);
+  }
 #else
   GTEST_SKIP() << "built without CUDA";
 #endif

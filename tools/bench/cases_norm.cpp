@@ -19,7 +19,7 @@ std::vector<float> activations(int64_t n, uint64_t seed) { return uniform(n, see
 
 // ---- GroupNorm + ReLU, [n, hw, c], 32 groups ----
 
-// one_pass: the forward with CudaHandles::groupnorm_one_pass (kernels/groupnorm_one_pass.h).
+// one_pass: CudaHandles::groupnorm_one_pass (kernels/groupnorm_one_pass.h), forward or backward.
 Case groupnorm_case(const Env& env, int64_t hw, int64_t c, bool backward, bool one_pass = false) {
   GroupNormShape s;
   s.n = env.batch(), s.hw = hw, s.c = c, s.groups = 32;
@@ -87,9 +87,13 @@ Case groupnorm_case(const Env& env, int64_t hw, int64_t c, bool backward, bool o
       groupnorm_backward_cpu<float>(s, bx->at<float>(k), bgamma->at<float>(0), bbeta->at<float>(0), bmean->at<float>(0),
                                     brstd->at<float>(0), true, bdy->at<float>(k), dx->at<float>(k),
                                     dgamma->at<float>(0), dbeta->at<float>(0));
-    KD_BENCH_CUDA(if (env.cuda) groupnorm_backward_cuda(
-        env.h(), s, bx->at<bf16>(k), bgamma->at<float>(0), bbeta->at<float>(0), bmean->at<float>(0),
-        brstd->at<float>(0), true, bdy->at<bf16>(k), dx->at<bf16>(k), dgamma->at<float>(0), dbeta->at<float>(0)));
+    KD_BENCH_CUDA(if (env.cuda) {
+      CudaHandles h = env.h();
+      h.groupnorm_one_pass = one_pass;
+      groupnorm_backward_cuda(h, s, bx->at<bf16>(k), bgamma->at<float>(0), bbeta->at<float>(0), bmean->at<float>(0),
+                              brstd->at<float>(0), true, bdy->at<bf16>(k), dx->at<bf16>(k), dgamma->at<float>(0),
+                              dbeta->at<float>(0));
+    });
   };
   cs.check = [=, &env, run = cs.run] {
     dx->fill_bytes(0xFF), dgamma->fill_bytes(0), dbeta->fill_bytes(0);
@@ -269,17 +273,25 @@ void add_norm_cases(Registry& r) {
     const char* tag;
     int64_t hw, c;
   };
+  // The two-pass path, then the one-pass kernels (GPU; on the CPU the same reference runs) on the
+  // same shapes and those that carry most of the step's GroupNorm bytes: R152x2's stage 3 (36
+  // blocks) and stage 1 (4 and 16 channels a group), R50x1's stage 1 at 160 px (2 and 8) for the
+  // backward.
   for (GnShape g : {GnShape{"56x56x256", 56 * 56, 256}, GnShape{"7x7x4096", 7 * 7, 4096}})
     for (bool bwd : {false, true})
       r.push_back({std::string("groupnorm.") + (bwd ? "bwd." : "fwd.") + g.tag,
                    [=](const Env& env) { return groupnorm_case(env, g.hw, g.c, bwd); }});
-  // The forward in one pass (GPU; on the CPU the same reference runs), on the shapes above and
-  // the two that carry most of R152x2's GroupNorm bytes: stage 3 (36 blocks) and stage 1's widest.
+  r.push_back({"groupnorm.fwd.14x14x2048", [](const Env& env) { return groupnorm_case(env, 14 * 14, 2048, false); }});
+  r.push_back({"groupnorm.bwd.40x40x64", [](const Env& env) { return groupnorm_case(env, 40 * 40, 64, true); }});
   for (GnShape g : {GnShape{"56x56x256", 56 * 56, 256}, GnShape{"7x7x4096", 7 * 7, 4096},
-                    GnShape{"14x14x2048", 14 * 14, 2048}, GnShape{"56x56x512", 56 * 56, 512}})
+                    GnShape{"14x14x2048", 14 * 14, 2048}, GnShape{"56x56x512", 56 * 56, 512},
+                    GnShape{"56x56x128", 56 * 56, 128}})
     r.push_back({std::string("groupnorm.fwd_one_pass.") + g.tag,
                  [=](const Env& env) { return groupnorm_case(env, g.hw, g.c, false, true); }});
-  r.push_back({"groupnorm.fwd.14x14x2048", [](const Env& env) { return groupnorm_case(env, 14 * 14, 2048, false); }});
+  for (GnShape g : {GnShape{"56x56x256", 56 * 56, 256}, GnShape{"7x7x4096", 7 * 7, 4096},
+                    GnShape{"40x40x64", 40 * 40, 64}, GnShape{"40x40x256", 40 * 40, 256}})
+    r.push_back({std::string("groupnorm.bwd_one_pass.") + g.tag,
+                 [=](const Env& env) { return groupnorm_case(env, g.hw, g.c, true, true); }});
   for (bool bwd : {false, true})
     r.push_back({std::string("batchnorm.") + (bwd ? "bwd" : "fwd") + ".56x56x256",
                  [=](const Env& env) { return batchnorm_case(env, 56 * 56, 256, bwd); }});

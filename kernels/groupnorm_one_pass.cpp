@@ -40,7 +40,8 @@ GroupNormOnePassPlan groupnorm_one_pass_plan(const GroupNormShape& s, bool align
   // evenly and the span still fits on chip; only spans of 16-byte chunks take several groups.
   int64_t groups_per_block = 1;
   if (aligned16 && power_of_two(cpg))
-    while (groups_per_block * cpg < kWholeSectorChannels && s.groups % (2 * groups_per_block) == 0 &&
+    while (groups_per_block < kGroupNormMaxGroupsPerBlock && groups_per_block * cpg < kWholeSectorChannels &&
+           s.groups % (2 * groups_per_block) == 0 &&
            fits_smem(2 * groups_per_block * cpg))
       groups_per_block *= 2;
   if (vec_for(groups_per_block * cpg) != 8) groups_per_block = 1;

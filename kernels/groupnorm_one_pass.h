@@ -31,6 +31,9 @@
 
 namespace kd {
 
+// The kernels exist for G = 1, 2, 4 and 8 (one channel a group: 8 groups, one 16-byte chunk).
+constexpr int kGroupNormMaxGroupsPerBlock = 8;
+
 struct GroupNormOnePassPlan {
   bool fits = false;        // false: run the two-pass path (why_not says why)
   bool backward = false;    // a backward plan: x and dy on chip, 16-byte chunks only

@@ -96,7 +96,7 @@ if want tests; then
   # One OpenMP thread per test process: ctest runs one process per core.
   (cd "$build" && OMP_NUM_THREADS=2 timeout "$(limit TESTS 300)" ctest -j "$(( jobs / 2 ))" --output-on-failure --timeout 240 ${KD_GPU_TESTS_REGEX:+-R "$KD_GPU_TESTS_REGEX"}) > "$out/tests.log" 2>&1
   tests_rc=$?
-  passed=$(grep -Eo "[0-9]+% tests passed, [0-9]+ tests failed out of [0-9]+" "$out/tests.log" | tail -1)
+  passed=$(grep -Eo "[0-9]+% tests passed(, [0-9]+ tests failed)? out of [0-9]+" "$out/tests.log" | tail -1)
   no_device=$(grep -c "no CUDA device\|built without CUDA" "$out/tests.log")
   if [ "$tests_rc" = 0 ] && [ "$no_device" = 0 ]; then note tests PASS "$passed"
   else note tests FAIL "${passed:-rc $tests_rc}; $no_device skipped for lack of a device"; grep -E "^\s+[0-9]+ - |\(Failed\)|\(Timeout\)|SEGFAULT|Exception" "$out/tests.log" | head -40; fi

@@ -183,7 +183,8 @@ INSTANTIATE_TEST_SUITE_P(
                       // 4 of 4 (R152x2's 56x56x128); 32 chunks a pixel (256 channels a group).
                       GnCase{2, 1600, 64, 32, 0, "eight_groups_a_block"},
                       GnCase{2, 3136, 128, 32, 0, "four_groups_a_block"},
-                      GnCase{2, 49, 8192, 32, 0, "thirty_two_chunks_a_pixel"}),
+                      GnCase{2, 49, 8192, 32, 0, "thirty_two_chunks_a_pixel"},
+                      GnCase{2, 9, 32, 32, 0, "eight_one_channel_groups_a_block"}),
     [](const ::testing::TestParamInfo<GnCase>& info) { return std::string(info.param.what); });
 
 TEST(GroupNormCudaDeterminism, OnePassForwardGivesTheSameBitsTwice) {

@@ -2,7 +2,7 @@
 //
 // First the floors, measured in the same run: a large copy (device-to-device on a GPU, host memcpy
 // on the CPU; bytes read + written) and the dense matrix-product rate (bf16 8192^3 through
-// gemm_cuda; fp32 sgemm 1024^3 on the CPU). Then every benchmark (tools/bench/cases_*.cpp): its
+// gemm_cuda; fp32 sgemm 1024^3 on the CPU), as engine/gemm_rate.h defines it for kd bench too. Then every benchmark (tools/bench/cases_*.cpp): its
 // output checked once against the CPU reference (a wrong kernel prints FAIL and the exit status is
 // 1), then timed: warm-up, then the median of many runs (CUDA events), each run on the next of
 // enough copies of its buffers to exceed L2, and reported as GB/s (or TFLOP/s) and % of the floor.
@@ -21,6 +21,7 @@
 #include <cstring>
 #include <set>
 
+#include "engine/gemm_rate.h"
 #include "kernels/gemm.h"
 #include "tools/bench/harness.h"
 #if KD_HAVE_CUDA
@@ -91,14 +92,20 @@ Case copy_case(const Env& env) {
 
 Case gemm_case(const Env& env) {
   const int64_t n = env.cuda ? (env.quick ? 2048 : 8192) : (env.quick ? 512 : 1024);
-  auto a = std::make_shared<std::vector<float>>(uniform(n * n, 1, -1.0f, 1.0f));
-  auto b = std::make_shared<std::vector<float>>(uniform(n * n, 2, -1.0f, 1.0f));
+  // The operands of engine/gemm_rate.h (as bf16 values): the check below is of the product timed.
+  auto operand = [n](int which) {
+    auto v = std::make_shared<std::vector<float>>(static_cast<size_t>(n * n));
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n * n; ++i) (*v)[size_t(i)] = bf16_to_float(float_to_bf16(gemm_rate_operand(which, i)));
+    return v;
+  };
+  auto a = operand(0), b = operand(1);
   auto ba = std::make_shared<Buf>(act_buf(env, *a, 1)), bb = std::make_shared<Buf>(act_buf(env, *b, 1));
   auto bc = std::make_shared<Buf>(act_out(env, n * n, 1));
   Case c;
   c.shape = std::to_string(n) + "^3 " + (env.cuda ? "bf16 (fp32 accumulate)" : "fp32") + ", C = A B^T";
   c.flops = 2.0 * double(n) * double(n) * double(n);
-  c.note = "floor.gemm: 2 n^3";
+  c.note = "floor.gemm: 2 n^3 (engine/gemm_rate.h: A B^T, distinct operands uniform in [-1, 1), median of ~0.25 s of runs)";
   c.run = [=, &env](int) {
     if (!env.cuda)
       gemm_cpu<float>(false, true, n, n, n, 1.0f, ba->at<float>(0), n, bb->at<float>(0), n, 0.0f, bc->at<float>(0), n);
@@ -236,8 +243,20 @@ int run(const Args& args) {
 
   std::vector<Result> results;
   // Floors first: the GEMM (which then keeps the GPU busy ahead of each timed series), then the copy.
+  // floor.gemm: checked here, timed by engine/gemm_rate.h (the definition kd bench uses too).
   const Case gemm = gemm_case(env);
-  results.push_back(run_case(env, "floor.gemm", gemm));
+  {
+    Result g;
+    g.name = "floor.gemm", g.shape = gemm.shape, g.note = gemm.note, g.flops = gemm.flops;
+    try {
+      g.check = gemm.check();
+      const GemmRate rate = measure_gemm_rate(*env.ctx, env.quick);
+      g.median_s = rate.median_s, g.reps = rate.reps, g.rate = rate.flops_per_s;
+    } catch (const std::exception& ex) {
+      g.error = ex.what();
+    }
+    results.push_back(g);
+  }
   env.matmul_rate = results.back().rate;
   const double gemm_s = results.back().median_s;
   if (env.cuda && gemm_s > 0)

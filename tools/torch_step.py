@@ -41,6 +41,7 @@ import re
 import resource
 import os
 import sys
+import statistics
 import time
 from functools import partial
 
@@ -209,19 +210,39 @@ class Phases:
 
 
 def matmul_rate(device):
-    """Dense matrix-product FLOP/s: bf16 8192^3 on a GPU, fp32 1024^3 on the CPU (as kd bench)."""
+    """Dense matrix-product FLOP/s as kd defines it (engine/gemm_rate.h): C = A B^T, bf16 8192^3 on a
+    GPU (fp32 1024^3 on the CPU), A and B distinct, uniform in [-1, 1); two warm-up runs, three to
+    estimate one run's time, then as many as fill ~0.25 s (10 to 200), each timed alone; 2 n^3
+    over the median run."""
     cuda = device.type == "cuda"
-    n, reps = (8192, 10) if cuda else (1024, 5)
-    a = torch.randn(n, n, device=device, dtype=torch.bfloat16 if cuda else torch.float32)
-    a @ a.T
-    if cuda:
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(reps):
-        a @ a.T
-    if cuda:
-        torch.cuda.synchronize()
-    return 2.0 * n ** 3 * reps / (time.perf_counter() - start)
+    n = 8192 if cuda else 1024
+    dtype = torch.bfloat16 if cuda else torch.float32
+    gen = torch.Generator(device="cpu").manual_seed(11)
+    a, b = ((torch.rand(n, n, generator=gen) * 2 - 1).to(device=device, dtype=dtype) for _ in range(2))
+
+    def series(reps):
+        times = []
+        for _ in range(reps):
+            if cuda:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                a @ b.T
+                end.record()
+                times.append((start, end))
+            else:
+                t0 = time.perf_counter()
+                a @ b.T
+                times.append(time.perf_counter() - t0)
+        if cuda:
+            torch.cuda.synchronize()
+            times = [s.elapsed_time(e) * 1e-3 for s, e in times]
+        return statistics.median(times)
+
+    a @ b.T
+    a @ b.T
+    estimate = series(3)
+    reps = int(min(max(0.25 / estimate, 10), 200)) if estimate > 0 else 200
+    return 2.0 * n ** 3 / series(reps)
 
 
 MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}

@@ -12,10 +12,10 @@
 #include <random>
 
 #include "engine/autotune_cache.h"
+#include "engine/gemm_rate.h"
 #include "engine/comm.h"
 #include "engine/timer.h"
 #include "kernels/gemm.h"
-#include "kernels/random.h"
 #include "tools/cli/bench_comm.h"
 #include "train/distributed.h"
 #include "train/options.h"
@@ -36,53 +36,6 @@ struct BenchArgs {
   int threads = 0;
   bool comm = false, compare_overlap = false, no_overlap = false, no_autotune = false, no_groupnorm_one_pass = false;
 };
-
-// n x n values uniform in [-1, 1), as `dtype` (bf16 or f32) on the host.
-Tensor random_square(int64_t n, DType dtype) {
-  Tensor t = Tensor::zeros_cpu({n, n}, dtype);
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n * n; ++i) {
-    const float v = 2.0f * random_uniform(7, 0x6d61746d756cull, uint64_t(i)) - 1.0f;
-    if (dtype == DType::bf16)
-      t.data<bf16>()[i] = float_to_bf16(v);
-    else
-      t.data<float>()[i] = v;
-  }
-  return t;
-}
-
-// Dense matrix-product rate of this device in FLOP/s: bf16 8192^3 on a GPU, fp32 1024^3 on the CPU,
-// on random operands. (Zeros run faster than real data: on the first H100 run, this product on
-// zeros gave 896-903 TFLOP/s, bench_kernels' on random values 725-740.)
-double measured_matmul_rate(Context& ctx) {
-  PhaseTimer timer(ctx);
-  if (ctx.is_cuda()) {
-#if KD_HAVE_CUDA
-    const int64_t n = 8192;
-    const Tensor a = random_square(n, DType::bf16).to(Device::cuda, &ctx);
-    Tensor c = Tensor::empty({n, n}, DType::bf16, ctx);
-    const int reps = 10;
-    gemm_cuda(ctx.cuda_handles(), false, true, n, n, n, 1.0f, a.data<bf16>(), n, a.data<bf16>(), n, 0.0f,
-              c.data<bf16>(), n);  // warm-up, algorithm selection
-    timer.mark("gemm");
-    for (int i = 0; i < reps; ++i)
-      gemm_cuda(ctx.cuda_handles(), false, true, n, n, n, 1.0f, a.data<bf16>(), n, a.data<bf16>(), n, 0.0f,
-                c.data<bf16>(), n);
-    timer.stop();
-    return 2.0 * double(n) * n * n * reps / (timer.totals_ms()[0].second * 1e-3);
-#endif
-  }
-  const int64_t n = 1024;
-  const Tensor a = random_square(n, DType::f32);
-  std::vector<float> c(size_t(n * n));
-  const float* ap = a.data<float>();
-  gemm_cpu<float>(false, true, n, n, n, 1.0f, ap, n, ap, n, 0.0f, c.data(), n);
-  const int reps = 5;
-  timer.mark("gemm");
-  for (int i = 0; i < reps; ++i) gemm_cpu<float>(false, true, n, n, n, 1.0f, ap, n, ap, n, 0.0f, c.data(), n);
-  timer.stop();
-  return 2.0 * double(n) * n * n * reps / (timer.totals_ms()[0].second * 1e-3);
-}
 
 // The rank's share of the global batch: random images, one per global slot (seeded by the slot,
 // so every rank count sees the same batch), plus the mixup partner of its first slot.
@@ -171,7 +124,9 @@ void run_bench(const BenchArgs& a) {
   optimizer->set_communicator(&comm);
   RankBatch batch = synthetic_share(a, comm);
 
-  const double peak = measured_matmul_rate(ctx);
+  // The compute floor, measured here (engine/gemm_rate.h: the same definition as bench_kernels).
+  const GemmRate gemm_rate = measure_gemm_rate(ctx);
+  const double peak = gemm_rate.flops_per_s;
   if (root)
     std::fprintf(stderr, "kd bench: teacher %s @%lld px, student %s @%lld px, global batch %lld on %s (%s)\n",
                  a.teacher.c_str(), (long long)a.teacher_res, a.student.c_str(), (long long)a.student_res,
@@ -201,7 +156,7 @@ void run_bench(const BenchArgs& a) {
         "images/s %.1f | step %.2f ms | model %.4g GFLOP/image | MFU %.1f%% of %.1f TFLOP/s per rank (measured "
         "%s) | peak memory %.2f GiB | %s, %lld micro-batch(es)\n",
         images_per_s, 1e3 * t.seconds / double(a.steps), flops / 1e9, 100 * mfu, peak / 1e12,
-        ctx.is_cuda() ? "bf16 8192^3" : "fp32 sgemm 1024^3", peak_gib, how.c_str(), (long long)a.accumulate);
+        gemm_rate.what.c_str(), peak_gib, how.c_str(), (long long)a.accumulate);
     std::printf(
         "teacher weights: %.3f GiB held (%.3f GiB before frozen teachers dropped gradients and unread fp32 "
         "values)\n",

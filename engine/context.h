@@ -39,6 +39,11 @@ class Context {
   // GroupNorm's forward in one pass over memory (kernels/groupnorm_one_pass.h). No effect on a
   // CPU context.
   void set_groupnorm_one_pass(bool on);
+  // Convolutions with fewer than 8 input channels (the RGB stem) run on inputs and weights
+  // zero-padded to 8 channels (kernels/channel_pad.h), which tensor cores take. Either device
+  // (on the CPU it only exercises the path in tests).
+  void set_conv_pad_channels(bool on) { conv_pad_channels_ = on; }
+  bool conv_pad_channels() const { return conv_pad_channels_; }
   void synchronize();
   // Page-locked host memory for host-to-device uploads (a DMA straight from it, no driver
   // staging copy, no page faults of a fresh buffer): at least `bytes`, valid until the next call,
@@ -52,6 +57,7 @@ class Context {
   Device device_;
   int device_index_;
   DType precision_ = DType::f32;
+  bool conv_pad_channels_ = false;
   std::unique_ptr<MemoryPool> pool_;
   std::unique_ptr<CudaState> cuda_;
 };

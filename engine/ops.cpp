@@ -24,10 +24,22 @@ Conv2dShape conv_shape_for(const Tensor& x, Conv2dShape s) {
 
 static Shape conv_weight_shape(const Conv2dShape& s) { return {s.c_out, s.kh, s.kw, s.c_in_per_group()}; }
 
+int64_t conv_compute_channels(const Context& ctx, const Conv2dShape& s) {
+  constexpr int64_t kTensorCoreChannels = 8;  // bf16 tensor-core engines want channels in 8s
+  return ctx.conv_pad_channels() && s.groups == 1 && s.c_in < kTensorCoreChannels ? kTensorCoreChannels : s.c_in;
+}
+
+static Conv2dShape with_channels(Conv2dShape s, int64_t c_in) {
+  s.c_in = c_in;
+  return s;
+}
+
 Tensor conv2d(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dShape& s) {
   check_activation(ctx, x, "conv2d", "input");
   check_shape(x, {s.n, s.h, s.w, s.c_in}, "conv2d input (" + s.describe() + ")");
   check_shape(w, conv_weight_shape(s), "conv2d weight (" + s.describe() + ")");
+  if (const int64_t c = conv_compute_channels(ctx, s); c != s.c_in)
+    return conv2d(ctx, pad_channels(ctx, x, c), pad_channels(ctx, w, c), with_channels(s, c));
   Tensor y = new_activation(ctx, {s.n, s.out_h(), s.out_w(), s.c_out});
   dispatch(
       ctx, "conv2d",
@@ -44,6 +56,8 @@ Tensor conv2d(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dShape&
 Tensor conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, const Conv2dShape& s) {
   check_activation(ctx, dy, "conv2d_backward_data", "dy");
   check_shape(dy, {s.n, s.out_h(), s.out_w(), s.c_out}, "conv2d dy (" + s.describe() + ")");
+  if (const int64_t c = conv_compute_channels(ctx, s); c != s.c_in)
+    return slice_channels(ctx, conv2d_backward_data(ctx, dy, pad_channels(ctx, w, c), with_channels(s, c)), s.c_in);
   Tensor dx = new_activation(ctx, {s.n, s.h, s.w, s.c_in});
   dispatch(
       ctx, "conv2d_backward_data",
@@ -61,6 +75,13 @@ Tensor conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, con
 
 void conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, const Conv2dShape& s, Tensor& dw) {
   check_param(ctx, dw, conv_weight_shape(s), "conv2d_backward_filter", "dw");
+  if (const int64_t c = conv_compute_channels(ctx, s); c != s.c_in) {
+    // dw's padded copy takes the += (the padded channels' gradients start at zero and are dropped).
+    Tensor dw_padded = pad_channels(ctx, dw, c);
+    conv2d_backward_filter(ctx, pad_channels(ctx, x, c), dy, with_channels(s, c), dw_padded);
+    dw.copy_from(slice_channels(ctx, dw_padded, s.c_in), &ctx);
+    return;
+  }
   dispatch(
       ctx, "conv2d_backward_filter",
       [&] {

@@ -39,6 +39,13 @@ Tensor conv2d(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dShape&
 Tensor conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, const Conv2dShape& s);
 // dw (f32, OHWI) += weight gradient
 void conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, const Conv2dShape& s, Tensor& dw);
+// The input channels the three ops above run on: 8 where ctx.conv_pad_channels() and an ungrouped
+// convolution has fewer (inputs and weights zero-padded, gradients sliced back), else c_in.
+int64_t conv_compute_channels(const Context& ctx, const Conv2dShape& s);
+// The last dimension of t (activation or parameter dtype, any rank) zero-padded to c_pad, and
+// sliced back to its first c channels.
+Tensor pad_channels(Context& ctx, const Tensor& t, int64_t c_pad);
+Tensor slice_channels(Context& ctx, const Tensor& t, int64_t c);
 
 // --- weight standardisation ---------------------------------------------------------------
 // w f32 [c_out, ...] -> w_hat in the compute dtype, mean/rstd f32 [c_out]

@@ -1,6 +1,10 @@
-// Per-channel ops (engine/ops.h): a convolution's bias and squeeze-excite's channel scale.
+// Per-channel ops (engine/ops.h): a convolution's bias, squeeze-excite's channel scale, and the
+// channel padding of small-channel convolutions.
+#include <algorithm>
+
 #include "engine/ops.h"
 #include "engine/ops_internal.h"
+#include "kernels/channel_pad.h"
 
 namespace kd::ops {
 
@@ -81,6 +85,55 @@ Tensor channel_scale_backward(Context& ctx, const Tensor& x, const Tensor& s, co
         channel_scale_backward_cpu<T>(shape, x.data<T>(), s.data<T>(), dy.data<T>(), dx.data<T>(), ds.data<T>());
       });
   return dx;
+}
+
+namespace {
+
+// pad (c_to > c_from) or slice (c_to < c_from) the last dimension of t.
+Tensor resize_channels(Context& ctx, const Tensor& t, int64_t c_to, const char* op) {
+  KD_CHECK(t.defined() && t.ndim() >= 1, op, ": needs a tensor with a channel dimension, got ",
+           t.defined() ? t.describe() : std::string("none"));
+  KD_CHECK(t.device() == ctx.device(), op, ": ", t.describe(), " is not on ", device_name(ctx.device()));
+  const int64_t c_from = t.dim(-1), rows = t.numel() / std::max<int64_t>(c_from, 1);
+  const bool pad = c_to >= c_from;
+  Shape shape = t.shape();
+  shape.back() = c_to;
+  Tensor y = Tensor::empty(shape, t.dtype(), ctx);
+  const int64_t c = pad ? c_from : c_to, c_pad = pad ? c_to : c_from;
+  if (ctx.is_cuda()) {
+#if KD_HAVE_CUDA
+    const CudaHandles& h = ctx.cuda_handles();
+    if (t.dtype() == DType::bf16)
+      pad ? pad_channels_cuda(h, rows, c, c_pad, t.data<bf16>(), y.data<bf16>())
+          : slice_channels_cuda(h, rows, c, c_pad, t.data<bf16>(), y.data<bf16>());
+    else
+      pad ? pad_channels_cuda(h, rows, c, c_pad, t.data<float>(), y.data<float>())
+          : slice_channels_cuda(h, rows, c, c_pad, t.data<float>(), y.data<float>());
+#else
+    no_cuda_path(op);
+#endif
+  } else if (t.dtype() == DType::f64) {
+    pad ? pad_channels_cpu(rows, c, c_pad, t.data<double>(), y.data<double>())
+        : slice_channels_cpu(rows, c, c_pad, t.data<double>(), y.data<double>());
+  } else {
+    pad ? pad_channels_cpu(rows, c, c_pad, t.data<float>(), y.data<float>())
+        : slice_channels_cpu(rows, c, c_pad, t.data<float>(), y.data<float>());
+  }
+  return y;
+}
+
+}  // namespace
+
+Tensor pad_channels(Context& ctx, const Tensor& t, int64_t c_pad) {
+  KD_CHECK(t.defined() && t.ndim() >= 1 && c_pad >= t.dim(-1), "pad_channels: cannot pad ",
+           t.defined() ? t.describe() : std::string("none"), " to ", c_pad, " channels");
+  return resize_channels(ctx, t, c_pad, "pad_channels");
+}
+
+Tensor slice_channels(Context& ctx, const Tensor& t, int64_t c) {
+  KD_CHECK(t.defined() && t.ndim() >= 1 && c >= 1 && c <= t.dim(-1), "slice_channels: cannot slice ",
+           t.defined() ? t.describe() : std::string("none"), " to ", c, " channels");
+  return resize_channels(ctx, t, c, "slice_channels");
 }
 
 }  // namespace kd::ops

@@ -39,6 +39,18 @@ failed=0
 note() { summary+=("$1|$2|$3"); [ "$2" = FAIL ] && failed=1; echo "-- $1: $2 $3"; }
 limit() { local v="KD_GPU_LIMIT_$1"; echo "${!v:-$2}"; }
 skipped() { [ "$(limit "$1" 1)" = 0 ] && { note "$2" SKIP "KD_GPU_LIMIT_$1=0"; true; }; }
+# kd bench with flags, as one row beside the default run (kd_ips): kd_variant ROW LIMIT LOG LABEL FLAGS...
+kd_variant() {
+  local row=$1 lim=$2 log=$3 label=$4 rc ips
+  shift 4
+  skipped "$lim" "$row" && return 0
+  echo "== kd bench $*"
+  timeout "$(limit "$lim" 150)" "$build/kd" bench --device cuda "$@" > "$out/$log" 2>&1
+  rc=$?
+  tail -12 "$out/$log"
+  ips=$(grep -o '"images_per_sec": [0-9.]*' "$out/$log" | cut -d' ' -f2)
+  [ -n "$ips" ] && note "$row" PASS "$ips img/s ($label: ${kd_ips:-?})" || note "$row" FAIL "rc $rc, see $log"
+}
 
 # --- environment: libraries from .deps (gpu_prepare.sh) and from the pip wheels of PyTorch -------
 if [ -d .deps/root ]; then
@@ -118,19 +130,12 @@ if want bench; then
   kd_ips=$(grep -o '"images_per_sec": [0-9.]*' "$out/kd_bench.log" | cut -d' ' -f2)
   [ -n "$kd_ips" ] && note "kd bench" PASS "$kd_ips img/s, $(grep -o '"mfu": [0-9.]*' "$out/kd_bench.log" | cut -d' ' -f2) MFU" ||
     note "kd bench" FAIL "rc $rc, see kd_bench.log"
-  # GroupNorm on its two-pass path only (run.groupnorm_one_pass = false), for the comparison.
-  if ! skipped KD_BENCH_GN_TWO_PASS "kd bench gn two pass"; then
-    echo "== kd bench --no-groupnorm-one-pass"
-    timeout "$(limit KD_BENCH_GN_TWO_PASS 150)" "$build/kd" bench --device cuda --no-groupnorm-one-pass \
-      > "$out/kd_bench_gn_two_pass.log" 2>&1
-    rc=$?
-    tail -12 "$out/kd_bench_gn_two_pass.log"
-    gn_ips=$(grep -o '"images_per_sec": [0-9.]*' "$out/kd_bench_gn_two_pass.log" | cut -d' ' -f2)
-    [ -n "$gn_ips" ] && note "kd bench gn two pass" PASS "$gn_ips img/s (one pass: ${kd_ips:-?})" ||
-      note "kd bench gn two pass" FAIL "rc $rc, see kd_bench_gn_two_pass.log"
-  fi
+  # kd bench with one optimisation switched (each beside the default run above).
+  kd_variant "kd bench gn two pass" KD_BENCH_GN_TWO_PASS kd_bench_gn_two_pass.log "one pass" --no-groupnorm-one-pass
+  kd_variant "kd bench conv pad" KD_BENCH_CONV_PAD kd_bench_conv_pad.log "unpadded" --conv-pad-channels
   # Autotuning's worth: the same step with cuDNN's first engine per convolution (the run above
   # autotuned and filled the cache, so it timed the candidates during its warm-up).
+  kd_variant "kd bench no autotune" KD_BENCH_NO_TUNE kd_bench_no_autotune.log "autotuned" --no-autotune
   if [ -d .deps/jpegfix ] && ! skipped KD_BENCH_LOADER "kd bench-loader"; then
     echo "== kd bench-loader (CPU decoders per thread, nvJPEG on the GPU)"
     timeout "$(limit KD_BENCH_LOADER 120)" "$build/kd" bench-loader .deps/jpegfix --threads 1,$jobs > "$out/bench_loader.log" 2>&1
@@ -139,15 +144,6 @@ if want bench; then
     nvjpeg_ips=$(grep -o '"decoder": "nvjpeg", "hardware": [a-z]*, "images_per_sec": [0-9.]*' "$out/bench_loader.log" | grep -o '[0-9.]*$')
     [ "$rc" = 0 ] && [ -n "$nvjpeg_ips" ] && note "kd bench-loader" PASS "nvJPEG $nvjpeg_ips img/s" ||
       note "kd bench-loader" FAIL "rc $rc, see bench_loader.log"
-  fi
-  if ! skipped KD_BENCH_NO_TUNE "kd bench no autotune"; then
-  echo "== kd bench --no-autotune"
-  timeout "$(limit KD_BENCH_NO_TUNE 150)" "$build/kd" bench --device cuda --no-autotune > "$out/kd_bench_no_autotune.log" 2>&1
-  rc=$?
-  tail -12 "$out/kd_bench_no_autotune.log"
-  plain_ips=$(grep -o '"images_per_sec": [0-9.]*' "$out/kd_bench_no_autotune.log" | cut -d' ' -f2)
-  [ -n "$plain_ips" ] && note "kd bench no autotune" PASS "$plain_ips img/s (autotuned: ${kd_ips:-?})" ||
-    note "kd bench no autotune" FAIL "rc $rc, see kd_bench_no_autotune.log"
   fi
   # The data-parallel path on one GPU: NCCL with one rank (buckets reduce to themselves), its
   # all-reduce bandwidth (device copies with one rank), and the step with and without buckets.

@@ -56,6 +56,9 @@ void TrainOptions::bind(ConfigSchema& s) {
   s.bind("run.groupnorm_one_pass", &run.groupnorm_one_pass,
          "GPU: GroupNorm's forward in one pass over memory (each group kept in shared memory where it fits); "
          "false: the two-pass path everywhere");
+  s.bind("run.conv_pad_channels", &run.conv_pad_channels,
+         "GPU: run convolutions with fewer than 8 input channels (the RGB stem) on inputs and weights zero-padded "
+         "to 8 channels, which tensor cores take; off until a GPU has measured it");
   s.bind("run.autotune_cache", &run.autotune_cache,
          "file that keeps autotuning choices for later runs (empty: $KD_CACHE_DIR, $XDG_CACHE_HOME/kd or "
          "~/.cache/kd; off: none)");

@@ -119,6 +119,7 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
     if (o.run.autotune) tuning = std::make_unique<AutotuneCache>(path);
     ctx->set_autotune(o.run.autotune, tuning.get());
     ctx->set_groupnorm_one_pass(o.run.groupnorm_one_pass);
+    ctx->set_conv_pad_channels(o.run.conv_pad_channels);
     tuning_note = !o.run.autotune ? "cuDNN autotuning off (run.autotune)"
                   : path.empty()  ? "cuDNN autotuning on, choices not kept (run.autotune_cache)"
                                   : "cuDNN autotuning on, " + std::to_string(tuning->size()) +

@@ -22,6 +22,7 @@ struct ConvSpec {
   const char* tag;
   int64_t res, c_in, c_out, k, stride;
   int dirs;
+  int64_t useful_c_in = 0;  // a stem on zero-padded channels: the work counted is on these
 };
 
 constexpr ConvSpec kSpecs[] = {
@@ -31,6 +32,9 @@ constexpr ConvSpec kSpecs[] = {
     {"r50.s3.3x3", 10, 256, 256, 3, 1, kFwd | kBwdData | kBwdFilter},
     {"r50.s4.3x3", 5, 512, 512, 3, 1, kFwd | kBwdData | kBwdFilter},
     {"r152x2.stem.7x7s2", 224, 3, 128, 7, 2, kFwd},
+    // The stems on 3 channels zero-padded to 8 (run.conv_pad_channels): the same useful work.
+    {"r50.stem.7x7s2.pad8", 160, 8, 64, 7, 2, kFwd | kBwdFilter, 3},
+    {"r152x2.stem.7x7s2.pad8", 224, 8, 128, 7, 2, kFwd, 3},
     {"r152x2.s1.3x3", 56, 128, 128, 3, 1, kFwd},
     {"r152x2.s3.1x1_2048_512", 14, 2048, 512, 1, 1, kFwd},
     {"r152x2.s3.3x3", 14, 512, 512, 3, 1, kFwd},
@@ -52,7 +56,8 @@ Case conv_case(const Env& env, const ConvSpec& spec, Dir dir) {
   Case c;
   c.shape = s.describe();
   c.flops = 2.0 * double(s.macs());
-  c.note = "conv: 2 x the forward's multiply-adds, for each direction";
+  if (spec.useful_c_in > 0) c.flops = c.flops * double(spec.useful_c_in) / double(spec.c_in);
+  c.note = "conv: 2 x the forward's multiply-adds, for each direction (padded stems: of the 3 real channels)";
   if (dir == kFwd || dir == kBwdData) {
     const bool fwd = dir == kFwd;
     const int64_t n_in = fwd ? nx : ny, n_out = fwd ? ny : nx;

@@ -34,7 +34,7 @@ struct BenchArgs {
   int64_t accumulate = 1, precondition_every = 20;
   std::string optimizer = "adam", cpu_backend = "auto";
   int threads = 0;
-  bool comm = false, compare_overlap = false, no_overlap = false, no_autotune = false, no_groupnorm_one_pass = false;
+  bool comm = false, compare_overlap = false, no_overlap = false, no_autotune = false, no_groupnorm_one_pass = false, conv_pad_channels = false;
 };
 
 // The rank's share of the global batch: random images, one per global slot (seeded by the slot,
@@ -92,6 +92,7 @@ void run_bench(const BenchArgs& a) {
   if (ctx.is_cuda() && !a.no_autotune) tuning = std::make_unique<AutotuneCache>(default_autotune_cache_path());
   ctx.set_autotune(!a.no_autotune, tuning.get());
   ctx.set_groupnorm_one_pass(!a.no_groupnorm_one_pass);
+  ctx.set_conv_pad_channels(a.conv_pad_channels);
   if (a.comm) {
     std::vector<int64_t> sizes;
     for (int64_t b = 4 << 10; b <= (ctx.is_cuda() ? int64_t(1) << 30 : int64_t(64) << 20); b *= 4) sizes.push_back(b);
@@ -170,10 +171,11 @@ void run_bench(const BenchArgs& a) {
         "RESULT {\"tool\": \"kd\", \"device\": \"%s\", \"images_per_sec\": %.2f, \"mfu\": %.4f, "
         "\"peak_tflops\": %.2f, \"peak_memory_gib\": %.3f, \"teacher_weights_gib\": %.3f, \"batch\": %lld, "
         "\"ranks\": %d, \"accumulate\": %lld, \"overlap\": %s, \"optimizer\": \"%s\", \"autotune\": %s, "
-        "\"groupnorm_one_pass\": %s}\n",
+        "\"groupnorm_one_pass\": %s, \"conv_pad_channels\": %s}\n",
         ctx.describe().c_str(), images_per_s, mfu, peak / 1e12, peak_gib, double(teacher_bytes) / double(1ull << 30),
         (long long)a.batch, comm.size(), (long long)a.accumulate, overlap ? "true" : "false", a.optimizer.c_str(),
-        a.no_autotune ? "false" : "true", a.no_groupnorm_one_pass ? "false" : "true");
+        a.no_autotune ? "false" : "true", a.no_groupnorm_one_pass ? "false" : "true",
+        a.conv_pad_channels ? "true" : "false");
   }
 }
 
@@ -225,6 +227,8 @@ void add_bench_command(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--no-autotune", args->no_autotune,
                 "take cuDNN's first engine per convolution instead of the fastest of its candidates");
+  cmd->add_flag("--conv-pad-channels", args->conv_pad_channels,
+                "convolutions on < 8 channels (the stems) padded to 8 (run.conv_pad_channels)");
   cmd->add_flag("--no-groupnorm-one-pass", args->no_groupnorm_one_pass,
                 "GroupNorm's forward on the two-pass path (run.groupnorm_one_pass = false), for the comparison");
   cmd->footer(

@@ -8,7 +8,7 @@
 # agreement against steps; the points in strategies.csv).
 # Not part of CI. Needs a trained teacher (tools/run_demo.sh makes one).
 #   tools/experiments/strategies.sh [epochs] ; env: KD_BIN, KD_TEACHER, KD_OUT, KD_EVAL_EVERY,
-#   KD_SEEDS ("0")
+#   KD_SEEDS ("0"), KD_STRATEGIES (all four; e.g. "consistent function_matching" for long schedules)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 epochs=${1:-300}
@@ -20,7 +20,7 @@ seeds=${KD_SEEDS:-0}
 . tools/experiments/common.sh
 require_kd_and_teacher strategies.sh "$kd" "$teacher"
 mkdir -p "$out"
-strategies="fixed independent consistent function_matching"
+strategies=${KD_STRATEGIES:-fixed independent consistent function_matching}
 
 run_job() {
   local st=$1 s=$2 name="${1}_s${2}"

@@ -97,6 +97,10 @@ void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size
                               : dst_dev == Device::cpu ? cudaMemcpyDeviceToHost
                                                        : cudaMemcpyDeviceToDevice;
   KD_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, stream));
+  // A device-to-device copy on the context's stream is ordered with every kernel before and after
+  // it: the host need not wait (issue 16: no host waits in the step). Copies from or to the host
+  // wait: the caller reads the result, or reuses the (pinned staging) source, right after.
+  if (kind == cudaMemcpyDeviceToDevice && stream != nullptr) return;
   KD_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 

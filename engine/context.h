@@ -72,7 +72,8 @@ std::unique_ptr<Context> make_context(const std::string& device);
 // Raw device memory, used by the pool and the parameter store.
 void* device_alloc(size_t bytes, int device_index);
 void device_free(void* p);
-// Copies between any two devices; synchronous with respect to the context's stream.
+// Copies between any two devices. Device-to-device copies with a CUDA context are ordered on its
+// stream and return at once; the others are synchronous with respect to the context's stream.
 void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes, Context* ctx);
 void fill_zero(void* dst, Device dev, size_t bytes, Context* ctx);
 

@@ -56,5 +56,6 @@ if len(seeds) > 1:
               f"| {statistics.mean(agree):.2f} +- {statistics.stdev(agree):.2f} |")
 PY
 first=$(echo "$seeds" | cut -d' ' -f1)
-"$kd" plot "$out/fixed_s$first" "$out/independent_s$first" "$out/consistent_s$first" \
-  "$out/function_matching_s$first" -o "$out/strategies.png"
+firsts=()
+for st in $strategies; do firsts+=("$out/${st}_s$first"); done
+"$kd" plot "${firsts[@]}" -o "$out/strategies.png"

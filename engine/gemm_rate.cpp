@@ -17,6 +17,8 @@ float gemm_rate_operand(int which, int64_t i) {
   return 2.0f * random_uniform(11 + uint64_t(which), 0x6d61746d756cull, uint64_t(i)) - 1.0f;
 }
 
+int64_t gemm_rate_size(bool cuda, bool quick) { return cuda ? (quick ? 2048 : 8192) : (quick ? 512 : 1024); }
+
 int gemm_rate_reps(double estimate_s, double target_s, bool quick) {
   const int lo = quick ? 3 : 10, hi = quick ? 10 : 200;
   return estimate_s > 0 ? int(std::clamp(target_s / estimate_s, double(lo), double(hi))) : hi;
@@ -48,7 +50,7 @@ double median(std::vector<double> v) {
 GemmRate measure_gemm_rate(Context& ctx, bool quick) {
   GemmRate r;
   const bool cuda = ctx.is_cuda();
-  r.n = cuda ? (quick ? 2048 : 8192) : (quick ? 512 : 1024);
+  r.n = gemm_rate_size(cuda, quick);
   r.what = std::string(cuda ? "bf16 " : "fp32 ") + std::to_string(r.n) + "^3";
   const int64_t n = r.n;
   const DType dtype = cuda ? DType::bf16 : DType::f32;

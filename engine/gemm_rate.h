@@ -25,6 +25,9 @@ struct GemmRate {
   std::string what;  // e.g. "bf16 8192^3"
 };
 
+// n of the n^3 product: 8192 (quick: 2048) on a GPU, 1024 (quick: 512) on the CPU.
+int64_t gemm_rate_size(bool cuda, bool quick);
+
 // Value i (row-major) of operand 0 (A) or 1 (B).
 float gemm_rate_operand(int which, int64_t i);
 

@@ -2,8 +2,8 @@
 //
 // First the floors, measured in the same run: a large copy (device-to-device on a GPU, host memcpy
 // on the CPU; bytes read + written) and the dense matrix-product rate (bf16 8192^3 through
-// gemm_cuda; fp32 sgemm 1024^3 on the CPU), as engine/gemm_rate.h defines it for kd bench too. Then every benchmark (tools/bench/cases_*.cpp): its
-// output checked once against the CPU reference (a wrong kernel prints FAIL and the exit status is
+// gemm_cuda; fp32 sgemm 1024^3 on the CPU), as engine/gemm_rate.h defines it for kd bench too.
+// Then every benchmark (tools/bench/cases_*.cpp): its output checked once against the CPU reference (a wrong kernel prints FAIL and the exit status is
 // 1), then timed: warm-up, then the median of many runs (CUDA events), each run on the next of
 // enough copies of its buffers to exceed L2, and reported as GB/s (or TFLOP/s) and % of the floor.
 //
@@ -91,7 +91,7 @@ Case copy_case(const Env& env) {
 }
 
 Case gemm_case(const Env& env) {
-  const int64_t n = env.cuda ? (env.quick ? 2048 : 8192) : (env.quick ? 512 : 1024);
+  const int64_t n = gemm_rate_size(env.cuda, env.quick);
   // The operands of engine/gemm_rate.h (as bf16 values): the check below is of the product timed.
   auto operand = [n](int which) {
     auto v = std::make_shared<std::vector<float>>(static_cast<size_t>(n * n));

@@ -54,7 +54,8 @@ void TrainOptions::bind(ConfigSchema& s) {
   s.bind("run.autotune", &run.autotune,
          "GPU: time cuDNN's candidate engines once per convolution shape and keep the fastest");
   s.bind("run.groupnorm_one_pass", &run.groupnorm_one_pass,
-         "GPU: GroupNorm's forward in one pass over memory (each group kept in shared memory where it fits); "
+         "GPU: GroupNorm's forward and backward in one pass over memory (each span of groups kept in shared memory "
+         "where it fits); "
          "false: the two-pass path everywhere");
   s.bind("run.conv_pad_channels", &run.conv_pad_channels,
          "GPU: run convolutions with fewer than 8 input channels (the RGB stem) on inputs and weights zero-padded "

@@ -230,7 +230,7 @@ void add_bench_command(CLI::App& app) {
   cmd->add_flag("--conv-pad-channels", args->conv_pad_channels,
                 "convolutions on < 8 channels (the stems) padded to 8 (run.conv_pad_channels)");
   cmd->add_flag("--no-groupnorm-one-pass", args->no_groupnorm_one_pass,
-                "GroupNorm's forward on the two-pass path (run.groupnorm_one_pass = false), for the comparison");
+                "GroupNorm (forward and backward) on the two-pass path (run.groupnorm_one_pass = false), for the comparison");
   cmd->footer(
       "Under a launcher every rank runs its share: mpirun -np 2 kd bench --device cpu --comm --compare-overlap");
   cmd->callback([args] { run_bench(*args); });

@@ -53,14 +53,8 @@ void check_distill_loss_args(const DistillLossShape& s, const DistillLossOptions
   KD_CHECK(std::isfinite(o.epsilon) && o.epsilon >= 0, "distill_loss: epsilon must be >= 0, got ", o.epsilon);
 }
 
-DistillLossCudaPlan distill_loss_cuda_plan(const DistillLossShape& s) {
-  DistillLossCudaPlan p;
-  p.threads = s.classes <= 1024 ? 128 : s.classes <= 4096 ? 256 : 512;
-  const int64_t stats = s.teachers * DistillLossCudaPlan::kTeacherStatBytes;
-  const int64_t rows = (s.teachers + 1) * s.classes * int64_t(sizeof(float));
-  p.cache_rows = stats + rows <= DistillLossCudaPlan::kSharedBytes;
-  p.shared_bytes = stats + (p.cache_rows ? rows : 0);
-  return p;
+LogitRowsPlan distill_loss_cuda_plan(const DistillLossShape& s, int64_t max_shared_bytes) {
+  return logit_rows_plan(s.classes, s.teachers + 1, s.teachers * kDistillTeacherStatBytes, max_shared_bytes);
 }
 
 namespace {

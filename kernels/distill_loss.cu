@@ -7,15 +7,17 @@
 //           a single teacher's top-1 is the argmax of its logits, already known from pass 1.
 //   pass 3  (logsoftmax_euclidean) per teacher, sum of diff^2 and of diff.
 //   pass 4  per class: loss term, gradient (written), and the student rank of the top-1 class.
-// Rows are read from global memory once: pass 1 copies them into shared memory when the student
-// row and all teacher rows fit (DistillLossCudaPlan), and the later passes read that copy.
-// Otherwise the later passes re-read global memory, where the rows just read are still in L2 (explicit
-// fallback, same code: only the row pointers differ). The choice: distill_loss_cuda_plan.
+// Rows are read from global memory once, with 16-byte loads (kernels/logit_rows.h): pass 1
+// copies them into shared memory when the student row and all teacher rows fit (the plan, with
+// the device's opt-in limit), and the later passes read that copy. Otherwise the later passes
+// re-read global memory, where the rows just read are still in L2 (explicit fallback, same code:
+// only the row pointers differ). The gradient is written with 16-byte stores.
 #include <algorithm>
 
 #include "kernels/block_reduce.cuh"
 #include "kernels/cuda_check.h"
 #include "kernels/distill_loss.h"
+#include "kernels/logit_rows.cuh"
 
 namespace kd {
 namespace {
@@ -31,7 +33,8 @@ struct DistillArgs {
   int32_t classes, teachers;
   DistillDistance distance;
   float temperature, inv_temperature, grad_scale, label_smoothing, epsilon;
-  bool cache;  // rows staged in shared memory (DistillLossCudaPlan::cache_rows)
+  bool cache;          // rows staged in shared memory (LogitRowsPlan::cache_rows)
+  int64_t row_stride;  // floats between staged rows (LogitRowsPlan::row_stride)
 };
 
 // What the passes learn about one teacher of the row; in shared memory, written by thread 0.
@@ -41,9 +44,9 @@ struct TeacherRow {
   float dist;    // euclidean distances: sqrt(sum_c diff_c^2 + eps)
   float sum_u;   // logsoftmax_euclidean: sum_c diff_c / dist
   int32_t argmax;
-  int32_t unused;
+  int32_t shift;  // where the teacher's row starts in its staging region (0 unstaged): logit_rows.h
 };
-static_assert(sizeof(TeacherRow) == DistillLossCudaPlan::kTeacherStatBytes, "the plan's shared-memory layout");
+static_assert(sizeof(TeacherRow) == kDistillTeacherStatBytes, "the plan's shared-memory layout");
 
 // At T = 1 the two sums of SoftmaxStats are the same sum: keep sum_1 only and read it for both.
 __device__ __forceinline__ SoftmaxStatsSpec stats_spec(float inv_t, bool want_t, bool want_1) {
@@ -59,7 +62,7 @@ __device__ __forceinline__ float log_sum_t(const SoftmaxStats& s, const SoftmaxS
 
 // Per-row constants of pass 4.
 struct RowContext {
-  const float* t0;   // teacher 0's row; teacher k's at t0 + k * t_stride
+  const float* t0;  // teacher 0's row; teacher k's at t0 + k * t_stride + teacher[k].shift
   int64_t t_stride;
   const TeacherRow* teacher;
   int32_t teachers;
@@ -68,6 +71,10 @@ struct RowContext {
   int32_t top1;
   float on, off, log_on, log_off;  // hard: the targets and their logs
 };
+
+__device__ __forceinline__ float teacher_logit(const RowContext& x, int32_t k, int32_t c) {
+  return x.t0[k * x.t_stride + x.teacher[k].shift + c];
+}
 
 // Loss term of class c (before the row's final factor) and d loss_r / d s_c (before grad_scale):
 // distill_loss.cpp's loss_and_grad, one class at a time, in fp32.
@@ -81,12 +88,12 @@ __device__ __forceinline__ void class_loss_and_grad(const DistillArgs& a, const 
       const float log_ps = log_softmax_from_stats(s, x.s_max, inv_t, x.s_log_sum_t);
       float pt, log_pt;
       if (K == 1) {
-        log_pt = log_softmax_from_stats(x.t0[c], x.teacher[0].max, inv_t, x.teacher[0].log_sum_t);
+        log_pt = log_softmax_from_stats(x.t0[x.teacher[0].shift + c], x.teacher[0].max, inv_t, x.teacher[0].log_sum_t);
         pt = expf(log_pt);
       } else {
         pt = 0.0f;
         for (int32_t k = 0; k < K; ++k)
-          pt += expf(log_softmax_from_stats(x.t0[k * x.t_stride + c], x.teacher[k].max, inv_t, x.teacher[k].log_sum_t));
+          pt += expf(log_softmax_from_stats(teacher_logit(x, k, c), x.teacher[k].max, inv_t, x.teacher[k].log_sum_t));
         pt *= x.inv_teachers;
         log_pt = logf(pt);
       }
@@ -103,21 +110,21 @@ __device__ __forceinline__ void class_loss_and_grad(const DistillArgs& a, const 
     }
     case DistillDistance::l2:
       for (int32_t k = 0; k < K; ++k) {
-        const float diff = s - x.t0[k * x.t_stride + c];
+        const float diff = s - teacher_logit(x, k, c);
         l += diff * diff;
         g += 2.0f * diff;
       }
       g *= x.inv_teachers;
       break;
     case DistillDistance::euclidean:
-      for (int32_t k = 0; k < K; ++k) g += euclidean_grad_element(s - x.t0[k * x.t_stride + c], x.teacher[k].dist);
+      for (int32_t k = 0; k < K; ++k) g += euclidean_grad_element(s - teacher_logit(x, k, c), x.teacher[k].dist);
       g *= x.inv_teachers;
       break;
     case DistillDistance::logsoftmax_euclidean: {
       const float ps = expf(log_softmax_from_stats(s, x.s_max, 1.0f, x.s_log_sum_1));
       for (int32_t k = 0; k < K; ++k) {
         const TeacherRow& t = x.teacher[k];
-        const float u = euclidean_grad_element((s - x.t0[k * x.t_stride + c]) - t.offset, t.dist);
+        const float u = euclidean_grad_element((s - teacher_logit(x, k, c)) - t.offset, t.dist);
         g += logsoftmax_euclidean_grad_element(u, ps, t.sum_u);
       }
       g *= x.inv_teachers;
@@ -145,23 +152,28 @@ __device__ __forceinline__ float row_loss(const DistillArgs& a, const TeacherRow
 }
 
 template <int THREADS>
-__global__ void __launch_bounds__(THREADS) distill_loss_kernel(DistillArgs a) {
+__global__ void __launch_bounds__(THREADS, 1024 / THREADS) distill_loss_kernel(DistillArgs a) {
   __shared__ union {
     gpu::AllReduceStorage<SoftmaxStats, THREADS> stats;
     gpu::AllReduceStorage<gpu::RowSums, THREADS> sums;
   } red;
   extern __shared__ float4 distill_smem[];
   TeacherRow* teacher = reinterpret_cast<TeacherRow*>(distill_smem);
-  float* cache = reinterpret_cast<float*>(teacher + a.teachers);  // 16-byte aligned
+  const int64_t header = int64_t(a.teachers) * kDistillTeacherStatBytes;
 
   const int64_t r = blockIdx.x;
   const int32_t C = a.classes, K = a.teachers, tid = int32_t(threadIdx.x);
   const DistillDistance d = a.distance;
   const float* s_global = a.student + r * C;
   const float* t_global = a.teacher + r * C;  // teacher k: + k * rows * C
-  const float* s_row = a.cache ? cache : s_global;
-  const float* t_row = a.cache ? cache + C : t_global;
-  const int64_t t_stride = a.cache ? int64_t(C) : a.rows * C;
+  // Staged rows: the student in region 0 of the staging area, teacher k in region k + 1, each
+  // shifted by its global row's misalignment (logit_rows.h; a teacher's shift is in TeacherRow).
+  float* s_copy = a.cache ? gpu::staging_region(distill_smem, header, a.row_stride, 0) + float_misalignment(s_global)
+                          : nullptr;
+  float* t_staging = a.cache ? gpu::staging_region(distill_smem, header, a.row_stride, 1) : nullptr;
+  const float* s_row = a.cache ? s_copy : s_global;
+  const float* t_row = a.cache ? t_staging : t_global;
+  const int64_t t_stride = a.cache ? a.row_stride : a.rows * C;
 
   const bool need_loss = a.loss_rows || a.dstudent, need_rank = a.student_rank != nullptr;
   const bool need_top1 = a.teacher_top1 || need_rank || (d == DistillDistance::hard && need_loss);
@@ -170,18 +182,13 @@ __global__ void __launch_bounds__(THREADS) distill_loss_kernel(DistillArgs a) {
   const bool euclid = need_loss && d == DistillDistance::euclidean;
   const float inv_t = a.inv_temperature;
 
-  // ---- pass 1: student, then each teacher (copied into the cache on the way) ----
+  // ---- pass 1: student, then each teacher (copied into the staging area on the way) ----
   const SoftmaxStatsSpec s_spec =
       stats_spec(inv_t, kl, need_loss && (d == DistillDistance::hard || lse_euclid));
   SoftmaxStats student = softmax_stats_empty();
   if (need_loss || need_rank) {
     SoftmaxStats part = softmax_stats_empty();
-#pragma unroll 4
-    for (int32_t c = tid; c < C; c += THREADS) {
-      const float x = s_global[c];
-      if (a.cache) cache[c] = x;
-      softmax_stats_push(part, s_spec, x, c);
-    }
+    gpu::read_row<THREADS>(s_global, C, s_copy, [&](float x, int32_t c) { softmax_stats_push(part, s_spec, x, c); });
     student = gpu::block_all_reduce<THREADS>(part, gpu::SoftmaxStatsMerge{s_spec}, red.stats);
   }
   const float s_log_sum_1 = logf(student.sum_1);
@@ -189,18 +196,17 @@ __global__ void __launch_bounds__(THREADS) distill_loss_kernel(DistillArgs a) {
     const SoftmaxStatsSpec t_spec = stats_spec(inv_t, kl, (need_top1 && K > 1) || lse_euclid);
     for (int32_t k = 0; k < K; ++k) {
       const float* tg = t_global + k * a.rows * C;
-      float* tc = cache + int64_t(k + 1) * C;
+      const int32_t shift = a.cache ? float_misalignment(tg) : 0;
+      float* tc = a.cache ? t_staging + k * t_stride + shift : nullptr;
       SoftmaxStats part = softmax_stats_empty();
-#pragma unroll 4
-      for (int32_t c = tid; c < C; c += THREADS) {
-        const float x = tg[c];
-        if (a.cache) tc[c] = x;
+      // The student row was read before the all-reduce's barrier: any thread may read its copy.
+      gpu::read_row<THREADS>(tg, C, tc, [&](float x, int32_t c) {
         softmax_stats_push(part, t_spec, x, c);
         if (euclid) {
-          const float diff = s_row[c] - x;  // the cached copy is this thread's own write
+          const float diff = s_row[c] - x;
           part.aux += diff * diff;
         }
-      }
+      });
       const SoftmaxStats t = gpu::block_all_reduce<THREADS>(part, gpu::SoftmaxStatsMerge{t_spec}, red.stats);
       if (tid == 0) {
         TeacherRow& row = teacher[k];
@@ -211,10 +217,18 @@ __global__ void __launch_bounds__(THREADS) distill_loss_kernel(DistillArgs a) {
         row.offset = (student.max - t.max) + (s_log_sum_1 - row.log_sum_1);
         row.dist = sqrtf(t.aux + a.epsilon);
         row.sum_u = 0.0f;
+        row.shift = shift;
       }
     }
     __syncthreads();
   }
+
+  RowContext x;
+  x.t0 = t_row;
+  x.t_stride = t_stride;
+  x.teacher = teacher;
+  x.teachers = K;
+  x.inv_teachers = 1.0f / float(K);
 
   // ---- pass 2: the teachers' top-1 class ----
   int32_t top1 = 0;
@@ -227,7 +241,7 @@ __global__ void __launch_bounds__(THREADS) distill_loss_kernel(DistillArgs a) {
       for (int32_t c = tid; c < C; c += THREADS) {
         float p = 0.0f;  // K * the mean probability at temperature 1
         for (int32_t k = 0; k < K; ++k)
-          p += expf(log_softmax_from_stats(t_row[k * t_stride + c], teacher[k].max, 1.0f, teacher[k].log_sum_1));
+          p += expf(log_softmax_from_stats(teacher_logit(x, k, c), teacher[k].max, 1.0f, teacher[k].log_sum_1));
         softmax_stats_push(part, none, p, c);
       }
       top1 = gpu::block_all_reduce<THREADS>(part, gpu::SoftmaxStatsMerge{none}, red.stats).argmax;
@@ -241,7 +255,7 @@ __global__ void __launch_bounds__(THREADS) distill_loss_kernel(DistillArgs a) {
       const float offset = teacher[k].offset;
       gpu::RowSums part{0.0f, 0.0f, 0};
       for (int32_t c = tid; c < C; c += THREADS) {
-        const float diff = (s_row[c] - t_row[k * t_stride + c]) - offset;
+        const float diff = (s_row[c] - teacher_logit(x, k, c)) - offset;
         part.a += diff * diff;
         part.b += diff;
       }
@@ -254,14 +268,8 @@ __global__ void __launch_bounds__(THREADS) distill_loss_kernel(DistillArgs a) {
     __syncthreads();
   }
 
-  // ---- pass 4: loss terms, gradient, rank ----
+  // ---- pass 4: loss terms, gradient (16-byte stores), rank ----
   if (need_loss || need_rank) {
-    RowContext x;
-    x.t0 = t_row;
-    x.t_stride = t_stride;
-    x.teacher = teacher;
-    x.teachers = K;
-    x.inv_teachers = 1.0f / float(K);
     x.s_max = student.max;
     x.s_log_sum_t = log_sum_t(student, s_spec);
     x.s_log_sum_1 = s_log_sum_1;
@@ -271,19 +279,22 @@ __global__ void __launch_bounds__(THREADS) distill_loss_kernel(DistillArgs a) {
     x.log_on = logf(x.on);
     x.log_off = logf(x.off);
     const float s_top1 = need_rank ? s_row[top1] : 0.0f;  // written in pass 1, before its barriers
-    float* grad_row = a.dstudent ? a.dstudent + r * C : nullptr;
     gpu::RowSums part{0.0f, 0.0f, 0};
-#pragma unroll 2
-    for (int32_t c = tid; c < C; c += THREADS) {
+    // Class c's gradient (scaled), adding its loss term and rank to this thread's sums.
+    auto term = [&](int32_t c) {
       const float s = s_row[c];
       if (need_rank) part.count += ranks_above(s, c, s_top1, top1) ? 1 : 0;
+      float loss = 0.0f, grad = 0.0f;
       if (need_loss) {
-        float loss, grad;
         class_loss_and_grad(a, x, c, s, &loss, &grad);
         part.a += loss;
-        if (grad_row) grad_row[c] = a.grad_scale * grad;
       }
-    }
+      return a.grad_scale * grad;
+    };
+    if (a.dstudent)
+      gpu::write_row<THREADS>(a.dstudent + r * C, C, term);
+    else
+      for (int32_t c = tid; c < C; c += THREADS) term(c);
     const gpu::RowSums sums = gpu::block_all_reduce<THREADS>(part, gpu::RowSumsAdd{}, red.sums);
     if (tid == 0) {
       if (a.loss_rows) a.loss_rows[r] = row_loss(a, teacher, sums.a);
@@ -295,6 +306,7 @@ __global__ void __launch_bounds__(THREADS) distill_loss_kernel(DistillArgs a) {
 
 template <int THREADS>
 void launch(const CudaHandles& h, const DistillArgs& a, int64_t smem_bytes) {
+  gpu::allow_dynamic_shared(reinterpret_cast<const void*>(&distill_loss_kernel<THREADS>), smem_bytes);
   distill_loss_kernel<THREADS><<<unsigned(a.rows), THREADS, size_t(smem_bytes), h.stream>>>(a);
   KD_CUDA_LAUNCH_CHECK("distill_loss_kernel");
 }
@@ -308,10 +320,13 @@ void distill_loss_cuda(const CudaHandles& h, const DistillLossShape& s, const Di
   KD_CHECK(s.rows < (int64_t(1) << 31) && s.classes < (int64_t(1) << 31),
            "distill_loss_cuda: rows and classes must be < 2^31, got ", s.rows, " x ", s.classes);
   if (s.rows == 0 || !(loss_rows || dstudent || teacher_top1 || student_rank)) return;
-  const DistillLossCudaPlan plan = distill_loss_cuda_plan(s);
-  // Only a huge ensemble (> ~1700 teachers) would outgrow the default 48 KiB of shared memory.
-  KD_CHECK(plan.shared_bytes <= DistillLossCudaPlan::kSharedBytes, "distill_loss_cuda: ", s.teachers,
-           " teachers need more shared memory than a block gets");
+  const int64_t budget = gpu::row_kernel_shared_budget(
+      {reinterpret_cast<const void*>(&distill_loss_kernel<128>), reinterpret_cast<const void*>(&distill_loss_kernel<256>),
+       reinterpret_cast<const void*>(&distill_loss_kernel<512>), reinterpret_cast<const void*>(&distill_loss_kernel<1024>)});
+  const LogitRowsPlan plan = distill_loss_cuda_plan(s, budget);
+  // Only a huge ensemble (thousands of teachers) would outgrow a block's shared memory.
+  KD_CHECK(plan.shared_bytes <= budget, "distill_loss_cuda: ", s.teachers,
+           " teachers need more shared memory than a block gets (", budget, " bytes)");
   DistillArgs a;
   a.teacher = teacher_logits;
   a.student = student_logits;
@@ -329,10 +344,12 @@ void distill_loss_cuda(const CudaHandles& h, const DistillLossShape& s, const Di
   a.label_smoothing = o.label_smoothing;
   a.epsilon = o.epsilon;
   a.cache = plan.cache_rows;
+  a.row_stride = plan.row_stride;
   switch (plan.threads) {
     case 128: launch<128>(h, a, plan.shared_bytes); break;
     case 256: launch<256>(h, a, plan.shared_bytes); break;
-    default: launch<512>(h, a, plan.shared_bytes); break;
+    case 512: launch<512>(h, a, plan.shared_bytes); break;
+    default: launch<1024>(h, a, plan.shared_bytes); break;
   }
 }
 

@@ -31,6 +31,7 @@
 
 #include "kernels/common.h"
 #include "kernels/cuda_handles.h"
+#include "kernels/logit_rows.h"
 #include "kernels/softmax.h"  // ranks_above
 
 namespace kd {
@@ -95,20 +96,16 @@ void distill_loss_cpu(const DistillLossShape& s, const DistillLossOptions& o, co
                       const T* student_logits, T* loss_rows, T* dstudent, int32_t* teacher_top1,
                       int32_t* student_rank);
 
-// How distill_loss_cuda runs a shape: one block of `threads` per row; the row's student and teacher
-// logits are staged in shared memory when they fit kSharedBytes (then global memory is read once),
-// else the passes after the first re-read them from global memory, where they are still in L2.
-struct DistillLossCudaPlan {
-  static constexpr int64_t kSharedBytes = 48 * 1024;  // the default per-block limit, no opt-in
-  static constexpr int64_t kTeacherStatBytes = 32;    // per teacher, ahead of the staged rows
-  int threads = 128;
-  bool cache_rows = false;
-  int64_t shared_bytes = 0;  // dynamic shared memory per block
-};
-DistillLossCudaPlan distill_loss_cuda_plan(const DistillLossShape& s);
+// How distill_loss_cuda runs a shape: one block per row (kernels/logit_rows.h), the row's student
+// and teacher logits staged in shared memory behind kDistillTeacherStatBytes of statistics per
+// teacher when they fit `max_shared_bytes` (the device's opt-in limit on the GPU: one teacher at
+// 21,843 classes fits Hopper's ~227 KiB), else re-read from L2 by the passes after the first.
+constexpr int64_t kDistillTeacherStatBytes = 32;
+LogitRowsPlan distill_loss_cuda_plan(const DistillLossShape& s,
+                                     int64_t max_shared_bytes = LogitRowsPlan::kDefaultSharedBytes);
 
-// CUDA: one block per row, one pass over the classes per statistic, fp32 throughout; outputs as
-// distill_loss_cpu (each may be null). Deterministic: the same inputs give the same bits.
+// CUDA: one block per row, 16-byte loads and stores, one pass over the classes per statistic,
+// fp32 throughout; outputs as distill_loss_cpu (each may be null). Deterministic: the same inputs give the same bits.
 // Bytes that must move: 4 * rows * classes * (teachers + 1) read, 4 * rows * classes written
 // (dstudent), 12 * rows (the per-row outputs). An ensemble's top-1 is an argmax of fp32 sums of
 // probabilities: it can differ from the CPU's double only where two classes tie to ~1e-6.

@@ -1,19 +1,19 @@
 // cross_entropy_cuda: one block per row, fp32.
 //   pass 1  running softmax statistics of the row (softmax.h's SoftmaxStats: max, sum of
-//           exp(x - max)) in one read, one CUB reduction; the row is copied into shared memory on
-//           the way when it fits kSharedBytes, else pass 2 re-reads global memory (L2-resident).
+//           exp(x - max)) in one read with 16-byte loads (kernels/logit_rows.h), one CUB
+//           reduction; the row is copied into shared memory on the way when it fits the device's
+//           opt-in limit (21,843 classes do), else pass 2 re-reads global memory (L2-resident).
 //   pass 2  (gradient, or the smoothing term of the loss) per class: dlogits = grad_scale *
 //           (softmax - smoothed_target) and sum_c -log softmax_c, as cross_entropy_cpu.
 // A label outside [0, classes) gives a NaN loss and NaN gradient for its row (the CPU twin
 // throws; here the labels are on the device and the caller checks them).
 #include "kernels/block_reduce.cuh"
 #include "kernels/cuda_check.h"
+#include "kernels/logit_rows.cuh"
 #include "kernels/softmax.h"
 
 namespace kd {
 namespace {
-
-constexpr int64_t kSharedBytes = 48 * 1024;  // the default per-block limit, no opt-in
 
 struct CrossEntropyArgs {
   const float* logits;
@@ -22,34 +22,29 @@ struct CrossEntropyArgs {
   float* dlogits;
   int32_t classes;
   float label_smoothing, grad_scale;
-  bool cache;  // the row is staged in shared memory
+  bool cache;  // the row is staged in shared memory (LogitRowsPlan::cache_rows)
 };
 
 template <int THREADS>
-__global__ void __launch_bounds__(THREADS) cross_entropy_kernel(CrossEntropyArgs a) {
+__global__ void __launch_bounds__(THREADS, 1024 / THREADS) cross_entropy_kernel(CrossEntropyArgs a) {
   __shared__ union {
     gpu::AllReduceStorage<SoftmaxStats, THREADS> stats;
     gpu::AllReduceStorage<gpu::RowSums, THREADS> sums;
   } red;
   extern __shared__ float4 cross_entropy_smem[];
-  float* cache = reinterpret_cast<float*>(cross_entropy_smem);
 
   const int64_t r = blockIdx.x;
   const int32_t C = a.classes, tid = int32_t(threadIdx.x);
   const float* x_global = a.logits + r * C;
-  const float* x_row = a.cache ? cache : x_global;
+  float* copy = a.cache ? gpu::staging_region(cross_entropy_smem, 0, 0, 0) + float_misalignment(x_global) : nullptr;
+  const float* x_row = a.cache ? copy : x_global;
   const float eps = a.label_smoothing;
 
   // ---- pass 1 ----
   SoftmaxStatsSpec spec;
   spec.sum_1 = true;
   SoftmaxStats part = softmax_stats_empty();
-#pragma unroll 4
-  for (int32_t c = tid; c < C; c += THREADS) {
-    const float x = x_global[c];
-    if (a.cache) cache[c] = x;
-    softmax_stats_push(part, spec, x, c);
-  }
+  gpu::read_row<THREADS>(x_global, C, copy, [&](float x, int32_t c) { softmax_stats_push(part, spec, x, c); });
   const SoftmaxStats st = gpu::block_all_reduce<THREADS>(part, gpu::SoftmaxStatsMerge{spec}, red.stats);
   const float log_sum = logf(st.sum_1);
   const int32_t label = a.labels[r];
@@ -59,14 +54,17 @@ __global__ void __launch_bounds__(THREADS) cross_entropy_kernel(CrossEntropyArgs
   // ---- pass 2 ----
   float sum_neg_log_p = 0.0f;
   if (a.dlogits || (a.loss_rows && eps != 0.0f)) {
-    float* d = a.dlogits ? a.dlogits + r * C : nullptr;
     gpu::RowSums sums{0.0f, 0.0f, 0};
-#pragma unroll 4
-    for (int32_t c = tid; c < C; c += THREADS) {
+    // Class c's gradient, adding -log softmax_c to this thread's sum.
+    auto term = [&](int32_t c) {
       const float log_p = log_softmax_from_stats(x_row[c], st.max, 1.0f, log_sum);
       sums.a -= log_p;
-      if (d) d[c] = valid ? a.grad_scale * (expf(log_p) - smoothed_target(c == label, C, eps)) : nan;
-    }
+      return valid ? a.grad_scale * (expf(log_p) - smoothed_target(c == label, C, eps)) : nan;
+    };
+    if (a.dlogits)
+      gpu::write_row<THREADS>(a.dlogits + r * C, C, term);
+    else
+      for (int32_t c = tid; c < C; c += THREADS) term(c);
     if (a.loss_rows && eps != 0.0f) sum_neg_log_p = gpu::block_all_reduce<THREADS>(sums, gpu::RowSumsAdd{}, red.sums).a;
   }
   if (tid == 0 && a.loss_rows) {
@@ -81,6 +79,7 @@ __global__ void __launch_bounds__(THREADS) cross_entropy_kernel(CrossEntropyArgs
 
 template <int THREADS>
 void launch(const CudaHandles& h, int64_t rows, const CrossEntropyArgs& a, int64_t smem_bytes) {
+  gpu::allow_dynamic_shared(reinterpret_cast<const void*>(&cross_entropy_kernel<THREADS>), smem_bytes);
   cross_entropy_kernel<THREADS><<<unsigned(rows), THREADS, size_t(smem_bytes), h.stream>>>(a);
   KD_CUDA_LAUNCH_CHECK("cross_entropy_kernel");
 }
@@ -104,16 +103,21 @@ void cross_entropy_cuda(const CudaHandles& h, int64_t rows, int64_t classes, con
   a.classes = int32_t(classes);
   a.label_smoothing = label_smoothing;
   a.grad_scale = grad_scale;
-  // A row is read twice only with the gradient or smoothing; stage it when it fits.
-  const int64_t row_bytes = classes * int64_t(sizeof(float));
-  a.cache = row_bytes <= kSharedBytes;
-  const int64_t smem = a.cache ? row_bytes : 0;
-  if (classes <= 1024)
-    launch<128>(h, rows, a, smem);
-  else if (classes <= 4096)
-    launch<256>(h, rows, a, smem);
-  else
-    launch<512>(h, rows, a, smem);
+  // A row is read twice only with the gradient or smoothing; stage it then, when it fits.
+  const bool second_pass = dlogits || (loss_rows && label_smoothing != 0.0f);
+  const int64_t budget = second_pass ? gpu::row_kernel_shared_budget({reinterpret_cast<const void*>(&cross_entropy_kernel<128>),
+                                                                     reinterpret_cast<const void*>(&cross_entropy_kernel<256>),
+                                                                     reinterpret_cast<const void*>(&cross_entropy_kernel<512>),
+                                                                     reinterpret_cast<const void*>(&cross_entropy_kernel<1024>)})
+                                     : 0;
+  const LogitRowsPlan plan = logit_rows_plan(classes, 1, 0, budget);
+  a.cache = plan.cache_rows;
+  switch (plan.threads) {
+    case 128: launch<128>(h, rows, a, plan.shared_bytes); break;
+    case 256: launch<256>(h, rows, a, plan.shared_bytes); break;
+    case 512: launch<512>(h, rows, a, plan.shared_bytes); break;
+    default: launch<1024>(h, rows, a, plan.shared_bytes); break;
+  }
 }
 
 }  // namespace kd

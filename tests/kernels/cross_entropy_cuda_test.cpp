@@ -45,7 +45,7 @@ Result run_cuda(int64_t rows, int64_t classes, const std::vector<float>& x, cons
 TEST(CrossEntropyCuda, MatchesCpuReferenceWithAndWithoutSmoothing) {
   KD_REQUIRE_CUDA();
 #if KD_HAVE_CUDA
-  for (int64_t classes : {10, 1000, 5003, 21843})
+  for (int64_t classes : {3, 10, 1000, 5003, 8193, 21843})
     for (float eps : {0.0f, 0.1f}) {
       const int64_t rows = classes > 5000 ? 5 : 17;
       const std::vector<float> x = test::random_vector<float>(size_t(rows * classes), uint64_t(classes), -4, 4);

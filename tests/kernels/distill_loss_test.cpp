@@ -404,25 +404,27 @@ TEST(DistillLoss, RejectsBadShapesAndOptions) {
 // ---- how the CUDA kernel runs a shape (checked here, where CI runs) ----
 
 TEST(DistillLossCudaPlan, StagesRowsInSharedMemoryOnlyWhenTheyFit) {
-  auto plan = [](int64_t classes, int64_t teachers) {
+  auto plan = [](int64_t classes, int64_t teachers, int64_t budget) {
     DistillLossShape sh;
     sh.rows = 256, sh.classes = classes, sh.teachers = teachers;
-    return distill_loss_cuda_plan(sh);
+    return distill_loss_cuda_plan(sh, budget);
   };
-  const DistillLossCudaPlan imagenet = plan(1000, 1), ensemble = plan(1000, 3), big = plan(21843, 1);
+  const int64_t base = LogitRowsPlan::kDefaultSharedBytes, hopper = 227 * 1024;
+  const LogitRowsPlan imagenet = plan(1000, 1, base), ensemble = plan(1000, 3, base);
   EXPECT_TRUE(imagenet.cache_rows);
-  EXPECT_EQ(imagenet.shared_bytes, 32 + 2 * 1000 * 4);
+  EXPECT_EQ(imagenet.shared_bytes, 32 + 2 * 1004 * 4) << "rows at a stride of whole quads with room for the shift";
   EXPECT_TRUE(ensemble.cache_rows);
-  EXPECT_EQ(ensemble.shared_bytes, 3 * 32 + 4 * 1000 * 4);
-  EXPECT_FALSE(big.cache_rows) << "21843 classes re-read global memory";
-  EXPECT_EQ(big.shared_bytes, 32);
-  EXPECT_FALSE(plan(5003, 3).cache_rows);
+  EXPECT_EQ(ensemble.shared_bytes, 3 * 32 + 4 * 1004 * 4);
+  EXPECT_FALSE(plan(21843, 1, base).cache_rows) << "21843 classes re-read global memory without the opt-in";
+  EXPECT_EQ(plan(21843, 1, base).shared_bytes, 32);
+  EXPECT_TRUE(plan(21843, 1, hopper).cache_rows) << "one teacher at 21843 classes fits Hopper's opt-in";
+  EXPECT_EQ(plan(21843, 1, hopper).threads, 1024);
+  EXPECT_FALSE(plan(5003, 3, base).cache_rows);
   for (int64_t classes : {1, 10, 1000, 1531, 4096, 5003, 21843})
     for (int64_t teachers : {1, 2, 3, 8}) {
-      const DistillLossCudaPlan p = plan(classes, teachers);
-      EXPECT_LE(p.shared_bytes, DistillLossCudaPlan::kSharedBytes);
-      EXPECT_TRUE(p.threads == 128 || p.threads == 256 || p.threads == 512);
-      EXPECT_EQ(p.cache_rows, (teachers + 1) * classes * 4 + teachers * 32 <= DistillLossCudaPlan::kSharedBytes);
+      const LogitRowsPlan p = plan(classes, teachers, base);
+      EXPECT_LE(p.shared_bytes, base);
+      EXPECT_EQ(p.cache_rows, (teachers + 1) * p.row_stride * 4 + teachers * 32 <= base);
     }
 }
 

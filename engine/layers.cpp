@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "engine/comm.h"
+#include "engine/fp8_teacher.h"
 
 namespace kd {
 
@@ -41,6 +42,7 @@ void Conv2d::on_frozen(bool frozen) {
   KD_CHECK(frozen || !spec_.weight_std || weight_->value.defined(), name_,
            ": the fp32 weights of this frozen model were released for inference; load the model again to train it");
   cached_w_hat_ = Tensor();
+  if (!frozen) fp8_.reset();  // weights that change would need new scales
 }
 
 void Conv2d::on_prepare_inference(Context& ctx) {
@@ -66,6 +68,12 @@ Tensor Conv2d::forward(Context& ctx, const Tensor& x, Mode mode) {
   KD_CHECK(!(train && frozen_), name_, ": training-mode forward through a frozen layer");
   Tensor mean, rstd;
   Tensor w = effective_weight(ctx, &mean, &rstd);
+  if (fp8_) {  // inference in FP8 (engine/fp8_teacher.h): rounded weights and input
+    KD_CHECK(!train, name_, ": FP8 is for inference only (a frozen teacher)");
+    Tensor y = ops::conv2d(ctx, fp8_conv_input(ctx, *fp8_, x, name_), fp8_conv_weight(ctx, *fp8_, w), s);
+    if (bias_) ops::bias_add(ctx, y, bias_->value);
+    return y;
+  }
   Tensor y = ops::conv2d(ctx, x, w, s);
   if (bias_) ops::bias_add(ctx, y, bias_->value);
   if (train) {

@@ -2,12 +2,15 @@
 // with fused ReLU, BatchNorm, activations, pooling and the dense classifier head. Each declares
 // its parameters in a ParamStore under timm's names at construction.
 #pragma once
+#include <memory>
 #include <string>
 
 #include "engine/layer.h"
 #include "engine/ops.h"
 
 namespace kd {
+
+struct Fp8ConvState;  // engine/fp8_teacher.h
 
 // timm's symmetric padding for a given kernel/stride/dilation: ((s - 1) + d (k - 1)) / 2
 inline int64_t same_padding(int64_t kernel, int64_t stride, int64_t dilation = 1) {
@@ -31,7 +34,11 @@ class Conv2d : public Layer {
   Tensor forward(Context& ctx, const Tensor& x, Mode mode) override;
   Tensor backward(Context& ctx, const Tensor& dy) override;
   const ConvSpec& spec() const { return spec_; }
+  const std::string& name() const { return name_; }
   Conv2dShape geometry() const;  // kernel, stride, padding, groups (n/h/w/c_in unset)
+  // FP8 inference (engine/fp8_teacher.h: enable_fp8); null turns it off.
+  void set_fp8(std::shared_ptr<Fp8ConvState> state) { fp8_ = std::move(state); }
+  Fp8ConvState* fp8() const { return fp8_.get(); }
 
  protected:
   void on_frozen(bool frozen) override;
@@ -47,6 +54,7 @@ class Conv2d : public Layer {
   Tensor x_, w_hat_, mean_, rstd_;  // saved for backward
   Conv2dShape shape_;
   Tensor cached_w_hat_;             // frozen layers only
+  std::shared_ptr<Fp8ConvState> fp8_;
 };
 
 class GroupNormAct : public Layer {

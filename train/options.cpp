@@ -136,6 +136,13 @@ void TrainOptions::bind(ConfigSchema& s) {
     s.bind("teacher.resolution", &teacher.resolution,
            "input size per teacher, px (one for all; none: augment.teacher_resolution); one member: "
            "teacher.N.resolution=384 (any teacher list: teacher.N.weights=...)");
+    s.bind("teacher.precision", &teacher.precision,
+           "default: the context's (bf16 on a GPU, fp32 on the CPU); fp8: E4M3 inputs and weights in the convolutions "
+           "of >= 16 channels, per-tensor scales calibrated on training images (emulated for now: "
+           "engine/fp8_teacher.h)",
+           {"default", "fp8"});
+    s.bind("teacher.fp8_calibration_batches", &teacher.fp8_calibration_batches,
+           "fp8: batches of data.batch_size training images (centre crops) whose largest activations set the scales");
     s.bind("distill.strategy", &distill.strategy, "teaching strategy",
            {"fixed", "independent", "consistent", "function_matching"});
     s.bind("distill.distance", &distill.distance, "loss between student and teacher outputs",
@@ -231,6 +238,8 @@ void TrainOptions::validate() const {
              "teacher.resolution has ", teacher.resolution.size(), " entries for ", teacher.weights.size(),
              " teacher.weights (give none, one for all, or one each)");
     for (int64_t r : teacher.resolution) KD_CHECK(r > 0, "teacher.resolution values must be positive, got ", r);
+    KD_CHECK(teacher.fp8_calibration_batches >= 1, "teacher.fp8_calibration_batches must be >= 1, got ",
+             teacher.fp8_calibration_batches);
     KD_CHECK(distill.temperature > 0, "distill.temperature must be positive");
     KD_CHECK(augment.mixup_alpha > 0, "augment.mixup_alpha must be positive");
   }

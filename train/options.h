@@ -62,6 +62,8 @@ struct TeacherOptions {
   std::vector<std::string> arch;     // one per ensemble member (one entry applies to all)
   std::vector<std::string> weights;  // one file per member
   std::vector<int64_t> resolution;   // input size per member (one applies to all; none: augment.teacher_resolution)
+  std::string precision = "default";  // or "fp8" (engine/fp8_teacher.h)
+  int64_t fp8_calibration_batches = 4;  // of data.batch_size training images, centre crops
 };
 
 struct DistillOptions {

@@ -1,5 +1,6 @@
 #include "train/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <csignal>
@@ -14,6 +15,7 @@
 #include "engine/version.h"
 #include "train/data_fingerprint.h"
 #include "train/distributed.h"
+#include "train/fp8_calibration.h"
 #include "train/pipeline.h"
 #include "train/run_log.h"
 #include "train/step.h"
@@ -231,6 +233,16 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
           " epochs), run folder " + result.run_dir);
 
   const StepConfig step_config = o.step_config();
+  if (o.mode == RunMode::distill && o.teacher.precision == "fp8") {
+    std::vector<int64_t> resolutions;
+    for (size_t k = 0; k < teachers.size(); ++k) resolutions.push_back(step_config.teacher_res(k));
+    const Fp8Summary fp8 = prepare_fp8_teachers(*ctx, teachers, resolutions, data.train, eval_settings(o),
+                                                o.teacher.fp8_calibration_batches, o.data.batch_size);
+    message("  teacher precision fp8: " + fp8.describe() + ", scales calibrated on the centre crops of " +
+            std::to_string(std::min(data.train->size(), o.teacher.fp8_calibration_batches * o.data.batch_size)) +
+            " training images; emulated (FP8 values, " + (ctx->is_cuda() ? "bf16" : "fp32") +
+            " arithmetic)" + (ctx->is_cuda() ? ": no speed-up until cuDNN's FP8 convolution is wired (issue 16)" : ""));
+  }
   EpochSampler sampler = make_sampler(*data.train, o.data, uint64_t(o.run.seed), comm.rank(), comm.size());
   if (data.train->shard(0) >= 0)
     message("  sample order: shard by shard, " + std::to_string(o.data.shuffle_shards) +

@@ -31,6 +31,17 @@ double json_value(const std::string& json, const std::string& key) {
   return std::stod(json.substr(at + key.size() + 4));
 }
 
+// The two runs' model files hold the same tensors, bit for bit.
+void expect_same_weights(const std::string& path_a, const std::string& path_b) {
+  SafetensorsFile a = SafetensorsFile::open(path_a), b = SafetensorsFile::open(path_b);
+  ASSERT_EQ(a.names(), b.names());
+  for (const std::string& name : a.names()) {
+    const Tensor x = a.tensor(name), y = b.tensor(name);
+    ASSERT_EQ(x.nbytes(), y.nbytes()) << name;
+    EXPECT_EQ(std::memcmp(x.raw(), y.raw(), x.nbytes()), 0) << name << " differs after resume";
+  }
+}
+
 // One trained teacher shared by the tests of this file (built once, in a folder that lives as
 // long as the test process).
 class Distill : public ::testing::Test {
@@ -86,14 +97,28 @@ TEST_F(Distill, ResumeIsBitwiseIdentical) {
   const auto second = run_kd(concat({"distill", "--resume"}, distill_run("resumed", 10)));
   ASSERT_EQ(second.code, 0) << second.err;
   EXPECT_NE(second.err.find("at step 5"), std::string::npos) << second.err;
-  SafetensorsFile a = SafetensorsFile::open(dir_->str() + "/runs/straight/model.safetensors");
-  SafetensorsFile b = SafetensorsFile::open(dir_->str() + "/runs/resumed/model.safetensors");
-  ASSERT_EQ(a.names(), b.names());
-  for (const std::string& name : a.names()) {
-    const Tensor x = a.tensor(name), y = b.tensor(name);
-    ASSERT_EQ(x.nbytes(), y.nbytes());
-    EXPECT_EQ(std::memcmp(x.raw(), y.raw(), x.nbytes()), 0) << name << " differs after resume";
-  }
+  expect_same_weights(dir_->str() + "/runs/straight/model.safetensors", dir_->str() + "/runs/resumed/model.safetensors");
+}
+
+// teacher.precision = fp8 (engine/fp8_teacher.h, emulated): the teacher's calibration reads the
+// same training images in every run, so a stopped and resumed run ends bit for bit where the
+// straight one does; and `kd eval --precision fp8` measures the FP8 teacher against itself.
+TEST_F(Distill, Fp8TeacherResumesBitwiseAndAgreesWithTheFullPrecisionOne) {
+  const std::vector<std::string> fp8 = {"teacher.precision=fp8", "teacher.fp8_calibration_batches=2"};
+  const auto straight = run_kd(concat({"distill"}, concat(distill_run("fp8_straight", 8), fp8)));
+  ASSERT_EQ(straight.code, 0) << straight.err;
+  EXPECT_NE(straight.err.find("teacher precision fp8: FP8 (E4M3) in 8 of 9 convolutions"), std::string::npos)
+      << straight.err;
+  const auto first = run_kd(concat({"distill"}, concat(distill_run("fp8_resumed", 8), concat(fp8, {"run.stop_after=4"}))));
+  ASSERT_EQ(first.code, 0) << first.err;
+  const auto second = run_kd(concat({"distill", "--resume"}, concat(distill_run("fp8_resumed", 8), fp8)));
+  ASSERT_EQ(second.code, 0) << second.err;
+  expect_same_weights(dir_->str() + "/runs/fp8_straight/model.safetensors", dir_->str() + "/runs/fp8_resumed/model.safetensors");
+  const auto eval = run_kd({"eval", teacher_, "--teacher", teacher_, "--precision", "fp8", "--json", "--device", "cpu"});
+  ASSERT_EQ(eval.code, 0) << eval.err;
+  EXPECT_GE(json_value(eval.out, "agreement"), 0.95) << eval.out;
+  EXPECT_LT(json_value(eval.out, "kl"), 0.01) << eval.out;
+  EXPECT_GT(json_value(eval.out, "kl"), 0.0) << "FP8 rounding changes the function a little: " << eval.out;
 }
 
 TEST_F(Distill, EveryTeachingStrategyRuns) {
@@ -190,6 +215,15 @@ TEST_F(Distill, OnTheGpuAgreementRisesAcrossAResume) {
   EXPECT_GE(json_value(summary, "teacher_top1"), 0.9) << summary;
 }
 
+// The FP8 teacher's emulation on the GPU (bf16 arithmetic) against the CPU-trained teacher.
+TEST_F(Distill, OnTheGpuTheFp8TeacherAgreesWithTheFullPrecisionOne) {
+  KD_REQUIRE_CUDA();
+  const auto eval = run_kd({"eval", teacher_, "--teacher", teacher_, "--precision", "fp8", "--json", "--device", "cuda"});
+  ASSERT_EQ(eval.code, 0) << eval.err;
+  EXPECT_GE(json_value(eval.out, "agreement"), 0.95) << eval.out;
+  EXPECT_LT(json_value(eval.out, "kl"), 0.01) << eval.out;
+}
+
 TEST(Train, OnTheGpuTheTeacherLearnsTheSyntheticClasses) {
   KD_REQUIRE_CUDA();
   test::TempDir dir;
@@ -210,14 +244,8 @@ TEST_F(Distill, BatchNormStudentResumesBitwiseWithItsRunningStatistics) {
   ASSERT_EQ(first.code, 0) << first.err;
   const auto second = run_kd(concat({"distill", "--resume"}, concat(distill_run("bn_resumed", 8), bn)));
   ASSERT_EQ(second.code, 0) << second.err;
+  expect_same_weights(dir_->str() + "/runs/bn_straight/model.safetensors", dir_->str() + "/runs/bn_resumed/model.safetensors");
   SafetensorsFile a = SafetensorsFile::open(dir_->str() + "/runs/bn_straight/model.safetensors");
-  SafetensorsFile b = SafetensorsFile::open(dir_->str() + "/runs/bn_resumed/model.safetensors");
-  ASSERT_EQ(a.names(), b.names());
-  for (const std::string& name : a.names()) {
-    const Tensor x = a.tensor(name), y = b.tensor(name);
-    ASSERT_EQ(x.nbytes(), y.nbytes()) << name;
-    EXPECT_EQ(std::memcmp(x.raw(), y.raw(), x.nbytes()), 0) << name << " differs after resume";
-  }
   const Tensor count = a.tensor("bn1.num_batches_tracked");
   EXPECT_EQ(count.dtype(), DType::i64);
   EXPECT_TRUE(count.shape().empty()) << "0-d, as PyTorch saves it";

@@ -1,9 +1,11 @@
 #include "tools/cli/train.h"
 
+#include <algorithm>
 #include <cstdio>
 
 #include "engine/config.h"
 #include "engine/safetensors.h"
+#include "train/fp8_calibration.h"
 #include "train/pipeline.h"
 #include "train/trainer.h"
 
@@ -56,7 +58,7 @@ void add_train_command(CLI::App& app, RunMode mode, int* exit_code) {
 struct EvalArgs {
   std::string checkpoint;
   std::vector<std::string> teachers, configs, overrides;
-  std::string teacher_arch, device = "auto";
+  std::string teacher_arch, device = "auto", precision = "default";
   bool json = false, list_keys = false;
 };
 
@@ -98,7 +100,8 @@ int run_eval(const EvalArgs& a) {
   for (const std::string& path : a.configs) schema.load_file(path);
   for (const std::string& assignment : a.overrides) schema.apply_override(assignment);
   auto ctx = make_context(a.device);
-  const Datasets data = open_datasets(options.data, /*need_train=*/false);
+  const bool fp8 = a.precision == "fp8";
+  const Datasets data = open_datasets(options.data, /*need_train=*/fp8);
   std::unique_ptr<Model> student = load_checkpoint_model(*ctx, a.checkpoint, /*frozen=*/true);
   KD_CHECK(student->spec().num_classes == data.num_classes, a.checkpoint, " has ", student->spec().num_classes,
            " classes, the evaluation data ", data.num_classes);
@@ -112,6 +115,16 @@ int run_eval(const EvalArgs& a) {
   for (auto& m : teacher_models) teachers.push_back(m.get());
   EvalSettings settings = eval_settings(options);
   if (!teachers.empty() && options.augment.teacher_resolution == 0) settings.teacher_resolution = settings.student_resolution;
+  if (fp8) {
+    // The checkpoint as an FP8 teacher would run (engine/fp8_teacher.h); with --teacher T for the
+    // same T, the agreement and KL measure what FP8 changes in its function.
+    const Fp8Summary s = prepare_fp8_teachers(*ctx, {student.get()}, {settings.student_resolution}, data.train, settings,
+                                              options.teacher.fp8_calibration_batches, options.data.batch_size);
+    if (!a.json)
+      std::printf("%s: %s, scales calibrated on %lld training images (emulated)\n", a.checkpoint.c_str(),
+                  s.describe().c_str(),
+                  (long long)std::min(data.train->size(), options.teacher.fp8_calibration_batches * options.data.batch_size));
+  }
   const EvalResult r = evaluate(*ctx, *student, teachers, data.test, settings);
   if (a.json)
     std::printf("%s\n", r.json().c_str());
@@ -141,6 +154,11 @@ void add_eval_command(CLI::App& app, int* exit_code) {
       ->check(CLI::ExistingFile);
   cmd->add_option("overrides", args->overrides, "section.key=value overrides (e.g. data.test=/path)");
   cmd->add_option("--device", args->device, "cpu, cuda, cuda:N or auto")->capture_default_str();
+  cmd->add_option("--precision", args->precision,
+                  "fp8: evaluate the checkpoint as an FP8 teacher (teacher.precision; scales calibrated on "
+                  "teacher.fp8_calibration_batches batches of training images)")
+      ->check(CLI::IsMember({"default", "fp8"}))
+      ->capture_default_str();
   cmd->add_flag("--json", args->json, "print the result as JSON");
   cmd->add_flag("--list-keys", args->list_keys, "list every configuration key kd eval accepts and exit");
   cmd->callback([args, exit_code] { *exit_code = run_eval(*args); });

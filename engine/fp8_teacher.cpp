@@ -1,0 +1,147 @@
+#include "engine/fp8_teacher.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "engine/layers.h"
+#include "engine/ops_internal.h"
+#if KD_HAVE_CUDA
+#include "kernels/cast.h"
+#endif
+
+namespace kd {
+
+namespace {
+
+void check_fp8_tensor(const Context& ctx, const Tensor& x, const char* op) {
+  KD_CHECK(x.defined() && x.device() == ctx.device(), op, ": ", x.describe(), " is not on ", device_name(ctx.device()));
+  const DType want = ctx.is_cuda() ? DType::bf16 : DType::f32;
+  KD_CHECK(x.dtype() == want, op, ": FP8 emulation takes ", dtype_name(want), " on ", device_name(ctx.device()),
+           ", got ", x.describe(), ctx.is_cuda() ? "" : " (a double-precision context has no FP8 teacher)");
+}
+
+}  // namespace
+
+float amax(Context& ctx, const Tensor& x) {
+  check_fp8_tensor(ctx, x, "amax");
+  if (!ctx.is_cuda()) return amax_cpu(x.numel(), x.data<float>());
+#if KD_HAVE_CUDA
+  Tensor out = Tensor::empty({1}, DType::f32, ctx);
+  amax_cuda(ctx.cuda_handles(), x.numel(), x.data<bf16>(), out.data<float>());
+  return out.to(Device::cpu, &ctx).data<float>()[0];
+#else
+  ops::detail::no_cuda_path("amax");
+#endif
+}
+
+Tensor fp8_round_trip(Context& ctx, const Tensor& x, float scale) {
+  check_fp8_tensor(ctx, x, "fp8_round_trip");
+  KD_CHECK(std::isfinite(scale) && scale > 0.0f, "fp8_round_trip: scale must be positive and finite, got ", scale);
+  const int64_t n = x.numel();
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), ctx);
+  if (!ctx.is_cuda()) {
+    std::vector<uint8_t> q(static_cast<size_t>(n));
+    fp8_quantize_cpu(n, x.data<float>(), scale, q.data());
+    fp8_dequantize_cpu(n, q.data(), scale, y.data<float>());
+    return y;
+  }
+#if KD_HAVE_CUDA
+  const CudaHandles& h = ctx.cuda_handles();
+  Tensor q = Tensor::empty({n}, DType::u8, ctx);
+  Tensor wide = Tensor::empty({n}, DType::f32, ctx);
+  fp8_quantize_cuda(h, n, x.data<bf16>(), scale, q.data<uint8_t>());
+  fp8_dequantize_cuda(h, n, q.data<uint8_t>(), scale, wide.data<float>());
+  cast_f32_to_bf16_cuda(h, n, wide.data<float>(), y.data<bf16>());
+  return y;
+#else
+  ops::detail::no_cuda_path("fp8_round_trip");
+#endif
+}
+
+Tensor fp8_round_trip_rows(Context& ctx, const Tensor& w, int64_t rows, std::vector<float>* amax_rows) {
+  // On the host: weights are rounded once per teacher, and this keeps one rule for both devices.
+  check_fp8_tensor(ctx, w, "fp8_round_trip_rows");
+  KD_CHECK(rows >= 1 && w.numel() % rows == 0, "fp8_round_trip_rows: ", w.describe(), " does not split into ", rows,
+           " rows");
+  const int64_t n = w.numel(), per = n / rows;
+  std::vector<float> v(static_cast<size_t>(n));
+  const Tensor host = w.to(Device::cpu, &ctx);
+  if (ctx.is_cuda())
+    for (int64_t i = 0; i < n; ++i) v[size_t(i)] = bf16_to_float(host.data<bf16>()[i]);
+  else
+    std::copy_n(host.data<float>(), n, v.data());
+  std::vector<uint8_t> q(static_cast<size_t>(per));
+  if (amax_rows) amax_rows->assign(size_t(rows), 0.0f);
+  for (int64_t r = 0; r < rows; ++r) {
+    float* row = v.data() + r * per;
+    const float m = amax_cpu(per, row);
+    KD_CHECK(std::isfinite(m), "fp8: the weights hold a NaN or an infinity");
+    if (amax_rows) (*amax_rows)[size_t(r)] = m;
+    const float scale = e4m3_scale_for_amax(m, 0);
+    fp8_quantize_cpu(per, row, scale, q.data());
+    fp8_dequantize_cpu(per, q.data(), scale, row);
+  }
+  Tensor out_host = Tensor::zeros_cpu(w.shape(), w.dtype());
+  if (ctx.is_cuda())
+    for (int64_t i = 0; i < n; ++i) out_host.data<bf16>()[i] = float_to_bf16(v[size_t(i)]);
+  else
+    std::copy_n(v.data(), n, out_host.data<float>());
+  return out_host.to(ctx.device(), &ctx);
+}
+
+Tensor fp8_conv_weight(Context& ctx, Fp8ConvState& state, const Tensor& w) {
+  if (!state.weight.defined()) state.weight = fp8_round_trip_rows(ctx, w, w.dim(0), &state.weight_amax);
+  return state.weight;
+}
+
+Tensor fp8_conv_input(Context& ctx, Fp8ConvState& state, const Tensor& x, const std::string& layer) {
+  if (state.calibrating) {
+    if (!state.input.done()) state.input.observe(amax(ctx, x), layer.c_str());
+    return x;
+  }
+  return fp8_round_trip(ctx, x, state.input.scale());
+}
+
+std::string Fp8Summary::describe() const {
+  return "FP8 (E4M3) in " + std::to_string(fp8_convs) + " of " + std::to_string(fp8_convs + other_convs) +
+         " convolutions";
+}
+
+namespace {
+
+// Visits every Conv2d of a layer graph.
+template <typename F>
+void for_each_conv(Layer& layer, F&& f) {
+  if (auto* conv = dynamic_cast<Conv2d*>(&layer)) f(*conv);
+  layer.children([&](Layer& child) { for_each_conv(child, f); });
+}
+
+}  // namespace
+
+Fp8Summary enable_fp8(Layer& model, int64_t calibration_batches) {
+  KD_CHECK(model.frozen(), "FP8 is for a frozen model (a teacher): freeze it first");
+  KD_CHECK(calibration_batches >= 1, "FP8 calibration needs at least one batch, got ", calibration_batches);
+  Fp8Summary s;
+  for_each_conv(model, [&](Conv2d& conv) {
+    const ConvSpec& c = conv.spec();
+    if (c.c_in >= 16 && c.c_out >= 16 && c.groups == 1) {
+      conv.set_fp8(std::make_shared<Fp8ConvState>(calibration_batches));
+      ++s.fp8_convs;
+    } else {
+      ++s.other_convs;
+    }
+  });
+  return s;
+}
+
+void finish_fp8_calibration(Layer& model) {
+  for_each_conv(model, [&](Conv2d& conv) {
+    Fp8ConvState* state = conv.fp8();
+    if (!state) return;
+    KD_CHECK(state->input.seen() > 0, "FP8 calibration: ", conv.name(), " saw no input");
+    state->calibrating = false;
+  });
+}
+
+}  // namespace kd

@@ -1,13 +1,16 @@
 #include "engine/fp8_teacher.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstdio>
 #include <vector>
 
 #include "engine/layers.h"
 #include "engine/ops_internal.h"
 #if KD_HAVE_CUDA
 #include "kernels/cast.h"
+#include "kernels/conv_fp8.h"
 #endif
 
 namespace kd {
@@ -95,12 +98,65 @@ Tensor fp8_conv_weight(Context& ctx, Fp8ConvState& state, const Tensor& w) {
   return state.weight;
 }
 
-Tensor fp8_conv_input(Context& ctx, Fp8ConvState& state, const Tensor& x, const std::string& layer) {
+namespace {
+
+#if KD_HAVE_CUDA
+// cuDNN's FP8 convolution: E4M3 codes of the input (quantised here) and of the weights (once, on
+// the host, per output channel), the per-channel descale folded into the graph.
+Tensor fp8_conv_cuda(Context& ctx, Fp8ConvState& state, const Tensor& x, const Tensor& w, const Conv2dShape& s) {
+  const CudaHandles& h = ctx.cuda_handles();
+  const float x_scale = state.input.scale();
+  if (!state.weight_codes.defined()) {
+    const int64_t rows = w.dim(0), per = w.numel() / rows;
+    const Tensor host = w.to(Device::cpu, &ctx);
+    std::vector<float> row(static_cast<size_t>(per));
+    Tensor codes = Tensor::zeros_cpu(w.shape(), DType::u8), descale = Tensor::zeros_cpu({rows}, DType::f32);
+    state.weight_amax.assign(size_t(rows), 0.0f);
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t i = 0; i < per; ++i) row[size_t(i)] = bf16_to_float(host.data<bf16>()[r * per + i]);
+      const float m = amax_cpu(per, row.data());
+      KD_CHECK(std::isfinite(m), "fp8: the weights hold a NaN or an infinity");
+      state.weight_amax[size_t(r)] = m;
+      const float w_scale = e4m3_scale_for_amax(m, 0);
+      fp8_quantize_cpu(per, row.data(), w_scale, codes.data<uint8_t>() + r * per);
+      descale.data<float>()[r] = 1.0f / (x_scale * w_scale);
+    }
+    state.weight_codes = codes.to(Device::cuda, &ctx);
+    state.descale = descale.to(Device::cuda, &ctx);
+  }
+  Tensor qx = Tensor::empty({x.numel()}, DType::u8, ctx);
+  fp8_quantize_cuda(h, x.numel(), x.data<bf16>(), x_scale, qx.data<uint8_t>());
+  Tensor y = Tensor::empty({s.n, s.out_h(), s.out_w(), s.c_out}, DType::bf16, ctx);
+  conv2d_fp8_forward_cuda(h, s, qx.data<uint8_t>(), state.weight_codes.data<uint8_t>(), state.descale.data<float>(),
+                          y.data<bf16>());
+  return y;
+}
+#endif
+
+}  // namespace
+
+Tensor fp8_conv_forward(Context& ctx, Fp8ConvState& state, const Tensor& x, const Tensor& w, const Conv2dShape& s,
+                        const std::string& layer) {
   if (state.calibrating) {
     if (!state.input.done()) state.input.observe(amax(ctx, x), layer.c_str());
-    return x;
+    return ops::conv2d(ctx, x, w, s);
   }
-  return fp8_round_trip(ctx, x, state.input.scale());
+#if KD_HAVE_CUDA
+  if (ctx.is_cuda() && !state.kernel_failed && s.groups == 1 && cuda_device_has_fp8(ctx.cuda_handles().device)) {
+    try {
+      return fp8_conv_cuda(ctx, state, x, w, s);
+    } catch (const Error& e) {
+      state.kernel_failed = true;
+      static std::atomic<bool> warned{false};
+      if (!warned.exchange(true))
+        std::fprintf(stderr,
+                     "kd: warning: %s: cuDNN's FP8 convolution failed (%s); FP8 layers that fail run the bf16 "
+                     "emulation instead\n",
+                     layer.c_str(), e.what());
+    }
+  }
+#endif
+  return ops::conv2d(ctx, fp8_round_trip(ctx, x, state.input.scale()), fp8_conv_weight(ctx, state, w), s);
 }
 
 std::string Fp8Summary::describe() const {

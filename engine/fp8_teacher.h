@@ -5,17 +5,18 @@
 // FP8 take it: both channel counts >= 16, one group. The stem (3 input channels), depthwise
 // convolutions and the linear head keep the context's precision.
 //
-// Today this emulates FP8: the rounded values are computed with in the context's arithmetic
-// (fp32 on the CPU, where every FP8 product is exact and only the summation order differs from
-// a tensor core; bf16 operands on the GPU, where x / scale is rounded once more to bf16). It
-// measures what FP8 does to a teacher's function (`kd eval --precision fp8`); cuDNN's FP8
-// convolution, which makes it faster, would read the same scales (not built: issue 16).
+// On a GPU with FP8 tensor cores (Hopper) the convolutions run in cuDNN's FP8 (kernels/conv_fp8.h:
+// never run on a GPU yet). Elsewhere FP8 is emulated: the rounded values are computed with in the
+// context's arithmetic (fp32 on the CPU, where every FP8 product is exact and only the summation
+// order differs from a tensor core; bf16 operands on other GPUs, where x / scale is rounded once
+// more to bf16). `kd eval --precision fp8` measures what FP8 does to a teacher's function.
 #pragma once
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "engine/layer.h"
+#include "kernels/conv.h"
 #include "kernels/fp8.h"
 
 namespace kd {
@@ -23,10 +24,12 @@ namespace kd {
 // One convolution's FP8 state.
 struct Fp8ConvState {
   explicit Fp8ConvState(int64_t calibration_batches) : input(calibration_batches) {}
-  AmaxCalibrator input;      // the activation scale, from the calibration batches' inputs
-  bool calibrating = true;   // inputs observed, not rounded; false once calibration ends
+  AmaxCalibrator input;            // the activation scale, from the calibration batches' inputs
+  bool calibrating = true;         // inputs observed, not rounded; false once calibration ends
   std::vector<float> weight_amax;  // per output channel: largest |weight| (after standardisation)
-  Tensor weight;                   // the rounded weights, computed once (the teacher is frozen)
+  Tensor weight;                   // the emulation's rounded weights, computed once (a frozen teacher)
+  Tensor weight_codes, descale;    // cuDNN's FP8 path: E4M3 weights, 1 / (x_scale w_scale[o]) per channel
+  bool kernel_failed = false;      // cuDNN had no FP8 engine for this layer: it runs the emulation
 };
 
 // Largest |x| over a tensor (host value; waits for the device). NaN if any element is NaN.
@@ -40,9 +43,14 @@ Tensor fp8_round_trip(Context& ctx, const Tensor& x, float scale);
 // 0.0007 (docs/experiments.md); a convolution applies them as a per-channel factor on its output.
 Tensor fp8_round_trip_rows(Context& ctx, const Tensor& w, int64_t rows, std::vector<float>* amax_rows = nullptr);
 
-// Used by Conv2d::forward: the weights / the input the convolution reads in FP8.
+// Conv2d::forward with FP8 on: while calibrating, observes x's amax and runs the plain
+// convolution; then, on a GPU with FP8 tensor cores, cuDNN's FP8 convolution of E4M3 codes
+// (kernels/conv_fp8.h), and elsewhere (or where cuDNN has no engine: a warning, once) the
+// emulation conv(round(x), round(w)).
+Tensor fp8_conv_forward(Context& ctx, Fp8ConvState& state, const Tensor& x, const Tensor& w, const Conv2dShape& s,
+                        const std::string& layer);
+// The emulation's rounded weights (per output channel), computed once into state.weight.
 Tensor fp8_conv_weight(Context& ctx, Fp8ConvState& state, const Tensor& w);
-Tensor fp8_conv_input(Context& ctx, Fp8ConvState& state, const Tensor& x, const std::string& layer);
 
 struct Fp8Summary {
   int64_t fp8_convs = 0, other_convs = 0;

@@ -68,9 +68,9 @@ Tensor Conv2d::forward(Context& ctx, const Tensor& x, Mode mode) {
   KD_CHECK(!(train && frozen_), name_, ": training-mode forward through a frozen layer");
   Tensor mean, rstd;
   Tensor w = effective_weight(ctx, &mean, &rstd);
-  if (fp8_) {  // inference in FP8 (engine/fp8_teacher.h): rounded weights and input
+  if (fp8_) {  // inference in FP8 (engine/fp8_teacher.h)
     KD_CHECK(!train, name_, ": FP8 is for inference only (a frozen teacher)");
-    Tensor y = ops::conv2d(ctx, fp8_conv_input(ctx, *fp8_, x, name_), fp8_conv_weight(ctx, *fp8_, w), s);
+    Tensor y = fp8_conv_forward(ctx, *fp8_, x, w, s, name_);
     if (bias_) ops::bias_add(ctx, y, bias_->value);
     return y;
   }

@@ -96,16 +96,7 @@ std::vector<cudnn::Descriptor> make_conv_graph(cudnnHandle_t handle, ConvOp op, 
   const cudnn::Descriptor &x = d[0], &w = d[1], &y = d[2];
 
   const CudnnConvParams p = conv_cudnn_params(s);
-  const cudnnConvolutionMode_t mode = CUDNN_CROSS_CORRELATION;
-  cudnn::Descriptor conv(CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR);
-  conv.set_data_type(CUDNN_ATTR_CONVOLUTION_COMP_TYPE, CUDNN_DATA_FLOAT)
-      .set(CUDNN_ATTR_CONVOLUTION_CONV_MODE, CUDNN_TYPE_CONVOLUTION_MODE, 1, &mode)
-      .set_int64(CUDNN_ATTR_CONVOLUTION_SPATIAL_DIMS, 2)
-      .set_int64s(CUDNN_ATTR_CONVOLUTION_PRE_PADDINGS, p.pre_padding, 2)
-      .set_int64s(CUDNN_ATTR_CONVOLUTION_POST_PADDINGS, p.post_padding, 2)
-      .set_int64s(CUDNN_ATTR_CONVOLUTION_FILTER_STRIDES, p.filter_strides, 2)
-      .set_int64s(CUDNN_ATTR_CONVOLUTION_DILATIONS, p.dilations, 2);
-  conv.finalize();
+  cudnn::Descriptor conv = cudnn::make_convolution_2d(p.pre_padding, p.post_padding, p.filter_strides, p.dilations);
 
   cudnn::Descriptor operation;
   switch (op) {

@@ -129,8 +129,27 @@ Descriptor make_tensor(const TensorSpec& spec) {
       .set_int64s(CUDNN_ATTR_TENSOR_STRIDES, spec.strides, 4)
       .set_int64(CUDNN_ATTR_TENSOR_UNIQUE_ID, spec.uid)
       .set_int64(CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, spec.alignment_bytes);
+  if (spec.is_virtual) {
+    const bool yes = true;
+    t.set(CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &yes);
+  }
   t.finalize();
   return t;
+}
+
+Descriptor make_convolution_2d(const int64_t pre_padding[2], const int64_t post_padding[2], const int64_t strides[2],
+                               const int64_t dilations[2]) {
+  const cudnnConvolutionMode_t mode = CUDNN_CROSS_CORRELATION;
+  Descriptor conv(CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR);
+  conv.set_data_type(CUDNN_ATTR_CONVOLUTION_COMP_TYPE, CUDNN_DATA_FLOAT)
+      .set(CUDNN_ATTR_CONVOLUTION_CONV_MODE, CUDNN_TYPE_CONVOLUTION_MODE, 1, &mode)
+      .set_int64(CUDNN_ATTR_CONVOLUTION_SPATIAL_DIMS, 2)
+      .set_int64s(CUDNN_ATTR_CONVOLUTION_PRE_PADDINGS, pre_padding, 2)
+      .set_int64s(CUDNN_ATTR_CONVOLUTION_POST_PADDINGS, post_padding, 2)
+      .set_int64s(CUDNN_ATTR_CONVOLUTION_FILTER_STRIDES, strides, 2)
+      .set_int64s(CUDNN_ATTR_CONVOLUTION_DILATIONS, dilations, 2);
+  conv.finalize();
+  return conv;
 }
 
 Descriptor make_operation_graph(cudnnHandle_t handle, const std::vector<const Descriptor*>& ops) {

@@ -63,8 +63,14 @@ struct TensorSpec {
   int64_t dims[4] = {};
   int64_t strides[4] = {};
   int64_t alignment_bytes = 16;
+  bool is_virtual = false;  // an intermediate of a graph, never in memory
 };
 Descriptor make_tensor(const TensorSpec& spec);
+
+// A finalized 2-D cross-correlation with fp32 compute: padding before and after, filter strides
+// and dilations, two values each (height, width).
+Descriptor make_convolution_2d(const int64_t pre_padding[2], const int64_t post_padding[2], const int64_t strides[2],
+                               const int64_t dilations[2]);
 
 // An operation graph of the given operations (finalized). The handle is still required by
 // cuDNN before 9.8, so it is always set.

@@ -320,9 +320,8 @@ void distill_loss_cuda(const CudaHandles& h, const DistillLossShape& s, const Di
   KD_CHECK(s.rows < (int64_t(1) << 31) && s.classes < (int64_t(1) << 31),
            "distill_loss_cuda: rows and classes must be < 2^31, got ", s.rows, " x ", s.classes);
   if (s.rows == 0 || !(loss_rows || dstudent || teacher_top1 || student_rank)) return;
-  const int64_t budget = gpu::row_kernel_shared_budget(
-      {reinterpret_cast<const void*>(&distill_loss_kernel<128>), reinterpret_cast<const void*>(&distill_loss_kernel<256>),
-       reinterpret_cast<const void*>(&distill_loss_kernel<512>), reinterpret_cast<const void*>(&distill_loss_kernel<1024>)});
+  const int64_t budget = gpu::row_kernel_shared_budget(&distill_loss_kernel<128>, &distill_loss_kernel<256>,
+                                                       &distill_loss_kernel<512>, &distill_loss_kernel<1024>);
   const LogitRowsPlan plan = distill_loss_cuda_plan(s, budget);
   // Only a huge ensemble (thousands of teachers) would outgrow a block's shared memory.
   KD_CHECK(plan.shared_bytes <= budget, "distill_loss_cuda: ", s.teachers,

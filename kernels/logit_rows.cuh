@@ -54,7 +54,7 @@ __device__ __forceinline__ float* staging_region(void* smem, int64_t header_byte
 
 // The dynamic shared memory a block of any of `kernels` may use on the current device: the
 // opt-in limit less the largest static shared memory among them.
-inline int64_t row_kernel_shared_budget(std::initializer_list<const void*> kernels) {
+inline int64_t shared_budget_of(std::initializer_list<const void*> kernels) {
   int device = 0, optin = 0;
   KD_CUDA_CHECK(cudaGetDevice(&device));
   KD_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
@@ -65,6 +65,10 @@ inline int64_t row_kernel_shared_budget(std::initializer_list<const void*> kerne
     static_bytes = std::max(static_bytes, attr.sharedSizeBytes);
   }
   return int64_t(optin) - int64_t(static_bytes);
+}
+template <typename... Kernels>
+int64_t row_kernel_shared_budget(Kernels... kernels) {
+  return shared_budget_of({reinterpret_cast<const void*>(kernels)...});
 }
 
 // Lets `kernel` launch with `bytes` of dynamic shared memory (beyond the default 48 KiB, less

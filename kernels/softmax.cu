@@ -105,11 +105,10 @@ void cross_entropy_cuda(const CudaHandles& h, int64_t rows, int64_t classes, con
   a.grad_scale = grad_scale;
   // A row is read twice only with the gradient or smoothing; stage it then, when it fits.
   const bool second_pass = dlogits || (loss_rows && label_smoothing != 0.0f);
-  const int64_t budget = second_pass ? gpu::row_kernel_shared_budget({reinterpret_cast<const void*>(&cross_entropy_kernel<128>),
-                                                                     reinterpret_cast<const void*>(&cross_entropy_kernel<256>),
-                                                                     reinterpret_cast<const void*>(&cross_entropy_kernel<512>),
-                                                                     reinterpret_cast<const void*>(&cross_entropy_kernel<1024>)})
-                                     : 0;
+  const int64_t budget =
+      second_pass ? gpu::row_kernel_shared_budget(&cross_entropy_kernel<128>, &cross_entropy_kernel<256>,
+                                                  &cross_entropy_kernel<512>, &cross_entropy_kernel<1024>)
+                  : 0;
   const LogitRowsPlan plan = logit_rows_plan(classes, 1, 0, budget);
   a.cache = plan.cache_rows;
   switch (plan.threads) {

@@ -10,8 +10,8 @@
 namespace kd {
 
 Fp8Summary prepare_fp8_teachers(Context& ctx, const std::vector<Model*>& teachers,
-                                const std::vector<int64_t>& resolutions, SourcePtr source,
-                                const EvalSettings& settings, int64_t batches, int64_t batch_size) {
+                                const std::vector<int64_t>& resolutions, SourcePtr source, const EvalSettings& settings,
+                                int64_t batches, int64_t batch_size) {
   KD_CHECK(resolutions.size() == teachers.size(), "fp8 calibration: ", resolutions.size(), " resolutions for ",
            teachers.size(), " teachers");
   KD_CHECK(source && source->size() > 0, "fp8 calibration needs training images (data.train)");

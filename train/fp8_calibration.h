@@ -14,7 +14,7 @@
 namespace kd {
 
 Fp8Summary prepare_fp8_teachers(Context& ctx, const std::vector<Model*>& teachers,
-                                const std::vector<int64_t>& resolutions, SourcePtr source,
-                                const EvalSettings& settings, int64_t batches, int64_t batch_size);
+                                const std::vector<int64_t>& resolutions, SourcePtr source, const EvalSettings& settings,
+                                int64_t batches, int64_t batch_size);
 
 }  // namespace kd

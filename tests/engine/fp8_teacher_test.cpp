@@ -105,7 +105,8 @@ TEST(Fp8Teacher, CalibratedConvolutionComputesConvOfRoundedInputAndWeights) {
   auto ctx = Context::cpu();
   FrozenConv c(*ctx, 16, 24);
   enable_fp8(*c.conv, 2);
-  const Tensor x1 = host({2, 6, 5, 16}, 11, 0, 3), x2 = host({2, 6, 5, 16}, 12, 0, 5), x3 = host({3, 6, 5, 16}, 13, 0, 4);
+  const Tensor x1 = host({2, 6, 5, 16}, 11, 0, 3), x2 = host({2, 6, 5, 16}, 12, 0, 5),
+               x3 = host({3, 6, 5, 16}, 13, 0, 4);
   EXPECT_THROW(finish_fp8_calibration(*c.conv), Error) << "no calibration batch seen";
   // Calibration batches run unrounded and record the inputs' largest magnitude.
   c.conv->forward(*ctx, x1, Mode::eval);

@@ -12,6 +12,7 @@
 #include <random>
 
 #include "engine/autotune_cache.h"
+#include "engine/fp8_teacher.h"
 #include "engine/gemm_rate.h"
 #include "engine/comm.h"
 #include "engine/timer.h"
@@ -32,7 +33,7 @@ struct BenchArgs {
   std::string teacher = "resnetv2_152x2_bit", student = "resnetv2_50x1_bit", device = "auto", backend = "auto";
   int64_t teacher_res = 224, student_res = 160, batch = 128, steps = 10, warmup = 3, classes = 1000, source_px = 256;
   int64_t accumulate = 1, precondition_every = 20;
-  std::string optimizer = "adam", cpu_backend = "auto";
+  std::string optimizer = "adam", cpu_backend = "auto", teacher_precision = "default";
   int threads = 0;
   bool comm = false, compare_overlap = false, no_overlap = false, no_autotune = false, no_groupnorm_one_pass = false, conv_pad_channels = false;
 };
@@ -120,6 +121,23 @@ void run_bench(const BenchArgs& a) {
   const double act = double(dtype_size(ctx.activation_dtype()));
   const double teacher_bytes_before =
       double(teacher->params().numel()) * (8.0 + (ctx.is_cuda() ? 2.0 : 0.0)) + double(std_numel) * act;
+  if (a.teacher_precision == "fp8") {
+    // Calibrated on one batch of the synthetic images' centre crops (random weights: the scales
+    // only need to be representative for timing).
+    const Fp8Summary fp8 = enable_fp8(*teacher, 1);
+    Tensor host = Tensor::zeros_cpu({a.batch, a.teacher_res, a.teacher_res, 3}, ctx.activation_dtype());
+    std::mt19937 rng(5);
+    std::uniform_real_distribution<float> u(-2.0f, 2.0f);
+    for (int64_t i = 0; i < host.numel(); ++i) {
+      if (host.dtype() == DType::bf16)
+        host.data<bf16>()[i] = float_to_bf16(u(rng));
+      else
+        host.data<float>()[i] = u(rng);
+    }
+    teacher->forward(ctx, host.to(ctx.device(), &ctx), Mode::eval);
+    finish_fp8_calibration(*teacher);
+    if (comm.rank() == 0) std::fprintf(stderr, "kd bench: teacher precision fp8: %s\n", fp8.describe().c_str());
+  }
   std::unique_ptr<Model> student = build_model(ctx, a.student, a.classes, true, "", 2);
   std::unique_ptr<Optimizer> optimizer = Optimizer::create(student->params(), o.optim, o.schedule, ctx);
   optimizer->set_communicator(&comm);
@@ -171,11 +189,11 @@ void run_bench(const BenchArgs& a) {
         "RESULT {\"tool\": \"kd\", \"device\": \"%s\", \"images_per_sec\": %.2f, \"mfu\": %.4f, "
         "\"peak_tflops\": %.2f, \"peak_memory_gib\": %.3f, \"teacher_weights_gib\": %.3f, \"batch\": %lld, "
         "\"ranks\": %d, \"accumulate\": %lld, \"overlap\": %s, \"optimizer\": \"%s\", \"autotune\": %s, "
-        "\"groupnorm_one_pass\": %s, \"conv_pad_channels\": %s}\n",
+        "\"groupnorm_one_pass\": %s, \"conv_pad_channels\": %s, \"teacher_precision\": \"%s\"}\n",
         ctx.describe().c_str(), images_per_s, mfu, peak / 1e12, peak_gib, double(teacher_bytes) / double(1ull << 30),
         (long long)a.batch, comm.size(), (long long)a.accumulate, overlap ? "true" : "false", a.optimizer.c_str(),
         a.no_autotune ? "false" : "true", a.no_groupnorm_one_pass ? "false" : "true",
-        a.conv_pad_channels ? "true" : "false");
+        a.conv_pad_channels ? "true" : "false", a.teacher_precision.c_str());
   }
 }
 
@@ -229,6 +247,10 @@ void add_bench_command(CLI::App& app) {
                 "take cuDNN's first engine per convolution instead of the fastest of its candidates");
   cmd->add_flag("--conv-pad-channels", args->conv_pad_channels,
                 "convolutions on < 8 channels (the stems) padded to 8 (run.conv_pad_channels)");
+  cmd->add_option("--teacher-precision", args->teacher_precision,
+                  "fp8: the teacher's convolutions in FP8 (teacher.precision; scales from one synthetic batch)")
+      ->check(CLI::IsMember({"default", "fp8"}))
+      ->capture_default_str();
   cmd->add_flag("--no-groupnorm-one-pass", args->no_groupnorm_one_pass,
                 "GroupNorm (forward and backward) on the two-pass path (run.groupnorm_one_pass = false), for the comparison");
   cmd->footer(

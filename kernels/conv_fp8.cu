@@ -1,0 +1,143 @@
+// conv2d_fp8_forward_cuda: a two-node cuDNN graph (FP8 convolution -> per-channel multiply), its
+// plan built once per (shape, alignment) and cached. Never run on a GPU yet (issue 16's FP8
+// teacher): the first GPU session validates it against conv2d_fp8_forward_cpu
+// (tests/kernels/conv_fp8_test.cpp); the FP8 teacher falls back to its bf16 emulation when this
+// throws.
+#include <array>
+#include <map>
+#include <memory>
+#include <mutex>
+
+#include "kernels/conv_cuda_layout.h"
+#include "kernels/conv_fp8.h"
+#include "kernels/cuda_check.h"
+#include "kernels/cudnn_graph.h"
+
+namespace kd {
+namespace {
+
+constexpr int64_t kUidX = 1, kUidW = 2, kUidY = 3, kUidDescale = 4, kUidConvOut = 100;
+constexpr int64_t kMaxAlignment = 16;
+constexpr int64_t kMaxWorkspaceBytes = int64_t(1) << 30;
+
+struct Fp8Plan {
+  std::vector<cudnn::Descriptor> keep;  // tensors, descriptors, operations and the graph (last)
+  cudnn::Plan plan;
+};
+
+using Fp8Key = std::array<int64_t, 20>;  // handle, device, 14 shape numbers, 4 alignments
+
+struct Fp8PlanCache {
+  std::mutex mutex;
+  std::map<Fp8Key, std::unique_ptr<Fp8Plan>> plans;
+};
+
+Fp8PlanCache& fp8_plan_cache() {
+  static Fp8PlanCache* cache = new Fp8PlanCache;  // never destroyed (cuDNN's teardown order)
+  return *cache;
+}
+
+cudnn::Descriptor tensor(int64_t uid, cudnnDataType_t dtype, const CudnnTensorLayout& layout, int64_t align,
+                         bool is_virtual = false) {
+  cudnn::TensorSpec spec;
+  spec.uid = uid;
+  spec.dtype = dtype;
+  for (int i = 0; i < 4; ++i) spec.dims[i] = layout.dims[i], spec.strides[i] = layout.strides[i];
+  spec.alignment_bytes = align;
+  spec.is_virtual = is_virtual;
+  return cudnn::make_tensor(spec);
+}
+
+std::unique_ptr<Fp8Plan> build_plan(const CudaHandles& h, const Conv2dShape& s, const int64_t align[4]) {
+  auto p = std::make_unique<Fp8Plan>();
+  std::vector<cudnn::Descriptor>& d = p->keep;
+  d.reserve(9);
+  d.push_back(tensor(kUidX, CUDNN_DATA_FP8_E4M3, conv_x_layout(s), align[0]));
+  d.push_back(tensor(kUidW, CUDNN_DATA_FP8_E4M3, conv_w_layout(s), align[1]));
+  d.push_back(tensor(kUidConvOut, CUDNN_DATA_FLOAT, conv_y_layout(s), kMaxAlignment, /*is_virtual=*/true));
+  // The per-channel factor broadcast over n, h, w: dims [1, c_out, 1, 1] in cuDNN's (n, c, h, w)
+  // order, channels contiguous (NHWC-style strides).
+  CudnnTensorLayout per_channel;
+  const int64_t dims[4] = {1, s.c_out, 1, 1}, strides[4] = {s.c_out, 1, s.c_out, s.c_out};
+  for (int i = 0; i < 4; ++i) per_channel.dims[i] = dims[i], per_channel.strides[i] = strides[i];
+  d.push_back(tensor(kUidDescale, CUDNN_DATA_FLOAT, per_channel, align[3]));
+  d.push_back(tensor(kUidY, CUDNN_DATA_BFLOAT16, conv_y_layout(s), align[2]));
+  const cudnn::Descriptor &x = d[0], &w = d[1], &conv_out = d[2], &descale = d[3], &y = d[4];
+
+  const CudnnConvParams cp = conv_cudnn_params(s);
+  cudnn::Descriptor conv = cudnn::make_convolution_2d(cp.pre_padding, cp.post_padding, cp.filter_strides, cp.dilations);
+  cudnn::Descriptor conv_op(CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR);
+  conv_op.set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X, x)
+      .set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, w)
+      .set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, conv_out)
+      .set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC, conv)
+      .set_float(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, 1.0f)
+      .set_float(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, 0.0f);
+  conv_op.finalize();
+
+  const cudnnPointwiseMode_t mul = CUDNN_POINTWISE_MUL;
+  cudnn::Descriptor pw(CUDNN_BACKEND_POINTWISE_DESCRIPTOR);
+  pw.set(CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mul)
+      .set_data_type(CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_DATA_FLOAT);
+  pw.finalize();
+  cudnn::Descriptor scale_op(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR);
+  scale_op.set_descriptor(CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, pw)
+      .set_descriptor(CUDNN_ATTR_OPERATION_POINTWISE_XDESC, conv_out)
+      .set_descriptor(CUDNN_ATTR_OPERATION_POINTWISE_BDESC, descale)
+      .set_descriptor(CUDNN_ATTR_OPERATION_POINTWISE_YDESC, y);
+  scale_op.finalize();
+
+  cudnn::Descriptor graph = cudnn::make_operation_graph(h.cudnn, {&conv_op, &scale_op});
+  std::string why;
+  std::vector<cudnn::Plan> plans = cudnn::make_plans(h.cudnn, graph, 1, kMaxWorkspaceBytes, &why);
+  KD_CHECK(!plans.empty(), "no cuDNN engine for the FP8 convolution (", why.empty() ? "no engine configs" : why, ") [",
+           cudnn::version_string(), "]");
+  p->plan = std::move(plans[0]);
+  d.push_back(std::move(conv));
+  d.push_back(std::move(conv_op));
+  d.push_back(std::move(pw));
+  d.push_back(std::move(scale_op));
+  d.push_back(std::move(graph));
+  return p;
+}
+
+}  // namespace
+
+bool cuda_device_has_fp8(int device) {
+  int major = 0, minor = 0;
+  KD_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  KD_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  return major > 8 || (major == 8 && minor >= 9);
+}
+
+void conv2d_fp8_forward_cuda(const CudaHandles& h, const Conv2dShape& s, const uint8_t* x, const uint8_t* w,
+                             const float* descale, bf16* y) {
+  try {
+    validate(s);
+    KD_CHECK(s.groups == 1, "one group only");
+    KD_CHECK(h.cudnn && h.workspace, "CudaHandles without a cuDNN handle or workspace");
+    const int64_t align[4] = {pointer_alignment_bytes(x, kMaxAlignment), pointer_alignment_bytes(w, kMaxAlignment),
+                              pointer_alignment_bytes(y, kMaxAlignment),
+                              pointer_alignment_bytes(descale, kMaxAlignment)};
+    Fp8PlanCache& cache = fp8_plan_cache();
+    const Fp8Plan* plan = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(cache.mutex);
+      Fp8Key key{int64_t(reinterpret_cast<uintptr_t>(h.cudnn)), h.device};
+      const auto shape = s.key();
+      std::copy(shape.begin(), shape.end(), key.begin() + 2);
+      for (int i = 0; i < 4; ++i) key[16 + size_t(i)] = align[i];
+      auto it = cache.plans.find(key);
+      if (it == cache.plans.end()) it = cache.plans.emplace(key, build_plan(h, s, align)).first;
+      plan = it->second.get();
+    }
+    void* ws = h.workspace->get(size_t(plan->plan.workspace_bytes));
+    cudnn::check(cudnn::execute(h.cudnn, plan->plan, {kUidX, kUidW, kUidDescale, kUidY},
+                                {const_cast<uint8_t*>(x), const_cast<uint8_t*>(w), const_cast<float*>(descale), y}, ws),
+                 "cudnnBackendExecute (" + plan->plan.describe() + ")");
+  } catch (const Error& e) {
+    KD_FAIL("conv2d_fp8_forward_cuda ", s.describe(), ": ", e.what());
+  }
+}
+
+}  // namespace kd

@@ -13,6 +13,9 @@
 #include "engine/checkpoint.h"
 #include "engine/safetensors.h"
 #include "engine/version.h"
+#if KD_HAVE_CUDA
+#include "kernels/conv_fp8.h"
+#endif
 #include "train/data_fingerprint.h"
 #include "train/distributed.h"
 #include "train/fp8_calibration.h"
@@ -234,14 +237,19 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
 
   const StepConfig step_config = o.step_config();
   if (o.mode == RunMode::distill && o.teacher.precision == "fp8") {
+#if KD_HAVE_CUDA
+    KD_CHECK(!ctx->is_cuda() || cuda_device_has_fp8(ctx->cuda_handles().device),
+             "teacher.precision = fp8 needs FP8 tensor cores (compute capability 8.9 or newer: Ada, Hopper); ",
+             ctx->describe(), " has none. `kd eval --precision fp8` measures FP8's effect on a teacher anywhere");
+#endif
     std::vector<int64_t> resolutions;
     for (size_t k = 0; k < teachers.size(); ++k) resolutions.push_back(step_config.teacher_res(k));
     const Fp8Summary fp8 = prepare_fp8_teachers(*ctx, teachers, resolutions, data.train, eval_settings(o),
                                                 o.teacher.fp8_calibration_batches, o.data.batch_size);
     message("  teacher precision fp8: " + fp8.describe() + ", scales calibrated on the centre crops of " +
             std::to_string(std::min(data.train->size(), o.teacher.fp8_calibration_batches * o.data.batch_size)) +
-            " training images; emulated (FP8 values, " + (ctx->is_cuda() ? "bf16" : "fp32") +
-            " arithmetic)" + (ctx->is_cuda() ? ": no speed-up until cuDNN's FP8 convolution is wired (issue 16)" : ""));
+            " training images; " +
+            (ctx->is_cuda() ? "cuDNN FP8 convolutions" : "emulated on the CPU (FP8 values, fp32 arithmetic)"));
   }
   EpochSampler sampler = make_sampler(*data.train, o.data, uint64_t(o.run.seed), comm.rank(), comm.size());
   if (data.train->shard(0) >= 0)

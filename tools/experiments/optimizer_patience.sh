@@ -5,7 +5,8 @@
 # both). Reports test top-1 per (optimizer, epochs) as mean +- sd over the seeds, and the epochs
 # Shampoo needs to reach Adam's top-1 at the longest length Adam ran (interpolated on a log axis
 # between Shampoo's lengths). Resumable (a run with a summary.json is skipped); two runs at a time,
-# one thread each. Writes <out>/optimizer_patience.md. Not part of CI.
+# one thread each. Writes <out>/optimizer_patience.md and its figure optimizer_patience.png. Not
+# part of CI.
 #   tools/experiments/optimizer_patience.sh ["150 300 600" (Shampoo)] ["600" (Adam)]
 #   env: KD_BIN, KD_TEACHER, KD_OUT, KD_SEEDS ("0 1 2"), KD_ADAM_LR, KD_SHAMPOO_LR
 set -euo pipefail
@@ -71,3 +72,4 @@ if adam and shampoo:
     print(f"Adam's top-1 at {target_epochs} epochs: {target:.2f}. Epochs Shampoo needs for it "
           f"(its seed means, log-linear between its lengths): {found or 'more than ' + str(curve[-1][0])}.")
 PY
+/usr/bin/python3 tools/experiments/plot_runs.py optimizers "$out" -o "$out/optimizer_patience.png"

@@ -39,13 +39,13 @@ Tensor operand(int which, int64_t n, DType dtype) {
   return t;
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t m = v.size() / 2;
-  return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
-}
-
 }  // namespace
+
+double median_of(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n == 0 ? 0 : n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
 
 GemmRate measure_gemm_rate(Context& ctx, bool quick) {
   GemmRate r;
@@ -81,8 +81,8 @@ GemmRate measure_gemm_rate(Context& ctx, bool quick) {
   run();
   run();
   ctx.synchronize();
-  r.reps = gemm_rate_reps(median(series(3)), quick ? 0.01 : 0.25, quick);
-  r.median_s = median(series(r.reps));
+  r.reps = gemm_rate_reps(median_of(series(3)), quick ? 0.01 : 0.25, quick);
+  r.median_s = median_of(series(r.reps));
   r.flops_per_s = 2.0 * double(n) * double(n) * double(n) / r.median_s;
   return r;
 }

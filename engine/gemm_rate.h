@@ -12,6 +12,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "engine/context.h"
 
@@ -35,5 +36,8 @@ float gemm_rate_operand(int which, int64_t i);
 int gemm_rate_reps(double estimate_s, double target_s, bool quick);
 
 GemmRate measure_gemm_rate(Context& ctx, bool quick = false);
+// The median of a series of timings (the mean of the middle two for an even count; 0 if empty):
+// the GEMM rate's and bench_kernels' statistic.
+double median_of(std::vector<double> v);
 
 }  // namespace kd

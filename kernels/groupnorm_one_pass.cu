@@ -47,12 +47,9 @@ __device__ GroupSums<G> operator+(const GroupSums<G>& x, const GroupSums<G>& y) 
   return r;
 }
 
-struct Block {
-  int64_t image, g0;  // the block's image and the span's first group
-};
-__device__ Block block_of(const GroupNormShape& s, int groups_per_block) {
-  const int64_t spans = s.groups / groups_per_block;
-  return {blockIdx.x / spans, (blockIdx.x % spans) * groups_per_block};
+// This block's image and span (groupnorm_block_span, host-tested).
+__device__ __forceinline__ GroupNormSpan block_of(const GroupNormShape& s, int groups_per_block) {
+  return groupnorm_block_span(s, groups_per_block, int64_t(blockIdx.x));
 }
 
 // ---- forward, 16-byte chunks, G > 1 groups a block -----------------------------------------
@@ -66,7 +63,7 @@ __global__ void __launch_bounds__(THREADS)
   __shared__ typename BlockReduce::TempStorage reduce_storage;
   __shared__ float stats[2 * G];
 
-  const Block blk = block_of(s, G);
+  const GroupNormSpan blk = block_of(s, G);
   const int64_t cpg = s.channels_per_group(), k = threadIdx.x % (span / 8);
   const bf16* xi = x + blk.image * s.hw * s.c;
   bf16* yi = y + blk.image * s.hw * s.c;
@@ -152,7 +149,7 @@ __global__ void __launch_bounds__(THREADS)
   __shared__ typename BlockReduce::TempStorage reduce_storage;
   __shared__ float stats[2];
 
-  const Block blk = block_of(s, 1);
+  const GroupNormSpan blk = block_of(s, 1);
   const int64_t cpg = s.channels_per_group();
   const bf16* xi = x + blk.image * s.hw * s.c;
   bf16* yi = y + blk.image * s.hw * s.c;
@@ -217,7 +214,7 @@ __global__ void __launch_bounds__(THREADS)
   SumPairD* span_sums = reinterpret_cast<SumPairD*>(warp_sums + kWarps * span);  // [span]
   __shared__ float group_means[2 * G];  // of dL/dx_hat and of dL/dx_hat * x_hat
 
-  const Block blk = block_of(s, G);
+  const GroupNormSpan blk = block_of(s, G);
   const int64_t cpg = s.channels_per_group(), chunks_per_pixel = span / 8, k = threadIdx.x % chunks_per_pixel;
   const int64_t at = blk.image * s.hw * s.c, ch0 = groupnorm_chunk_channel(s, 8, span, blk.g0, k, 0);
   float mu[8], rs[8], ga[8], be[8], sum_g[8], sum_gx[8];

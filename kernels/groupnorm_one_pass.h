@@ -54,6 +54,16 @@ struct GroupNormOnePassPlan {
 GroupNormOnePassPlan groupnorm_one_pass_plan(const GroupNormShape& s, bool aligned16, int64_t max_smem_bytes,
                                              bool backward = false);
 
+// What block b of a plan's n * groups / G blocks normalises: its image and the first group of
+// its span (blocks of one image are consecutive, spans in group order).
+struct GroupNormSpan {
+  int64_t image, g0;
+};
+KD_HD GroupNormSpan groupnorm_block_span(const GroupNormShape& s, int groups_per_block, int64_t block) {
+  const int64_t spans = s.groups / groups_per_block;
+  return {block / spans, (block % spans) * groups_per_block};
+}
+
 // Channel of value j (< vec) of chunk q of the span that starts at group g0 (span channels).
 KD_HD int64_t groupnorm_chunk_channel(const GroupNormShape& s, int vec, int64_t span, int64_t g0, int64_t q, int j) {
   return g0 * (s.c / s.groups) + (q % (span / vec)) * vec + j;

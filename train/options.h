@@ -87,7 +87,7 @@ struct RunOptions {
   double label_smoothing = 0.0;  // kd train only
   bool autotune = true;           // GPU: time cuDNN's candidate engines once per convolution shape
   std::string autotune_cache;     // where the choices persist ("": the default, "off": nowhere)
-  bool groupnorm_one_pass = true;  // GPU: GroupNorm forward in one pass where a group fits on chip
+  bool groupnorm_one_pass = true;  // GPU: GroupNorm forward and backward in one pass where a span fits on chip
   bool conv_pad_channels = false;  // GPU: convolutions on < 8 channels padded to 8 (off until measured)
   int64_t skip_nonfinite = 0;     // steps with a non-finite loss/gradient skipped before the run stops
   bool allow_data_change = false; // resume even when the training data differs from the checkpoint's

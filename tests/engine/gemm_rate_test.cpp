@@ -53,5 +53,11 @@ TEST(GemmRate, MeasuresTheCpuProduct) {
   EXPECT_GT(r.flops_per_s, 1e8) << "a 512^3 product in under 2.7 s";
 }
 
+TEST(GemmRate, MedianOfASeries) {
+  EXPECT_EQ(median_of({3.0, 1.0, 2.0}), 2.0);
+  EXPECT_EQ(median_of({4.0, 1.0, 3.0, 2.0}), 2.5) << "an even count: the mean of the middle two";
+  EXPECT_EQ(median_of({}), 0.0);
+}
+
 }  // namespace
 }  // namespace kd

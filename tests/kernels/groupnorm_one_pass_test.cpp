@@ -112,6 +112,23 @@ TEST(GroupNormOnePassPlan, GroupsLargerThanSharedMemoryTakeTheTwoPassPath) {
   EXPECT_THROW(groupnorm_one_pass_plan(shape(1, 4, 10, 3), true, kHopperLimit), Error) << "3 does not divide 10";
 }
 
+TEST(GroupNormOnePassMapping, EveryImageAndSpanHasExactlyOneBlock) {
+  for (const GroupNormShape& s : {shape(3, 7, 64, 4), shape(2, 5, 12, 3), shape(4, 2, 4096, 32), shape(5, 3, 128, 32)})
+    for (bool backward : {false, true}) {
+      const GroupNormOnePassPlan p = groupnorm_one_pass_plan(s, true, kHopperLimit, backward);
+      if (!p.fits) continue;
+      std::vector<int> seen(size_t(s.n * s.groups), 0);
+      for (int64_t b = 0; b < p.blocks; ++b) {
+        const GroupNormSpan span = groupnorm_block_span(s, p.groups_per_block, b);
+        ASSERT_LT(span.image, s.n);
+        ASSERT_EQ(span.g0 % p.groups_per_block, 0);
+        for (int g = 0; g < p.groups_per_block; ++g) ++seen.at(size_t(span.image * s.groups + span.g0 + g));
+      }
+      for (size_t i = 0; i < seen.size(); ++i) ASSERT_EQ(seen[i], 1) << "image " << i / size_t(s.groups) << " group "
+                                                                       << i % size_t(s.groups);
+    }
+}
+
 TEST(GroupNormOnePassMapping, EveryValueIsInExactlyOneChunkOfItsOwnSpan) {
   for (const GroupNormShape& s : {shape(1, 7, 64, 4), shape(1, 5, 12, 3), shape(1, 3, 24, 24), shape(1, 2, 4096, 32),
                                   shape(1, 5, 64, 32), shape(1, 3, 128, 32)})

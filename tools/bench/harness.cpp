@@ -6,6 +6,7 @@
 #include <cstring>
 #include <sstream>
 
+#include "engine/gemm_rate.h"
 #include "kernels/random.h"
 #if KD_HAVE_CUDA
 #include "kernels/cuda_check.h"
@@ -175,16 +176,6 @@ std::vector<double> time_runs(const Env& env, const std::function<void(int)>& ru
   return seconds;
 }
 
-namespace {
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n == 0 ? 0 : n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-}  // namespace
-
 Result run_case(const Env& env, const std::string& name, const Case& c) {
   Result r;
   r.name = name, r.shape = c.shape, r.note = c.note, r.bytes = c.bytes, r.flops = c.flops, r.copies = c.copies;
@@ -195,11 +186,11 @@ Result run_case(const Env& env, const std::string& name, const Case& c) {
     for (int i = 0; i < warm; ++i) c.run(i % c.copies);
     env.ctx->synchronize();
     // Repetitions: enough for ~0.25 s of timed work (quick: ~10 ms), within [min, max].
-    const double estimate = median(time_runs(env, c.run, c.copies, 0, 3));
+    const double estimate = median_of(time_runs(env, c.run, c.copies, 0, 3));
     const double target = env.quick ? 0.01 : 0.25;
     const int lo = env.quick ? 3 : 10, hi = env.quick ? 10 : (env.cuda ? 200 : 50);
     r.reps = int(std::clamp<double>(estimate > 0 ? target / estimate : hi, lo, hi));
-    r.median_s = median(time_runs(env, c.run, c.copies, 3, r.reps));
+    r.median_s = median_of(time_runs(env, c.run, c.copies, 3, r.reps));
     const double floor = c.floor_rate > 0 ? c.floor_rate : c.flops > 0 ? env.matmul_rate : env.copy_rate;
     r.rate = (c.flops > 0 ? c.flops : c.bytes) / r.median_s;
     r.floor_fraction = floor > 0 ? r.rate / floor : 0;

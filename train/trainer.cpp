@@ -375,6 +375,15 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
         << ",\n  \"agreement\": " << json_number(result.eval.agree_top1)
         << ",\n  \"agreement_top5\": " << json_number(result.eval.agree_top5)
         << ",\n  \"kl\": " << json_number(result.eval.kl);
+    if (result.eval.each_teacher_top1.size() > 1) {  // an ensemble: each member's top-1 and agreement too
+      auto list = [](const std::vector<double>& v) {
+        std::string out;
+        for (size_t m = 0; m < v.size(); ++m) out += (m ? ", " : "") + json_number(v[m]);
+        return "[" + out + "]";
+      };
+      s << ",\n  \"each_teacher_top1\": " << list(result.eval.each_teacher_top1)
+        << ",\n  \"each_agreement\": " << list(result.eval.each_agree_top1);
+    }
     s << ",\n  \"final_lr\": " << json_number(result.final_lr) << ",\n  \"bad_images\": " << result.bad_images
       << ",\n  \"bad_images_by_kind\": {";
     for (size_t k = 0; k < result.bad_images_by_kind.size(); ++k)

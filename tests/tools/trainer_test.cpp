@@ -121,6 +121,21 @@ TEST_F(Distill, Fp8TeacherResumesBitwiseAndAgreesWithTheFullPrecisionOne) {
   EXPECT_GT(json_value(eval.out, "kl"), 0.0) << "FP8 rounding changes the function a little: " << eval.out;
 }
 
+// An ensemble's summary.json carries each member's top-1 and the student's agreement with each.
+TEST_F(Distill, EnsembleSummaryNamesEachTeacher) {
+  const auto r = run_kd(concat({"distill"}, concat(tiny_run(*dir_, "ensemble", 2),
+                                                   {kStudentArch, "teacher.weights=" + teacher_ + "," + teacher_})));
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string summary = test::read_text(dir_->str() + "/runs/ensemble/summary.json");
+  EXPECT_NE(summary.find("\"each_teacher_top1\": ["), std::string::npos) << summary;
+  EXPECT_NE(summary.find("\"each_agreement\": ["), std::string::npos) << summary;
+  const auto one = run_kd(concat({"distill"}, distill_run("ensemble_of_one", 2)));
+  ASSERT_EQ(one.code, 0) << one.err;
+  EXPECT_EQ(test::read_text(dir_->str() + "/runs/ensemble_of_one/summary.json").find("each_agreement"),
+            std::string::npos)
+      << "one teacher: no per-member fields";
+}
+
 TEST_F(Distill, EveryTeachingStrategyRuns) {
   for (const char* s : {"fixed", "independent", "consistent"}) {
     const auto r = run_kd(concat({"distill"}, concat(distill_run(std::string("s_") + s, 4), {std::string("distill.strategy=") + s})));

@@ -29,6 +29,17 @@ BatchPlan fixed_plan(std::vector<std::vector<int64_t>> batches) {
   };
 }
 
+BatchPlan range_plan(int64_t first, int64_t count, int64_t batch_size) {
+  KD_CHECK(first >= 0 && count >= 0 && batch_size >= 1,
+           "range_plan: need first >= 0, count >= 0, batch_size >= 1, got ", first, ", ", count, ", ", batch_size);
+  return [first, count, batch_size](int64_t step) {
+    std::vector<int64_t> batch;
+    for (int64_t i = step * batch_size; step >= 0 && i < std::min(count, (step + 1) * batch_size); ++i)
+      batch.push_back(first + i);
+    return batch;
+  };
+}
+
 Loader::Loader(SourcePtr source, BatchPlan plan, LoaderOptions options)
     : source_(std::move(source)), plan_(std::move(plan)), options_(std::move(options)) {
   KD_CHECK(source_ != nullptr, "loader: no data source");

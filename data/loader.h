@@ -53,6 +53,9 @@ using BatchPlan = std::function<std::vector<int64_t>(int64_t step)>;
 
 // A plan that hands out a fixed list of batches (then ends).
 BatchPlan fixed_plan(std::vector<std::vector<int64_t>> batches);
+// Source indices first .. first + count - 1 in order, batch_size at a time (the last batch may
+// be shorter), then the end: evaluation's and the teachers' passes over a fixed set of images.
+BatchPlan range_plan(int64_t first, int64_t count, int64_t batch_size);
 
 struct LoaderOptions {
   int batch_size = 0;          // the most indices one batch may have

@@ -24,6 +24,16 @@ void check_fp8_tensor(const Context& ctx, const Tensor& x, const char* op) {
            ", got ", x.describe(), ctx.is_cuda() ? "" : " (a double-precision context has no FP8 teacher)");
 }
 
+// A GPU whose tensor cores take FP8 (cuDNN's FP8 convolution runs there).
+bool fp8_tensor_cores(Context& ctx) {
+#if KD_HAVE_CUDA
+  return ctx.is_cuda() && cuda_device_has_fp8(ctx.cuda_handles().device);
+#else
+  (void)ctx;
+  return false;
+#endif
+}
+
 }  // namespace
 
 float amax(Context& ctx, const Tensor& x) {
@@ -62,34 +72,51 @@ Tensor fp8_round_trip(Context& ctx, const Tensor& x, float scale) {
 #endif
 }
 
-Tensor fp8_round_trip_rows(Context& ctx, const Tensor& w, int64_t rows, std::vector<float>* amax_rows) {
-  // On the host: weights are rounded once per teacher, and this keeps one rule for both devices.
-  check_fp8_tensor(ctx, w, "fp8_round_trip_rows");
-  KD_CHECK(rows >= 1 && w.numel() % rows == 0, "fp8_round_trip_rows: ", w.describe(), " does not split into ", rows,
-           " rows");
-  const int64_t n = w.numel(), per = n / rows;
+namespace {
+
+// E4M3 codes of each row r of w times its own scale (from the row's amax), on the host: weights
+// are quantised once per teacher, and one rule serves the emulation and cuDNN's FP8 path.
+struct RowCodes {
+  int64_t per_row = 0;
+  std::vector<uint8_t> codes;
+  std::vector<float> scale, amax;
+};
+RowCodes quantize_rows_host(Context& ctx, const Tensor& w, int64_t rows) {
+  check_fp8_tensor(ctx, w, "fp8 weights");
+  KD_CHECK(rows >= 1 && w.numel() % rows == 0, "fp8 weights: ", w.describe(), " do not split into ", rows, " rows");
+  const int64_t n = w.numel();
+  RowCodes r;
+  r.per_row = n / rows;
   std::vector<float> v(static_cast<size_t>(n));
   const Tensor host = w.to(Device::cpu, &ctx);
   if (ctx.is_cuda())
     for (int64_t i = 0; i < n; ++i) v[size_t(i)] = bf16_to_float(host.data<bf16>()[i]);
   else
     std::copy_n(host.data<float>(), n, v.data());
-  std::vector<uint8_t> q(static_cast<size_t>(per));
-  if (amax_rows) amax_rows->assign(size_t(rows), 0.0f);
-  for (int64_t r = 0; r < rows; ++r) {
-    float* row = v.data() + r * per;
-    const float m = amax_cpu(per, row);
+  r.codes.resize(size_t(n));
+  for (int64_t row = 0; row < rows; ++row) {
+    const float m = amax_cpu(r.per_row, v.data() + row * r.per_row);
     KD_CHECK(std::isfinite(m), "fp8: the weights hold a NaN or an infinity");
-    if (amax_rows) (*amax_rows)[size_t(r)] = m;
-    const float scale = e4m3_scale_for_amax(m, 0);
-    fp8_quantize_cpu(per, row, scale, q.data());
-    fp8_dequantize_cpu(per, q.data(), scale, row);
+    r.amax.push_back(m);
+    r.scale.push_back(e4m3_scale_for_amax(m, 0));
+    fp8_quantize_cpu(r.per_row, v.data() + row * r.per_row, r.scale.back(), r.codes.data() + row * r.per_row);
   }
+  return r;
+}
+
+}  // namespace
+
+Tensor fp8_round_trip_rows(Context& ctx, const Tensor& w, int64_t rows, std::vector<float>* amax_rows) {
+  const RowCodes r = quantize_rows_host(ctx, w, rows);
+  std::vector<float> v(r.codes.size());
+  for (int64_t row = 0; row < rows; ++row)
+    fp8_dequantize_cpu(r.per_row, r.codes.data() + row * r.per_row, r.scale[size_t(row)], v.data() + row * r.per_row);
+  if (amax_rows) *amax_rows = r.amax;
   Tensor out_host = Tensor::zeros_cpu(w.shape(), w.dtype());
   if (ctx.is_cuda())
-    for (int64_t i = 0; i < n; ++i) out_host.data<bf16>()[i] = float_to_bf16(v[size_t(i)]);
+    for (size_t i = 0; i < v.size(); ++i) out_host.data<bf16>()[i] = float_to_bf16(v[i]);
   else
-    std::copy_n(v.data(), n, out_host.data<float>());
+    std::copy(v.begin(), v.end(), out_host.data<float>());
   return out_host.to(ctx.device(), &ctx);
 }
 
@@ -107,20 +134,11 @@ Tensor fp8_conv_cuda(Context& ctx, Fp8ConvState& state, const Tensor& x, const T
   const CudaHandles& h = ctx.cuda_handles();
   const float x_scale = state.input.scale();
   if (!state.weight_codes.defined()) {
-    const int64_t rows = w.dim(0), per = w.numel() / rows;
-    const Tensor host = w.to(Device::cpu, &ctx);
-    std::vector<float> row(static_cast<size_t>(per));
-    Tensor codes = Tensor::zeros_cpu(w.shape(), DType::u8), descale = Tensor::zeros_cpu({rows}, DType::f32);
-    state.weight_amax.assign(size_t(rows), 0.0f);
-    for (int64_t r = 0; r < rows; ++r) {
-      for (int64_t i = 0; i < per; ++i) row[size_t(i)] = bf16_to_float(host.data<bf16>()[r * per + i]);
-      const float m = amax_cpu(per, row.data());
-      KD_CHECK(std::isfinite(m), "fp8: the weights hold a NaN or an infinity");
-      state.weight_amax[size_t(r)] = m;
-      const float w_scale = e4m3_scale_for_amax(m, 0);
-      fp8_quantize_cpu(per, row.data(), w_scale, codes.data<uint8_t>() + r * per);
-      descale.data<float>()[r] = 1.0f / (x_scale * w_scale);
-    }
+    const RowCodes r = quantize_rows_host(ctx, w, w.dim(0));
+    Tensor codes = Tensor::zeros_cpu(w.shape(), DType::u8), descale = Tensor::zeros_cpu({w.dim(0)}, DType::f32);
+    std::copy(r.codes.begin(), r.codes.end(), codes.data<uint8_t>());
+    for (size_t o = 0; o < r.scale.size(); ++o) descale.data<float>()[o] = 1.0f / (x_scale * r.scale[o]);
+    state.weight_amax = r.amax;
     state.weight_codes = codes.to(Device::cuda, &ctx);
     state.descale = descale.to(Device::cuda, &ctx);
   }
@@ -139,14 +157,15 @@ Tensor fp8_conv_forward(Context& ctx, Fp8ConvState& state, const Tensor& x, cons
                         const std::string& layer) {
   if (state.calibrating) {
     if (!state.input.done()) state.input.observe(amax(ctx, x), layer.c_str());
+    state.emulate = !fp8_tensor_cores(ctx);
     return ops::conv2d(ctx, x, w, s);
   }
 #if KD_HAVE_CUDA
-  if (ctx.is_cuda() && !state.kernel_failed && s.groups == 1 && cuda_device_has_fp8(ctx.cuda_handles().device)) {
+  if (!state.emulate) {
     try {
       return fp8_conv_cuda(ctx, state, x, w, s);
     } catch (const Error& e) {
-      state.kernel_failed = true;
+      state.emulate = true;
       static std::atomic<bool> warned{false};
       if (!warned.exchange(true))
         std::fprintf(stderr,
@@ -157,6 +176,12 @@ Tensor fp8_conv_forward(Context& ctx, Fp8ConvState& state, const Tensor& x, cons
   }
 #endif
   return ops::conv2d(ctx, fp8_round_trip(ctx, x, state.input.scale()), fp8_conv_weight(ctx, state, w), s);
+}
+
+std::string fp8_path(Context& ctx) {
+  if (fp8_tensor_cores(ctx)) return "cuDNN FP8 convolutions";
+  return ctx.is_cuda() ? "emulated in bf16 (this GPU has no FP8 tensor cores)"
+                       : "emulated on the CPU (FP8 values, fp32 arithmetic)";
 }
 
 std::string Fp8Summary::describe() const {

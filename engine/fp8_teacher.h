@@ -29,7 +29,9 @@ struct Fp8ConvState {
   std::vector<float> weight_amax;  // per output channel: largest |weight| (after standardisation)
   Tensor weight;                   // the emulation's rounded weights, computed once (a frozen teacher)
   Tensor weight_codes, descale;    // cuDNN's FP8 path: E4M3 weights, 1 / (x_scale w_scale[o]) per channel
-  bool kernel_failed = false;      // cuDNN had no FP8 engine for this layer: it runs the emulation
+  // The emulation runs: on the CPU and on GPUs without FP8 tensor cores (decided while
+  // calibrating), and where cuDNN had no FP8 engine for this layer.
+  bool emulate = true;
 };
 
 // Largest |x| over a tensor (host value; waits for the device). NaN if any element is NaN.
@@ -54,8 +56,12 @@ Tensor fp8_conv_weight(Context& ctx, Fp8ConvState& state, const Tensor& w);
 
 struct Fp8Summary {
   int64_t fp8_convs = 0, other_convs = 0;
-  std::string describe() const;  // "FP8 (E4M3) in 51 of 53 convolutions"
+  int64_t calibration_images = 0;  // set by prepare_fp8_teachers (train/fp8_calibration.h)
+  std::string describe() const;    // "FP8 (E4M3) in 51 of 53 convolutions"
 };
+// How a context runs FP8 convolutions: "cuDNN FP8 convolutions", or the emulation (on the CPU, or
+// on a GPU without FP8 tensor cores).
+std::string fp8_path(Context& ctx);
 // Turns FP8 on in every eligible convolution of a frozen model; they calibrate until
 // finish_fp8_calibration. Throws for a model that is not frozen.
 Fp8Summary enable_fp8(Layer& model, int64_t calibration_batches);

@@ -99,17 +99,12 @@ EvalResult evaluate(Context& ctx, Model& student, const std::vector<Model*>& tea
   const int64_t total = test->size(), classes = student.spec().num_classes, k = int64_t(teachers.size());
   const int64_t ranks = comm ? comm->size() : 1, rank = comm ? comm->rank() : 0;
   const int64_t first = total * rank / ranks, n = total * (rank + 1) / ranks - first;  // this rank's part
-  std::vector<std::vector<int64_t>> plan;
-  for (int64_t b = 0; b < n; b += settings.batch_size) {
-    plan.emplace_back();
-    for (int64_t i = b; i < std::min(n, b + settings.batch_size); ++i) plan.back().push_back(first + i);
-  }
   LoaderOptions lo;
   lo.batch_size = int(settings.batch_size);
   lo.num_threads = settings.threads;
   lo.prefetch_batches = 2;
   std::optional<Loader> loader;
-  if (n > 0) loader.emplace(test, fixed_plan(plan), lo);
+  if (n > 0) loader.emplace(test, range_plan(first, n, settings.batch_size), lo);
 
   const bool use_cache = cache && k > 0;
   const bool fill_cache = use_cache && !cache->filled;

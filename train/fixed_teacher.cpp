@@ -1,8 +1,8 @@
 #include "train/fixed_teacher.h"
 
-#include "data/loader.h"
 #include "engine/ops.h"
 #include "train/pipeline.h"
+#include "train/render.h"
 
 namespace kd {
 
@@ -16,31 +16,18 @@ void FixedTeacherTable::compute(Context& ctx, const std::vector<Model*>& teacher
   teachers_ = int64_t(teachers.size());
   classes_ = teachers[0]->spec().num_classes;
   table_.assign(size_t(images_ * teachers_ * classes_), 0.0f);
-  std::vector<std::vector<int64_t>> plan;
-  for (int64_t b = 0; b < images_; b += kFixedTeacherBatch) {
-    plan.emplace_back();
-    for (int64_t i = b; i < std::min(images_, b + kFixedTeacherBatch); ++i) plan.back().push_back(i);
-  }
-  LoaderOptions lo;
-  lo.batch_size = int(kFixedTeacherBatch);
-  lo.num_threads = loader_threads;
-  lo.prefetch_batches = 2;
-  lo.on_bad_image = [](const std::string&, const std::string&) {};  // the training loader reports them
-  Loader loader(source, fixed_plan(plan), lo);
   int64_t first = 0;
-  while (auto batch = loader.next()) {
-    const PackedImages packed = pack_images(batch->images);
-    const int64_t rows = int64_t(batch->size());
-    auto views = make_eval_views(packed.file_sizes, crop_fraction);
-    place_views(views, packed);
-    const std::vector<Tensor> x = render_views_at(ctx, packed, views, norm, resolutions);
-    const Tensor logits = ops::to_host_f32(ctx, teacher_logits(ctx, teachers, x));  // [teachers, rows, classes]
-    for (int64_t t = 0; t < teachers_; ++t)
-      for (int64_t r = 0; r < rows; ++r)
-        std::copy_n(logits.data<float>() + (t * rows + r) * classes_, classes_,
-                    table_.begin() + ((first + r) * teachers_ + t) * classes_);
-    first += rows;
-  }
+  for_each_centre_crop_batch(
+      ctx, source, images_, kFixedTeacherBatch, loader_threads, crop_fraction, norm, resolutions,
+      [&](const std::vector<Tensor>& x, int64_t rows) {
+        const Tensor logits = ops::to_host_f32(ctx, teacher_logits(ctx, teachers, x));  // [teachers, rows, classes]
+        for (int64_t t = 0; t < teachers_; ++t)
+          for (int64_t r = 0; r < rows; ++r)
+            std::copy_n(logits.data<float>() + (t * rows + r) * classes_, classes_,
+                        table_.begin() + ((first + r) * teachers_ + t) * classes_);
+        first += rows;
+      },
+      [](const std::string&, const std::string&) {});  // the training loader reports unreadable images
   KD_CHECK(first == images_, "fixed teacher: ", first, " of ", images_, " images computed");
 }
 

@@ -5,6 +5,7 @@
 #include <memory>
 #include <mutex>
 
+#include "data/loader.h"
 #include "engine/ops.h"
 #if KD_HAVE_NVJPEG
 #include "kernels/jpeg_device.h"
@@ -162,6 +163,24 @@ std::pair<Tensor, Tensor> render_views(Context& ctx, const PackedImages& batch, 
   if (res2 > 0) resolutions.push_back(res2);
   std::vector<Tensor> views = render_views_at(ctx, batch, recipes, norm, resolutions);
   return {views[0], views.size() > 1 ? views[1] : Tensor()};
+}
+
+void for_each_centre_crop_batch(Context& ctx, const SourcePtr& source, int64_t count, int64_t batch_size, int threads,
+                                float crop_fraction, const Normalization& norm, const std::vector<int64_t>& resolutions,
+                                const std::function<void(const std::vector<Tensor>& views, int64_t rows)>& f,
+                                std::function<void(const std::string&, const std::string&)> on_bad_image) {
+  LoaderOptions lo;
+  lo.batch_size = int(batch_size);
+  lo.num_threads = threads;
+  lo.prefetch_batches = 2;
+  lo.on_bad_image = std::move(on_bad_image);
+  Loader loader(source, range_plan(0, count, batch_size), lo);
+  while (auto batch = loader.next()) {
+    const PackedImages packed = pack_images(batch->images);
+    auto views = make_eval_views(packed.file_sizes, crop_fraction);
+    place_views(views, packed);
+    f(render_views_at(ctx, packed, views, norm, resolutions), int64_t(batch->size()));
+  }
 }
 
 }  // namespace kd

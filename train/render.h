@@ -3,12 +3,14 @@
 // left encoded by the loader (data.jpeg_decoder=nvjpeg) are decoded here, on the GPU, straight
 // into the device pixel buffer the augment kernel reads.
 #pragma once
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "data/image.h"
 #include "data/recipe.h"
+#include "data/source.h"
 #include "engine/context.h"
 #include "kernels/augment.h"
 
@@ -48,6 +50,15 @@ std::pair<Tensor, Tensor> render_views(Context& ctx, const PackedImages& batch, 
 // per entry of `resolutions`.
 std::vector<Tensor> render_views_at(Context& ctx, const PackedImages& batch, const std::vector<ViewRecipe>& recipes,
                                     const Normalization& norm, const std::vector<int64_t>& resolutions);
+
+// Images 0 .. count - 1 of `source` in index order, batch_size at a time, rendered as evaluation
+// renders them (centre crops of crop_fraction) at each of `resolutions`: f(views, rows) per batch,
+// views[k] at resolutions[k]. The teachers' passes over a fixed set of images (the fixed teacher's
+// logits, the FP8 teacher's calibration). on_bad_image as LoaderOptions' (null: a line on stderr).
+void for_each_centre_crop_batch(Context& ctx, const SourcePtr& source, int64_t count, int64_t batch_size, int threads,
+                                float crop_fraction, const Normalization& norm, const std::vector<int64_t>& resolutions,
+                                const std::function<void(const std::vector<Tensor>& views, int64_t rows)>& f,
+                                std::function<void(const std::string&, const std::string&)> on_bad_image = nullptr);
 
 // Images the GPU decoder could not decode (then decoded on the host) and could not decode at
 // all (rendered mid-grey), since the process started. Each is also reported once on stderr.

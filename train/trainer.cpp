@@ -247,9 +247,7 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
     const Fp8Summary fp8 = prepare_fp8_teachers(*ctx, teachers, resolutions, data.train, eval_settings(o),
                                                 o.teacher.fp8_calibration_batches, o.data.batch_size);
     message("  teacher precision fp8: " + fp8.describe() + ", scales calibrated on the centre crops of " +
-            std::to_string(std::min(data.train->size(), o.teacher.fp8_calibration_batches * o.data.batch_size)) +
-            " training images; " +
-            (ctx->is_cuda() ? "cuDNN FP8 convolutions" : "emulated on the CPU (FP8 values, fp32 arithmetic)"));
+            std::to_string(fp8.calibration_images) + " training images; " + fp8_path(*ctx));
   }
   EpochSampler sampler = make_sampler(*data.train, o.data, uint64_t(o.run.seed), comm.rank(), comm.size());
   if (data.train->shard(0) >= 0)

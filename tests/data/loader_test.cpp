@@ -105,6 +105,17 @@ TEST(Loader, BatchesFollowThePlanInStepOrderWhateverTheThreads) {
   EXPECT_GE(source->max_active(), 2) << "four threads never decoded at the same time";
 }
 
+TEST(Loader, RangePlanHandsOutConsecutiveIndicesInBatchesThenEnds) {
+  const BatchPlan plan = range_plan(5, 7, 3);
+  EXPECT_EQ(plan(0), (std::vector<int64_t>{5, 6, 7}));
+  EXPECT_EQ(plan(1), (std::vector<int64_t>{8, 9, 10}));
+  EXPECT_EQ(plan(2), (std::vector<int64_t>{11})) << "the last batch is shorter";
+  EXPECT_TRUE(plan(3).empty());
+  EXPECT_TRUE(plan(-1).empty());
+  EXPECT_TRUE(range_plan(0, 0, 4)(0).empty());
+  EXPECT_THROW(range_plan(0, 4, 0), Error);
+}
+
 TEST(Loader, UnreadableImagesAreReplacedByTheNextReadableOneOfTheDataset) {
   // The replacement depends on the index alone (not on the batch), so ranks and micro-batches
   // that split a global batch fill its slots the same way.

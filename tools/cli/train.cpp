@@ -1,6 +1,5 @@
 #include "tools/cli/train.h"
 
-#include <algorithm>
 #include <cstdio>
 
 #include "engine/config.h"
@@ -121,9 +120,8 @@ int run_eval(const EvalArgs& a) {
     const Fp8Summary s = prepare_fp8_teachers(*ctx, {student.get()}, {settings.student_resolution}, data.train, settings,
                                               options.teacher.fp8_calibration_batches, options.data.batch_size);
     if (!a.json)
-      std::printf("%s: %s, scales calibrated on %lld training images (emulated)\n", a.checkpoint.c_str(),
-                  s.describe().c_str(),
-                  (long long)std::min(data.train->size(), options.teacher.fp8_calibration_batches * options.data.batch_size));
+      std::printf("%s: %s, scales calibrated on %lld training images; %s\n", a.checkpoint.c_str(),
+                  s.describe().c_str(), (long long)s.calibration_images, fp8_path(*ctx).c_str());
   }
   const EvalResult r = evaluate(*ctx, *student, teachers, data.test, settings);
   if (a.json)

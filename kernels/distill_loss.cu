@@ -88,7 +88,7 @@ __device__ __forceinline__ void class_loss_and_grad(const DistillArgs& a, const 
       const float log_ps = log_softmax_from_stats(s, x.s_max, inv_t, x.s_log_sum_t);
       float pt, log_pt;
       if (K == 1) {
-        log_pt = log_softmax_from_stats(x.t0[x.teacher[0].shift + c], x.teacher[0].max, inv_t, x.teacher[0].log_sum_t);
+        log_pt = log_softmax_from_stats(teacher_logit(x, 0, c), x.teacher[0].max, inv_t, x.teacher[0].log_sum_t);
         pt = expf(log_pt);
       } else {
         pt = 0.0f;

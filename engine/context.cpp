@@ -41,10 +41,20 @@ struct Context::CudaState {
   CudaHandles handles;
   std::unique_ptr<StreamWorkspace> workspace;
   std::string name;
-  void* staging = nullptr;  // host_staging(): pinned, grown on demand
-  size_t staging_bytes = 0;
+  // host_staging(): a ring of pinned buffers, each grown on demand, each with the event of its
+  // last upload.
+  struct StagingSlot {
+    void* host = nullptr;
+    size_t bytes = 0;
+    cudaEvent_t copied = nullptr;
+  };
+  StagingSlot staging[kStagingSlots];
+  int staging_next = 0, staging_current = -1;
   ~CudaState() {
-    if (staging) cudaFreeHost(staging);
+    for (StagingSlot& s : staging) {
+      if (s.copied) cudaEventSynchronize(s.copied), cudaEventDestroy(s.copied);
+      if (s.host) cudaFreeHost(s.host);
+    }
     workspace.reset();
     if (handles.cudnn) cudnnDestroy(handles.cudnn);
     if (handles.cublaslt) cublasLtDestroy(handles.cublaslt);
@@ -116,15 +126,30 @@ void fill_zero(void* dst, Device dev, size_t bytes, Context* ctx) {
 uint8_t* Context::host_staging(size_t bytes) {
   KD_CHECK(cuda_, "host_staging: a cpu context has no device to upload to");
   CudaState& st = *cuda_;
-  if (bytes > st.staging_bytes) {
-    KD_CUDA_CHECK(cudaStreamSynchronize(st.handles.stream));  // nothing may still read the old one
-    if (st.staging) KD_CUDA_CHECK(cudaFreeHost(st.staging));
-    st.staging = nullptr, st.staging_bytes = 0;
+  const int i = st.staging_next;
+  st.staging_next = (i + 1) % kStagingSlots;
+  CudaState::StagingSlot& slot = st.staging[i];
+  if (slot.copied) KD_CUDA_CHECK(cudaEventSynchronize(slot.copied));  // its last upload has been read
+  if (bytes > slot.bytes) {
+    if (slot.host) KD_CUDA_CHECK(cudaFreeHost(slot.host));
+    slot.host = nullptr, slot.bytes = 0;
     const size_t grown = bytes + bytes / 4;  // batches of mixed image sizes vary a little
-    KD_CUDA_CHECK(cudaHostAlloc(&st.staging, grown, cudaHostAllocDefault));
-    st.staging_bytes = grown;
+    KD_CUDA_CHECK(cudaHostAlloc(&slot.host, grown, cudaHostAllocDefault));
+    slot.bytes = grown;
   }
-  return static_cast<uint8_t*>(st.staging);
+  if (!slot.copied) KD_CUDA_CHECK(cudaEventCreateWithFlags(&slot.copied, cudaEventDisableTiming));
+  st.staging_current = i;
+  return static_cast<uint8_t*>(slot.host);
+}
+
+void Context::upload_staging(void* device_dst, size_t bytes) {
+  KD_CHECK(cuda_ && cuda_->staging_current >= 0, "upload_staging: no staging buffer was handed out");
+  CudaState& st = *cuda_;
+  CudaState::StagingSlot& slot = st.staging[st.staging_current];
+  KD_CHECK(bytes <= slot.bytes, "upload_staging: ", bytes, " bytes from a ", slot.bytes, "-byte staging buffer");
+  if (bytes == 0) return;
+  KD_CUDA_CHECK(cudaMemcpyAsync(device_dst, slot.host, bytes, cudaMemcpyHostToDevice, st.handles.stream));
+  KD_CUDA_CHECK(cudaEventRecord(slot.copied, st.handles.stream));
 }
 
 std::unique_ptr<Context> Context::cuda(int device_index) {
@@ -182,6 +207,7 @@ void fill_zero(void* dst, Device dev, size_t bytes, Context*) {
 }
 std::unique_ptr<Context> Context::cuda(int) { KD_FAIL("cannot create a cuda context: kd was built without CUDA"); }
 uint8_t* Context::host_staging(size_t) { KD_FAIL("host_staging: kd was built without CUDA"); }
+void Context::upload_staging(void*, size_t) { KD_FAIL("upload_staging: kd was built without CUDA"); }
 void Context::synchronize() {}
 
 #endif
@@ -249,6 +275,15 @@ void configure_cpu_path(const std::string& backend, int64_t threads) {
   KD_CHECK(threads >= 0, "CPU threads must not be negative, got ", threads);
   set_cpu_backend(parse_cpu_backend(backend));
   if (threads > 0) omp_set_num_threads(int(threads));
+}
+
+Tensor upload(Context& ctx, const Tensor& host) {
+  KD_CHECK(host.device() == Device::cpu, "upload: expected a host tensor, got ", host.describe());
+  if (!ctx.is_cuda()) return host.clone_cpu();
+  Tensor out = Tensor::empty(host.shape(), host.dtype(), ctx);
+  std::memcpy(ctx.host_staging(host.nbytes()), host.raw(), host.nbytes());
+  ctx.upload_staging(out.raw(), host.nbytes());
+  return out;
 }
 
 std::string Context::describe() const {

@@ -45,10 +45,16 @@ class Context {
   void set_conv_pad_channels(bool on) { conv_pad_channels_ = on; }
   bool conv_pad_channels() const { return conv_pad_channels_; }
   void synchronize();
-  // Page-locked host memory for host-to-device uploads (a DMA straight from it, no driver
-  // staging copy, no page faults of a fresh buffer): at least `bytes`, valid until the next call,
-  // which may move it. Reuse is safe because copy_bytes waits for its copy. CUDA contexts only.
+  // Uploads that do not wait (issue 16). host_staging() hands out page-locked host memory of at
+  // least `bytes` (a DMA straight from it: no driver staging copy, no page faults of a fresh
+  // buffer), the next of a ring of kStagingSlots buffers; upload_staging() copies the first
+  // `bytes` of it to `device_dst` in stream order and returns at once. A buffer is handed out
+  // again only after its last copy finished (an event, not a stream wait), so the host runs at
+  // most kStagingSlots uploads ahead of the device. The pointer is valid until the next
+  // host_staging(). CUDA contexts only.
+  static constexpr int kStagingSlots = 4;
   uint8_t* host_staging(size_t bytes);
+  void upload_staging(void* device_dst, size_t bytes);
   std::string describe() const;  // "cpu (2 threads)" / "cuda:0 NVIDIA H100 80GB HBM3 (sm_90)"
 
  private:
@@ -76,5 +82,8 @@ void device_free(void* p);
 // stream and return at once; the others are synchronous with respect to the context's stream.
 void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes, Context* ctx);
 void fill_zero(void* dst, Device dev, size_t bytes, Context* ctx);
+// A host tensor's copy on the context's device, without a host wait on a GPU (through the
+// staging ring above); on the CPU a plain copy.
+Tensor upload(Context& ctx, const Tensor& host);
 
 }  // namespace kd

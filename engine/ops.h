@@ -120,17 +120,24 @@ std::vector<Tensor> augment_views(Context& ctx, const Tensor& device_pixels, con
                                   const std::vector<ViewRecipe>& recipes, const Normalization& norm,
                                   const std::vector<int64_t>& resolutions);
 
+// The losses return per-row values on the device and, unless read_back is false (the step that
+// keeps its statistics on the device), their copies on the host (a wait for the device).
 struct LossResult {
-  std::vector<float> loss_rows;        // host
+  Tensor loss;                         // [rows] on the device, param dtype
+  Tensor rank;                         // [rows] i32 on the device: the student's rank of the teacher's top-1
   Tensor dlogits;                      // on the device, param dtype; undefined without need_grad
-  std::vector<int32_t> teacher_top1;   // distillation only
-  std::vector<int32_t> student_rank;   // distillation only
+  std::vector<float> loss_rows;        // host (read_back)
+  std::vector<int32_t> teacher_top1;   // distillation only (read_back)
+  std::vector<int32_t> student_rank;   // distillation only (read_back)
 };
 // teacher_logits [teachers, rows, classes], student_logits [rows, classes]
 LossResult distill_loss(Context& ctx, const Tensor& teacher_logits, const Tensor& student_logits,
-                        const DistillLossOptions& options, bool need_grad);
+                        const DistillLossOptions& options, bool need_grad, bool read_back = true);
 // labels on the host, checked against the class count
 LossResult cross_entropy(Context& ctx, const Tensor& logits, const std::vector<int32_t>& labels,
-                         float label_smoothing, float grad_scale, bool need_grad);
+                         float label_smoothing, float grad_scale, bool need_grad, bool read_back = true);
+// stats[kStatLossSum] += the rows' losses, stats[kStatAgree] += the rows where the student's top-1
+// is the teacher's (kernels/step_stats.h; `stats` in the context's device memory).
+void add_to_step_stats(Context& ctx, const LossResult& loss, double* stats);
 
 }  // namespace kd::ops

@@ -5,6 +5,7 @@
 
 #include "engine/ops_internal.h"
 #include "kernels/softmax.h"
+#include "kernels/step_stats.h"
 #if KD_HAVE_CUDA
 #include "kernels/cast.h"
 #endif
@@ -99,7 +100,7 @@ std::vector<Tensor> augment_cuda_views(Context& ctx, const uint8_t* host_pixels,
     std::memcpy(host + recipe_bytes + source_bytes + off, host_pixels + off,
                 size_t(std::min(chunk, int64_t(host_bytes) - off)));
   Tensor staged = Tensor::empty({int64_t(total)}, DType::u8, ctx);
-  copy_bytes(staged.raw(), Device::cuda, host, Device::cpu, total, &ctx);
+  ctx.upload_staging(staged.raw(), total);
   const uint8_t* base = staged.data<uint8_t>();
   const uint8_t* pixels = device_pixels ? device_pixels : base + recipe_bytes + source_bytes;
   std::vector<Tensor> views;
@@ -166,7 +167,7 @@ std::pair<Tensor, Tensor> augment(Context& ctx, const uint8_t* pixels, size_t by
 }
 
 LossResult distill_loss(Context& ctx, const Tensor& teacher_logits, const Tensor& student_logits,
-                        const DistillLossOptions& options, bool need_grad) {
+                        const DistillLossOptions& options, bool need_grad, bool read_back) {
   KD_CHECK(student_logits.ndim() == 2 && teacher_logits.ndim() == 3, "distill_loss: expected teacher [k, rows, ",
            "classes] and student [rows, classes], got ", teacher_logits.describe(), " and ", student_logits.describe());
   DistillLossShape s{student_logits.dim(0), student_logits.dim(1), teacher_logits.dim(0)};
@@ -191,6 +192,8 @@ LossResult distill_loss(Context& ctx, const Tensor& teacher_logits, const Tensor
                           need_grad ? r.dlogits.data<T>() : nullptr, top1.data<int32_t>(), rank.data<int32_t>());
     });
   }
+  r.loss = loss, r.rank = rank;
+  if (!read_back) return r;
   Tensor loss_host = to_host_f32(ctx, loss);
   r.loss_rows.assign(loss_host.data<float>(), loss_host.data<float>() + s.rows);
   Tensor top1_host = top1.to(Device::cpu, &ctx), rank_host = rank.to(Device::cpu, &ctx);
@@ -200,7 +203,7 @@ LossResult distill_loss(Context& ctx, const Tensor& teacher_logits, const Tensor
 }
 
 LossResult cross_entropy(Context& ctx, const Tensor& logits, const std::vector<int32_t>& labels,
-                         float label_smoothing, float grad_scale, bool need_grad) {
+                         float label_smoothing, float grad_scale, bool need_grad, bool read_back) {
   KD_CHECK(logits.ndim() == 2 && int64_t(labels.size()) == logits.dim(0), "cross_entropy: ", labels.size(),
            " labels for logits ", logits.describe());
   const int64_t rows = logits.dim(0), classes = logits.dim(1);
@@ -214,7 +217,7 @@ LossResult cross_entropy(Context& ctx, const Tensor& logits, const std::vector<i
   if (ctx.is_cuda()) {
 #if KD_HAVE_CUDA
     Tensor label_host = Tensor::borrow(const_cast<int32_t*>(labels.data()), {rows}, DType::i32, Device::cpu);
-    Tensor label_dev = label_host.to(Device::cuda, &ctx);
+    Tensor label_dev = upload(ctx, label_host);
     cross_entropy_cuda(ctx.cuda_handles(), rows, classes, logits.data<float>(), label_dev.data<int32_t>(),
                        label_smoothing, grad_scale, loss.data<float>(), need_grad ? r.dlogits.data<float>() : nullptr);
 #else
@@ -227,9 +230,31 @@ LossResult cross_entropy(Context& ctx, const Tensor& logits, const std::vector<i
                            loss.data<T>(), need_grad ? r.dlogits.data<T>() : nullptr);
     });
   }
+  r.loss = loss;
+  if (!read_back) return r;
   Tensor loss_host = to_host_f32(ctx, loss);
   r.loss_rows.assign(loss_host.data<float>(), loss_host.data<float>() + rows);
   return r;
+}
+
+void add_to_step_stats(Context& ctx, const LossResult& loss, double* stats) {
+  KD_CHECK(loss.loss.defined() && loss.loss.ndim() == 1, "add_to_step_stats: no per-row losses");
+  const int64_t rows = loss.loss.dim(0);
+  KD_CHECK(!loss.rank.defined() || loss.rank.shape() == loss.loss.shape(), "add_to_step_stats: ",
+           loss.rank.describe(), " ranks for ", rows, " rows");
+  const int32_t* rank = loss.rank.defined() ? loss.rank.data<int32_t>() : nullptr;
+  if (ctx.is_cuda()) {
+#if KD_HAVE_CUDA
+    add_loss_rows_cuda(ctx.cuda_handles(), rows, loss.loss.data<float>(), rank, stats);
+#else
+    no_cuda_path("add_to_step_stats");
+#endif
+  } else {
+    with_cpu_precision(ctx, [&](auto zero) {
+      using T = decltype(zero);
+      add_loss_rows_cpu<T>(rows, loss.loss.data<T>(), rank, stats);
+    });
+  }
 }
 
 }  // namespace kd::ops

@@ -11,6 +11,7 @@
 #include "kernels/cuda_check.h"
 #include "kernels/cuda_vector.h"
 #include "kernels/optim.h"
+#include "kernels/step_stats.h"
 
 namespace kd {
 namespace {
@@ -37,8 +38,12 @@ struct SgdOp {
 
 // w, states updated in place; wc (may be null) = bf16(w) after the update.
 template <typename Op>
-__global__ void update_kernel(Op op, int64_t n, int64_t vectors, float grad_scale, float* w, const float* g,
-                              float* s0, float* s1, bf16* wc) {
+__global__ void update_kernel(Op op, int64_t n, int64_t vectors, float grad_scale, const double* step_stats, float* w,
+                              const float* g, float* s0, float* s1, bf16* wc) {
+  if (step_stats) {
+    if (step_stats[kStatApplied] == 0.0) return;  // a skipped step: weights and state stay
+    grad_scale = float(step_stats[kStatGradScale]);
+  }
   float* states[2] = {s0, s1};
   const int64_t first = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, stride = int64_t(gridDim.x) * blockDim.x;
   for (int64_t i = first; i < vectors; i += stride) {
@@ -141,32 +146,33 @@ int64_t vector_count(int64_t n, std::initializer_list<const void*> f32, const bf
 }
 
 template <typename Op>
-void launch_update(const CudaHandles& h, const char* name, const Op& op, int64_t n, float grad_scale, float* w,
-                   const float* g, float* s0, float* s1, bf16* wc) {
+void launch_update(const CudaHandles& h, const char* name, const Op& op, int64_t n, float grad_scale,
+                   const double* step_stats, float* w, const float* g, float* s0, float* s1, bf16* wc) {
   const int64_t vectors = vector_count(n, {w, g, s0, s1}, wc);
   update_kernel<<<gpu::grid_for(h, vectors + (n - vectors * kWidth)), gpu::kThreads, 0, h.stream>>>(
-      op, n, vectors, grad_scale, w, g, s0, s1, wc);
+      op, n, vectors, grad_scale, step_stats, w, g, s0, s1, wc);
   KD_CUDA_LAUNCH_CHECK(name);
 }
 
 }  // namespace
 
 void adam_update_cuda(const CudaHandles& h, int64_t n, const AdamHyper& hp, float weight_decay, float grad_scale,
-                      float* w, const float* g, float* m, float* v, bf16* w_compute) {
+                      float* w, const float* g, float* m, float* v, bf16* w_compute, const double* step_stats) {
   KD_CHECK(n >= 0, "adam_update_cuda: negative size ", n);
   KD_CHECK(hp.step >= 1, "adam_update_cuda: step is 1-based, got ", hp.step);
   if (n == 0) return;
   // Bias corrections once per call on the host, as adam_update_cpu.
   const AdamOp op{hp, adam_bias_correction(hp.beta1, hp.step), adam_bias_correction(hp.beta2, hp.step), weight_decay};
-  launch_update(h, "update_kernel (adam)", op, n, grad_scale, w, g, m, v, w_compute);
+  launch_update(h, "update_kernel (adam)", op, n, grad_scale, step_stats, w, g, m, v, w_compute);
 }
 
 void sgd_update_cuda(const CudaHandles& h, int64_t n, const SgdHyper& hp, float weight_decay, float grad_scale,
-                     float* w, const float* g, float* buf, bf16* w_compute) {
+                     float* w, const float* g, float* buf, bf16* w_compute, const double* step_stats) {
   KD_CHECK(n >= 0, "sgd_update_cuda: negative size ", n);
   KD_CHECK(hp.step >= 1, "sgd_update_cuda: step is 1-based, got ", hp.step);
   if (n == 0) return;
-  launch_update(h, "update_kernel (sgd)", SgdOp{hp, weight_decay}, n, grad_scale, w, g, buf, nullptr, w_compute);
+  launch_update(h, "update_kernel (sgd)", SgdOp{hp, weight_decay}, n, grad_scale, step_stats, w, g, buf, nullptr,
+                w_compute);
 }
 
 void sum_squares_cuda(const CudaHandles& h, int64_t n, const float* x, double* result) {

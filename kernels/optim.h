@@ -68,11 +68,15 @@ KD_HD int64_t sum_squares_element(int64_t chunk, int thread, int vector, int lan
 // CUDA: the same updates over one flat fp32 buffer (the parameter store keeps all decayed
 // parameters first, so a whole model is two launches); w_compute (bf16, may be null) receives
 // the updated weights' compute copy in the same pass. grad_scale multiplies g first (gradient
-// clipping without an extra pass).
+// clipping without an extra pass). With step_stats (device memory, kernels/step_stats.h; may be
+// null) the kernels read the step's gate instead: nothing changes unless step_stats[kStatApplied]
+// is set, and the gradients are scaled by float(step_stats[kStatGradScale]), so the host need not
+// know either.
 void adam_update_cuda(const CudaHandles& h, int64_t n, const AdamHyper& hp, float weight_decay, float grad_scale,
-                      float* w, const float* g, float* m, float* v, bf16* w_compute);
+                      float* w, const float* g, float* m, float* v, bf16* w_compute,
+                      const double* step_stats = nullptr);
 void sgd_update_cuda(const CudaHandles& h, int64_t n, const SgdHyper& hp, float weight_decay, float grad_scale,
-                     float* w, const float* g, float* buf, bf16* w_compute);
+                     float* w, const float* g, float* buf, bf16* w_compute, const double* step_stats = nullptr);
 // *result (device) = sum of squares of x, accumulated in fp32 per block and fp64 across blocks.
 void sum_squares_cuda(const CudaHandles& h, int64_t n, const float* x, double* result);
 void scale_cuda(const CudaHandles& h, int64_t n, float s, float* x);

@@ -133,6 +133,9 @@ if want bench; then
   # kd bench with one optimisation switched (each beside the default run above).
   kd_variant "kd bench gn two pass" KD_BENCH_GN_TWO_PASS kd_bench_gn_two_pass.log "one pass" --no-groupnorm-one-pass
   kd_variant "kd bench conv pad" KD_BENCH_CONV_PAD kd_bench_conv_pad.log "unpadded" --conv-pad-channels
+  # The step that reads its loss and gradient norm back every step (run.step_stats = host), against
+  # the default one that never waits for the host.
+  kd_variant "kd bench host stats" KD_BENCH_HOST_STATS kd_bench_host_stats.log "device stats" --step-stats host
   # The FP8 teacher (cuDNN's FP8 convolutions; a warning in the log if they fell back to emulation).
   kd_variant "kd bench teacher fp8" KD_BENCH_FP8 kd_bench_fp8.log "bf16 teacher" --teacher-precision fp8
   # Autotuning's worth: the same step with cuDNN's first engine per convolution (the run above

@@ -43,7 +43,7 @@ Tensor FixedTeacherTable::logits(Context& ctx, const std::vector<int64_t>& indic
                   host.data<float>() + (t * rows + r) * classes_);
   }
   if (!ctx.is_cuda()) return host;
-  return host.to(Device::cuda, &ctx);
+  return upload(ctx, host);
 }
 
 }  // namespace kd

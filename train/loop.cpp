@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "engine/fault_injection.h"
+#include "kernels/step_stats.h"
 #include "train/run_log.h"
 
 namespace kd {
@@ -57,6 +58,53 @@ RankBatch rank_batch(Batch&& batch, int64_t slot0, bool has_partner) {
   return r;
 }
 
+namespace {
+
+// A step whose statistics are still on the device (run.step_stats = device): what the host knew
+// when it ran, until the ledger is read.
+struct PendingStep {
+  int64_t step = 0;
+  double lr = 0, data_wait = 0, seconds = 0;  // seconds: host time of the step (plus the read's wait)
+  float mixup_lambda = 1;
+};
+
+// The device rows of a window of steps (kernels/step_stats.h), zeroed after each read.
+class StepLedger {
+ public:
+  StepLedger(Context& ctx, int64_t capacity)
+      : ctx_(ctx), rows_(Tensor::empty({capacity, kStatWidth}, DType::f64, ctx)) {
+    clear();
+  }
+  int64_t capacity() const { return rows_.dim(0); }
+  double* row(int64_t i) const { return rows_.data<double>() + i * kStatWidth; }
+  // The first `count` rows on the host (one wait for the device), then every row zeroed.
+  std::vector<double> read(int64_t count) {
+    std::vector<double> host(size_t(count * kStatWidth));
+    copy_bytes(host.data(), Device::cpu, rows_.raw(), ctx_.device(), host.size() * sizeof(double), &ctx_);
+    clear();
+    return host;
+  }
+
+ private:
+  void clear() { fill_zero(rows_.raw(), ctx_.device(), rows_.nbytes(), &ctx_); }
+  Context& ctx_;
+  Tensor rows_;
+};
+
+}  // namespace
+
+bool step_stats_on_device(const std::string& setting, const Context& ctx, const Communicator& comm) {
+  KD_CHECK(setting == "auto" || setting == "device" || setting == "host", "run.step_stats is '", setting,
+           "' (use auto, device or host)");
+  const bool collectives_ok = comm.size() == 1 || comm.accepts(ctx.device());
+  if (setting == "device") {
+    KD_CHECK(collectives_ok, "run.step_stats = device: the ", comm.transport(),
+             " collectives cannot read this device's memory (use run.step_stats = host)");
+    return true;
+  }
+  return setting == "auto" && ctx.is_cuda() && collectives_ok;
+}
+
 TrainResult run_loop(Context& ctx, Communicator& comm, StepRunner& runner, Loader& loader, EpochSampler& sampler,
                      const LoopSettings& s, const LoopHooks& hooks, const std::vector<LoopObserver*>& observers) {
   auto message = [&](const std::string& line) {
@@ -64,6 +112,7 @@ TrainResult run_loop(Context& ctx, Communicator& comm, StepRunner& runner, Loade
   };
   const bool distill = runner.config().mode == RunMode::distill;
   const bool has_partner = runner.config().needs_partner();
+  const double rows = double(runner.config().global_batch);
   TrainResult result;
   // Window sums feed the metrics lines; rates exclude evaluation time.
   double window_loss = 0, window_agree = 0, window_rows = 0, train_seconds = 0, window_seconds = 0;
@@ -73,45 +122,20 @@ TrainResult run_loop(Context& ctx, Communicator& comm, StepRunner& runner, Loade
   if (s.profile_phases) timer = std::make_unique<PhaseTimer>(ctx);
   std::vector<std::pair<std::string, double>> phases_ms;  // of the last profiled step
   int64_t skipped = s.skipped_nonfinite ? *s.skipped_nonfinite : 0;
-  for (int64_t step = s.start_step; step < s.total_steps; ++step) {
-    maybe_stop_for_test(comm, step);
-    fault::point("loop.step");
-    const auto step_start = std::chrono::steady_clock::now();
-    std::optional<Batch> batch = loader.next();
-    const double data_wait = seconds_since(step_start);
-    window_data_wait += data_wait;
-    KD_CHECK(batch.has_value(), "the data loader ended early at step ", step);
-    const RankBatch rb = rank_batch(std::move(*batch), sampler.first_slot(), has_partner);
-    // The window's last step is profiled, so its record carries the phases it measured (the
-    // optimizer's phase too: the timer stops in update()).
-    const bool profiling = timer && ((step + 1) % s.log_every == 0 || step + 1 == s.total_steps);
-    if (profiling) timer->reset();
-    StepResult r = runner.forward_backward(ctx, rb, profiling ? timer.get() : nullptr);
-    // One host all-reduce carries what every rank must agree on: the global loss and agreement
-    // (NaN anywhere makes the sum NaN) and whether any rank was asked to stop.
-    const int my_signal = stop_requested();
-    double control[3] = {r.loss_sum, double(r.agree_top1), my_signal ? 1.0 : 0.0};
-    comm.all_reduce_host(control, 3, ReduceOp::sum);
-    const double rows = double(runner.config().global_batch), loss = control[0] / rows;
-    const bool signalled = control[2] > 0;
-    // The update happens only when the loss is finite everywhere (the optimizer itself refuses
-    // non-finite gradients), so a skipped step leaves weights and optimizer state as they were.
-    if (std::isfinite(loss))
-      runner.update(ctx, r, profiling ? timer.get() : nullptr);
-    else
-      r.optim.lr = runner.optimizer().scheduled_lr_now();
-    if (profiling) {
-      timer->stop();  // (update() stops it; a skipped update does not)
-      phases_ms = {{"data_wait", 1e3 * data_wait}};
-      for (const auto& phase : timer->totals_ms()) phases_ms.push_back(phase);
-    }
-    result.final_lr = r.optim.lr;
-    result.bad_images = loader.bad_images();
-    result.bad_images_by_kind = loader.bad_images_by_kind();
-    if (!std::isfinite(loss) || !r.optim.finite) {
-      const std::string what = nonfinite_report(loss, r, step, runner.nonfinite_phase(ctx));
+  std::unique_ptr<StepLedger> ledger;
+  if (s.stats_on_device) ledger = std::make_unique<StepLedger>(ctx, std::min<int64_t>(s.log_every, 1024));
+  std::vector<PendingStep> pending;
+
+  // What the host does with a step once its loss and gradient norm are known: the non-finite
+  // policy, the window sums and the observers. False: the run diverged (result filled in).
+  auto account = [&](const PendingStep& p, double loss, double agree, double grad_norm, bool applied,
+                     const std::string& phase) {
+    if (!applied) {
+      StepResult r;
+      r.optim.lr = p.lr, r.optim.grad_norm = grad_norm;
+      const std::string what = nonfinite_report(loss, r, p.step, phase);
       if (skipped < s.skip_nonfinite) {
-        runner.optimizer().skip_step(ctx);
+        if (!ledger) runner.optimizer().skip_step(ctx);  // (the device path counted it already)
         ++skipped, ++result.skipped_nonfinite;
         if (s.skipped_nonfinite) *s.skipped_nonfinite = skipped;
         message("warning: " + what + "; the step is skipped without an update (" + std::to_string(skipped) +
@@ -125,22 +149,21 @@ TrainResult run_loop(Context& ctx, Communicator& comm, StepRunner& runner, Loade
                                             std::to_string(s.skip_nonfinite) + ")."
                                       : "; run.skip_nonfinite = N skips up to N such steps."));
         result.status = TrainResult::Status::diverged;
-        result.steps = step;
-        return result;
+        result.steps = p.step;
+        return false;
       }
     }
-    const double dt = seconds_since(step_start);
-    train_seconds += dt, window_seconds += dt;
-    const bool updated = std::isfinite(loss) && r.optim.finite;
-    if (updated) window_loss += loss * rows, window_agree += control[1], window_rows += rows;
+    train_seconds += p.seconds, window_seconds += p.seconds;
+    window_data_wait += p.data_wait;
+    if (applied) window_loss += loss * rows, window_agree += agree, window_rows += rows;
     images_trained += int64_t(rows);
-    const int64_t done = step + 1;
+    const int64_t done = p.step + 1;
     StepRecord rec;
     rec.step = done, rec.total = s.total_steps, rec.epoch = sampler.epoch_of(done);
-    rec.loss = loss, rec.lr = r.optim.lr, rec.grad_norm = r.optim.grad_norm;
+    rec.loss = loss, rec.lr = p.lr, rec.grad_norm = grad_norm;
     rec.images_per_s = window_rows / std::max(window_seconds, 1e-9);
     rec.eta_s = double(s.total_steps - done) * train_seconds / double(done - s.start_step);
-    rec.distill = distill, rec.mixup_lambda = r.mixup_lambda, rec.bad_images = loader.bad_images();
+    rec.distill = distill, rec.mixup_lambda = p.mixup_lambda, rec.bad_images = loader.bad_images();
     rec.skipped_nonfinite = skipped;
     for (LoopObserver* o : observers) o->step(rec);
     if (done % s.log_every == 0 || done == s.total_steps) {
@@ -153,9 +176,91 @@ TrainResult run_loop(Context& ctx, Communicator& comm, StepRunner& runner, Loade
       for (LoopObserver* o : observers) o->logged(rec);
       window_loss = window_agree = window_rows = window_seconds = window_data_wait = 0;
     }
+    return true;
+  };
+  // Reads the ledger (one wait for the device) and accounts for its steps in order.
+  auto drain = [&]() {
+    if (pending.empty()) return true;
+    const auto t = std::chrono::steady_clock::now();
+    const std::vector<double> stats = ledger->read(int64_t(pending.size()));
+    pending.back().seconds += seconds_since(t);
+    std::vector<PendingStep> steps;
+    steps.swap(pending);
+    for (size_t i = 0; i < steps.size(); ++i) {
+      const double* row = stats.data() + i * kStatWidth;
+      // The logits of a step read later are gone: the phase is not known here.
+      const std::string phase = "the step (its statistics stay on the device; run.step_stats = host names the phase)";
+      if (!account(steps[i], row[kStatLossSum] / rows, row[kStatAgree], std::sqrt(row[kStatGradSumSq]),
+                   row[kStatApplied] != 0, phase))
+        return false;
+    }
+    return true;
+  };
+
+  for (int64_t step = s.start_step; step < s.total_steps; ++step) {
+    maybe_stop_for_test(comm, step);
+    fault::point("loop.step");
+    const auto step_start = std::chrono::steady_clock::now();
+    std::optional<Batch> batch = loader.next();
+    PendingStep p;
+    p.step = step;
+    p.data_wait = seconds_since(step_start);
+    KD_CHECK(batch.has_value(), "the data loader ended early at step ", step);
+    const RankBatch rb = rank_batch(std::move(*batch), sampler.first_slot(), has_partner);
+    // The window's last step is profiled, so its record carries the phases it measured (the
+    // optimizer's phase too: the timer stops in update()).
+    const bool profiling = timer && ((step + 1) % s.log_every == 0 || step + 1 == s.total_steps);
+    if (profiling) timer->reset();
+    double* stats = ledger ? ledger->row(int64_t(pending.size())) : nullptr;
+    StepResult r = runner.forward_backward(ctx, rb, profiling ? timer.get() : nullptr, stats);
+    p.mixup_lambda = r.mixup_lambda;
+    // One host all-reduce carries what every rank must agree on: whether any rank was asked to
+    // stop and, when the statistics are read every step, the global loss and agreement (NaN
+    // anywhere makes the sum NaN). On the device path the loss sum and agreement are summed over
+    // the ranks on the device, before the optimizer's gate reads them.
+    const int my_signal = stop_requested();
+    double control[3] = {my_signal ? 1.0 : 0.0, r.loss_sum, double(r.agree_top1)};
+    comm.all_reduce_host(control, ledger ? 1 : 3, ReduceOp::sum);
+    const bool signalled = control[0] > 0;
+    double loss = control[1] / rows;
+    if (ledger) {
+      if (comm.size() > 1) comm.wait(comm.all_reduce(stats, 2, DType::f64, ReduceOp::sum, ctx), ctx);
+      runner.update(ctx, r, profiling ? timer.get() : nullptr, stats);
+    } else if (std::isfinite(loss)) {
+      // The update happens only when the loss is finite everywhere (the optimizer itself refuses
+      // non-finite gradients), so a skipped step leaves weights and optimizer state as they were.
+      runner.update(ctx, r, profiling ? timer.get() : nullptr);
+    } else {
+      r.optim.lr = runner.optimizer().scheduled_lr_now();
+    }
+    p.lr = r.optim.lr;
+    if (profiling) {
+      timer->stop();  // (update() stops it; a skipped update does not)
+      phases_ms = {{"data_wait", 1e3 * p.data_wait}};
+      for (const auto& phase : timer->totals_ms()) phases_ms.push_back(phase);
+    }
+    result.final_lr = r.optim.lr;
+    result.bad_images = loader.bad_images();
+    result.bad_images_by_kind = loader.bad_images_by_kind();
+    const int64_t done = step + 1;
     const bool budget_done = s.stop_after > 0 && done - s.start_step >= s.stop_after && done < s.total_steps;
     const bool stopping = signalled || budget_done;
-    if (s.checkpoint_every > 0 && done % s.checkpoint_every == 0 && done < s.total_steps && !stopping) {
+    const bool checkpoint_due = s.checkpoint_every > 0 && done % s.checkpoint_every == 0 && done < s.total_steps;
+    const bool eval_due = s.eval_every > 0 && done % s.eval_every == 0 && done < s.total_steps;
+    p.seconds = seconds_since(step_start);
+    if (ledger) {
+      // The statistics are read at the end of each log window and before anything that must not
+      // follow an unnoticed divergence (a checkpoint, an evaluation, the end).
+      pending.push_back(p);
+      const bool read_now = done % s.log_every == 0 || done == s.total_steps || stopping || checkpoint_due ||
+                            eval_due || int64_t(pending.size()) == ledger->capacity();
+      if (read_now && !drain()) return result;
+    } else {
+      const bool applied = std::isfinite(loss) && r.optim.finite;
+      const std::string phase = applied ? "" : runner.nonfinite_phase(ctx);
+      if (!account(p, loss, control[2], r.optim.grad_norm, applied, phase)) return result;
+    }
+    if (checkpoint_due && !stopping) {
       // A checkpoint that cannot be written (a full disk) must not end a long run: the previous
       // one stays valid, and the next one tries again.
       try {
@@ -170,7 +275,7 @@ TrainResult run_loop(Context& ctx, Communicator& comm, StepRunner& runner, Loade
                 std::to_string(result.checkpoint_failures) + " checkpoint(s) failed so far)");
       }
     }
-    if (s.eval_every > 0 && done % s.eval_every == 0 && done < s.total_steps) {
+    if (eval_due) {
       const EvalResult e = hooks.evaluate(done);
       if (!e.interrupted)  // a signal cut it short: the next step's agreement stops the run
         for (LoopObserver* o : observers) o->evaluated(done, sampler.epoch_of(done), e);

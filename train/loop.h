@@ -1,6 +1,7 @@
 // The training loop: steps from start_step to total over the loader's batches, with the
 // job-wide decisions every rank must take together (stop on a signal, run.stop_after, a
-// non-finite loss or gradient) agreed through one small host all-reduce per step, and
+// non-finite loss or gradient) agreed through one small host all-reduce per step (the loss on
+// the device when the statistics stay there), and
 // evaluation and checkpoints at the same steps on every rank. What it reports goes to
 // observers; how a checkpoint is written and how evaluation runs are the caller's (hooks).
 // A step whose job-wide loss or gradient is not finite stops the run (status diverged), or,
@@ -42,6 +43,11 @@ struct LoopSettings {
   // Per-phase times of the last step of every log window (PhaseTimer: CUDA events on a GPU, read
   // once per window), reported as ms_<phase> with the window's metrics.
   bool profile_phases = true;
+  // run.step_stats: the step's loss, agreement and gradient norm stay on the device (a ledger read
+  // at the end of each log window, before checkpoints and evaluations); the step never waits for
+  // the host. The optimizer skips a non-finite step on the device; the loop learns of it at the
+  // read. False: read back every step (the phase of a non-finite step is named).
+  bool stats_on_device = false;
   int64_t skip_nonfinite = 0;  // run.skip_nonfinite: bad steps the whole run may skip
   // Counts the skipped steps, starting from the count of the checkpoint resumed from (the
   // checkpoint hook saves it); null: counted in the result only.
@@ -59,6 +65,11 @@ struct LoopHooks {
 // Asks the running loop to stop at the end of the current step (signal handlers set it).
 void request_stop(int signal_number);
 int stop_requested();  // the signal, or 0
+
+// run.step_stats ("auto": on a GPU, when the collectives read its memory; "device"; "host") as
+// LoopSettings::stats_on_device. Throws for another value, and for "device" with collectives that
+// cannot read the context's memory.
+bool step_stats_on_device(const std::string& setting, const Context& ctx, const Communicator& comm);
 
 // Runs the loop. The result's eval is unset: the caller evaluates after a completed run.
 TrainResult run_loop(Context& ctx, Communicator& comm, StepRunner& runner, Loader& loader, EpochSampler& sampler,

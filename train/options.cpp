@@ -201,6 +201,10 @@ void TrainOptions::bind(ConfigSchema& s) {
   s.bind("comm.bucket_mb", &comm.bucket_mb, "gradient all-reduce bucket, MiB");
   s.bind("run.skip_nonfinite", &run.skip_nonfinite,
          "steps with a NaN/Inf loss or gradient to skip without an update before the run stops (0: stop at the first)");
+  s.bind("run.step_stats", &run.step_stats,
+         "where the step's loss, agreement and gradient norm are kept: device (read every run.log_every steps; the "
+         "step never waits for the host), host (read every step), auto (device on a GPU)",
+         {"auto", "device", "host"});
   s.bind("run.allow_data_change", &run.allow_data_change,
          "resume even when the training data differs from what the checkpoint was trained on");
 

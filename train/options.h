@@ -90,6 +90,7 @@ struct RunOptions {
   bool groupnorm_one_pass = true;  // GPU: GroupNorm forward and backward in one pass where a span fits on chip
   bool conv_pad_channels = false;  // GPU: convolutions on < 8 channels padded to 8 (off until measured)
   int64_t skip_nonfinite = 0;     // steps with a non-finite loss/gradient skipped before the run stops
+  std::string step_stats = "auto";  // auto | device | host: where the step's loss and norm are kept (train/loop.h)
   bool allow_data_change = false; // resume even when the training data differs from the checkpoint's
   bool tensorboard = true;        // TensorBoard event files beside metrics.jsonl
   std::string cpu_backend = "auto";  // CPU path: auto, onednn or reference (kernels/cpu_backend.h)

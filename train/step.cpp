@@ -60,7 +60,7 @@ StepRunner::StepRunner(const StepConfig& config, Model& student, std::vector<Mod
 }
 
 void StepRunner::micro_batch(Context& ctx, const RankBatch& batch, int64_t k, int64_t first, int64_t count,
-                             StepResult& r, PhaseTimer* timer) {
+                             StepResult& r, PhaseTimer* timer, double* stats) {
   auto mark = [&](const char* phase) {
     if (timer) timer->mark(phase);
   };
@@ -98,7 +98,7 @@ void StepRunner::micro_batch(Context& ctx, const RankBatch& batch, int64_t k, in
     Tensor logits = student_.forward(ctx, x, Mode::train);
     student_logits_.push_back(logits);
     mark("loss");
-    loss = ops::cross_entropy(ctx, logits, labels, c.label_smoothing, grad_scale, true);
+    loss = ops::cross_entropy(ctx, logits, labels, c.label_smoothing, grad_scale, true, !stats);
   } else {
     TrainViews views = make_train_views(c.recipe, c.strategy, slots, c.seed);
     place_views(views.student, packed);
@@ -137,11 +137,19 @@ void StepRunner::micro_batch(Context& ctx, const RankBatch& batch, int64_t k, in
     mark("loss");
     DistillLossOptions o = c.loss;
     o.grad_scale = grad_scale;
-    loss = ops::distill_loss(ctx, t_logits, s_logits, o, true);
+    loss = ops::distill_loss(ctx, t_logits, s_logits, o, true, !stats);
     for (int32_t rank : loss.student_rank) r.agree_top1 += rank == 0;
   }
-  if (const auto v = fault::nonfinite("loss", batch.step); v && k == 0) loss.loss_rows.at(0) = *v;
-  for (float v : loss.loss_rows) r.loss_sum += v;
+  if (const auto v = fault::nonfinite("loss", batch.step); v && k == 0) {
+    if (stats)
+      poison_first_element(loss.loss, *v, ctx);
+    else
+      loss.loss_rows.at(0) = *v;
+  }
+  if (stats)
+    ops::add_to_step_stats(ctx, loss, stats);
+  else
+    for (float v : loss.loss_rows) r.loss_sum += v;
   r.rows += count;
   mark("backward");
   sync_.begin_micro_batch(k, ctx);
@@ -150,7 +158,7 @@ void StepRunner::micro_batch(Context& ctx, const RankBatch& batch, int64_t k, in
   sync_.end_micro_batch(k, ctx);
 }
 
-StepResult StepRunner::forward_backward(Context& ctx, const RankBatch& batch, PhaseTimer* timer) {
+StepResult StepRunner::forward_backward(Context& ctx, const RankBatch& batch, PhaseTimer* timer, double* stats) {
   const int64_t n = batch.slots(), k_count = config_.accumulate;
   KD_CHECK(n > 0 && n % k_count == 0, "step ", batch.step, ": ", n, " images on this rank do not split into ", k_count,
            " micro-batches (optim.accumulate)");
@@ -160,7 +168,7 @@ StepResult StepRunner::forward_backward(Context& ctx, const RankBatch& batch, Ph
   StepResult r;
   teacher_logits_.clear(), student_logits_.clear();
   const int64_t m = n / k_count;
-  for (int64_t k = 0; k < k_count; ++k) micro_batch(ctx, batch, k, k * m, m, r, timer);
+  for (int64_t k = 0; k < k_count; ++k) micro_batch(ctx, batch, k, k * m, m, r, timer, stats);
   inject_nonfinite("student_grads", batch.step, student_.params().grads(), ctx);
   return r;
 }
@@ -173,9 +181,14 @@ std::string StepRunner::nonfinite_phase(Context& ctx) const {
   return "";
 }
 
-void StepRunner::update(Context& ctx, StepResult& r, PhaseTimer* timer) {
+void StepRunner::update(Context& ctx, StepResult& r, PhaseTimer* timer, double* stats) {
   if (timer) timer->mark("optimizer");
-  r.optim = optimizer_.step(ctx);
+  if (stats) {
+    r.optim.lr = optimizer_.scheduled_lr_now();
+    optimizer_.step_deferred(ctx, stats);
+  } else {
+    r.optim = optimizer_.step(ctx);
+  }
   if (timer) timer->stop();
 }
 

@@ -49,8 +49,13 @@ class StepRunner {
   StepResult run(Context& ctx, const RankBatch& batch, PhaseTimer* timer = nullptr);
   // run() in two halves, so that the caller can decide between them whether the update happens
   // (the training loop skips it when the job-wide loss is not finite).
-  StepResult forward_backward(Context& ctx, const RankBatch& batch, PhaseTimer* timer = nullptr);
-  void update(Context& ctx, StepResult& r, PhaseTimer* timer = nullptr);
+  // With `stats` (a kernels/step_stats.h block in the context's device memory) nothing is read
+  // back: the losses and agreement are added there, StepResult's loss_sum and agree_top1 stay 0,
+  // and update() is the optimizer's step_deferred, which skips a non-finite step on the device
+  // (the block's loss sum must be the job-wide one by then).
+  StepResult forward_backward(Context& ctx, const RankBatch& batch, PhaseTimer* timer = nullptr,
+                              double* stats = nullptr);
+  void update(Context& ctx, StepResult& r, PhaseTimer* timer = nullptr, double* stats = nullptr);
   // After a step whose loss or gradients were not finite: the phase whose output on this rank
   // was not ("the teacher forward (the teachers' logits are not finite)"), or "" when the logits
   // were finite. Reads the step's logits back, so it is for the failure path only.
@@ -65,7 +70,7 @@ class StepRunner {
  private:
   // Loss of one micro-batch (slots [first, first + count) of the rank's batch); backward included.
   void micro_batch(Context& ctx, const RankBatch& batch, int64_t k, int64_t first, int64_t count, StepResult& r,
-                   PhaseTimer* timer);
+                   PhaseTimer* timer, double* stats);
   StepConfig config_;
   Model& student_;
   std::vector<Model*> teachers_;

@@ -332,6 +332,7 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
   ls.log_every = o.run.log_every, ls.eval_every = o.eval.every, ls.checkpoint_every = o.checkpoint.every;
   ls.stop_after = o.run.stop_after;
   ls.skip_nonfinite = o.run.skip_nonfinite, ls.skipped_nonfinite = &skipped_nonfinite;
+  ls.stats_on_device = step_stats_on_device(o.run.step_stats, *ctx, comm);
 
   const TrainResult loop = run_loop(*ctx, comm, runner, loader, sampler, ls, hooks, observers);
   result.status = loop.status, result.steps = loop.steps, result.images_per_s = loop.images_per_s;

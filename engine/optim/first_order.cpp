@@ -18,6 +18,7 @@ class AdamW final : public Optimizer {
     v_ = make_flat_state(ctx);
   }
   const char* kind() const override { return "adam"; }
+  bool gates_on_device() const override { return true; }
 
  protected:
   void update(Context& ctx, const UpdateArgs& a) override {
@@ -31,9 +32,9 @@ class AdamW final : public Optimizer {
     if (ctx.is_cuda()) {
 #if KD_HAVE_CUDA
       bf16* wc = params_.compute_values().data<bf16>();
-      adam_update_cuda(ctx.cuda_handles(), nd, h, wd, float(a.grad_scale), w, g, m, v, wc);
+      adam_update_cuda(ctx.cuda_handles(), nd, h, wd, float(a.grad_scale), w, g, m, v, wc, a.step_stats);
       adam_update_cuda(ctx.cuda_handles(), n - nd, h, 0.0f, float(a.grad_scale), w + nd, g + nd, m + nd, v + nd,
-                       wc + nd);
+                       wc + nd, a.step_stats);
 #endif
     } else {
       adam_update_cpu(nd, h, wd, float(a.grad_scale), w, g, m, v);
@@ -61,6 +62,7 @@ class Sgd final : public Optimizer {
     buf_ = make_flat_state(ctx);
   }
   const char* kind() const override { return "sgd"; }
+  bool gates_on_device() const override { return true; }
 
  protected:
   void update(Context& ctx, const UpdateArgs& a) override {
@@ -72,8 +74,9 @@ class Sgd final : public Optimizer {
     if (ctx.is_cuda()) {
 #if KD_HAVE_CUDA
       bf16* wc = params_.compute_values().data<bf16>();
-      sgd_update_cuda(ctx.cuda_handles(), nd, h, wd, float(a.grad_scale), w, g, buf, wc);
-      sgd_update_cuda(ctx.cuda_handles(), n - nd, h, 0.0f, float(a.grad_scale), w + nd, g + nd, buf + nd, wc + nd);
+      sgd_update_cuda(ctx.cuda_handles(), nd, h, wd, float(a.grad_scale), w, g, buf, wc, a.step_stats);
+      sgd_update_cuda(ctx.cuda_handles(), n - nd, h, 0.0f, float(a.grad_scale), w + nd, g + nd, buf + nd, wc + nd,
+                      a.step_stats);
 #endif
     } else {
       sgd_update_cpu(nd, h, wd, float(a.grad_scale), w, g, buf);

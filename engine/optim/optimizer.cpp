@@ -5,6 +5,7 @@
 #include "engine/optim/kinds.h"
 #include "engine/safetensors.h"
 #include "kernels/optim.h"
+#include "kernels/step_stats.h"
 
 namespace kd {
 
@@ -36,30 +37,41 @@ Optimizer::Optimizer(ParamStore& params, const OptimizerConfig& config, const Sc
 }
 
 namespace {
-// Sum of squares of the gradients in double: the global norm, and the NaN/Inf detector.
-double gradient_sum_squares(const ParamStore& params, Context& ctx) {
+// Sum of squares of the gradients in double (the global norm, and the NaN/Inf detector) into
+// *result, in the context's device memory.
+void gradient_sum_squares(const ParamStore& params, Context& ctx, double* result) {
   const int64_t n = params.numel();
   if (ctx.is_cuda()) {
 #if KD_HAVE_CUDA
-    Tensor sum = Tensor::empty({1}, DType::f64, ctx);
-    sum_squares_cuda(ctx.cuda_handles(), n, params.grads().data<float>(), sum.data<double>());
-    return sum.to(Device::cpu, &ctx).data<double>()[0];
+    sum_squares_cuda(ctx.cuda_handles(), n, params.grads().data<float>(), result);
+    return;
 #endif
   }
   if (params.grads().dtype() == DType::f64) {
     double total = 0;
     const double* g = params.grads().data<double>();
     for (int64_t i = 0; i < n; ++i) total += g[i] * g[i];
-    return total;
+    *result = total;
+    return;
   }
-  return sum_squares_cpu(n, params.grads().data<float>());
+  *result = sum_squares_cpu(n, params.grads().data<float>());
 }
 }  // namespace
 
 StepStats Optimizer::step(Context& ctx) {
+  // The gate of step_deferred on a host block whose loss is finite: only the gradients decide.
+  double gate[kStatWidth] = {};
+  if (ctx.is_cuda()) {
+    Tensor sum = Tensor::empty({1}, DType::f64, ctx);
+    gradient_sum_squares(params_, ctx, sum.data<double>());
+    gate[kStatGradSumSq] = sum.to(Device::cpu, &ctx).data<double>()[0];
+  } else {
+    gradient_sum_squares(params_, ctx, &gate[kStatGradSumSq]);
+  }
+  step_gate_cpu(config_.clip_norm, gate);
   StepStats stats;
-  stats.grad_norm = std::sqrt(gradient_sum_squares(params_, ctx));
-  stats.finite = std::isfinite(stats.grad_norm);
+  stats.grad_norm = std::sqrt(gate[kStatGradSumSq]);
+  stats.finite = gate[kStatApplied] != 0;
   stats.lr = scheduled_lr(schedule_, config_.lr, steps_done_);
   if (!stats.finite) {
     params_.zero_grads(ctx);
@@ -68,12 +80,42 @@ StepStats Optimizer::step(Context& ctx) {
   UpdateArgs args;
   args.step = steps_done_ + 1;
   args.lr = stats.lr;
-  args.grad_scale =
-      config_.clip_norm > 0 && stats.grad_norm > config_.clip_norm ? config_.clip_norm / stats.grad_norm : 1.0;
+  args.grad_scale = gate[kStatGradScale];
   update(ctx, args);
   params_.zero_grads(ctx);
   ++steps_done_;
   return stats;
+}
+
+void Optimizer::step_deferred(Context& ctx, double* stats) {
+  UpdateArgs args;
+  args.step = steps_done_ + 1;
+  args.lr = scheduled_lr(schedule_, config_.lr, steps_done_);
+  gradient_sum_squares(params_, ctx, stats + kStatGradSumSq);
+  bool apply = true;
+  if (ctx.is_cuda() && gates_on_device()) {
+#if KD_HAVE_CUDA
+    step_gate_cuda(ctx.cuda_handles(), config_.clip_norm, stats);
+    args.step_stats = stats;
+#endif
+  } else {
+    double host[kStatWidth];
+    double* gate = stats;
+    if (ctx.is_cuda()) {
+#if KD_HAVE_CUDA
+      step_gate_cuda(ctx.cuda_handles(), config_.clip_norm, stats);
+      copy_bytes(host, Device::cpu, stats, Device::cuda, sizeof host, &ctx);
+      gate = host;
+#endif
+    } else {
+      step_gate_cpu(config_.clip_norm, stats);
+    }
+    apply = gate[kStatApplied] != 0;
+    args.grad_scale = gate[kStatGradScale];
+  }
+  if (apply) update(ctx, args);
+  params_.zero_grads(ctx);
+  ++steps_done_;
 }
 
 void Optimizer::skip_step(Context& ctx) {

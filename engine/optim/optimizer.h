@@ -65,6 +65,9 @@ struct UpdateArgs {
   int64_t step = 1;       // 1-based
   double lr = 0;          // scheduled
   double grad_scale = 1;  // clipping: the gradients are used times this
+  // Device memory (kernels/step_stats.h), set when the update is to read the gate there instead
+  // of grad_scale: it does nothing unless step_stats[kStatApplied] (gates_on_device optimizers).
+  const double* step_stats = nullptr;
 };
 
 class Optimizer {
@@ -79,6 +82,13 @@ class Optimizer {
   // Applies one update from the gradients (then zeroes them). With a non-finite gradient nothing
   // is changed and stats.finite is false.
   StepStats step(Context& ctx);
+  // The same step without a host wait (issue 16): `stats` is a kStatWidth block in the context's
+  // device memory (kernels/step_stats.h) that already holds the step's job-wide loss sum; the
+  // gradients' square sum goes there, step_gate decides the clip factor and whether the update
+  // happens (loss and norm finite), and the update kernels read both there. The gradients are
+  // zeroed and the schedule moves on either way (as skip_step for a skipped step). Optimizers
+  // whose update needs the factor on the host (Shampoo) read the block back: one wait.
+  void step_deferred(Context& ctx, double* stats);
   // Counts a step without updating (its loss or gradients were not finite and the run skips
   // such steps): the gradients are zeroed, the schedule moves on, weights and state stay.
   void skip_step(Context& ctx);
@@ -86,6 +96,8 @@ class Optimizer {
   double scheduled_lr_now() const { return scheduled_lr(schedule_, config_.lr, steps_done_); }
   const OptimizerConfig& config() const { return config_; }
   virtual const char* kind() const = 0;
+  // Whether update() honours UpdateArgs::step_stats on a GPU (else step_deferred reads it back).
+  virtual bool gates_on_device() const { return false; }
 
   // Data-parallel ranks, for optimizers that split work (Shampoo's roots); null: alone.
   virtual void set_communicator(Communicator* comm) {}

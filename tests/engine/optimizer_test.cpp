@@ -8,6 +8,7 @@
 
 #include "engine/safetensors.h"
 #include "kernels/optim.h"
+#include "kernels/step_stats.h"
 #include "tests/data/data_fixtures.h"
 #include "tests/support/testing.h"
 
@@ -103,6 +104,43 @@ TEST(Optimizer, NonFiniteGradientsLeaveTheWeightsUntouched) {
   EXPECT_FALSE(st.finite);
   EXPECT_EQ(opt->steps_done(), 0);
   for (size_t i = 0; i < before.size(); ++i) EXPECT_EQ(f.store.values().data<float>()[i], before[i]);
+}
+
+// The step without host waits (run.step_stats = device) on the CPU: bitwise the plain step for
+// each optimizer; a block whose loss is not finite skips the update, and the schedule moves on.
+TEST(Optimizer, TheDeferredStepIsThePlainStepBitwiseAndSkipsANonFiniteLoss) {
+  for (const char* name : {"adam", "sgd", "shampoo"}) {
+    Fixture a, b;
+    OptimizerConfig c;
+    c.name = name, c.lr = 0.05, c.weight_decay = 0.01, c.clip_norm = 2.0;
+    c.shampoo.start_step = 2, c.shampoo.precondition_every = 2;
+    ScheduleConfig s;
+    s.total_steps = 10, s.warmup_steps = 2;
+    auto plain = Optimizer::create(a.store, c, s, *a.ctx), deferred = Optimizer::create(b.store, c, s, *b.ctx);
+    for (int step = 1; step <= 5; ++step) {
+      a.set_grads(0.3f * float(step) * (step % 2 ? 1.0f : -1.0f));
+      b.set_grads(0.3f * float(step) * (step % 2 ? 1.0f : -1.0f));
+      const StepStats st = plain->step(*a.ctx);
+      double stats[kStatWidth] = {};
+      stats[kStatLossSum] = 1.25;
+      deferred->step_deferred(*b.ctx, stats);
+      EXPECT_EQ(stats[kStatApplied], 1.0) << name;
+      EXPECT_EQ(std::sqrt(stats[kStatGradSumSq]), st.grad_norm) << name << " step " << step;
+      EXPECT_LT(stats[kStatGradScale], 1.0) << name << ": the norm exceeds optim.clip_norm";
+      for (int64_t i = 0; i < a.store.numel(); ++i)
+        ASSERT_EQ(a.store.values().data<float>()[i], b.store.values().data<float>()[i]) << name << " step " << step;
+      EXPECT_EQ(b.store.grads().data<float>()[0], 0.0f) << "zeroed";
+    }
+    const std::vector<float> before(b.store.values().data<float>(), b.store.values().data<float>() + b.store.numel());
+    b.set_grads(1.0f);
+    double stats[kStatWidth] = {};
+    stats[kStatLossSum] = NAN;
+    deferred->step_deferred(*b.ctx, stats);
+    EXPECT_EQ(stats[kStatApplied], 0.0) << name;
+    EXPECT_EQ(deferred->steps_done(), 6) << name << ": a skipped step still counts";
+    for (size_t i = 0; i < before.size(); ++i) ASSERT_EQ(b.store.values().data<float>()[i], before[i]) << name;
+    EXPECT_EQ(b.store.grads().data<float>()[3], 0.0f) << "zeroed";
+  }
 }
 
 TEST(Optimizer, StateRoundTripsThroughACheckpoint) {

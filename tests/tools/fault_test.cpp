@@ -167,5 +167,55 @@ TEST_F(Faults, NonFiniteValuesStopTheRunNamingStepPhaseAndCheckpointOrAreSkipped
                              run_dir("nf_four_skip") + "/checkpoints/step_000000005.safetensors", {"optimizer.step"});
 }
 
+// run.step_stats = device (the GPU default) on the CPU: the loss, agreement and gradient norm
+// stay in the step's statistics block and are read once per log window (4 steps here). The run
+// is the host-read run bit for bit, metrics included, and a non-finite step is still found (at
+// the next read, before any checkpoint), named by its step, and stopped or skipped.
+TEST_F(Faults, StatisticsKeptOnTheDeviceGiveTheSameRunAndStillCatchNonFiniteSteps) {
+  const std::vector<std::string> device = {"run.step_stats=device", "run.log_every=4"};
+  const auto on_device = run("distill", "stats_device", device, "");
+  ASSERT_EQ(on_device.code, 0) << on_device.err;
+  const auto on_host = run("distill", "stats_host", {"run.step_stats=host", "run.log_every=4"}, "");
+  ASSERT_EQ(on_host.code, 0) << on_host.err;
+  test::expect_bitwise_equal(run_dir("straight") + "/model.safetensors", run_dir("stats_device") + "/model.safetensors");
+  const auto host_lines = lines_of(run_dir("stats_host") + "/metrics.jsonl");
+  const auto device_lines = lines_of(run_dir("stats_device") + "/metrics.jsonl");
+  ASSERT_EQ(host_lines.size(), device_lines.size());
+  int logged = 0;
+  for (size_t i = 0; i < host_lines.size(); ++i) {
+    const auto a = nlohmann::json::parse(host_lines[i]), b = nlohmann::json::parse(device_lines[i]);
+    for (const char* key : {"step", "loss", "lr", "grad_norm", "train_agreement", "top1"})
+      EXPECT_EQ(a.value(key, nlohmann::json()), b.value(key, nlohmann::json())) << key << " in line " << i;
+    logged += a.contains("grad_norm");
+  }
+  EXPECT_GE(logged, 3) << "steps 4, 8 and 12 logged";
+
+  const auto stopped = run("distill", "stats_nf", device, "nan.teacher_logits:step=4");
+  EXPECT_EQ(stopped.code, 3) << stopped.err;
+  EXPECT_TRUE(contains(stopped.err, " is NaN at step 4 (lr ")) << stopped.err;
+  EXPECT_TRUE(contains(stopped.err, "run.step_stats = host names the phase")) << stopped.err;
+  EXPECT_TRUE(contains(stopped.err, "The last good checkpoint is " + run_dir("stats_nf") +
+                                        "/checkpoints/step_000000003.safetensors"))
+      << stopped.err;
+  EXPECT_FALSE(fs::exists(run_dir("stats_nf") + "/checkpoints/step_000000006.safetensors"));
+  EXPECT_FALSE(fs::exists(run_dir("stats_nf") + "/model.safetensors"));
+
+  const auto grads = run("distill", "stats_nf_grads", device, "inf.student_grads:step=4");
+  EXPECT_EQ(grads.code, 3) << grads.err;
+  EXPECT_TRUE(contains(grads.err, "the gradient norm is infinite at step 4 (lr ")) << grads.err;
+  EXPECT_TRUE(contains(grads.err, "in the step (its statistics stay on the device")) << grads.err;
+
+  // Skipped on the device: the state after steps 0-3 and a skipped step 4 is the state after 4 steps.
+  ASSERT_EQ(run("distill", "stats_four", {"run.stop_after=4"}, "").code, 0);
+  const auto skipped =
+      run("distill", "stats_nf_skip", test::concat(device, {"run.skip_nonfinite=1", "run.stop_after=5"}), "nan.loss:step=4");
+  ASSERT_EQ(skipped.code, 0) << skipped.err;
+  EXPECT_TRUE(contains(skipped.err, "warning: the loss is NaN at step 4")) << skipped.err;
+  EXPECT_TRUE(contains(skipped.err, "the step is skipped without an update (1 of run.skip_nonfinite = 1)"))
+      << skipped.err;
+  test::expect_bitwise_equal(run_dir("stats_four") + "/checkpoints/step_000000004.safetensors",
+                             run_dir("stats_nf_skip") + "/checkpoints/step_000000005.safetensors", {"optimizer.step"});
+}
+
 }  // namespace
 }  // namespace kd

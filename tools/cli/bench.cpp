@@ -17,6 +17,7 @@
 #include "engine/comm.h"
 #include "engine/timer.h"
 #include "kernels/gemm.h"
+#include "kernels/step_stats.h"
 #include "tools/cli/bench_comm.h"
 #include "train/distributed.h"
 #include "train/options.h"
@@ -33,7 +34,7 @@ struct BenchArgs {
   std::string teacher = "resnetv2_152x2_bit", student = "resnetv2_50x1_bit", device = "auto", backend = "auto";
   int64_t teacher_res = 224, student_res = 160, batch = 128, steps = 10, warmup = 3, classes = 1000, source_px = 256;
   int64_t accumulate = 1, precondition_every = 20;
-  std::string optimizer = "adam", cpu_backend = "auto", teacher_precision = "default";
+  std::string optimizer = "adam", cpu_backend = "auto", teacher_precision = "default", step_stats = "device";
   int threads = 0;
   bool comm = false, compare_overlap = false, no_overlap = false, no_autotune = false, no_groupnorm_one_pass = false, conv_pad_channels = false;
 };
@@ -65,13 +66,27 @@ struct StepTiming {
 
 StepTiming time_steps(const BenchArgs& a, Context& ctx, Communicator& comm, StepRunner& runner, RankBatch& batch) {
   PhaseTimer timer(ctx);
-  for (int64_t s = 0; s < a.warmup; ++s) batch.step = s, runner.run(ctx, batch, &timer);
+  // --step-stats device: the loop's device path (train/loop.h), one block of statistics per step,
+  // zeroed on the device and never read: the step has no host wait.
+  Tensor stats_block;
+  if (a.step_stats == "device") stats_block = Tensor::empty({kStatWidth}, DType::f64, ctx);
+  auto one_step = [&](int64_t s) {
+    batch.step = s;
+    if (!stats_block.defined()) {
+      runner.run(ctx, batch, &timer);
+      return;
+    }
+    fill_zero(stats_block.raw(), ctx.device(), stats_block.nbytes(), &ctx);
+    StepResult r = runner.forward_backward(ctx, batch, &timer, stats_block.data<double>());
+    runner.update(ctx, r, &timer, stats_block.data<double>());
+  };
+  for (int64_t s = 0; s < a.warmup; ++s) one_step(s);
   ctx.synchronize();
   comm.barrier();
   timer.reset();
   ctx.pool().reset_peak();
   const auto started = std::chrono::steady_clock::now();
-  for (int64_t s = a.warmup; s < a.warmup + a.steps; ++s) batch.step = s, runner.run(ctx, batch, &timer);
+  for (int64_t s = a.warmup; s < a.warmup + a.steps; ++s) one_step(s);
   ctx.synchronize();
   StepTiming t;
   t.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
@@ -189,11 +204,12 @@ void run_bench(const BenchArgs& a) {
         "RESULT {\"tool\": \"kd\", \"device\": \"%s\", \"images_per_sec\": %.2f, \"mfu\": %.4f, "
         "\"peak_tflops\": %.2f, \"peak_memory_gib\": %.3f, \"teacher_weights_gib\": %.3f, \"batch\": %lld, "
         "\"ranks\": %d, \"accumulate\": %lld, \"overlap\": %s, \"optimizer\": \"%s\", \"autotune\": %s, "
-        "\"groupnorm_one_pass\": %s, \"conv_pad_channels\": %s, \"teacher_precision\": \"%s\"}\n",
+        "\"groupnorm_one_pass\": %s, \"conv_pad_channels\": %s, \"teacher_precision\": \"%s\", \"step_stats\": "
+        "\"%s\"}\n",
         ctx.describe().c_str(), images_per_s, mfu, peak / 1e12, peak_gib, double(teacher_bytes) / double(1ull << 30),
         (long long)a.batch, comm.size(), (long long)a.accumulate, overlap ? "true" : "false", a.optimizer.c_str(),
         a.no_autotune ? "false" : "true", a.no_groupnorm_one_pass ? "false" : "true",
-        a.conv_pad_channels ? "true" : "false", a.teacher_precision.c_str());
+        a.conv_pad_channels ? "true" : "false", a.teacher_precision.c_str(), a.step_stats.c_str());
   }
 }
 
@@ -250,6 +266,11 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--teacher-precision", args->teacher_precision,
                   "fp8: the teacher's convolutions in FP8 (teacher.precision; scales from one synthetic batch)")
       ->check(CLI::IsMember({"default", "fp8"}))
+      ->capture_default_str();
+  cmd->add_option("--step-stats", args->step_stats,
+                  "device: loss and gradient norm stay on the device, no host wait in the step (run.step_stats); "
+                  "host: read back every step, as before")
+      ->check(CLI::IsMember({"device", "host"}))
       ->capture_default_str();
   cmd->add_flag("--no-groupnorm-one-pass", args->no_groupnorm_one_pass,
                 "GroupNorm (forward and backward) on the two-pass path (run.groupnorm_one_pass = false), for the comparison");

@@ -42,18 +42,28 @@ struct Context::CudaState {
   std::unique_ptr<StreamWorkspace> workspace;
   std::string name;
   // host_staging(): a ring of pinned buffers, each grown on demand, each with the event of its
-  // last upload.
+  // last upload; upload_staging_for_kernels() adds a device buffer per slot and the event after
+  // which the stream no longer reads it.
   struct StagingSlot {
     void* host = nullptr;
     size_t bytes = 0;
     cudaEvent_t copied = nullptr;
+    void* device = nullptr;
+    size_t device_bytes = 0;
+    cudaEvent_t released = nullptr;
+    bool release_due = false;  // its kernels are queued; `released` is recorded at the next host_staging
   };
   StagingSlot staging[kStagingSlots];
   int staging_next = 0, staging_current = -1;
+  cudaStream_t copy_stream = nullptr;  // set_copy_stream(true): uploads for kernels run here
   ~CudaState() {
+    if (handles.stream) cudaStreamSynchronize(handles.stream);
+    if (copy_stream) cudaStreamSynchronize(copy_stream), cudaStreamDestroy(copy_stream);
     for (StagingSlot& s : staging) {
-      if (s.copied) cudaEventSynchronize(s.copied), cudaEventDestroy(s.copied);
+      if (s.copied) cudaEventDestroy(s.copied);
+      if (s.released) cudaEventDestroy(s.released);
       if (s.host) cudaFreeHost(s.host);
+      if (s.device) cudaFree(s.device);
     }
     workspace.reset();
     if (handles.cudnn) cudnnDestroy(handles.cudnn);
@@ -126,6 +136,12 @@ void fill_zero(void* dst, Device dev, size_t bytes, Context* ctx) {
 uint8_t* Context::host_staging(size_t bytes) {
   KD_CHECK(cuda_, "host_staging: a cpu context has no device to upload to");
   CudaState& st = *cuda_;
+  if (st.staging_current >= 0 && st.staging[st.staging_current].release_due) {
+    // The kernels reading the previous slot's device buffer were queued before this call.
+    CudaState::StagingSlot& previous = st.staging[st.staging_current];
+    KD_CUDA_CHECK(cudaEventRecord(previous.released, st.handles.stream));
+    previous.release_due = false;
+  }
   const int i = st.staging_next;
   st.staging_next = (i + 1) % kStagingSlots;
   CudaState::StagingSlot& slot = st.staging[i];
@@ -150,6 +166,46 @@ void Context::upload_staging(void* device_dst, size_t bytes) {
   if (bytes == 0) return;
   KD_CUDA_CHECK(cudaMemcpyAsync(device_dst, slot.host, bytes, cudaMemcpyHostToDevice, st.handles.stream));
   KD_CUDA_CHECK(cudaEventRecord(slot.copied, st.handles.stream));
+}
+
+const uint8_t* Context::upload_staging_for_kernels(size_t bytes) {
+  KD_CHECK(cuda_ && cuda_->staging_current >= 0, "upload_staging_for_kernels: no staging buffer was handed out");
+  CudaState& st = *cuda_;
+  CudaState::StagingSlot& slot = st.staging[st.staging_current];
+  KD_CHECK(bytes <= slot.bytes, "upload_staging_for_kernels: ", bytes, " bytes from a ", slot.bytes,
+           "-byte staging buffer");
+  if (!slot.released) KD_CUDA_CHECK(cudaEventCreateWithFlags(&slot.released, cudaEventDisableTiming));
+  if (bytes > slot.device_bytes) {
+    // (cudaFree waits for the whole device, so also for the kernels that read the old buffer.)
+    if (slot.device) KD_CUDA_CHECK(cudaFree(slot.device));
+    slot.device = nullptr, slot.device_bytes = 0;
+    const size_t grown = bytes + bytes / 4;
+    slot.device = device_alloc(grown, device_index_);
+    slot.device_bytes = grown;
+  }
+  if (bytes > 0) {
+    cudaStream_t copy = st.copy_stream ? st.copy_stream : st.handles.stream;
+    // On the copy stream: after the kernels that read this buffer kStagingSlots uploads ago (an
+    // event never recorded counts as done), while the stream computes what was queued since.
+    if (st.copy_stream) KD_CUDA_CHECK(cudaStreamWaitEvent(copy, slot.released, 0));
+    KD_CUDA_CHECK(cudaMemcpyAsync(slot.device, slot.host, bytes, cudaMemcpyHostToDevice, copy));
+    KD_CUDA_CHECK(cudaEventRecord(slot.copied, copy));
+    if (st.copy_stream) KD_CUDA_CHECK(cudaStreamWaitEvent(st.handles.stream, slot.copied, 0));
+  }
+  slot.release_due = true;
+  return static_cast<const uint8_t*>(slot.device);
+}
+
+void Context::set_copy_stream(bool on) {
+  if (!cuda_ || on == (cuda_->copy_stream != nullptr)) return;
+  CudaState& st = *cuda_;
+  if (on) {
+    KD_CUDA_CHECK(cudaStreamCreateWithFlags(&st.copy_stream, cudaStreamNonBlocking));
+  } else {
+    KD_CUDA_CHECK(cudaStreamSynchronize(st.copy_stream));
+    KD_CUDA_CHECK(cudaStreamDestroy(st.copy_stream));
+    st.copy_stream = nullptr;
+  }
 }
 
 std::unique_ptr<Context> Context::cuda(int device_index) {
@@ -208,6 +264,10 @@ void fill_zero(void* dst, Device dev, size_t bytes, Context*) {
 std::unique_ptr<Context> Context::cuda(int) { KD_FAIL("cannot create a cuda context: kd was built without CUDA"); }
 uint8_t* Context::host_staging(size_t) { KD_FAIL("host_staging: kd was built without CUDA"); }
 void Context::upload_staging(void*, size_t) { KD_FAIL("upload_staging: kd was built without CUDA"); }
+const uint8_t* Context::upload_staging_for_kernels(size_t) {
+  KD_FAIL("upload_staging_for_kernels: kd was built without CUDA");
+}
+void Context::set_copy_stream(bool) {}
 void Context::synchronize() {}
 
 #endif

@@ -55,6 +55,15 @@ class Context {
   static constexpr int kStagingSlots = 4;
   uint8_t* host_staging(size_t bytes);
   void upload_staging(void* device_dst, size_t bytes);
+  // The same upload into the slot's own device buffer (not the pool's), for kernels queued on
+  // this context's stream after the call: with a copy stream (set_copy_stream, issue 16 item 4)
+  // the copy runs there while the stream computes what was queued before, and the stream waits
+  // for it by an event. The buffer is rewritten only after the kernels queued before the next
+  // host_staging() ran, so it is theirs until then.
+  const uint8_t* upload_staging_for_kernels(size_t bytes);
+  // Uploads for kernels on a copy stream of their own (run.copy_stream), or on the context's
+  // stream (off: the copy waits for the work queued before it). No effect on a CPU context.
+  void set_copy_stream(bool on);
   std::string describe() const;  // "cpu (2 threads)" / "cuda:0 NVIDIA H100 80GB HBM3 (sm_90)"
 
  private:

@@ -99,9 +99,7 @@ std::vector<Tensor> augment_cuda_views(Context& ctx, const uint8_t* host_pixels,
   for (int64_t off = 0; off < int64_t(host_bytes); off += chunk)
     std::memcpy(host + recipe_bytes + source_bytes + off, host_pixels + off,
                 size_t(std::min(chunk, int64_t(host_bytes) - off)));
-  Tensor staged = Tensor::empty({int64_t(total)}, DType::u8, ctx);
-  ctx.upload_staging(staged.raw(), total);
-  const uint8_t* base = staged.data<uint8_t>();
+  const uint8_t* base = ctx.upload_staging_for_kernels(total);
   const uint8_t* pixels = device_pixels ? device_pixels : base + recipe_bytes + source_bytes;
   std::vector<Tensor> views;
   for (size_t v = 0; v < resolutions.size(); v += 2) {  // the kernel renders two views per launch

@@ -136,6 +136,8 @@ if want bench; then
   # The step that reads its loss and gradient norm back every step (run.step_stats = host), against
   # the default one that never waits for the host.
   kd_variant "kd bench host stats" KD_BENCH_HOST_STATS kd_bench_host_stats.log "device stats" --step-stats host
+  # Pixel uploads on the compute stream instead of a copy stream of their own.
+  kd_variant "kd bench no copy stream" KD_BENCH_NO_COPY_STREAM kd_bench_no_copy_stream.log "copy stream" --no-copy-stream
   # The FP8 teacher (cuDNN's FP8 convolutions; a warning in the log if they fell back to emulation).
   kd_variant "kd bench teacher fp8" KD_BENCH_FP8 kd_bench_fp8.log "bf16 teacher" --teacher-precision fp8
   # Autotuning's worth: the same step with cuDNN's first engine per convolution (the run above

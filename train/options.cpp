@@ -57,6 +57,9 @@ void TrainOptions::bind(ConfigSchema& s) {
          "GPU: GroupNorm's forward and backward in one pass over memory (each span of groups kept in shared memory "
          "where it fits); "
          "false: the two-pass path everywhere");
+  s.bind("run.copy_stream", &run.copy_stream,
+         "GPU: upload each batch's pixels on a copy stream of its own while the previous step computes (false: on "
+         "the compute stream, after it)");
   s.bind("run.conv_pad_channels", &run.conv_pad_channels,
          "GPU: run convolutions with fewer than 8 input channels (the RGB stem) on inputs and weights zero-padded "
          "to 8 channels, which tensor cores take; off until a GPU has measured it");

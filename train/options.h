@@ -88,6 +88,7 @@ struct RunOptions {
   bool autotune = true;           // GPU: time cuDNN's candidate engines once per convolution shape
   std::string autotune_cache;     // where the choices persist ("": the default, "off": nowhere)
   bool groupnorm_one_pass = true;  // GPU: GroupNorm forward and backward in one pass where a span fits on chip
+  bool copy_stream = true;          // GPU: pixel uploads on a copy stream, overlapping the previous step
   bool conv_pad_channels = false;  // GPU: convolutions on < 8 channels padded to 8 (off until measured)
   int64_t skip_nonfinite = 0;     // steps with a non-finite loss/gradient skipped before the run stops
   std::string step_stats = "auto";  // auto | device | host: where the step's loss and norm are kept (train/loop.h)

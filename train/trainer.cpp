@@ -125,6 +125,7 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
     ctx->set_autotune(o.run.autotune, tuning.get());
     ctx->set_groupnorm_one_pass(o.run.groupnorm_one_pass);
     ctx->set_conv_pad_channels(o.run.conv_pad_channels);
+    ctx->set_copy_stream(o.run.copy_stream);
     tuning_note = !o.run.autotune ? "cuDNN autotuning off (run.autotune)"
                   : path.empty()  ? "cuDNN autotuning on, choices not kept (run.autotune_cache)"
                                   : "cuDNN autotuning on, " + std::to_string(tuning->size()) +

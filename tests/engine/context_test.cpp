@@ -74,5 +74,36 @@ TEST(Context, UploadsThroughTheStagingRingArriveIntact) {
   }
 }
 
+// Uploads for kernels (the augment's pixels) into the ring's own device buffers, with and without
+// the copy stream: each is read on the context's stream right after (a device-to-device copy
+// stands for the kernel) while later uploads are already queued on the copy stream; every copy
+// taken reads its own upload, also when a slot's device buffer grows.
+TEST(Context, UploadsForKernelsOnTheCopyStreamAreReadAfterTheyArrive) {
+  KD_REQUIRE_CUDA();
+  auto ctx = Context::cuda(0);
+  for (bool copy_stream : {true, false}) {
+    ctx->set_copy_stream(copy_stream);
+    const int uploads = 5 * Context::kStagingSlots + 1;
+    std::vector<std::vector<uint8_t>> sent;
+    std::vector<Tensor> taken;
+    for (int k = 0; k < uploads; ++k) {
+      const size_t bytes = (size_t(3000 + 101 * k)) << (k % 4 == 1 ? 11 : 0);  // some grow their slot
+      std::vector<uint8_t> data(bytes);
+      for (size_t i = 0; i < bytes; ++i) data[i] = uint8_t((i * 29 + size_t(k) * 71 + copy_stream) % 253);
+      std::memcpy(ctx->host_staging(bytes), data.data(), bytes);
+      const uint8_t* dev = ctx->upload_staging_for_kernels(bytes);
+      Tensor copy = Tensor::empty({int64_t(bytes)}, DType::u8, *ctx);
+      copy_bytes(copy.raw(), Device::cuda, dev, Device::cuda, bytes, ctx.get());
+      taken.push_back(copy);
+      sent.push_back(std::move(data));
+    }
+    for (int k = 0; k < uploads; ++k) {
+      const Tensor back = taken[size_t(k)].to(Device::cpu, ctx.get());
+      EXPECT_EQ(std::memcmp(back.raw(), sent[size_t(k)].data(), sent[size_t(k)].size()), 0)
+          << "upload " << k << (copy_stream ? " on the copy stream" : " on the compute stream");
+    }
+  }
+}
+
 }  // namespace
 }  // namespace kd

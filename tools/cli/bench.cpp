@@ -37,6 +37,7 @@ struct BenchArgs {
   std::string optimizer = "adam", cpu_backend = "auto", teacher_precision = "default", step_stats = "device";
   int threads = 0;
   bool comm = false, compare_overlap = false, no_overlap = false, no_autotune = false, no_groupnorm_one_pass = false, conv_pad_channels = false;
+  bool no_copy_stream = false;
 };
 
 // The rank's share of the global batch: random images, one per global slot (seeded by the slot,
@@ -109,6 +110,7 @@ void run_bench(const BenchArgs& a) {
   ctx.set_autotune(!a.no_autotune, tuning.get());
   ctx.set_groupnorm_one_pass(!a.no_groupnorm_one_pass);
   ctx.set_conv_pad_channels(a.conv_pad_channels);
+  ctx.set_copy_stream(!a.no_copy_stream);
   if (a.comm) {
     std::vector<int64_t> sizes;
     for (int64_t b = 4 << 10; b <= (ctx.is_cuda() ? int64_t(1) << 30 : int64_t(64) << 20); b *= 4) sizes.push_back(b);
@@ -205,11 +207,12 @@ void run_bench(const BenchArgs& a) {
         "\"peak_tflops\": %.2f, \"peak_memory_gib\": %.3f, \"teacher_weights_gib\": %.3f, \"batch\": %lld, "
         "\"ranks\": %d, \"accumulate\": %lld, \"overlap\": %s, \"optimizer\": \"%s\", \"autotune\": %s, "
         "\"groupnorm_one_pass\": %s, \"conv_pad_channels\": %s, \"teacher_precision\": \"%s\", \"step_stats\": "
-        "\"%s\"}\n",
+        "\"%s\", \"copy_stream\": %s}\n",
         ctx.describe().c_str(), images_per_s, mfu, peak / 1e12, peak_gib, double(teacher_bytes) / double(1ull << 30),
         (long long)a.batch, comm.size(), (long long)a.accumulate, overlap ? "true" : "false", a.optimizer.c_str(),
         a.no_autotune ? "false" : "true", a.no_groupnorm_one_pass ? "false" : "true",
-        a.conv_pad_channels ? "true" : "false", a.teacher_precision.c_str(), a.step_stats.c_str());
+        a.conv_pad_channels ? "true" : "false", a.teacher_precision.c_str(), a.step_stats.c_str(),
+        a.no_copy_stream ? "false" : "true");
   }
 }
 
@@ -272,6 +275,8 @@ void add_bench_command(CLI::App& app) {
                   "host: read back every step, as before")
       ->check(CLI::IsMember({"device", "host"}))
       ->capture_default_str();
+  cmd->add_flag("--no-copy-stream", args->no_copy_stream,
+                "upload the pixels on the compute stream after the previous step (run.copy_stream = false)");
   cmd->add_flag("--no-groupnorm-one-pass", args->no_groupnorm_one_pass,
                 "GroupNorm (forward and backward) on the two-pass path (run.groupnorm_one_pass = false), for the comparison");
   cmd->footer(

@@ -2,6 +2,7 @@
 
 #include <omp.h>
 
+#include <chrono>
 #include <cstring>
 
 #include "kernels/check.h"
@@ -56,6 +57,7 @@ struct Context::CudaState {
   StagingSlot staging[kStagingSlots];
   int staging_next = 0, staging_current = -1;
   cudaStream_t copy_stream = nullptr;  // set_copy_stream(true): uploads for kernels run here
+  double staging_wait_s = 0;           // staging_wait_seconds()
   ~CudaState() {
     if (handles.stream) cudaStreamSynchronize(handles.stream);
     if (copy_stream) cudaStreamSynchronize(copy_stream), cudaStreamDestroy(copy_stream);
@@ -145,7 +147,16 @@ uint8_t* Context::host_staging(size_t bytes) {
   const int i = st.staging_next;
   st.staging_next = (i + 1) % kStagingSlots;
   CudaState::StagingSlot& slot = st.staging[i];
-  if (slot.copied) KD_CUDA_CHECK(cudaEventSynchronize(slot.copied));  // its last upload has been read
+  if (slot.copied) {  // its last upload must have been read
+    const cudaError_t state = cudaEventQuery(slot.copied);
+    if (state == cudaErrorNotReady) {
+      const auto t = std::chrono::steady_clock::now();
+      KD_CUDA_CHECK(cudaEventSynchronize(slot.copied));
+      st.staging_wait_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+    } else {
+      KD_CUDA_CHECK(state);
+    }
+  }
   if (bytes > slot.bytes) {
     if (slot.host) KD_CUDA_CHECK(cudaFreeHost(slot.host));
     slot.host = nullptr, slot.bytes = 0;
@@ -195,6 +206,8 @@ const uint8_t* Context::upload_staging_for_kernels(size_t bytes) {
   slot.release_due = true;
   return static_cast<const uint8_t*>(slot.device);
 }
+
+double Context::staging_wait_seconds() const { return cuda_ ? cuda_->staging_wait_s : 0.0; }
 
 void Context::set_copy_stream(bool on) {
   if (!cuda_ || on == (cuda_->copy_stream != nullptr)) return;
@@ -268,6 +281,7 @@ const uint8_t* Context::upload_staging_for_kernels(size_t) {
   KD_FAIL("upload_staging_for_kernels: kd was built without CUDA");
 }
 void Context::set_copy_stream(bool) {}
+double Context::staging_wait_seconds() const { return 0.0; }
 void Context::synchronize() {}
 
 #endif

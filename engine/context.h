@@ -61,6 +61,10 @@ class Context {
   // for it by an event. The buffer is rewritten only after the kernels queued before the next
   // host_staging() ran, so it is theirs until then.
   const uint8_t* upload_staging_for_kernels(size_t bytes);
+  // Seconds the host has spent in host_staging() waiting for a slot's copy (the device is more
+  // than the ring behind): with no other waits in the step, the host's time per step less this
+  // is what enqueueing it costs, the bound that CUDA graphs would lower. 0 on a CPU context.
+  double staging_wait_seconds() const;
   // Uploads for kernels on a copy stream of their own (run.copy_stream), or on the context's
   // stream (off: the copy waits for the work queued before it). No effect on a CPU context.
   void set_copy_stream(bool on);

@@ -216,6 +216,15 @@ std::vector<std::string> on_gpu(std::vector<std::string> args) {
   return args;
 }
 
+// The metrics lines of two runs' log windows (the records with a gradient norm), side by side.
+std::vector<std::pair<std::string, std::string>> logged_windows(const std::string& run_a, const std::string& run_b) {
+  std::istringstream a(test::read_text(run_a + "/metrics.jsonl")), b(test::read_text(run_b + "/metrics.jsonl"));
+  std::vector<std::pair<std::string, std::string>> out;
+  for (std::string la, lb; std::getline(a, la) && std::getline(b, lb);)
+    if (la.find("\"grad_norm\"") != std::string::npos) out.emplace_back(la, lb);
+  return out;
+}
+
 // The training loop on the GPU (bf16 activations, fp32 master weights): distillation from the
 // CPU-trained teacher clears the CPU's agreement bar, across a stop and a resume on the GPU.
 TEST_F(Distill, OnTheGpuAgreementRisesAcrossAResume) {
@@ -253,16 +262,33 @@ TEST_F(Distill, OnTheGpuTheStepWithoutHostWaitsComputesThePlainStepsWeights) {
     if (x.dtype() != DType::f32) continue;
     EXPECT_LE(test::rel_l2(x.data<float>(), y.data<float>(), size_t(x.numel())), 1e-3) << name;
   }
-  std::istringstream a(test::read_text(dir_->str() + "/runs/gpu_stats_host/metrics.jsonl"));
-  std::istringstream b(test::read_text(dir_->str() + "/runs/gpu_stats_device/metrics.jsonl"));
-  int windows = 0;
-  for (std::string la, lb; std::getline(a, la) && std::getline(b, lb);) {
-    if (la.find("\"grad_norm\"") == std::string::npos) continue;
-    ++windows;
+  const auto windows = logged_windows(dir_->str() + "/runs/gpu_stats_host", dir_->str() + "/runs/gpu_stats_device");
+  for (const auto& [la, lb] : windows) {
     EXPECT_NEAR(json_value(la, "loss"), json_value(lb, "loss"), 1e-3 * std::fabs(json_value(la, "loss"))) << la;
     EXPECT_NEAR(json_value(la, "grad_norm"), json_value(lb, "grad_norm"), 1e-3 * json_value(la, "grad_norm")) << la;
   }
-  EXPECT_EQ(windows, 4);
+  EXPECT_EQ(windows.size(), 4u);
+}
+
+// End to end on the GPU: a short distillation with every optimisation of issue 16 on (the
+// defaults: statistics on the device, the copy stream, autotuning, one-pass GroupNorm) follows the
+// loss curve of the plain path (all four off) within bf16 noise: each 10-step window's mean loss
+// within 5% (+0.01).
+TEST_F(Distill, OnTheGpuEveryOptimisationFollowsThePlainPathsLossCurve) {
+  KD_REQUIRE_CUDA();
+  const auto fast = run_kd(concat({"distill"}, on_gpu(concat(distill_run("gpu_all_on", 40), {"run.log_every=10"}))));
+  ASSERT_EQ(fast.code, 0) << fast.err;
+  const auto plain = run_kd(concat(
+      {"distill"}, on_gpu(concat(distill_run("gpu_all_off", 40),
+                                 {"run.log_every=10", "run.step_stats=host", "run.copy_stream=false",
+                                  "run.autotune=false", "run.groupnorm_one_pass=false"}))));
+  ASSERT_EQ(plain.code, 0) << plain.err;
+  const auto windows = logged_windows(dir_->str() + "/runs/gpu_all_off", dir_->str() + "/runs/gpu_all_on");
+  for (const auto& [la, lb] : windows) {
+    const double x = json_value(la, "loss"), y = json_value(lb, "loss");
+    EXPECT_NEAR(x, y, 0.05 * std::max(x, y) + 0.01) << la << "\n" << lb;
+  }
+  EXPECT_EQ(windows.size(), 4u);
 }
 
 // The FP8 teacher's emulation on the GPU (bf16 arithmetic) against the CPU-trained teacher.

@@ -63,6 +63,10 @@ RankBatch synthetic_share(const BenchArgs& a, const Communicator& comm) {
 struct StepTiming {
   double seconds = 0;  // the timed steps, slowest rank
   std::vector<std::pair<std::string, double>> phases;
+  // The host's side (rank 0): seconds per step waited for the upload ring during the timed steps,
+  // and the time to enqueue one more step after the device went idle (its host cost alone: the
+  // most CUDA graphs could save while the device is the bottleneck).
+  double ring_wait_s = 0, enqueue_s = 0;
 };
 
 StepTiming time_steps(const BenchArgs& a, Context& ctx, Communicator& comm, StepRunner& runner, RankBatch& batch) {
@@ -86,6 +90,7 @@ StepTiming time_steps(const BenchArgs& a, Context& ctx, Communicator& comm, Step
   comm.barrier();
   timer.reset();
   ctx.pool().reset_peak();
+  const double ring_wait_before = ctx.staging_wait_seconds();
   const auto started = std::chrono::steady_clock::now();
   for (int64_t s = a.warmup; s < a.warmup + a.steps; ++s) one_step(s);
   ctx.synchronize();
@@ -93,6 +98,11 @@ StepTiming time_steps(const BenchArgs& a, Context& ctx, Communicator& comm, Step
   t.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   comm.all_reduce_host(&t.seconds, 1, ReduceOp::max);
   t.phases = timer.totals_ms();
+  t.ring_wait_s = (ctx.staging_wait_seconds() - ring_wait_before) / double(a.steps);
+  const auto enqueue_start = std::chrono::steady_clock::now();
+  one_step(a.warmup + a.steps);
+  t.enqueue_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - enqueue_start).count();
+  ctx.synchronize();
   return t;
 }
 
@@ -197,6 +207,11 @@ void run_bench(const BenchArgs& a) {
         "teacher weights: %.3f GiB held (%.3f GiB before frozen teachers dropped gradients and unread fp32 "
         "values)\n",
         double(teacher_bytes) / double(1ull << 30), teacher_bytes_before / double(1ull << 30));
+    if (ctx.is_cuda())
+      std::printf(
+          "host: one step enqueued in %.2f ms after an idle device (--step-stats %s); %.2f ms/step waited for the "
+          "upload ring (the device behind)\n",
+          1e3 * t.enqueue_s, a.step_stats.c_str(), 1e3 * t.ring_wait_s);
     double phase_total = 0;
     for (const auto& p : t.phases) phase_total += p.second;
     std::printf("%-16s %10s %7s   (rank 0)\n", "phase", "ms/step", "share");
@@ -207,12 +222,12 @@ void run_bench(const BenchArgs& a) {
         "\"peak_tflops\": %.2f, \"peak_memory_gib\": %.3f, \"teacher_weights_gib\": %.3f, \"batch\": %lld, "
         "\"ranks\": %d, \"accumulate\": %lld, \"overlap\": %s, \"optimizer\": \"%s\", \"autotune\": %s, "
         "\"groupnorm_one_pass\": %s, \"conv_pad_channels\": %s, \"teacher_precision\": \"%s\", \"step_stats\": "
-        "\"%s\", \"copy_stream\": %s}\n",
+        "\"%s\", \"copy_stream\": %s, \"enqueue_ms\": %.3f, \"ring_wait_ms\": %.3f}\n",
         ctx.describe().c_str(), images_per_s, mfu, peak / 1e12, peak_gib, double(teacher_bytes) / double(1ull << 30),
         (long long)a.batch, comm.size(), (long long)a.accumulate, overlap ? "true" : "false", a.optimizer.c_str(),
         a.no_autotune ? "false" : "true", a.no_groupnorm_one_pass ? "false" : "true",
         a.conv_pad_channels ? "true" : "false", a.teacher_precision.c_str(), a.step_stats.c_str(),
-        a.no_copy_stream ? "false" : "true");
+        a.no_copy_stream ? "false" : "true", 1e3 * t.enqueue_s, 1e3 * t.ring_wait_s);
   }
 }
 

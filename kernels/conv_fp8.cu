@@ -37,31 +37,20 @@ Fp8PlanCache& fp8_plan_cache() {
   return *cache;
 }
 
-cudnn::Descriptor tensor(int64_t uid, cudnnDataType_t dtype, const CudnnTensorLayout& layout, int64_t align,
-                         bool is_virtual = false) {
-  cudnn::TensorSpec spec;
-  spec.uid = uid;
-  spec.dtype = dtype;
-  for (int i = 0; i < 4; ++i) spec.dims[i] = layout.dims[i], spec.strides[i] = layout.strides[i];
-  spec.alignment_bytes = align;
-  spec.is_virtual = is_virtual;
-  return cudnn::make_tensor(spec);
-}
-
 std::unique_ptr<Fp8Plan> build_plan(const CudaHandles& h, const Conv2dShape& s, const int64_t align[4]) {
   auto p = std::make_unique<Fp8Plan>();
   std::vector<cudnn::Descriptor>& d = p->keep;
   d.reserve(9);
-  d.push_back(tensor(kUidX, CUDNN_DATA_FP8_E4M3, conv_x_layout(s), align[0]));
-  d.push_back(tensor(kUidW, CUDNN_DATA_FP8_E4M3, conv_w_layout(s), align[1]));
-  d.push_back(tensor(kUidConvOut, CUDNN_DATA_FLOAT, conv_y_layout(s), kMaxAlignment, /*is_virtual=*/true));
+  d.push_back(cudnn::make_tensor(kUidX, CUDNN_DATA_FP8_E4M3, conv_x_layout(s), align[0]));
+  d.push_back(cudnn::make_tensor(kUidW, CUDNN_DATA_FP8_E4M3, conv_w_layout(s), align[1]));
+  d.push_back(cudnn::make_tensor(kUidConvOut, CUDNN_DATA_FLOAT, conv_y_layout(s), kMaxAlignment, /*is_virtual=*/true));
   // The per-channel factor broadcast over n, h, w: dims [1, c_out, 1, 1] in cuDNN's (n, c, h, w)
   // order, channels contiguous (NHWC-style strides).
   CudnnTensorLayout per_channel;
   const int64_t dims[4] = {1, s.c_out, 1, 1}, strides[4] = {s.c_out, 1, s.c_out, s.c_out};
   for (int i = 0; i < 4; ++i) per_channel.dims[i] = dims[i], per_channel.strides[i] = strides[i];
-  d.push_back(tensor(kUidDescale, CUDNN_DATA_FLOAT, per_channel, align[3]));
-  d.push_back(tensor(kUidY, CUDNN_DATA_BFLOAT16, conv_y_layout(s), align[2]));
+  d.push_back(cudnn::make_tensor(kUidDescale, CUDNN_DATA_FLOAT, per_channel, align[3]));
+  d.push_back(cudnn::make_tensor(kUidY, CUDNN_DATA_BFLOAT16, conv_y_layout(s), align[2]));
   const cudnn::Descriptor &x = d[0], &w = d[1], &conv_out = d[2], &descale = d[3], &y = d[4];
 
   const CudnnConvParams cp = conv_cudnn_params(s);
@@ -75,19 +64,9 @@ std::unique_ptr<Fp8Plan> build_plan(const CudaHandles& h, const Conv2dShape& s, 
       .set_float(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, 0.0f);
   conv_op.finalize();
 
-  const cudnnPointwiseMode_t mul = CUDNN_POINTWISE_MUL;
-  cudnn::Descriptor pw(CUDNN_BACKEND_POINTWISE_DESCRIPTOR);
-  pw.set(CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mul)
-      .set_data_type(CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_DATA_FLOAT);
-  pw.finalize();
-  cudnn::Descriptor scale_op(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR);
-  scale_op.set_descriptor(CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, pw)
-      .set_descriptor(CUDNN_ATTR_OPERATION_POINTWISE_XDESC, conv_out)
-      .set_descriptor(CUDNN_ATTR_OPERATION_POINTWISE_BDESC, descale)
-      .set_descriptor(CUDNN_ATTR_OPERATION_POINTWISE_YDESC, y);
-  scale_op.finalize();
+  cudnn::PointwiseOp scale = cudnn::make_pointwise(CUDNN_POINTWISE_MUL, conv_out, &descale, y);
 
-  cudnn::Descriptor graph = cudnn::make_operation_graph(h.cudnn, {&conv_op, &scale_op});
+  cudnn::Descriptor graph = cudnn::make_operation_graph(h.cudnn, {&conv_op, &scale.op});
   std::string why;
   std::vector<cudnn::Plan> plans = cudnn::make_plans(h.cudnn, graph, 1, kMaxWorkspaceBytes, &why);
   KD_CHECK(!plans.empty(), "no cuDNN engine for the FP8 convolution (", why.empty() ? "no engine configs" : why, ") [",
@@ -95,8 +74,8 @@ std::unique_ptr<Fp8Plan> build_plan(const CudaHandles& h, const Conv2dShape& s, 
   p->plan = std::move(plans[0]);
   d.push_back(std::move(conv));
   d.push_back(std::move(conv_op));
-  d.push_back(std::move(pw));
-  d.push_back(std::move(scale_op));
+  d.push_back(std::move(scale.mode));
+  d.push_back(std::move(scale.op));
   d.push_back(std::move(graph));
   return p;
 }

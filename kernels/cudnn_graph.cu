@@ -152,6 +152,31 @@ Descriptor make_convolution_2d(const int64_t pre_padding[2], const int64_t post_
   return conv;
 }
 
+Descriptor make_tensor(int64_t uid, cudnnDataType_t dtype, const CudnnTensorLayout& layout, int64_t alignment_bytes,
+                       bool is_virtual) {
+  TensorSpec spec;
+  spec.uid = uid;
+  spec.dtype = dtype;
+  for (int i = 0; i < 4; ++i) spec.dims[i] = layout.dims[i], spec.strides[i] = layout.strides[i];
+  spec.alignment_bytes = alignment_bytes;
+  spec.is_virtual = is_virtual;
+  return make_tensor(spec);
+}
+
+PointwiseOp make_pointwise(cudnnPointwiseMode_t mode, const Descriptor& x, const Descriptor* b, const Descriptor& y) {
+  PointwiseOp p{Descriptor(CUDNN_BACKEND_POINTWISE_DESCRIPTOR),
+                Descriptor(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR)};
+  p.mode.set(CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode)
+      .set_data_type(CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_DATA_FLOAT);
+  p.mode.finalize();
+  p.op.set_descriptor(CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, p.mode)
+      .set_descriptor(CUDNN_ATTR_OPERATION_POINTWISE_XDESC, x)
+      .set_descriptor(CUDNN_ATTR_OPERATION_POINTWISE_YDESC, y);
+  if (b) p.op.set_descriptor(CUDNN_ATTR_OPERATION_POINTWISE_BDESC, *b);
+  p.op.finalize();
+  return p;
+}
+
 Descriptor make_operation_graph(cudnnHandle_t handle, const std::vector<const Descriptor*>& ops) {
   version_string();  // fails early on a pre-9 runtime
   Descriptor graph(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "kernels/conv_cuda_layout.h"
+
 namespace kd::cudnn {
 
 // "cuDNN 9.19.0 (headers 9.19.0)"; checks once that the runtime is cuDNN 9 or newer.
@@ -66,12 +68,21 @@ struct TensorSpec {
   bool is_virtual = false;  // an intermediate of a graph, never in memory
 };
 Descriptor make_tensor(const TensorSpec& spec);
+// The same from a convolution tensor's layout (kernels/conv_cuda_layout.h).
+Descriptor make_tensor(int64_t uid, cudnnDataType_t dtype, const CudnnTensorLayout& layout, int64_t alignment_bytes,
+                       bool is_virtual = false);
 
 // A finalized 2-D cross-correlation with fp32 compute: padding before and after, filter strides
 // and dilations, two values each (height, width).
 Descriptor make_convolution_2d(const int64_t pre_padding[2], const int64_t post_padding[2], const int64_t strides[2],
                                const int64_t dilations[2]);
 
+// A finalized pointwise operation y = mode(x[, b]) in fp32 math (b: null for unary modes such as
+// CUDNN_POINTWISE_RELU_FWD); `mode` describes it and must outlive `op`.
+struct PointwiseOp {
+  Descriptor mode, op;
+};
+PointwiseOp make_pointwise(cudnnPointwiseMode_t mode, const Descriptor& x, const Descriptor* b, const Descriptor& y);
 // An operation graph of the given operations (finalized). The handle is still required by
 // cuDNN before 9.8, so it is always set.
 Descriptor make_operation_graph(cudnnHandle_t handle, const std::vector<const Descriptor*>& ops);

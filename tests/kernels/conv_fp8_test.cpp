@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/fp8.h"
+#include "tests/kernels/conv_shapes.h"
 #include "tests/kernels/cuda_test_util.h"
 #include "tests/support/testing.h"
 
@@ -40,15 +41,9 @@ TEST(ConvFp8, CpuReferenceIsTheDescaledSumOfDecodedProducts) {
     for (int64_t p = 0; p < s.out_h(); ++p)
       for (int64_t q = 0; q < s.out_w(); ++q)
         for (int64_t o = 0; o < s.c_out; ++o) {
-          double sum = 0;
-          for (int64_t ky = 0; ky < s.kh; ++ky)
-            for (int64_t kx = 0; kx < s.kw; ++kx) {
-              const int64_t iy = conv_src_y(s, p, ky), ix = conv_src_x(s, q, kx);
-              if (iy < 0 || iy >= s.h || ix < 0 || ix >= s.w) continue;
-              for (int64_t c = 0; c < s.c_in; ++c)
-                sum += double(e4m3_to_float(x[size_t(((n * s.h + iy) * s.w + ix) * s.c_in + c)])) *
-                       double(e4m3_to_float(w[size_t(((o * s.kh + ky) * s.kw + kx) * s.c_in + c)]));
-            }
+          const double sum = test::direct_conv_output(
+              s, n, p, q, o, [&](int64_t i) { return e4m3_to_float(x[size_t(i)]); },
+              [&](int64_t i) { return e4m3_to_float(w[size_t(i)]); });
           const double want = sum * descale[size_t(o)];
           const double got = y[size_t(((n * s.out_h() + p) * s.out_w() + q) * s.c_out + o)];
           worst = std::max(worst, std::fabs(got - want) / (std::fabs(want) + 1.0));

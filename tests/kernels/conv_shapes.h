@@ -13,4 +13,22 @@ inline Conv2dShape conv_shape(int64_t n, int64_t h, int64_t w, int64_t cin, int6
   return s;
 }
 
+// One group's convolution output at (n, p, q, o) [NHWC, OHWI] by direct summation in double over
+// the taps inside the image: input(i) and weight(i) give the values at flat element indices of x
+// and w, so a test can decode or transform them on the way.
+template <typename Input, typename Weight>
+double direct_conv_output(const Conv2dShape& s, int64_t n, int64_t p, int64_t q, int64_t o, Input input,
+                          Weight weight) {
+  double sum = 0;
+  for (int64_t ky = 0; ky < s.kh; ++ky)
+    for (int64_t kx = 0; kx < s.kw; ++kx) {
+      const int64_t iy = conv_src_y(s, p, ky), ix = conv_src_x(s, q, kx);
+      if (iy < 0 || iy >= s.h || ix < 0 || ix >= s.w) continue;
+      for (int64_t c = 0; c < s.c_in; ++c)
+        sum += double(input(((n * s.h + iy) * s.w + ix) * s.c_in + c)) *
+               double(weight(((o * s.kh + ky) * s.kw + kx) * s.c_in + c));
+    }
+  return sum;
+}
+
 }  // namespace kd::test

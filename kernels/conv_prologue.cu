@@ -1,0 +1,122 @@
+// conv2d_prologue_forward_cuda: x -> (* scale) -> (+ shift) -> ReLU -> convolution as one cuDNN
+// operation graph. The intermediates are virtual (never in memory); the ReLU's output, the
+// convolution's input, is tried first in fp32 and then in bf16, since which one the runtime
+// fusion engines take is not documented for every form. Never run on a GPU yet.
+#include <array>
+#include <map>
+#include <memory>
+#include <mutex>
+
+#include "kernels/check.h"
+#include "kernels/conv_cuda_layout.h"
+#include "kernels/conv_prologue.h"
+#include "kernels/cudnn_graph.h"
+
+namespace kd {
+namespace {
+
+constexpr int64_t kUidX = 1, kUidScale = 2, kUidShift = 3, kUidW = 4, kUidY = 5;
+constexpr int64_t kUidScaled = 101, kUidShifted = 102, kUidRectified = 103;
+constexpr int64_t kMaxAlignment = 16;
+constexpr int64_t kMaxWorkspaceBytes = int64_t(1) << 30;
+
+struct ProloguePlan {
+  std::vector<cudnn::Descriptor> keep;
+  std::vector<cudnn::PointwiseOp> pointwise;
+  cudnn::Plan plan;
+};
+
+// One attempt with the convolution's input (the ReLU's output) in `input_dtype`; null and the
+// reason in *why when no engine takes it.
+std::unique_ptr<ProloguePlan> try_plan(const CudaHandles& h, const Conv2dShape& s, bool per_sample,
+                                       const int64_t align[5], cudnnDataType_t input_dtype, std::string* why) {
+  auto p = std::make_unique<ProloguePlan>();
+  std::vector<cudnn::Descriptor>& d = p->keep;
+  d.reserve(12);  // (references into it are taken below)
+  const CudnnTensorLayout xl = conv_x_layout(s);
+  // scale, shift: [n or 1, c_in, 1, 1] in cuDNN's order, channels contiguous; broadcast over h, w
+  // (and over n when per channel).
+  const int64_t rows = per_sample ? s.n : 1;
+  const CudnnTensorLayout factor{{rows, s.c_in, 1, 1}, {s.c_in, 1, s.c_in, s.c_in}};
+  d.push_back(cudnn::make_tensor(kUidX, CUDNN_DATA_BFLOAT16, xl, align[0]));
+  d.push_back(cudnn::make_tensor(kUidScale, CUDNN_DATA_FLOAT, factor, align[1]));
+  d.push_back(cudnn::make_tensor(kUidShift, CUDNN_DATA_FLOAT, factor, align[2]));
+  d.push_back(cudnn::make_tensor(kUidW, CUDNN_DATA_BFLOAT16, conv_w_layout(s), align[3]));
+  d.push_back(cudnn::make_tensor(kUidY, CUDNN_DATA_BFLOAT16, conv_y_layout(s), align[4]));
+  d.push_back(cudnn::make_tensor(kUidScaled, CUDNN_DATA_FLOAT, xl, kMaxAlignment, true));
+  d.push_back(cudnn::make_tensor(kUidShifted, CUDNN_DATA_FLOAT, xl, kMaxAlignment, true));
+  d.push_back(cudnn::make_tensor(kUidRectified, input_dtype, xl, kMaxAlignment, true));
+  const cudnn::Descriptor &x = d[0], &scale = d[1], &shift = d[2], &w = d[3], &y = d[4];
+  const cudnn::Descriptor &scaled = d[5], &shifted = d[6], &rectified = d[7];
+  p->pointwise.push_back(cudnn::make_pointwise(CUDNN_POINTWISE_MUL, x, &scale, scaled));
+  p->pointwise.push_back(cudnn::make_pointwise(CUDNN_POINTWISE_ADD, scaled, &shift, shifted));
+  p->pointwise.push_back(cudnn::make_pointwise(CUDNN_POINTWISE_RELU_FWD, shifted, nullptr, rectified));
+
+  const CudnnConvParams cp = conv_cudnn_params(s);
+  d.push_back(cudnn::make_convolution_2d(cp.pre_padding, cp.post_padding, cp.filter_strides, cp.dilations));
+  cudnn::Descriptor conv_op(CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR);
+  conv_op.set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X, rectified)
+      .set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, w)
+      .set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, y)
+      .set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC, d.back())
+      .set_float(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, 1.0f)
+      .set_float(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, 0.0f);
+  conv_op.finalize();
+  d.push_back(std::move(conv_op));
+  d.push_back(cudnn::make_operation_graph(
+      h.cudnn, {&p->pointwise[0].op, &p->pointwise[1].op, &p->pointwise[2].op, &d[d.size() - 1]}));
+  std::vector<cudnn::Plan> plans = cudnn::make_plans(h.cudnn, d.back(), 1, kMaxWorkspaceBytes, why);
+  if (plans.empty()) return nullptr;
+  p->plan = std::move(plans[0]);
+  return p;
+}
+
+std::unique_ptr<ProloguePlan> build_plan(const CudaHandles& h, const Conv2dShape& s, bool per_sample,
+                                         const int64_t align[5]) {
+  std::string why_f32, why_bf16;
+  if (auto p = try_plan(h, s, per_sample, align, CUDNN_DATA_FLOAT, &why_f32)) return p;
+  if (auto p = try_plan(h, s, per_sample, align, CUDNN_DATA_BFLOAT16, &why_bf16)) return p;
+  KD_FAIL("no cuDNN engine for the convolution prologue with ", per_sample ? "per-sample" : "per-channel",
+          " scale and shift (fp32 input: ", why_f32.empty() ? "no engine configs" : why_f32,
+          "; bf16 input: ", why_bf16.empty() ? "no engine configs" : why_bf16, ") [", cudnn::version_string(), "]");
+}
+
+using PrologueKey = std::array<int64_t, 22>;  // handle, device, 14 shape numbers, form, 5 alignments
+
+}  // namespace
+
+void conv2d_prologue_forward_cuda(const CudaHandles& h, const Conv2dShape& s, bool per_sample, const bf16* x,
+                                  const float* scale, const float* shift, const bf16* w, bf16* y) {
+  try {
+    validate(s);
+    KD_CHECK(s.groups == 1, "one group only");
+    KD_CHECK(h.cudnn && h.workspace, "CudaHandles without a cuDNN handle or workspace");
+    const int64_t align[5] = {pointer_alignment_bytes(x, kMaxAlignment), pointer_alignment_bytes(scale, kMaxAlignment),
+                              pointer_alignment_bytes(shift, kMaxAlignment), pointer_alignment_bytes(w, kMaxAlignment),
+                              pointer_alignment_bytes(y, kMaxAlignment)};
+    static std::mutex* mutex = new std::mutex;  // never destroyed (cuDNN's teardown order)
+    static auto* cache = new std::map<PrologueKey, std::unique_ptr<ProloguePlan>>;
+    const ProloguePlan* plan = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(*mutex);
+      PrologueKey key{int64_t(reinterpret_cast<uintptr_t>(h.cudnn)), h.device};
+      const auto shape = s.key();
+      std::copy(shape.begin(), shape.end(), key.begin() + 2);
+      key[16] = per_sample;
+      for (int i = 0; i < 5; ++i) key[17 + size_t(i)] = align[i];
+      auto it = cache->find(key);
+      if (it == cache->end()) it = cache->emplace(key, build_plan(h, s, per_sample, align)).first;
+      plan = it->second.get();
+    }
+    void* ws = h.workspace->get(size_t(plan->plan.workspace_bytes));
+    cudnn::check(
+        cudnn::execute(
+            h.cudnn, plan->plan, {kUidX, kUidScale, kUidShift, kUidW, kUidY},
+            {const_cast<bf16*>(x), const_cast<float*>(scale), const_cast<float*>(shift), const_cast<bf16*>(w), y}, ws),
+        "cudnnBackendExecute (" + plan->plan.describe() + ")");
+  } catch (const Error& e) {
+    KD_FAIL("conv2d_prologue_forward_cuda ", s.describe(), ": ", e.what());
+  }
+}
+
+}  // namespace kd

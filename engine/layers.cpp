@@ -88,7 +88,7 @@ Tensor Conv2d::backward(Context& ctx, const Tensor& dy) {
     ops::bias_backward(ctx, dy, bias_->grad);
     bias_->grad_written();
   }
-  Tensor dx = ops::conv2d_backward_data(ctx, dy, w_hat_, shape_);
+  Tensor dx = input_gradient_ ? ops::conv2d_backward_data(ctx, dy, w_hat_, shape_) : Tensor();
   if (spec_.weight_std) {
     Tensor dw_hat = Tensor::empty(weight_->shape, ctx.param_dtype(), ctx);
     fill_zero(dw_hat.raw(), ctx.device(), dw_hat.nbytes(), &ctx);

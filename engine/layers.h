@@ -39,6 +39,9 @@ class Conv2d : public Layer {
   // FP8 inference (engine/fp8_teacher.h: enable_fp8); null turns it off.
   void set_fp8(std::shared_ptr<Fp8ConvState> state) { fp8_ = std::move(state); }
   Fp8ConvState* fp8() const { return fp8_.get(); }
+  // Whether backward computes dx (default). The layer that reads the images needs none in
+  // training: its data gradient is a whole convolution of work nobody reads.
+  void set_input_gradient(bool needed) { input_gradient_ = needed; }
 
  protected:
   void on_frozen(bool frozen) override;
@@ -55,6 +58,7 @@ class Conv2d : public Layer {
   Conv2dShape shape_;
   Tensor cached_w_hat_;             // frozen layers only
   std::shared_ptr<Fp8ConvState> fp8_;
+  bool input_gradient_ = true;
 };
 
 class GroupNormAct : public Layer {

@@ -41,6 +41,7 @@ Tensor conv2d(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dShape&
   if (const int64_t c = conv_compute_channels(ctx, s); c != s.c_in)
     return conv2d(ctx, pad_channels(ctx, x, c), pad_channels(ctx, w, c), with_channels(s, c));
   Tensor y = new_activation(ctx, {s.n, s.out_h(), s.out_w(), s.c_out});
+  if (OpProfile::active()) profile_detail(s.describe(), 2.0 * double(s.macs()));
   dispatch(
       ctx, "conv2d",
       [&] { KD_IF_CUDA(conv2d_forward_cuda(ctx.cuda_handles(), s, x.data<bf16>(), w.data<bf16>(), y.data<bf16>());) },
@@ -59,6 +60,7 @@ Tensor conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, con
   if (const int64_t c = conv_compute_channels(ctx, s); c != s.c_in)
     return slice_channels(ctx, conv2d_backward_data(ctx, dy, pad_channels(ctx, w, c), with_channels(s, c)), s.c_in);
   Tensor dx = new_activation(ctx, {s.n, s.h, s.w, s.c_in});
+  if (OpProfile::active()) profile_detail(s.describe(), 2.0 * double(s.macs()));
   dispatch(
       ctx, "conv2d_backward_data",
       [&] {
@@ -82,6 +84,7 @@ void conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, con
     dw.copy_from(slice_channels(ctx, dw_padded, s.c_in), &ctx);
     return;
   }
+  if (OpProfile::active()) profile_detail(s.describe(), 2.0 * double(s.macs()));
   dispatch(
       ctx, "conv2d_backward_filter",
       [&] {
@@ -147,6 +150,8 @@ Tensor groupnorm(Context& ctx, const Tensor& x, const Tensor& gamma, const Tenso
   Tensor y = new_activation(ctx, x.shape());
   Tensor m = Tensor::empty({s.n, groups}, ctx.param_dtype(), ctx),
          r = Tensor::empty({s.n, groups}, ctx.param_dtype(), ctx);
+  if (OpProfile::active())  // minimal bytes: x read once, y written once
+    profile_detail(shape_str(x.shape()) + " g" + std::to_string(groups), 0, 2.0 * double(x.nbytes()));
   dispatch(
       ctx, "groupnorm",
       [&] {
@@ -172,6 +177,8 @@ Tensor groupnorm_backward(Context& ctx, const Tensor& x, const Tensor& gamma, co
   check_param(ctx, dgamma, {s.c}, "groupnorm_backward", "dgamma");
   check_param(ctx, dbeta, {s.c}, "groupnorm_backward", "dbeta");
   Tensor dx = new_activation(ctx, x.shape());
+  if (OpProfile::active())  // minimal bytes: x and dy read once, dx written once
+    profile_detail(shape_str(x.shape()) + " g" + std::to_string(groups), 0, 3.0 * double(x.nbytes()));
   dispatch(
       ctx, "groupnorm_backward",
       [&] {

@@ -1,5 +1,6 @@
 // Shared by engine/ops*.cpp: the checks every op makes and the CPU precision dispatch.
 #pragma once
+#include "engine/op_profile.h"
 #include "engine/ops.h"
 
 namespace kd::ops::detail {
@@ -49,8 +50,16 @@ inline Tensor new_activation(Context& ctx, const Shape& shape) {
 #endif
 
 // Runs `cuda` on a GPU context and `cpu(T{})` on a CPU one, T the context's precision.
+// Names the shape (and FLOPs or minimal bytes) of the next dispatched op in an active OpProfile.
+inline void profile_detail(const std::string& shape, double flops, double bytes = 0) {
+  if (OpProfile* p = OpProfile::active()) p->detail(shape, flops, bytes);
+}
+
+// An OpProfile (kd bench --ops), when one is active, times the call.
 template <typename Cuda, typename Cpu>
 void dispatch(const Context& ctx, const char* op, Cuda&& cuda, Cpu&& cpu) {
+  OpProfile* profile = OpProfile::active();
+  if (profile) profile->begin(op);
   if (ctx.is_cuda()) {
 #if KD_HAVE_CUDA
     cuda();
@@ -61,6 +70,7 @@ void dispatch(const Context& ctx, const char* op, Cuda&& cuda, Cpu&& cpu) {
   } else {
     with_cpu_precision(ctx, cpu);
   }
+  if (profile) profile->end();
 }
 
 }  // namespace kd::ops::detail

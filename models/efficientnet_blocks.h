@@ -29,6 +29,7 @@ class ConvBnAct : public Layer {
   Tensor backward(Context& ctx, const Tensor& dy) override;
   void children(const std::function<void(Layer&)>& visit) override;
   const ConvSpec& spec() const { return conv_->spec(); }
+  Conv2d& conv() { return *conv_; }
   int64_t out_size(int64_t size) const;      // output height (width) for an input height (width)
   int64_t macs(int64_t h, int64_t w) const;  // multiply-adds at input size h x w
 

@@ -46,6 +46,7 @@ class MobileNetV3 : public Model {
   Tensor backward(Context& ctx, const Tensor& dy) override;
   void children(const std::function<void(Layer&)>& visit) override;
   int64_t forward_macs(int64_t h, int64_t w) const override;
+  Conv2d* input_conv() override { return &stem_->conv(); }
   std::vector<std::string> head_params() const override { return {"classifier.weight", "classifier.bias"}; }
 
  private:

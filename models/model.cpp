@@ -7,6 +7,10 @@
 
 namespace kd {
 
+void Model::set_input_gradient(bool needed) {
+  if (Conv2d* c = input_conv()) c->set_input_gradient(needed);
+}
+
 std::string Model::summary() const {
   char buf[256];
   std::snprintf(buf, sizeof buf, "%s: %.2f M parameters in %zu tensors, %lld classes", spec_.arch.c_str(),

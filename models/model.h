@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "engine/layer.h"
+#include "engine/layers.h"
 #include "engine/param.h"
 
 namespace kd {
@@ -38,6 +39,12 @@ class Model : public Layer {
   // The classifier's parameters (model.reset_head: everything else loads from a checkpoint of
   // another class count, the head starts fresh).
   virtual std::vector<std::string> head_params() const { return {}; }
+  // Whether backward returns the gradient of the images (default, for tests and analysis). Off,
+  // the first convolution skips its data gradient and backward returns an undefined tensor: the
+  // training step never reads it (StepRunner turns it off for the student).
+  void set_input_gradient(bool needed);
+  // The convolution that reads the images (null: none).
+  virtual Conv2d* input_conv() { return nullptr; }
   // Human-readable one-line summary: "resnetv2_50x1_bit: 25.55 M parameters, 153 tensors".
   std::string summary() const;
   // A teacher: frozen, its inference caches computed, and every parameter buffer it will not

@@ -55,6 +55,7 @@ class ResNet : public Model {
   Tensor backward(Context& ctx, const Tensor& dy) override;
   void children(const std::function<void(Layer&)>& visit) override;
   int64_t forward_macs(int64_t h, int64_t w) const override;
+  Conv2d* input_conv() override { return conv1_.get(); }
   std::vector<std::string> head_params() const override { return {"fc.weight", "fc.bias"}; }
 
  private:

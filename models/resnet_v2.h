@@ -47,6 +47,7 @@ class ResNetV2 : public Model {
   Tensor backward(Context& ctx, const Tensor& dy) override;
   void children(const std::function<void(Layer&)>& visit) override;
   int64_t forward_macs(int64_t h, int64_t w) const override;
+  Conv2d* input_conv() override { return stem_conv_.get(); }
   std::vector<std::string> head_params() const override { return {"head.fc.weight", "head.fc.bias"}; }
 
  private:

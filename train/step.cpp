@@ -57,6 +57,7 @@ StepRunner::StepRunner(const StepConfig& config, Model& student, std::vector<Mod
   KD_CHECK(sync.accumulate() == config.accumulate, "step: the gradient sync accumulates ", sync.accumulate(),
            " micro-batches, the step ", config.accumulate);
   if (config.mode == RunMode::distill) KD_CHECK(!teachers_.empty(), "distillation needs at least one teacher");
+  student_.set_input_gradient(false);  // the step never reads the images' gradient
 }
 
 void StepRunner::micro_batch(Context& ctx, const RankBatch& batch, int64_t k, int64_t first, int64_t count,

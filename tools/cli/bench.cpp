@@ -14,6 +14,7 @@
 #include "engine/autotune_cache.h"
 #include "engine/fp8_teacher.h"
 #include "engine/gemm_rate.h"
+#include "engine/op_profile.h"
 #include "engine/comm.h"
 #include "engine/timer.h"
 #include "kernels/gemm.h"
@@ -38,6 +39,7 @@ struct BenchArgs {
   int threads = 0;
   bool comm = false, compare_overlap = false, no_overlap = false, no_autotune = false, no_groupnorm_one_pass = false, conv_pad_channels = false;
   bool no_copy_stream = false;
+  int64_t ops = 0;  // --ops N: the N slowest ops of one step
 };
 
 // The rank's share of the global batch: random images, one per global slot (seeded by the slot,
@@ -67,6 +69,7 @@ struct StepTiming {
   // and the time to enqueue one more step after the device went idle (its host cost alone: the
   // most CUDA graphs could save while the device is the bottleneck).
   double ring_wait_s = 0, enqueue_s = 0;
+  std::vector<OpProfile::Row> ops;  // --ops: one more step, op by op
 };
 
 StepTiming time_steps(const BenchArgs& a, Context& ctx, Communicator& comm, StepRunner& runner, RankBatch& batch) {
@@ -103,7 +106,32 @@ StepTiming time_steps(const BenchArgs& a, Context& ctx, Communicator& comm, Step
   one_step(a.warmup + a.steps);
   t.enqueue_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - enqueue_start).count();
   ctx.synchronize();
+  if (a.ops > 0) {
+    OpProfile profile(ctx);
+    one_step(a.warmup + a.steps + 1);
+    t.ops = profile.rows();
+  }
   return t;
+}
+
+// The slowest ops of one step: time, calls, share of the step's op time, and against the floor
+// (FLOPs / the measured GEMM rate for convolutions; the achieved rate of the minimal bytes for
+// normalisation, to read against bench_kernels' copy bandwidth).
+void print_ops(const std::vector<OpProfile::Row>& rows, int64_t top, double gemm_rate) {
+  double total = 0;
+  for (const OpProfile::Row& r : rows) total += r.ms;
+  std::printf("op (one step, by time)%58s %6s %9s %6s %12s\n", "", "calls", "ms", "share", "vs floor");
+  for (size_t i = 0; i < rows.size() && int64_t(i) < top; ++i) {
+    const OpProfile::Row& r = rows[i];
+    char floor[48] = "";
+    if (r.flops > 0 && r.ms > 0)
+      std::snprintf(floor, sizeof floor, "%5.1f%% gemm", 100.0 * r.flops / (r.ms * 1e-3) / gemm_rate);
+    else if (r.bytes > 0 && r.ms > 0)
+      std::snprintf(floor, sizeof floor, "%6.0f GB/s", r.bytes / (r.ms * 1e-3) / 1e9);
+    std::printf("%-80.80s %6lld %9.3f %5.1f%% %12s\n", r.label.c_str(), (long long)r.calls, r.ms,
+                100.0 * r.ms / std::max(total, 1e-9), floor);
+  }
+  std::printf("(%zu distinct ops, %.2f ms in all)\n", rows.size(), total);
 }
 
 void run_bench(const BenchArgs& a) {
@@ -212,6 +240,7 @@ void run_bench(const BenchArgs& a) {
           "host: one step enqueued in %.2f ms after an idle device (--step-stats %s); %.2f ms/step waited for the "
           "upload ring (the device behind)\n",
           1e3 * t.enqueue_s, a.step_stats.c_str(), 1e3 * t.ring_wait_s);
+    if (!t.ops.empty()) print_ops(t.ops, a.ops, peak);
     double phase_total = 0;
     for (const auto& p : t.phases) phase_total += p.second;
     std::printf("%-16s %10s %7s   (rank 0)\n", "phase", "ms/step", "share");
@@ -290,6 +319,10 @@ void add_bench_command(CLI::App& app) {
                   "host: read back every step, as before")
       ->check(CLI::IsMember({"device", "host"}))
       ->capture_default_str();
+  cmd->add_option("--ops", args->ops,
+                  "after the timed steps, time one more op by op and print its N slowest ops (convolutions by "
+                  "shape, with their share of the GEMM rate; GroupNorm with its minimal bytes' rate)")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--no-copy-stream", args->no_copy_stream,
                 "upload the pixels on the compute stream after the previous step (run.copy_stream = false)");
   cmd->add_flag("--no-groupnorm-one-pass", args->no_groupnorm_one_pass,

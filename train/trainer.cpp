@@ -334,6 +334,9 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
   ls.stop_after = o.run.stop_after;
   ls.skip_nonfinite = o.run.skip_nonfinite, ls.skipped_nonfinite = &skipped_nonfinite;
   ls.stats_on_device = step_stats_on_device(o.run.step_stats, *ctx, comm);
+  if (ls.stats_on_device)
+    message("  the step's loss and gradient norm stay on the device, read every " + std::to_string(o.run.log_every) +
+            " steps (run.step_stats)");
 
   const TrainResult loop = run_loop(*ctx, comm, runner, loader, sampler, ls, hooks, observers);
   result.status = loop.status, result.steps = loop.steps, result.images_per_s = loop.images_per_s;

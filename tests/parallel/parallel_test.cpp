@@ -201,6 +201,32 @@ TEST_F(Parallel, TwoRanksEqualOneRankWithTwoMicroBatchesBitForBit) {
   }
 }
 
+// run.step_stats = device over two ranks (the GPU default; here on the CPU over MPI): each rank's
+// loss sum and agreement go through a data all-reduce instead of the host's, the optimizer's gate
+// reads the job-wide sum, and the ledger is read every 5 steps. Weights and logged losses are the
+// host-read run's, bit for bit.
+TEST_F(Parallel, StatisticsOnTheDeviceOverTwoRanksAreTheHostReadRunBitForBit) {
+  const Proc on_device = run(2, distill("stats_device_np2", 10, {"run.step_stats=device", "run.log_every=5"}));
+  EXPECT_NE(on_device.err.find("stay on the device, read every 5 steps"), std::string::npos) << on_device.err;
+  run(2, distill("stats_host_np2", 10, {"run.step_stats=host", "run.log_every=5"}));
+  const Distance d = model_distance(model("stats_device_np2"), model("stats_host_np2"));
+  EXPECT_TRUE(d.bitwise) << d.relative;
+  const auto lines = [](const std::string& run) {
+    std::vector<std::string> out;
+    std::istringstream in(test::read_text(dir_->str() + "/runs/" + run + "/metrics.jsonl"));
+    for (std::string line; std::getline(in, line);)
+      if (line.find("\"grad_norm\"") != std::string::npos) {
+        const size_t agreement = line.find("\"train_agreement\"");  // (the rates between differ)
+        out.push_back(line.substr(0, line.find("\"images_per")) +
+                      line.substr(agreement, line.find(',', agreement) - agreement));
+      }
+    return out;
+  };
+  const std::vector<std::string> device = lines("stats_device_np2"), host = lines("stats_host_np2");
+  ASSERT_EQ(device.size(), 2u);
+  for (size_t i = 0; i < device.size(); ++i) EXPECT_EQ(device[i], host[i]);
+}
+
 TEST_F(Parallel, ThreeAndFourRanksMatchOneRank) {
   for (bool sgd : {false, true}) {
     const std::vector<std::string> extra =

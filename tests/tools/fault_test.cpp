@@ -175,6 +175,7 @@ TEST_F(Faults, StatisticsKeptOnTheDeviceGiveTheSameRunAndStillCatchNonFiniteStep
   const std::vector<std::string> device = {"run.step_stats=device", "run.log_every=4"};
   const auto on_device = run("distill", "stats_device", device, "");
   ASSERT_EQ(on_device.code, 0) << on_device.err;
+  EXPECT_TRUE(contains(on_device.err, "stay on the device, read every 4 steps (run.step_stats)")) << on_device.err;
   const auto on_host = run("distill", "stats_host", {"run.step_stats=host", "run.log_every=4"}, "");
   ASSERT_EQ(on_host.code, 0) << on_host.err;
   test::expect_bitwise_equal(run_dir("straight") + "/model.safetensors", run_dir("stats_device") + "/model.safetensors");

@@ -44,6 +44,10 @@ class Context {
   // (on the CPU it only exercises the path in tests).
   void set_conv_pad_channels(bool on) { conv_pad_channels_ = on; }
   bool conv_pad_channels() const { return conv_pad_channels_; }
+  // Weight gradients of patch convolutions as im2col + one GEMM (kernels/conv_wgrad_im2col.h)
+  // instead of cuDNN's. No effect on a CPU context.
+  void set_conv_wgrad_im2col(bool on) { conv_wgrad_im2col_ = on; }
+  bool conv_wgrad_im2col() const { return conv_wgrad_im2col_; }
   void synchronize();
   // Uploads that do not wait (issue 16). host_staging() hands out page-locked host memory of at
   // least `bytes` (a DMA straight from it: no driver staging copy, no page faults of a fresh
@@ -77,6 +81,7 @@ class Context {
   int device_index_;
   DType precision_ = DType::f32;
   bool conv_pad_channels_ = false;
+  bool conv_wgrad_im2col_ = false;
   std::unique_ptr<MemoryPool> pool_;
   std::unique_ptr<CudaState> cuda_;
 };

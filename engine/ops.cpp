@@ -4,6 +4,7 @@
 
 #include "engine/ops_internal.h"
 #include "kernels/conv_onednn.h"
+#include "kernels/conv_wgrad_im2col.h"
 #include "kernels/linear.h"
 #include "kernels/weight_std.h"
 
@@ -88,8 +89,11 @@ void conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, con
   dispatch(
       ctx, "conv2d_backward_filter",
       [&] {
-        KD_IF_CUDA(
-            conv2d_backward_filter_cuda(ctx.cuda_handles(), s, x.data<bf16>(), dy.data<bf16>(), dw.data<float>());)
+        KD_IF_CUDA(if (ctx.conv_wgrad_im2col() && conv_wgrad_im2col_applies(s)) {
+          conv2d_backward_filter_im2col_cuda(ctx.cuda_handles(), s, x.data<bf16>(), dy.data<bf16>(), dw.data<float>());
+        } else {
+          conv2d_backward_filter_cuda(ctx.cuda_handles(), s, x.data<bf16>(), dy.data<bf16>(), dw.data<float>());
+        })
       },
       [&](auto zero) {
         using T = decltype(zero);

@@ -60,6 +60,9 @@ void TrainOptions::bind(ConfigSchema& s) {
   s.bind("run.copy_stream", &run.copy_stream,
          "GPU: upload each batch's pixels on a copy stream of its own while the previous step computes (false: on "
          "the compute stream, after it)");
+  s.bind("run.conv_wgrad_im2col", &run.conv_wgrad_im2col,
+         "GPU: weight gradients of patch convolutions (not 1x1 stride 1; one group) as im2col and one long GEMM "
+         "instead of cuDNN's engines; off until a GPU has measured it");
   s.bind("run.conv_pad_channels", &run.conv_pad_channels,
          "GPU: run convolutions with fewer than 8 input channels (the RGB stem) on inputs and weights zero-padded "
          "to 8 channels, which tensor cores take; off until a GPU has measured it");

@@ -89,7 +89,8 @@ struct RunOptions {
   std::string autotune_cache;     // where the choices persist ("": the default, "off": nowhere)
   bool groupnorm_one_pass = true;  // GPU: GroupNorm forward and backward in one pass where a span fits on chip
   bool copy_stream = true;          // GPU: pixel uploads on a copy stream, overlapping the previous step
-  bool conv_pad_channels = false;  // GPU: convolutions on < 8 channels padded to 8 (off until measured)
+  bool conv_pad_channels = false;
+  bool conv_wgrad_im2col = false;  // GPU: weight gradients of patch convolutions as im2col + GEMM (off until measured)  // GPU: convolutions on < 8 channels padded to 8 (off until measured)
   int64_t skip_nonfinite = 0;     // steps with a non-finite loss/gradient skipped before the run stops
   std::string step_stats = "auto";  // auto | device | host: where the step's loss and norm are kept (train/loop.h)
   bool allow_data_change = false; // resume even when the training data differs from the checkpoint's

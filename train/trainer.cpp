@@ -126,6 +126,7 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
     ctx->set_groupnorm_one_pass(o.run.groupnorm_one_pass);
     ctx->set_conv_pad_channels(o.run.conv_pad_channels);
     ctx->set_copy_stream(o.run.copy_stream);
+    ctx->set_conv_wgrad_im2col(o.run.conv_wgrad_im2col);
     tuning_note = !o.run.autotune ? "cuDNN autotuning off (run.autotune)"
                   : path.empty()  ? "cuDNN autotuning on, choices not kept (run.autotune_cache)"
                                   : "cuDNN autotuning on, " + std::to_string(tuning->size()) +

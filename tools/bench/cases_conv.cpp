@@ -10,13 +10,14 @@
 #include <memory>
 
 #include "kernels/conv.h"
+#include "kernels/conv_wgrad_im2col.h"
 #include "tools/bench/harness.h"
 
 namespace kd::bench {
 namespace {
 
 constexpr int64_t kCheckImages = 2;
-enum Dir { kFwd = 1, kBwdData = 2, kBwdFilter = 4 };
+enum Dir { kFwd = 1, kBwdData = 2, kBwdFilter = 4, kBwdFilterIm2col = 8 };
 
 struct ConvSpec {
   const char* tag;
@@ -26,10 +27,10 @@ struct ConvSpec {
 };
 
 constexpr ConvSpec kSpecs[] = {
-    {"r50.stem.7x7s2", 160, 3, 64, 7, 2, kFwd | kBwdFilter},  // the first layer needs no dx
-    {"r50.s1.3x3", 40, 64, 64, 3, 1, kFwd | kBwdData | kBwdFilter},
+    {"r50.stem.7x7s2", 160, 3, 64, 7, 2, kFwd | kBwdFilter | kBwdFilterIm2col},  // the first layer needs no dx
+    {"r50.s1.3x3", 40, 64, 64, 3, 1, kFwd | kBwdData | kBwdFilter | kBwdFilterIm2col},
     {"r50.s3.1x1_1024_256", 10, 1024, 256, 1, 1, kFwd | kBwdData | kBwdFilter},
-    {"r50.s3.3x3", 10, 256, 256, 3, 1, kFwd | kBwdData | kBwdFilter},
+    {"r50.s3.3x3", 10, 256, 256, 3, 1, kFwd | kBwdData | kBwdFilter | kBwdFilterIm2col},
     {"r50.s4.3x3", 5, 512, 512, 3, 1, kFwd | kBwdData | kBwdFilter},
     {"r152x2.stem.7x7s2", 224, 3, 128, 7, 2, kFwd},
     // The stems on 3 channels zero-padded to 8 (run.conv_pad_channels): the same useful work.
@@ -98,9 +99,16 @@ Case conv_case(const Env& env, const ConvSpec& spec, Dir dir) {
   act_upload(env, *bdy, dy_full, 0);
   auto dy = std::make_shared<std::vector<float>>(dy_full.begin(), dy_full.begin() + std::ptrdiff_t(sub_y));
   auto dw = std::make_shared<Buf>(env, 4, nw, 1);
+  const bool im2col = dir == kBwdFilterIm2col;
+  if (im2col) c.note += "; bwd_filter_im2col: run.conv_wgrad_im2col's im2col + GEMM";
   c.run = [=, &env](int k) {
-    if (!env.cuda) conv2d_backward_filter_cpu<float>(s, bx->at<float>(k), bdy->at<float>(k), dw->at<float>(0));
-    KD_BENCH_CUDA(if (env.cuda)
+    if (!env.cuda && im2col)
+      conv2d_backward_filter_im2col_cpu<float>(s, bx->at<float>(k), bdy->at<float>(k), dw->at<float>(0),
+                                               int64_t(8) << 20);
+    if (!env.cuda && !im2col) conv2d_backward_filter_cpu<float>(s, bx->at<float>(k), bdy->at<float>(k), dw->at<float>(0));
+    KD_BENCH_CUDA(if (env.cuda && im2col) conv2d_backward_filter_im2col_cuda(env.h(), s, bx->at<bf16>(k),
+                                                                             bdy->at<bf16>(k), dw->at<float>(0));
+                  if (env.cuda && !im2col)
                       conv2d_backward_filter_cuda(env.h(), s, bx->at<bf16>(k), bdy->at<bf16>(k), dw->at<float>(0)));
   };
   c.check = [=, &env, run = c.run] {
@@ -120,9 +128,12 @@ Case conv_case(const Env& env, const ConvSpec& spec, Dir dir) {
 
 void add_conv_cases(Registry& r) {
   for (const ConvSpec& spec : kSpecs)
-    for (Dir dir : {kFwd, kBwdData, kBwdFilter}) {
+    for (Dir dir : {kFwd, kBwdData, kBwdFilter, kBwdFilterIm2col}) {
       if (!(spec.dirs & dir)) continue;
-      const char* what = dir == kFwd ? "fwd" : dir == kBwdData ? "bwd_data" : "bwd_filter";
+      const char* what = dir == kFwd         ? "fwd"
+                         : dir == kBwdData   ? "bwd_data"
+                         : dir == kBwdFilter ? "bwd_filter"
+                                             : "bwd_filter_im2col";
       r.push_back({std::string("conv.") + what + "." + spec.tag,
                    [spec, dir](const Env& env) { return conv_case(env, spec, dir); }});
     }

@@ -38,7 +38,7 @@ struct BenchArgs {
   std::string optimizer = "adam", cpu_backend = "auto", teacher_precision = "default", step_stats = "device";
   int threads = 0;
   bool comm = false, compare_overlap = false, no_overlap = false, no_autotune = false, no_groupnorm_one_pass = false, conv_pad_channels = false;
-  bool no_copy_stream = false;
+  bool no_copy_stream = false, conv_wgrad_im2col = false;
   int64_t ops = 0;  // --ops N: the N slowest ops of one step
 };
 
@@ -149,6 +149,7 @@ void run_bench(const BenchArgs& a) {
   ctx.set_groupnorm_one_pass(!a.no_groupnorm_one_pass);
   ctx.set_conv_pad_channels(a.conv_pad_channels);
   ctx.set_copy_stream(!a.no_copy_stream);
+  ctx.set_conv_wgrad_im2col(a.conv_wgrad_im2col);
   if (a.comm) {
     std::vector<int64_t> sizes;
     for (int64_t b = 4 << 10; b <= (ctx.is_cuda() ? int64_t(1) << 30 : int64_t(64) << 20); b *= 4) sizes.push_back(b);
@@ -251,12 +252,12 @@ void run_bench(const BenchArgs& a) {
         "\"peak_tflops\": %.2f, \"peak_memory_gib\": %.3f, \"teacher_weights_gib\": %.3f, \"batch\": %lld, "
         "\"ranks\": %d, \"accumulate\": %lld, \"overlap\": %s, \"optimizer\": \"%s\", \"autotune\": %s, "
         "\"groupnorm_one_pass\": %s, \"conv_pad_channels\": %s, \"teacher_precision\": \"%s\", \"step_stats\": "
-        "\"%s\", \"copy_stream\": %s, \"enqueue_ms\": %.3f, \"ring_wait_ms\": %.3f}\n",
+        "\"%s\", \"copy_stream\": %s, \"conv_wgrad_im2col\": %s, \"enqueue_ms\": %.3f, \"ring_wait_ms\": %.3f}\n",
         ctx.describe().c_str(), images_per_s, mfu, peak / 1e12, peak_gib, double(teacher_bytes) / double(1ull << 30),
         (long long)a.batch, comm.size(), (long long)a.accumulate, overlap ? "true" : "false", a.optimizer.c_str(),
         a.no_autotune ? "false" : "true", a.no_groupnorm_one_pass ? "false" : "true",
         a.conv_pad_channels ? "true" : "false", a.teacher_precision.c_str(), a.step_stats.c_str(),
-        a.no_copy_stream ? "false" : "true", 1e3 * t.enqueue_s, 1e3 * t.ring_wait_s);
+        a.no_copy_stream ? "false" : "true", a.conv_wgrad_im2col ? "true" : "false", 1e3 * t.enqueue_s, 1e3 * t.ring_wait_s);
   }
 }
 
@@ -323,6 +324,8 @@ void add_bench_command(CLI::App& app) {
                   "after the timed steps, time one more op by op and print its N slowest ops (convolutions by "
                   "shape, with their share of the GEMM rate; GroupNorm with its minimal bytes' rate)")
       ->check(CLI::NonNegativeNumber);
+  cmd->add_flag("--conv-wgrad-im2col", args->conv_wgrad_im2col,
+                "weight gradients of patch convolutions as im2col + one GEMM (run.conv_wgrad_im2col)");
   cmd->add_flag("--no-copy-stream", args->no_copy_stream,
                 "upload the pixels on the compute stream after the previous step (run.copy_stream = false)");
   cmd->add_flag("--no-groupnorm-one-pass", args->no_groupnorm_one_pass,

@@ -1,0 +1,64 @@
+// conv2d_backward_filter_im2col_cuda: per chunk of images, a kernel writes the column matrix
+// (one thread per element, im2col_source's index math, 2-byte stores) and cuBLASLt adds
+// dy^T col into dw. Never run on a GPU yet; tests/kernels/conv_wgrad_im2col_test.cpp checks it
+// against the CPU reference there.
+#include <map>
+#include <mutex>
+
+#include "kernels/check.h"
+#include "kernels/conv_wgrad_im2col.h"
+#include "kernels/cuda_check.h"
+#include "kernels/cuda_vector.h"
+#include "kernels/gemm_cuda.h"
+
+namespace kd {
+namespace {
+
+// The column matrix per chunk: 64M elements (128 MB of bf16) at most.
+constexpr int64_t kMaxColumnElements = int64_t(64) << 20;
+
+__global__ void im2col_kernel(Conv2dShape s, int64_t n0, int64_t rows, int64_t K, const bf16* x, bf16* col) {
+  const int64_t total = rows * K, stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
+    const int64_t src = im2col_source(s, n0, i / K, i % K);
+    col[i] = src < 0 ? bf16{0} : x[src];
+  }
+}
+
+// One column buffer per stream, grown in stream order and kept (the kernels of one stream run in
+// order, so reuse needs no wait).
+bf16* column_buffer(const CudaHandles& h, int64_t elements) {
+  struct Buffer {
+    void* data = nullptr;
+    int64_t elements = 0;
+  };
+  static std::mutex* mutex = new std::mutex;
+  static auto* buffers = new std::map<cudaStream_t, Buffer>;  // never destroyed (teardown order)
+  std::lock_guard<std::mutex> lock(*mutex);
+  Buffer& b = (*buffers)[h.stream];
+  if (elements > b.elements) {
+    if (b.data) KD_CUDA_CHECK(cudaFreeAsync(b.data, h.stream));
+    KD_CUDA_CHECK(cudaMallocAsync(&b.data, size_t(elements) * sizeof(bf16), h.stream));
+    b.elements = elements;
+  }
+  return static_cast<bf16*>(b.data);
+}
+
+}  // namespace
+
+void conv2d_backward_filter_im2col_cuda(const CudaHandles& h, const Conv2dShape& s, const bf16* x, const bf16* dy,
+                                        float* dw) {
+  validate(s);
+  KD_CHECK(conv_wgrad_im2col_applies(s), "conv2d_backward_filter_im2col_cuda: not for ", s.describe());
+  const int64_t rows_per_image = s.out_h() * s.out_w(), K = s.kh * s.kw * s.c_in;
+  const int64_t chunk = conv_wgrad_im2col_chunk(s, kMaxColumnElements);
+  bf16* col = column_buffer(h, chunk * rows_per_image * K);
+  for (int64_t n0 = 0; n0 < s.n; n0 += chunk) {
+    const int64_t rows = (std::min(s.n, n0 + chunk) - n0) * rows_per_image;
+    im2col_kernel<<<gpu::grid_for(h, rows * K), gpu::kThreads, 0, h.stream>>>(s, n0, rows, K, x, col);
+    KD_CUDA_LAUNCH_CHECK("im2col_kernel");
+    gemm_cuda(h, true, false, s.c_out, K, rows, 1.0f, dy + n0 * rows_per_image * s.c_out, s.c_out, col, K, 1.0f, dw, K);
+  }
+}
+
+}  // namespace kd

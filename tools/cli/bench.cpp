@@ -17,6 +17,7 @@
 #include "engine/op_profile.h"
 #include "engine/comm.h"
 #include "engine/timer.h"
+#include "kernels/conv.h"
 #include "kernels/gemm.h"
 #include "kernels/step_stats.h"
 #include "tools/cli/bench_comm.h"
@@ -242,6 +243,10 @@ void run_bench(const BenchArgs& a) {
           "upload ring (the device behind)\n",
           1e3 * t.enqueue_s, a.step_stats.c_str(), 1e3 * t.ring_wait_s);
     if (!t.ops.empty()) print_ops(t.ops, a.ops, peak);
+#if KD_HAVE_CUDA
+    // Which cuDNN engine each convolution runs (autotuned or cuDNN's first), beside the op times.
+    if (a.ops > 0 && ctx.is_cuda()) std::printf("cuDNN plans:\n%s", conv2d_cuda_plan_report().c_str());
+#endif
     double phase_total = 0;
     for (const auto& p : t.phases) phase_total += p.second;
     std::printf("%-16s %10s %7s   (rank 0)\n", "phase", "ms/step", "share");
@@ -322,7 +327,8 @@ void add_bench_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--ops", args->ops,
                   "after the timed steps, time one more op by op and print its N slowest ops (convolutions by "
-                  "shape, with their share of the GEMM rate; GroupNorm with its minimal bytes' rate)")
+                  "shape, with their share of the GEMM rate; GroupNorm with its minimal bytes' rate), then the cuDNN "
+                  "engine of every convolution plan")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--conv-wgrad-im2col", args->conv_wgrad_im2col,
                 "weight gradients of patch convolutions as im2col + one GEMM (run.conv_wgrad_im2col)");

@@ -139,5 +139,7 @@ LossResult cross_entropy(Context& ctx, const Tensor& logits, const std::vector<i
 // stats[kStatLossSum] += the rows' losses, stats[kStatAgree] += the rows where the student's top-1
 // is the teacher's (kernels/step_stats.h; `stats` in the context's device memory).
 void add_to_step_stats(Context& ctx, const LossResult& loss, double* stats);
+// *flag (the context's device memory) = 1 when t (param dtype) holds a NaN or an infinity.
+void flag_nonfinite(Context& ctx, const Tensor& t, double* flag);
 
 }  // namespace kd::ops

@@ -235,6 +235,22 @@ LossResult cross_entropy(Context& ctx, const Tensor& logits, const std::vector<i
   return r;
 }
 
+void flag_nonfinite(Context& ctx, const Tensor& t, double* flag) {
+  check_dtype(t, ctx.param_dtype(), "flag_nonfinite");
+  if (ctx.is_cuda()) {
+#if KD_HAVE_CUDA
+    flag_nonfinite_cuda(ctx.cuda_handles(), t.numel(), t.data<float>(), flag);
+#else
+    no_cuda_path("flag_nonfinite");
+#endif
+  } else {
+    with_cpu_precision(ctx, [&](auto zero) {
+      using T = decltype(zero);
+      flag_nonfinite_cpu<T>(t.numel(), t.data<T>(), flag);
+    });
+  }
+}
+
 void add_to_step_stats(Context& ctx, const LossResult& loss, double* stats) {
   KD_CHECK(loss.loss.defined() && loss.loss.ndim() == 1, "add_to_step_stats: no per-row losses");
   const int64_t rows = loss.loss.dim(0);

@@ -13,6 +13,17 @@ void add_loss_rows_cpu(int64_t rows, const T* loss, const int32_t* rank, double*
 template void add_loss_rows_cpu<float>(int64_t, const float*, const int32_t*, double*);
 template void add_loss_rows_cpu<double>(int64_t, const double*, const int32_t*, double*);
 
+template <typename T>
+void flag_nonfinite_cpu(int64_t n, const T* x, double* flag) {
+  for (int64_t i = 0; i < n; ++i)
+    if (!finite_f64(double(x[i]))) {
+      *flag = 1.0;
+      return;
+    }
+}
+template void flag_nonfinite_cpu<float>(int64_t, const float*, double*);
+template void flag_nonfinite_cpu<double>(int64_t, const double*, double*);
+
 void step_gate_cpu(double clip_norm, double* stats) { step_gate(clip_norm, stats); }
 
 }  // namespace kd

@@ -5,6 +5,7 @@
 
 #include "kernels/check.h"
 #include "kernels/cuda_check.h"
+#include "kernels/cuda_vector.h"
 #include "kernels/step_stats.h"
 
 namespace kd {
@@ -34,6 +35,13 @@ __global__ void __launch_bounds__(kLossThreads)
 
 __global__ void step_gate_kernel(double clip_norm, double* stats) { step_gate(clip_norm, stats); }
 
+// Every thread that meets a non-finite value writes the same 1.0: a benign race.
+__global__ void flag_nonfinite_kernel(int64_t n, const float* x, double* flag) {
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    if (!finite_f64(double(x[i]))) *flag = 1.0;
+}
+
 }  // namespace
 
 void add_loss_rows_cuda(const CudaHandles& h, int64_t rows, const float* loss, const int32_t* rank, double* stats) {
@@ -41,6 +49,13 @@ void add_loss_rows_cuda(const CudaHandles& h, int64_t rows, const float* loss, c
   if (rows == 0) return;
   add_loss_rows_kernel<<<1, kLossThreads, 0, h.stream>>>(rows, loss, rank, stats);
   KD_CUDA_LAUNCH_CHECK("add_loss_rows_kernel");
+}
+
+void flag_nonfinite_cuda(const CudaHandles& h, int64_t n, const float* x, double* flag) {
+  KD_CHECK(n >= 0, "flag_nonfinite_cuda: negative size ", n);
+  if (n == 0) return;
+  flag_nonfinite_kernel<<<gpu::grid_for(h, n), gpu::kThreads, 0, h.stream>>>(n, x, flag);
+  KD_CUDA_LAUNCH_CHECK("flag_nonfinite_kernel");
 }
 
 void step_gate_cuda(const CudaHandles& h, double clip_norm, double* stats) {

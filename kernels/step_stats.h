@@ -5,7 +5,9 @@
 //   [kStatGradSumSq]  sum of squares of the summed gradients (the global norm squared)
 //   [kStatGradScale]  what the update multiplies the gradients by (clipping), and
 //   [kStatApplied]    1 when the update was applied, 0 when the step was skipped because the
-//                     loss or the gradient norm was not finite.
+//                     loss or the gradient norm was not finite
+//   [kStatTeacherNonfinite], [kStatStudentNonfinite]  1 when this rank's teacher (student)
+//                     logits held a NaN or an infinity: the phase a non-finite step is named by.
 // The loss kernels' rows are added with add_loss_rows_*, the gradients' square sum is written by
 // sum_squares_*, and step_gate_* decides scale and applied; the update kernels read both from
 // there (kernels/optim.h). The host reads the block back every run.log_every steps.
@@ -18,7 +20,16 @@
 
 namespace kd {
 
-enum StepStat : int { kStatLossSum, kStatAgree, kStatGradSumSq, kStatGradScale, kStatApplied, kStatWidth = 8 };
+enum StepStat : int {
+  kStatLossSum,
+  kStatAgree,
+  kStatGradSumSq,
+  kStatGradScale,
+  kStatApplied,
+  kStatTeacherNonfinite,
+  kStatStudentNonfinite,
+  kStatWidth = 8
+};
 
 // Not NaN and not infinite, from the bits (the same on both devices, whatever the math flags).
 KD_HD bool finite_f64(double x) {
@@ -43,6 +54,11 @@ KD_HD void step_gate(double clip_norm, double* stats) {
 template <typename T>
 void add_loss_rows_cpu(int64_t rows, const T* loss, const int32_t* rank, double* stats);
 void add_loss_rows_cuda(const CudaHandles& h, int64_t rows, const float* loss, const int32_t* rank, double* stats);
+
+// *flag = 1 when any of x's n values is NaN or infinite (else *flag stays as it was).
+template <typename T>
+void flag_nonfinite_cpu(int64_t n, const T* x, double* flag);
+void flag_nonfinite_cuda(const CudaHandles& h, int64_t n, const float* x, double* flag);
 
 void step_gate_cpu(double clip_norm, double* stats);
 void step_gate_cuda(const CudaHandles& h, double clip_norm, double* stats);

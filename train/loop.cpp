@@ -188,8 +188,7 @@ TrainResult run_loop(Context& ctx, Communicator& comm, StepRunner& runner, Loade
     steps.swap(pending);
     for (size_t i = 0; i < steps.size(); ++i) {
       const double* row = stats.data() + i * kStatWidth;
-      // The logits of a step read later are gone: the phase is not known here.
-      const std::string phase = "the step (its statistics stay on the device; run.step_stats = host names the phase)";
+      const std::string phase = StepRunner::nonfinite_phase(row);
       if (!account(steps[i], row[kStatLossSum] / rows, row[kStatAgree], std::sqrt(row[kStatGradSumSq]),
                    row[kStatApplied] != 0, phase))
         return false;

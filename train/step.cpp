@@ -5,6 +5,7 @@
 
 #include "engine/fault_injection.h"
 #include "engine/ops.h"
+#include "kernels/step_stats.h"
 
 namespace kd {
 
@@ -98,6 +99,7 @@ void StepRunner::micro_batch(Context& ctx, const RankBatch& batch, int64_t k, in
     mark("student_forward");
     Tensor logits = student_.forward(ctx, x, Mode::train);
     student_logits_.push_back(logits);
+    if (stats) ops::flag_nonfinite(ctx, logits, stats + kStatStudentNonfinite);
     mark("loss");
     loss = ops::cross_entropy(ctx, logits, labels, c.label_smoothing, grad_scale, true, !stats);
   } else {
@@ -135,6 +137,10 @@ void StepRunner::micro_batch(Context& ctx, const RankBatch& batch, int64_t k, in
     mark("student_forward");
     Tensor s_logits = student_.forward(ctx, xs, Mode::train);
     teacher_logits_.push_back(t_logits), student_logits_.push_back(s_logits);
+    if (stats) {  // the phase of a non-finite step, named when the block is read
+      ops::flag_nonfinite(ctx, t_logits, stats + kStatTeacherNonfinite);
+      ops::flag_nonfinite(ctx, s_logits, stats + kStatStudentNonfinite);
+    }
     mark("loss");
     DistillLossOptions o = c.loss;
     o.grad_scale = grad_scale;
@@ -174,11 +180,22 @@ StepResult StepRunner::forward_backward(Context& ctx, const RankBatch& batch, Ph
   return r;
 }
 
+namespace {
+const char* const kTeacherPhase = "the teacher forward (the teachers' logits are not finite)";
+const char* const kStudentPhase = "the student forward (the student's logits are not finite)";
+}  // namespace
+
 std::string StepRunner::nonfinite_phase(Context& ctx) const {
   for (const Tensor& t : teacher_logits_)
-    if (!all_finite(t, ctx)) return "the teacher forward (the teachers' logits are not finite)";
+    if (!all_finite(t, ctx)) return kTeacherPhase;
   for (const Tensor& s : student_logits_)
-    if (!all_finite(s, ctx)) return "the student forward (the student's logits are not finite)";
+    if (!all_finite(s, ctx)) return kStudentPhase;
+  return "";
+}
+
+std::string StepRunner::nonfinite_phase(const double* stats) {
+  if (stats[kStatTeacherNonfinite] != 0) return kTeacherPhase;
+  if (stats[kStatStudentNonfinite] != 0) return kStudentPhase;
   return "";
 }
 

@@ -60,6 +60,8 @@ class StepRunner {
   // was not ("the teacher forward (the teachers' logits are not finite)"), or "" when the logits
   // were finite. Reads the step's logits back, so it is for the failure path only.
   std::string nonfinite_phase(Context& ctx) const;
+  // The same from a step's statistics block (its non-finite flags), read later.
+  static std::string nonfinite_phase(const double* stats);
   const StepConfig& config() const { return config_; }
   const Optimizer& optimizer() const { return optimizer_; }
   Optimizer& optimizer() { return optimizer_; }

@@ -70,8 +70,40 @@ TEST(StepStatsRows, AddTheRowsInOrderAndCountTheAgreeingOnes) {
   EXPECT_EQ(t[kStatLossSum], double(float(0.1)) + double(float(1.0 / 3.0)));
 }
 
+TEST(StepStatsFlags, AnyNanOrInfinitySetsTheFlagAndFiniteValuesLeaveIt) {
+  std::vector<float> x = random_vector<float>(1000, 7, -1e30, 1e30);
+  double flag = 0;
+  flag_nonfinite_cpu<float>(1000, x.data(), &flag);
+  EXPECT_EQ(flag, 0.0) << "large finite values";
+  for (float bad : {std::nanf(""), std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity()}) {
+    std::vector<float> y = x;
+    y[999] = bad;
+    double f = 0;
+    flag_nonfinite_cpu<float>(1000, y.data(), &f);
+    EXPECT_EQ(f, 1.0) << bad;
+    flag_nonfinite_cpu<float>(999, y.data(), &f);
+    EXPECT_EQ(f, 1.0) << "a set flag stays set";
+  }
+}
+
 #if KD_HAVE_CUDA
 using test::DeviceArray;
+
+TEST(StepStatsCuda, TheNonFiniteFlagMatchesTheCpu) {
+  KD_REQUIRE_CUDA();
+  const CudaHandles& h = test::cuda_test_context().cuda_handles();
+  for (int64_t n : {int64_t(1), int64_t(4099), (int64_t(1) << 20) + 3}) {
+    std::vector<float> x = random_vector<float>(size_t(n), 8, -5, 5);
+    for (int64_t bad_at : {int64_t(-1), n - 1, n / 2}) {
+      std::vector<float> y = x;
+      if (bad_at >= 0) y[size_t(bad_at)] = std::nanf("");
+      DeviceArray<float> d_y(y);
+      DeviceArray<double> d_flag(std::vector<double>{0.0});
+      flag_nonfinite_cuda(h, n, d_y.get(), d_flag.get());
+      EXPECT_EQ(d_flag.download()[0], bad_at >= 0 ? 1.0 : 0.0) << n << " " << bad_at;
+    }
+  }
+}
 
 TEST(StepStatsCuda, RowsAndGateMatchTheCpu) {
   KD_REQUIRE_CUDA();

@@ -170,7 +170,8 @@ TEST_F(Faults, NonFiniteValuesStopTheRunNamingStepPhaseAndCheckpointOrAreSkipped
 // run.step_stats = device (the GPU default) on the CPU: the loss, agreement and gradient norm
 // stay in the step's statistics block and are read once per log window (4 steps here). The run
 // is the host-read run bit for bit, metrics included, and a non-finite step is still found (at
-// the next read, before any checkpoint), named by its step, and stopped or skipped.
+// the next read, before any checkpoint), named by its step and phase (the block's flags), and
+// stopped or skipped.
 TEST_F(Faults, StatisticsKeptOnTheDeviceGiveTheSameRunAndStillCatchNonFiniteSteps) {
   const std::vector<std::string> device = {"run.step_stats=device", "run.log_every=4"};
   const auto on_device = run("distill", "stats_device", device, "");
@@ -194,7 +195,7 @@ TEST_F(Faults, StatisticsKeptOnTheDeviceGiveTheSameRunAndStillCatchNonFiniteStep
   const auto stopped = run("distill", "stats_nf", device, "nan.teacher_logits:step=4");
   EXPECT_EQ(stopped.code, 3) << stopped.err;
   EXPECT_TRUE(contains(stopped.err, " is NaN at step 4 (lr ")) << stopped.err;
-  EXPECT_TRUE(contains(stopped.err, "run.step_stats = host names the phase")) << stopped.err;
+  EXPECT_TRUE(contains(stopped.err, "), in the teacher forward (the teachers' logits are not finite)")) << stopped.err;
   EXPECT_TRUE(contains(stopped.err, "The last good checkpoint is " + run_dir("stats_nf") +
                                         "/checkpoints/step_000000003.safetensors"))
       << stopped.err;
@@ -204,7 +205,7 @@ TEST_F(Faults, StatisticsKeptOnTheDeviceGiveTheSameRunAndStillCatchNonFiniteStep
   const auto grads = run("distill", "stats_nf_grads", device, "inf.student_grads:step=4");
   EXPECT_EQ(grads.code, 3) << grads.err;
   EXPECT_TRUE(contains(grads.err, "the gradient norm is infinite at step 4 (lr ")) << grads.err;
-  EXPECT_TRUE(contains(grads.err, "in the step (its statistics stay on the device")) << grads.err;
+  EXPECT_TRUE(contains(grads.err, "), in the backward pass (the student's gradients)")) << grads.err;
 
   // Skipped on the device: the state after steps 0-3 and a skipped step 4 is the state after 4 steps.
   ASSERT_EQ(run("distill", "stats_four", {"run.stop_after=4"}, "").code, 0);

@@ -101,13 +101,7 @@ std::vector<cudnn::Descriptor> make_conv_graph(cudnnHandle_t handle, ConvOp op, 
   cudnn::Descriptor operation;
   switch (op) {
     case ConvOp::forward:
-      operation = cudnn::Descriptor(CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR);
-      operation.set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X, x)
-          .set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, w)
-          .set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, y)
-          .set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC, conv)
-          .set_float(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, 1.0f)
-          .set_float(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, beta);
+      operation = cudnn::make_convolution_forward(x, w, y, conv, beta);
       break;
     case ConvOp::backward_data:
       operation = cudnn::Descriptor(CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_DATA_DESCRIPTOR);
@@ -117,6 +111,7 @@ std::vector<cudnn::Descriptor> make_conv_graph(cudnnHandle_t handle, ConvOp op, 
           .set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_CONV_DESC, conv)
           .set_float(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_ALPHA, 1.0f)
           .set_float(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_DATA_BETA, beta);
+      operation.finalize();
       break;
     case ConvOp::backward_filter:
       operation = cudnn::Descriptor(CUDNN_BACKEND_OPERATION_CONVOLUTION_BACKWARD_FILTER_DESCRIPTOR);
@@ -126,9 +121,9 @@ std::vector<cudnn::Descriptor> make_conv_graph(cudnnHandle_t handle, ConvOp op, 
           .set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_CONV_DESC, conv)
           .set_float(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_ALPHA, 1.0f)
           .set_float(CUDNN_ATTR_OPERATION_CONVOLUTION_BWD_FILTER_BETA, beta);
+      operation.finalize();
       break;
   }
-  operation.finalize();
   cudnn::Descriptor graph = cudnn::make_operation_graph(handle, {&operation});
   d.push_back(std::move(conv));
   d.push_back(std::move(operation));

@@ -3,10 +3,7 @@
 // teacher): the first GPU session validates it against conv2d_fp8_forward_cpu
 // (tests/kernels/conv_fp8_test.cpp); the FP8 teacher falls back to its bf16 emulation when this
 // throws.
-#include <array>
-#include <map>
 #include <memory>
-#include <mutex>
 
 #include "kernels/conv_cuda_layout.h"
 #include "kernels/conv_fp8.h"
@@ -20,25 +17,8 @@ constexpr int64_t kUidX = 1, kUidW = 2, kUidY = 3, kUidDescale = 4, kUidConvOut 
 constexpr int64_t kMaxAlignment = 16;
 constexpr int64_t kMaxWorkspaceBytes = int64_t(1) << 30;
 
-struct Fp8Plan {
-  std::vector<cudnn::Descriptor> keep;  // tensors, descriptors, operations and the graph (last)
-  cudnn::Plan plan;
-};
-
-using Fp8Key = std::array<int64_t, 20>;  // handle, device, 14 shape numbers, 4 alignments
-
-struct Fp8PlanCache {
-  std::mutex mutex;
-  std::map<Fp8Key, std::unique_ptr<Fp8Plan>> plans;
-};
-
-Fp8PlanCache& fp8_plan_cache() {
-  static Fp8PlanCache* cache = new Fp8PlanCache;  // never destroyed (cuDNN's teardown order)
-  return *cache;
-}
-
-std::unique_ptr<Fp8Plan> build_plan(const CudaHandles& h, const Conv2dShape& s, const int64_t align[4]) {
-  auto p = std::make_unique<Fp8Plan>();
+std::unique_ptr<cudnn::GraphPlan> build_plan(const CudaHandles& h, const Conv2dShape& s, const int64_t align[4]) {
+  auto p = std::make_unique<cudnn::GraphPlan>();
   std::vector<cudnn::Descriptor>& d = p->keep;
   d.reserve(9);
   d.push_back(cudnn::make_tensor(kUidX, CUDNN_DATA_FP8_E4M3, conv_x_layout(s), align[0]));
@@ -55,18 +35,9 @@ std::unique_ptr<Fp8Plan> build_plan(const CudaHandles& h, const Conv2dShape& s, 
 
   const CudnnConvParams cp = conv_cudnn_params(s);
   cudnn::Descriptor conv = cudnn::make_convolution_2d(cp.pre_padding, cp.post_padding, cp.filter_strides, cp.dilations);
-  cudnn::Descriptor conv_op(CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR);
-  conv_op.set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X, x)
-      .set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, w)
-      .set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, conv_out)
-      .set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC, conv)
-      .set_float(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, 1.0f)
-      .set_float(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, 0.0f);
-  conv_op.finalize();
-
-  cudnn::PointwiseOp scale = cudnn::make_pointwise(CUDNN_POINTWISE_MUL, conv_out, &descale, y);
-
-  cudnn::Descriptor graph = cudnn::make_operation_graph(h.cudnn, {&conv_op, &scale.op});
+  cudnn::Descriptor conv_op = cudnn::make_convolution_forward(x, w, conv_out, conv);
+  p->pointwise.push_back(cudnn::make_pointwise(CUDNN_POINTWISE_MUL, conv_out, &descale, y));
+  cudnn::Descriptor graph = cudnn::make_operation_graph(h.cudnn, {&conv_op, &p->pointwise[0].op});
   std::string why;
   std::vector<cudnn::Plan> plans = cudnn::make_plans(h.cudnn, graph, 1, kMaxWorkspaceBytes, &why);
   KD_CHECK(!plans.empty(), "no cuDNN engine for the FP8 convolution (", why.empty() ? "no engine configs" : why, ") [",
@@ -74,8 +45,6 @@ std::unique_ptr<Fp8Plan> build_plan(const CudaHandles& h, const Conv2dShape& s, 
   p->plan = std::move(plans[0]);
   d.push_back(std::move(conv));
   d.push_back(std::move(conv_op));
-  d.push_back(std::move(scale.mode));
-  d.push_back(std::move(scale.op));
   d.push_back(std::move(graph));
   return p;
 }
@@ -98,22 +67,13 @@ void conv2d_fp8_forward_cuda(const CudaHandles& h, const Conv2dShape& s, const u
     const int64_t align[4] = {pointer_alignment_bytes(x, kMaxAlignment), pointer_alignment_bytes(w, kMaxAlignment),
                               pointer_alignment_bytes(y, kMaxAlignment),
                               pointer_alignment_bytes(descale, kMaxAlignment)};
-    Fp8PlanCache& cache = fp8_plan_cache();
-    const Fp8Plan* plan = nullptr;
-    {
-      std::lock_guard<std::mutex> lock(cache.mutex);
-      Fp8Key key{int64_t(reinterpret_cast<uintptr_t>(h.cudnn)), h.device};
-      const auto shape = s.key();
-      std::copy(shape.begin(), shape.end(), key.begin() + 2);
-      for (int i = 0; i < 4; ++i) key[16 + size_t(i)] = align[i];
-      auto it = cache.plans.find(key);
-      if (it == cache.plans.end()) it = cache.plans.emplace(key, build_plan(h, s, align)).first;
-      plan = it->second.get();
-    }
-    void* ws = h.workspace->get(size_t(plan->plan.workspace_bytes));
-    cudnn::check(cudnn::execute(h.cudnn, plan->plan, {kUidX, kUidW, kUidDescale, kUidY},
-                                {const_cast<uint8_t*>(x), const_cast<uint8_t*>(w), const_cast<float*>(descale), y}, ws),
-                 "cudnnBackendExecute (" + plan->plan.describe() + ")");
+    const auto shape = s.key();
+    std::vector<int64_t> numbers(shape.begin(), shape.end());
+    numbers.insert(numbers.end(), align, align + 4);
+    const cudnn::GraphPlan& plan =
+        cudnn::cached_graph_plan(h, "conv2d_fp8_forward", numbers, [&] { return build_plan(h, s, align); });
+    cudnn::run_graph_plan(h, plan, {kUidX, kUidW, kUidDescale, kUidY},
+                          {const_cast<uint8_t*>(x), const_cast<uint8_t*>(w), const_cast<float*>(descale), y});
   } catch (const Error& e) {
     KD_FAIL("conv2d_fp8_forward_cuda ", s.describe(), ": ", e.what());
   }

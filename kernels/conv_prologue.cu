@@ -2,10 +2,7 @@
 // operation graph. The intermediates are virtual (never in memory); the ReLU's output, the
 // convolution's input, is tried first in fp32 and then in bf16, since which one the runtime
 // fusion engines take is not documented for every form. Never run on a GPU yet.
-#include <array>
-#include <map>
 #include <memory>
-#include <mutex>
 
 #include "kernels/check.h"
 #include "kernels/conv_cuda_layout.h"
@@ -20,17 +17,11 @@ constexpr int64_t kUidScaled = 101, kUidShifted = 102, kUidRectified = 103;
 constexpr int64_t kMaxAlignment = 16;
 constexpr int64_t kMaxWorkspaceBytes = int64_t(1) << 30;
 
-struct ProloguePlan {
-  std::vector<cudnn::Descriptor> keep;
-  std::vector<cudnn::PointwiseOp> pointwise;
-  cudnn::Plan plan;
-};
-
 // One attempt with the convolution's input (the ReLU's output) in `input_dtype`; null and the
 // reason in *why when no engine takes it.
-std::unique_ptr<ProloguePlan> try_plan(const CudaHandles& h, const Conv2dShape& s, bool per_sample,
-                                       const int64_t align[5], cudnnDataType_t input_dtype, std::string* why) {
-  auto p = std::make_unique<ProloguePlan>();
+std::unique_ptr<cudnn::GraphPlan> try_plan(const CudaHandles& h, const Conv2dShape& s, bool per_sample,
+                                           const int64_t align[5], cudnnDataType_t input_dtype, std::string* why) {
+  auto p = std::make_unique<cudnn::GraphPlan>();
   std::vector<cudnn::Descriptor>& d = p->keep;
   d.reserve(12);  // (references into it are taken below)
   const CudnnTensorLayout xl = conv_x_layout(s);
@@ -54,15 +45,7 @@ std::unique_ptr<ProloguePlan> try_plan(const CudaHandles& h, const Conv2dShape& 
 
   const CudnnConvParams cp = conv_cudnn_params(s);
   d.push_back(cudnn::make_convolution_2d(cp.pre_padding, cp.post_padding, cp.filter_strides, cp.dilations));
-  cudnn::Descriptor conv_op(CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR);
-  conv_op.set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X, rectified)
-      .set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, w)
-      .set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, y)
-      .set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC, d.back())
-      .set_float(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, 1.0f)
-      .set_float(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, 0.0f);
-  conv_op.finalize();
-  d.push_back(std::move(conv_op));
+  d.push_back(cudnn::make_convolution_forward(rectified, w, y, d.back()));
   d.push_back(cudnn::make_operation_graph(
       h.cudnn, {&p->pointwise[0].op, &p->pointwise[1].op, &p->pointwise[2].op, &d[d.size() - 1]}));
   std::vector<cudnn::Plan> plans = cudnn::make_plans(h.cudnn, d.back(), 1, kMaxWorkspaceBytes, why);
@@ -71,8 +54,8 @@ std::unique_ptr<ProloguePlan> try_plan(const CudaHandles& h, const Conv2dShape& 
   return p;
 }
 
-std::unique_ptr<ProloguePlan> build_plan(const CudaHandles& h, const Conv2dShape& s, bool per_sample,
-                                         const int64_t align[5]) {
+std::unique_ptr<cudnn::GraphPlan> build_plan(const CudaHandles& h, const Conv2dShape& s, bool per_sample,
+                                             const int64_t align[5]) {
   std::string why_f32, why_bf16;
   if (auto p = try_plan(h, s, per_sample, align, CUDNN_DATA_FLOAT, &why_f32)) return p;
   if (auto p = try_plan(h, s, per_sample, align, CUDNN_DATA_BFLOAT16, &why_bf16)) return p;
@@ -80,8 +63,6 @@ std::unique_ptr<ProloguePlan> build_plan(const CudaHandles& h, const Conv2dShape
           " scale and shift (fp32 input: ", why_f32.empty() ? "no engine configs" : why_f32,
           "; bf16 input: ", why_bf16.empty() ? "no engine configs" : why_bf16, ") [", cudnn::version_string(), "]");
 }
-
-using PrologueKey = std::array<int64_t, 22>;  // handle, device, 14 shape numbers, form, 5 alignments
 
 }  // namespace
 
@@ -94,26 +75,15 @@ void conv2d_prologue_forward_cuda(const CudaHandles& h, const Conv2dShape& s, bo
     const int64_t align[5] = {pointer_alignment_bytes(x, kMaxAlignment), pointer_alignment_bytes(scale, kMaxAlignment),
                               pointer_alignment_bytes(shift, kMaxAlignment), pointer_alignment_bytes(w, kMaxAlignment),
                               pointer_alignment_bytes(y, kMaxAlignment)};
-    static std::mutex* mutex = new std::mutex;  // never destroyed (cuDNN's teardown order)
-    static auto* cache = new std::map<PrologueKey, std::unique_ptr<ProloguePlan>>;
-    const ProloguePlan* plan = nullptr;
-    {
-      std::lock_guard<std::mutex> lock(*mutex);
-      PrologueKey key{int64_t(reinterpret_cast<uintptr_t>(h.cudnn)), h.device};
-      const auto shape = s.key();
-      std::copy(shape.begin(), shape.end(), key.begin() + 2);
-      key[16] = per_sample;
-      for (int i = 0; i < 5; ++i) key[17 + size_t(i)] = align[i];
-      auto it = cache->find(key);
-      if (it == cache->end()) it = cache->emplace(key, build_plan(h, s, per_sample, align)).first;
-      plan = it->second.get();
-    }
-    void* ws = h.workspace->get(size_t(plan->plan.workspace_bytes));
-    cudnn::check(
-        cudnn::execute(
-            h.cudnn, plan->plan, {kUidX, kUidScale, kUidShift, kUidW, kUidY},
-            {const_cast<bf16*>(x), const_cast<float*>(scale), const_cast<float*>(shift), const_cast<bf16*>(w), y}, ws),
-        "cudnnBackendExecute (" + plan->plan.describe() + ")");
+    const auto shape = s.key();
+    std::vector<int64_t> numbers(shape.begin(), shape.end());
+    numbers.push_back(per_sample);
+    numbers.insert(numbers.end(), align, align + 5);
+    const cudnn::GraphPlan& plan = cudnn::cached_graph_plan(h, "conv2d_prologue_forward", numbers,
+                                                            [&] { return build_plan(h, s, per_sample, align); });
+    cudnn::run_graph_plan(
+        h, plan, {kUidX, kUidScale, kUidShift, kUidW, kUidY},
+        {const_cast<bf16*>(x), const_cast<float*>(scale), const_cast<float*>(shift), const_cast<bf16*>(w), y});
   } catch (const Error& e) {
     KD_FAIL("conv2d_prologue_forward_cuda ", s.describe(), ": ", e.what());
   }

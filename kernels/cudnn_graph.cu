@@ -1,6 +1,8 @@
 // cuDNN backend API plumbing; see cudnn_graph.h. Kept to API present in cuDNN 9.0 and later.
 #include "kernels/cudnn_graph.h"
 
+#include <map>
+#include <mutex>
 #include <sstream>
 #include <utility>
 
@@ -163,6 +165,19 @@ Descriptor make_tensor(int64_t uid, cudnnDataType_t dtype, const CudnnTensorLayo
   return make_tensor(spec);
 }
 
+Descriptor make_convolution_forward(const Descriptor& x, const Descriptor& w, const Descriptor& y,
+                                    const Descriptor& conv, float beta) {
+  Descriptor op(CUDNN_BACKEND_OPERATION_CONVOLUTION_FORWARD_DESCRIPTOR);
+  op.set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_X, x)
+      .set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, w)
+      .set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, y)
+      .set_descriptor(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC, conv)
+      .set_float(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, 1.0f)
+      .set_float(CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, beta);
+  op.finalize();
+  return op;
+}
+
 PointwiseOp make_pointwise(cudnnPointwiseMode_t mode, const Descriptor& x, const Descriptor* b, const Descriptor& y) {
   PointwiseOp p{Descriptor(CUDNN_BACKEND_POINTWISE_DESCRIPTOR),
                 Descriptor(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR)};
@@ -268,6 +283,25 @@ cudnnStatus_t execute(cudnnHandle_t handle, const Plan& plan, const std::vector<
       .set(CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &workspace);
   pack.finalize();
   return cudnnBackendExecute(handle, plan.plan.get(), pack.get());
+}
+
+const GraphPlan& cached_graph_plan(const CudaHandles& h, const std::string& op, const std::vector<int64_t>& numbers,
+                                   const std::function<std::unique_ptr<GraphPlan>()>& build) {
+  using Key = std::pair<std::string, std::vector<int64_t>>;
+  static std::mutex* mutex = new std::mutex;
+  static auto* plans = new std::map<Key, std::unique_ptr<GraphPlan>>;
+  Key key{op, {int64_t(reinterpret_cast<uintptr_t>(h.cudnn)), h.device}};
+  key.second.insert(key.second.end(), numbers.begin(), numbers.end());
+  std::lock_guard<std::mutex> lock(*mutex);
+  auto it = plans->find(key);
+  if (it == plans->end()) it = plans->emplace(std::move(key), build()).first;
+  return *it->second;
+}
+
+void run_graph_plan(const CudaHandles& h, const GraphPlan& p, const std::vector<int64_t>& uids,
+                    const std::vector<void*>& pointers) {
+  void* workspace = h.workspace->get(size_t(p.plan.workspace_bytes));
+  check(execute(h.cudnn, p.plan, uids, pointers, workspace), "cudnnBackendExecute (" + p.plan.describe() + ")");
 }
 
 }  // namespace kd::cudnn

@@ -6,10 +6,13 @@
 #include <cudnn.h>
 
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "kernels/conv_cuda_layout.h"
+#include "kernels/cuda_handles.h"
 
 namespace kd::cudnn {
 
@@ -77,6 +80,10 @@ Descriptor make_tensor(int64_t uid, cudnnDataType_t dtype, const CudnnTensorLayo
 Descriptor make_convolution_2d(const int64_t pre_padding[2], const int64_t post_padding[2], const int64_t strides[2],
                                const int64_t dilations[2]);
 
+// A finalized convolution-forward operation y = conv(x, w) + beta y, alpha 1 (conv: from
+// make_convolution_2d).
+Descriptor make_convolution_forward(const Descriptor& x, const Descriptor& w, const Descriptor& y,
+                                    const Descriptor& conv, float beta = 0.0f);
 // A finalized pointwise operation y = mode(x[, b]) in fp32 math (b: null for unary modes such as
 // CUDNN_POINTWISE_RELU_FWD); `mode` describes it and must outlive `op`.
 struct PointwiseOp {
@@ -107,5 +114,20 @@ std::vector<Plan> make_plans(cudnnHandle_t handle, const Descriptor& op_graph, s
 // stream. Returns cuDNN's status so that autotuning can skip a failing candidate.
 cudnnStatus_t execute(cudnnHandle_t handle, const Plan& plan, const std::vector<int64_t>& uids,
                       const std::vector<void*>& pointers, void* workspace);
+
+// A fused graph's execution plan with every descriptor it references, kept alive with it.
+struct GraphPlan {
+  std::vector<Descriptor> keep;
+  std::vector<PointwiseOp> pointwise;
+  Plan plan;
+};
+// The plan of `op` for `numbers` (its shape, form and pointer alignments) on h's cuDNN handle and
+// device: built by `build` the first time, then kept for the process (never destroyed: cuDNN's
+// teardown order).
+const GraphPlan& cached_graph_plan(const CudaHandles& h, const std::string& op, const std::vector<int64_t>& numbers,
+                                   const std::function<std::unique_ptr<GraphPlan>()>& build);
+// Runs a plan on h's stream with h's workspace; throws naming the plan when cuDNN fails.
+void run_graph_plan(const CudaHandles& h, const GraphPlan& p, const std::vector<int64_t>& uids,
+                    const std::vector<void*>& pointers);
 
 }  // namespace kd::cudnn

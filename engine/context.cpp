@@ -58,6 +58,13 @@ struct Context::CudaState {
   int staging_next = 0, staging_current = -1;
   cudaStream_t copy_stream = nullptr;  // set_copy_stream(true): uploads for kernels run here
   double staging_wait_s = 0;           // staging_wait_seconds()
+  // The slot host_staging() handed out last, checked to hold `bytes` (what: the caller's name).
+  StagingSlot& current_staging(size_t bytes, const char* what) {
+    KD_CHECK(staging_current >= 0, what, ": no staging buffer was handed out");
+    StagingSlot& slot = staging[staging_current];
+    KD_CHECK(bytes <= slot.bytes, what, ": ", bytes, " bytes from a ", slot.bytes, "-byte staging buffer");
+    return slot;
+  }
   ~CudaState() {
     if (handles.stream) cudaStreamSynchronize(handles.stream);
     if (copy_stream) cudaStreamSynchronize(copy_stream), cudaStreamDestroy(copy_stream);
@@ -170,21 +177,18 @@ uint8_t* Context::host_staging(size_t bytes) {
 }
 
 void Context::upload_staging(void* device_dst, size_t bytes) {
-  KD_CHECK(cuda_ && cuda_->staging_current >= 0, "upload_staging: no staging buffer was handed out");
+  KD_CHECK(cuda_, "upload_staging: a cpu context has no device to upload to");
   CudaState& st = *cuda_;
-  CudaState::StagingSlot& slot = st.staging[st.staging_current];
-  KD_CHECK(bytes <= slot.bytes, "upload_staging: ", bytes, " bytes from a ", slot.bytes, "-byte staging buffer");
+  CudaState::StagingSlot& slot = st.current_staging(bytes, "upload_staging");
   if (bytes == 0) return;
   KD_CUDA_CHECK(cudaMemcpyAsync(device_dst, slot.host, bytes, cudaMemcpyHostToDevice, st.handles.stream));
   KD_CUDA_CHECK(cudaEventRecord(slot.copied, st.handles.stream));
 }
 
 const uint8_t* Context::upload_staging_for_kernels(size_t bytes) {
-  KD_CHECK(cuda_ && cuda_->staging_current >= 0, "upload_staging_for_kernels: no staging buffer was handed out");
+  KD_CHECK(cuda_, "upload_staging_for_kernels: a cpu context has no device to upload to");
   CudaState& st = *cuda_;
-  CudaState::StagingSlot& slot = st.staging[st.staging_current];
-  KD_CHECK(bytes <= slot.bytes, "upload_staging_for_kernels: ", bytes, " bytes from a ", slot.bytes,
-           "-byte staging buffer");
+  CudaState::StagingSlot& slot = st.current_staging(bytes, "upload_staging_for_kernels");
   if (!slot.released) KD_CUDA_CHECK(cudaEventCreateWithFlags(&slot.released, cudaEventDisableTiming));
   if (bytes > slot.device_bytes) {
     // (cudaFree waits for the whole device, so also for the kernels that read the old buffer.)

@@ -30,6 +30,11 @@ int64_t conv_compute_channels(const Context& ctx, const Conv2dShape& s) {
   return ctx.conv_pad_channels() && s.groups == 1 && s.c_in < kTensorCoreChannels ? kTensorCoreChannels : s.c_in;
 }
 
+// A convolution's shape and FLOPs (2 x its multiply-adds, each direction) for an active OpProfile.
+static void profile_conv(const Conv2dShape& s) {
+  if (OpProfile::active()) profile_detail(s.describe(), 2.0 * double(s.macs()));
+}
+
 static Conv2dShape with_channels(Conv2dShape s, int64_t c_in) {
   s.c_in = c_in;
   return s;
@@ -42,7 +47,7 @@ Tensor conv2d(Context& ctx, const Tensor& x, const Tensor& w, const Conv2dShape&
   if (const int64_t c = conv_compute_channels(ctx, s); c != s.c_in)
     return conv2d(ctx, pad_channels(ctx, x, c), pad_channels(ctx, w, c), with_channels(s, c));
   Tensor y = new_activation(ctx, {s.n, s.out_h(), s.out_w(), s.c_out});
-  if (OpProfile::active()) profile_detail(s.describe(), 2.0 * double(s.macs()));
+  profile_conv(s);
   dispatch(
       ctx, "conv2d",
       [&] { KD_IF_CUDA(conv2d_forward_cuda(ctx.cuda_handles(), s, x.data<bf16>(), w.data<bf16>(), y.data<bf16>());) },
@@ -61,7 +66,7 @@ Tensor conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, con
   if (const int64_t c = conv_compute_channels(ctx, s); c != s.c_in)
     return slice_channels(ctx, conv2d_backward_data(ctx, dy, pad_channels(ctx, w, c), with_channels(s, c)), s.c_in);
   Tensor dx = new_activation(ctx, {s.n, s.h, s.w, s.c_in});
-  if (OpProfile::active()) profile_detail(s.describe(), 2.0 * double(s.macs()));
+  profile_conv(s);
   dispatch(
       ctx, "conv2d_backward_data",
       [&] {
@@ -85,7 +90,7 @@ void conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, con
     dw.copy_from(slice_channels(ctx, dw_padded, s.c_in), &ctx);
     return;
   }
-  if (OpProfile::active()) profile_detail(s.describe(), 2.0 * double(s.macs()));
+  profile_conv(s);
   dispatch(
       ctx, "conv2d_backward_filter",
       [&] {

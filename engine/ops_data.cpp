@@ -237,18 +237,13 @@ LossResult cross_entropy(Context& ctx, const Tensor& logits, const std::vector<i
 
 void flag_nonfinite(Context& ctx, const Tensor& t, double* flag) {
   check_dtype(t, ctx.param_dtype(), "flag_nonfinite");
-  if (ctx.is_cuda()) {
-#if KD_HAVE_CUDA
-    flag_nonfinite_cuda(ctx.cuda_handles(), t.numel(), t.data<float>(), flag);
-#else
-    no_cuda_path("flag_nonfinite");
-#endif
-  } else {
-    with_cpu_precision(ctx, [&](auto zero) {
-      using T = decltype(zero);
-      flag_nonfinite_cpu<T>(t.numel(), t.data<T>(), flag);
-    });
-  }
+  dispatch(
+      ctx, "flag_nonfinite",
+      [&] { KD_IF_CUDA(flag_nonfinite_cuda(ctx.cuda_handles(), t.numel(), t.data<float>(), flag);) },
+      [&](auto zero) {
+        using T = decltype(zero);
+        flag_nonfinite_cpu<T>(t.numel(), t.data<T>(), flag);
+      });
 }
 
 void add_to_step_stats(Context& ctx, const LossResult& loss, double* stats) {
@@ -257,18 +252,13 @@ void add_to_step_stats(Context& ctx, const LossResult& loss, double* stats) {
   KD_CHECK(!loss.rank.defined() || loss.rank.shape() == loss.loss.shape(), "add_to_step_stats: ",
            loss.rank.describe(), " ranks for ", rows, " rows");
   const int32_t* rank = loss.rank.defined() ? loss.rank.data<int32_t>() : nullptr;
-  if (ctx.is_cuda()) {
-#if KD_HAVE_CUDA
-    add_loss_rows_cuda(ctx.cuda_handles(), rows, loss.loss.data<float>(), rank, stats);
-#else
-    no_cuda_path("add_to_step_stats");
-#endif
-  } else {
-    with_cpu_precision(ctx, [&](auto zero) {
-      using T = decltype(zero);
-      add_loss_rows_cpu<T>(rows, loss.loss.data<T>(), rank, stats);
-    });
-  }
+  dispatch(
+      ctx, "add_to_step_stats",
+      [&] { KD_IF_CUDA(add_loss_rows_cuda(ctx.cuda_handles(), rows, loss.loss.data<float>(), rank, stats);) },
+      [&](auto zero) {
+        using T = decltype(zero);
+        add_loss_rows_cpu<T>(rows, loss.loss.data<T>(), rank, stats);
+      });
 }
 
 }  // namespace kd::ops

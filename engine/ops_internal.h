@@ -49,13 +49,13 @@ inline Tensor new_activation(Context& ctx, const Shape& shape) {
 #define KD_IF_CUDA(...)
 #endif
 
-// Runs `cuda` on a GPU context and `cpu(T{})` on a CPU one, T the context's precision.
 // Names the shape (and FLOPs or minimal bytes) of the next dispatched op in an active OpProfile.
 inline void profile_detail(const std::string& shape, double flops, double bytes = 0) {
   if (OpProfile* p = OpProfile::active()) p->detail(shape, flops, bytes);
 }
 
-// An OpProfile (kd bench --ops), when one is active, times the call.
+// Runs `cuda` on a GPU context and `cpu(T{})` on a CPU one, T the context's precision. An
+// OpProfile (kd bench --ops), when one is active, times the call.
 template <typename Cuda, typename Cpu>
 void dispatch(const Context& ctx, const char* op, Cuda&& cuda, Cpu&& cpu) {
   OpProfile* profile = OpProfile::active();

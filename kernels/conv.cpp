@@ -35,18 +35,20 @@ void validate(const Conv2dShape& s) {
   KD_CHECK(s.out_h() > 0 && s.out_w() > 0, "conv: empty output for ", s.describe());
 }
 
-namespace {
-
-bool is_pointwise(const Conv2dShape& s) {
+bool conv_is_pointwise(const Conv2dShape& s) {
   return s.kh == 1 && s.kw == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 && s.pad_w == 0 &&
          s.groups == 1;
 }
 
-// Images per chunk so that the column buffer holds at most ~8M elements.
-int64_t images_per_chunk(const Conv2dShape& s) {
+int64_t conv_images_per_chunk(const Conv2dShape& s, int64_t max_elements) {
   const int64_t per_image = s.out_h() * s.out_w() * s.kh * s.kw * s.c_in_per_group();
-  return std::clamp<int64_t>((int64_t(8) << 20) / std::max<int64_t>(per_image, 1), 1, s.n);
+  return std::clamp<int64_t>(max_elements / std::max<int64_t>(per_image, 1), 1, s.n);
 }
+
+namespace {
+
+// Images per chunk so that the column buffer holds at most ~8M elements.
+int64_t images_per_chunk(const Conv2dShape& s) { return conv_images_per_chunk(s, int64_t(8) << 20); }
 
 template <typename T>
 std::vector<T>& column_buffer() {
@@ -182,7 +184,7 @@ void conv2d_forward_cpu(const Conv2dShape& s, const T* x, const T* w, T* y) {
   if (s.c_in_per_group() == 1 && s.groups > 1) return depthwise_forward(s, x, w, y);
   const int64_t M_img = s.out_h() * s.out_w(), cog = s.c_out_per_group();
   const int64_t K = s.kh * s.kw * s.c_in_per_group();
-  if (is_pointwise(s)) {
+  if (conv_is_pointwise(s)) {
     gemm_cpu<T>(false, true, s.n * M_img, s.c_out, K, T(1), x, K, w, K, T(0), y, s.c_out);
     return;
   }
@@ -205,7 +207,7 @@ void conv2d_backward_data_cpu(const Conv2dShape& s, const T* dy, const T* w, T* 
   if (s.c_in_per_group() == 1 && s.groups > 1) return depthwise_backward_data(s, dy, w, dx);
   const int64_t M_img = s.out_h() * s.out_w(), cog = s.c_out_per_group();
   const int64_t K = s.kh * s.kw * s.c_in_per_group();
-  if (is_pointwise(s)) {
+  if (conv_is_pointwise(s)) {
     gemm_cpu<T>(false, false, s.n * M_img, K, s.c_out, T(1), dy, s.c_out, w, K, T(0), dx, K);
     return;
   }
@@ -229,7 +231,7 @@ void conv2d_backward_filter_cpu(const Conv2dShape& s, const T* x, const T* dy, T
   if (s.c_in_per_group() == 1 && s.groups > 1) return depthwise_backward_filter(s, x, dy, dw);
   const int64_t M_img = s.out_h() * s.out_w(), cog = s.c_out_per_group();
   const int64_t K = s.kh * s.kw * s.c_in_per_group();
-  if (is_pointwise(s)) {
+  if (conv_is_pointwise(s)) {
     gemm_cpu<T>(true, false, s.c_out, K, s.n * M_img, T(1), dy, s.c_out, x, K, T(1), dw, K);
     return;
   }

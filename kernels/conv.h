@@ -39,6 +39,11 @@ struct Conv2dShape {
 
 // Throws kd::Error naming the problem (non-divisible groups, empty output, ...).
 void validate(const Conv2dShape& s);
+// A 1x1, stride-1, unpadded convolution of one group: x is its own column matrix (a plain GEMM).
+bool conv_is_pointwise(const Conv2dShape& s);
+// Images per chunk of an im2col pass so that the column matrix holds at most max_elements (at
+// least one image).
+int64_t conv_images_per_chunk(const Conv2dShape& s, int64_t max_elements);
 
 // Source pixel of output pixel (oy, ox) under kernel tap (ky, kx); may fall outside the image
 // (then it reads zero). Shared by im2col and the CUDA kernels' index math.

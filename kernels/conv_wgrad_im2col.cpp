@@ -8,22 +8,14 @@
 
 namespace kd {
 
-bool conv_wgrad_im2col_applies(const Conv2dShape& s) {
-  const bool pointwise = s.kh == 1 && s.kw == 1 && s.stride_h == 1 && s.stride_w == 1 && s.pad_h == 0 && s.pad_w == 0;
-  return s.groups == 1 && !pointwise;
-}
-
-int64_t conv_wgrad_im2col_chunk(const Conv2dShape& s, int64_t max_elements) {
-  const int64_t per_image = s.out_h() * s.out_w() * s.kh * s.kw * s.c_in;
-  return std::clamp<int64_t>(max_elements / std::max<int64_t>(per_image, 1), 1, s.n);
-}
+bool conv_wgrad_im2col_applies(const Conv2dShape& s) { return s.groups == 1 && !conv_is_pointwise(s); }
 
 template <typename T>
 void conv2d_backward_filter_im2col_cpu(const Conv2dShape& s, const T* x, const T* dy, T* dw, int64_t max_elements) {
   validate(s);
   KD_CHECK(conv_wgrad_im2col_applies(s), "conv2d_backward_filter_im2col: not for ", s.describe());
   const int64_t rows_per_image = s.out_h() * s.out_w(), K = s.kh * s.kw * s.c_in;
-  const int64_t chunk = conv_wgrad_im2col_chunk(s, max_elements);
+  const int64_t chunk = conv_images_per_chunk(s, max_elements);
   std::vector<T> col(size_t(chunk * rows_per_image * K));
   for (int64_t n0 = 0; n0 < s.n; n0 += chunk) {
     const int64_t rows = (std::min(s.n, n0 + chunk) - n0) * rows_per_image;

@@ -51,7 +51,7 @@ void conv2d_backward_filter_im2col_cuda(const CudaHandles& h, const Conv2dShape&
   validate(s);
   KD_CHECK(conv_wgrad_im2col_applies(s), "conv2d_backward_filter_im2col_cuda: not for ", s.describe());
   const int64_t rows_per_image = s.out_h() * s.out_w(), K = s.kh * s.kw * s.c_in;
-  const int64_t chunk = conv_wgrad_im2col_chunk(s, kMaxColumnElements);
+  const int64_t chunk = conv_images_per_chunk(s, kMaxColumnElements);
   bf16* col = column_buffer(h, chunk * rows_per_image * K);
   for (int64_t n0 = 0; n0 < s.n; n0 += chunk) {
     const int64_t rows = (std::min(s.n, n0 + chunk) - n0) * rows_per_image;

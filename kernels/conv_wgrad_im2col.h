@@ -23,11 +23,9 @@ KD_HD int64_t im2col_source(const Conv2dShape& s, int64_t n0, int64_t row, int64
   return ((img * s.h + iy) * s.w + ix) * s.c_in + ci;
 }
 
-// Whether the path applies: one group, not a 1x1 stride-1 convolution (x is its column matrix
-// already, and cuDNN's GEMM takes it as it is).
+// Whether the path applies: one group, not a pointwise convolution (x is its column matrix
+// already, and cuDNN's GEMM takes it as it is). Chunks: conv_images_per_chunk (kernels/conv.h).
 bool conv_wgrad_im2col_applies(const Conv2dShape& s);
-// Images per chunk so that the column matrix holds at most max_elements (at least one image).
-int64_t conv_wgrad_im2col_chunk(const Conv2dShape& s, int64_t max_elements);
 
 // The same algorithm on the CPU (the column matrix through im2col_source, then gemm_cpu), to
 // test the index math and the chunking against conv2d_backward_filter_cpu. dw += the gradient.

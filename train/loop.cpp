@@ -188,9 +188,9 @@ TrainResult run_loop(Context& ctx, Communicator& comm, StepRunner& runner, Loade
     steps.swap(pending);
     for (size_t i = 0; i < steps.size(); ++i) {
       const double* row = stats.data() + i * kStatWidth;
-      const std::string phase = StepRunner::nonfinite_phase(row);
-      if (!account(steps[i], row[kStatLossSum] / rows, row[kStatAgree], std::sqrt(row[kStatGradSumSq]),
-                   row[kStatApplied] != 0, phase))
+      const bool applied = row[kStatApplied] != 0;
+      if (!account(steps[i], row[kStatLossSum] / rows, row[kStatAgree], std::sqrt(row[kStatGradSumSq]), applied,
+                   applied ? "" : StepRunner::nonfinite_phase(row)))
         return false;
     }
     return true;

@@ -210,9 +210,9 @@ void StepRunner::update(Context& ctx, StepResult& r, PhaseTimer* timer, double* 
   if (timer) timer->stop();
 }
 
-StepResult StepRunner::run(Context& ctx, const RankBatch& batch, PhaseTimer* timer) {
-  StepResult r = forward_backward(ctx, batch, timer);
-  update(ctx, r, timer);
+StepResult StepRunner::run(Context& ctx, const RankBatch& batch, PhaseTimer* timer, double* stats) {
+  StepResult r = forward_backward(ctx, batch, timer, stats);
+  update(ctx, r, timer, stats);
   return r;
 }
 

@@ -46,7 +46,7 @@ class StepRunner {
  public:
   StepRunner(const StepConfig& config, Model& student, std::vector<Model*> teachers, Optimizer& optimizer,
              GradientSync& sync);
-  StepResult run(Context& ctx, const RankBatch& batch, PhaseTimer* timer = nullptr);
+  StepResult run(Context& ctx, const RankBatch& batch, PhaseTimer* timer = nullptr, double* stats = nullptr);
   // run() in two halves, so that the caller can decide between them whether the update happens
   // (the training loop skips it when the job-wide loss is not finite).
   // With `stats` (a kernels/step_stats.h block in the context's device memory) nothing is read

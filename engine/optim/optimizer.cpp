@@ -56,6 +56,17 @@ void gradient_sum_squares(const ParamStore& params, Context& ctx, double* result
   }
   *result = sum_squares_cpu(n, params.grads().data<float>());
 }
+
+// step_gate on the block where it lives: the context's device memory.
+void gate_in_place(Context& ctx, double clip_norm, double* stats) {
+  if (ctx.is_cuda()) {
+#if KD_HAVE_CUDA
+    step_gate_cuda(ctx.cuda_handles(), clip_norm, stats);
+    return;
+#endif
+  }
+  step_gate_cpu(clip_norm, stats);
+}
 }  // namespace
 
 StepStats Optimizer::step(Context& ctx) {
@@ -92,23 +103,16 @@ void Optimizer::step_deferred(Context& ctx, double* stats) {
   args.step = steps_done_ + 1;
   args.lr = scheduled_lr(schedule_, config_.lr, steps_done_);
   gradient_sum_squares(params_, ctx, stats + kStatGradSumSq);
+  gate_in_place(ctx, config_.clip_norm, stats);
   bool apply = true;
   if (ctx.is_cuda() && gates_on_device()) {
-#if KD_HAVE_CUDA
-    step_gate_cuda(ctx.cuda_handles(), config_.clip_norm, stats);
-    args.step_stats = stats;
-#endif
+    args.step_stats = stats;  // the update kernels read the gate there
   } else {
     double host[kStatWidth];
-    double* gate = stats;
-    if (ctx.is_cuda()) {
-#if KD_HAVE_CUDA
-      step_gate_cuda(ctx.cuda_handles(), config_.clip_norm, stats);
+    const double* gate = stats;
+    if (ctx.is_cuda()) {  // (the one wait: this optimizer's update needs the factor on the host)
       copy_bytes(host, Device::cpu, stats, Device::cuda, sizeof host, &ctx);
       gate = host;
-#endif
-    } else {
-      step_gate_cpu(config_.clip_norm, stats);
     }
     apply = gate[kStatApplied] != 0;
     args.grad_scale = gate[kStatGradScale];

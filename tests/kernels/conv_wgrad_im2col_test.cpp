@@ -44,8 +44,8 @@ TEST(ConvWgradIm2col, AppliesToPatchesOfOneGroupOnly) {
   EXPECT_TRUE(conv_wgrad_im2col_applies(conv_shape(1, 8, 8, 64, 64, 1, 2, 0)));
   EXPECT_FALSE(conv_wgrad_im2col_applies(conv_shape(1, 8, 8, 64, 64, 1, 1, 0))) << "x is its own column matrix";
   EXPECT_FALSE(conv_wgrad_im2col_applies(conv_shape(1, 8, 8, 64, 64, 3, 1, 1, 64))) << "depthwise";
-  EXPECT_EQ(conv_wgrad_im2col_chunk(conv_shape(10, 8, 8, 4, 4, 3, 1, 1), 8 * 8 * 36 * 3 + 5), 3);
-  EXPECT_EQ(conv_wgrad_im2col_chunk(conv_shape(10, 8, 8, 4, 4, 3, 1, 1), 1), 1) << "at least one image";
+  EXPECT_EQ(conv_images_per_chunk(conv_shape(10, 8, 8, 4, 4, 3, 1, 1), 8 * 8 * 36 * 3 + 5), 3);
+  EXPECT_EQ(conv_images_per_chunk(conv_shape(10, 8, 8, 4, 4, 3, 1, 1), 1), 1) << "at least one image";
 }
 
 #if KD_HAVE_CUDA

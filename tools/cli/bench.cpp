@@ -81,13 +81,8 @@ StepTiming time_steps(const BenchArgs& a, Context& ctx, Communicator& comm, Step
   if (a.step_stats == "device") stats_block = Tensor::empty({kStatWidth}, DType::f64, ctx);
   auto one_step = [&](int64_t s) {
     batch.step = s;
-    if (!stats_block.defined()) {
-      runner.run(ctx, batch, &timer);
-      return;
-    }
-    fill_zero(stats_block.raw(), ctx.device(), stats_block.nbytes(), &ctx);
-    StepResult r = runner.forward_backward(ctx, batch, &timer, stats_block.data<double>());
-    runner.update(ctx, r, &timer, stats_block.data<double>());
+    if (stats_block.defined()) fill_zero(stats_block.raw(), ctx.device(), stats_block.nbytes(), &ctx);
+    runner.run(ctx, batch, &timer, stats_block.defined() ? stats_block.data<double>() : nullptr);
   };
   for (int64_t s = 0; s < a.warmup; ++s) one_step(s);
   ctx.synchronize();

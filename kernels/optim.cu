@@ -27,6 +27,7 @@ struct AdamOp {
   __device__ void operator()(float& w, float g, float* st) const {
     adam_update_element(hp, bias1, bias2, weight_decay, w, g, st[0], st[1]);
   }
+  __device__ void read_schedule(const StepScalars& s) { hp.lr = float(s.lr), bias1 = s.bias1, bias2 = s.bias2; }
 };
 
 struct SgdOp {
@@ -34,6 +35,7 @@ struct SgdOp {
   SgdHyper hp;
   float weight_decay;
   __device__ void operator()(float& w, float g, float* st) const { sgd_update_element(hp, weight_decay, w, g, st[0]); }
+  __device__ void read_schedule(const StepScalars& s) { hp.lr = float(s.lr), hp.step = s.step; }
 };
 
 // w, states updated in place; wc (may be null) = bf16(w) after the update.
@@ -43,6 +45,7 @@ __global__ void update_kernel(Op op, int64_t n, int64_t vectors, float grad_scal
   if (step_stats) {
     if (step_stats[kStatApplied] == 0.0) return;  // a skipped step: weights and state stay
     grad_scale = float(step_stats[kStatGradScale]);
+    op.read_schedule(load_step_scalars(step_stats + kStatLr));
   }
   float* states[2] = {s0, s1};
   const int64_t first = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, stride = int64_t(gridDim.x) * blockDim.x;

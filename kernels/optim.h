@@ -43,6 +43,24 @@ KD_HD void sgd_update_element(const SgdHyper& h, float weight_decay, float& w, f
 // bias corrections 1 - beta^t, computed once per step on the host
 inline float adam_bias_correction(float beta, int64_t step) { return 1.0f - std::pow(beta, float(step)); }
 
+// The schedule's part of a step as the statistics block holds it (kernels/step_stats.h, indices
+// kStatLr .. kStatStep; `block` points at kStatLr): the scheduled lr, Adam's two bias corrections
+// and the 1-based step. Every value round-trips through the double exactly, so the kernels that
+// read them compute what the host's arguments would have given, bit for bit.
+struct StepScalars {
+  double lr = 0;
+  float bias1 = 1, bias2 = 1;
+  int64_t step = 1;
+};
+KD_HD void store_step_scalars(const StepScalars& s, double* block) {
+  block[0] = s.lr, block[1] = double(s.bias1), block[2] = double(s.bias2), block[3] = double(s.step);
+}
+KD_HD StepScalars load_step_scalars(const double* block) {
+  StepScalars s;
+  s.lr = block[0], s.bias1 = float(block[1]), s.bias2 = float(block[2]), s.step = int64_t(block[3]);
+  return s;
+}
+
 // g is multiplied by grad_scale first (gradient clipping without an extra pass).
 void adam_update_cpu(int64_t n, const AdamHyper& h, float weight_decay, float grad_scale, float* w, const float* g,
                      float* m, float* v);
@@ -69,9 +87,10 @@ KD_HD int64_t sum_squares_element(int64_t chunk, int thread, int vector, int lan
 // parameters first, so a whole model is two launches); w_compute (bf16, may be null) receives
 // the updated weights' compute copy in the same pass. grad_scale multiplies g first (gradient
 // clipping without an extra pass). With step_stats (device memory, kernels/step_stats.h; may be
-// null) the kernels read the step's gate instead: nothing changes unless step_stats[kStatApplied]
-// is set, and the gradients are scaled by float(step_stats[kStatGradScale]), so the host need not
-// know either.
+// null) the kernels read the step's gate and schedule instead: nothing changes unless
+// step_stats[kStatApplied] is set, the gradients are scaled by float(step_stats[kStatGradScale]),
+// and lr, the bias corrections and the step come from its StepScalars (hp's are ignored), so the
+// launch's arguments are the same every step.
 void adam_update_cuda(const CudaHandles& h, int64_t n, const AdamHyper& hp, float weight_decay, float grad_scale,
                       float* w, const float* g, float* m, float* v, bf16* w_compute,
                       const double* step_stats = nullptr);

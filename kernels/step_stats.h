@@ -8,6 +8,12 @@
 //                     loss or the gradient norm was not finite
 //   [kStatTeacherNonfinite], [kStatStudentNonfinite]  1 when this rank's teacher (student)
 //                     logits held a NaN or an infinity: the phase a non-finite step is named by.
+//   [kStatLr], [kStatBias1], [kStatBias2], [kStatStep]  what the update needs of the schedule,
+//                     written by the host before the step (Optimizer::begin_deferred): the
+//                     learning rate and Adam's bias corrections (each an fp32 value, held
+//                     exactly), and the 1-based step. The update kernels read them here, so a
+//                     step's kernels take the same arguments every step (a CUDA graph replays
+//                     them).
 // The loss kernels' rows are added with add_loss_rows_*, the gradients' square sum is written by
 // sum_squares_*, and step_gate_* decides scale and applied; the update kernels read both from
 // there (kernels/optim.h). The host reads the block back every run.log_every steps.
@@ -28,7 +34,11 @@ enum StepStat : int {
   kStatApplied,
   kStatTeacherNonfinite,
   kStatStudentNonfinite,
-  kStatWidth = 8
+  kStatLr,
+  kStatBias1,
+  kStatBias2,
+  kStatStep,
+  kStatWidth = 12  // (16-byte rows)
 };
 
 // Not NaN and not infinite, from the bits (the same on both devices, whatever the math flags).

@@ -1,6 +1,7 @@
 #include "engine/optim/optimizer.h"
 
 #include <cmath>
+#include <cstring>
 
 #include "engine/optim/kinds.h"
 #include "engine/safetensors.h"
@@ -99,27 +100,49 @@ StepStats Optimizer::step(Context& ctx) {
 }
 
 void Optimizer::step_deferred(Context& ctx, double* stats) {
-  UpdateArgs args;
-  args.step = steps_done_ + 1;
-  args.lr = scheduled_lr(schedule_, config_.lr, steps_done_);
+  begin_deferred(ctx, stats);
+  enqueue_deferred(ctx, stats);
+}
+
+double Optimizer::begin_deferred(Context& ctx, double* stats) {
+  StepScalars s;
+  s.step = steps_done_ + 1;
+  s.lr = scheduled_lr(schedule_, config_.lr, steps_done_);
+  s.bias1 = adam_bias_correction(float(config_.beta1), s.step);
+  s.bias2 = adam_bias_correction(float(config_.beta2), s.step);
+  double block[4];
+  store_step_scalars(s, block);
+  if (ctx.is_cuda()) {  // a stream-ordered upload from the staging ring: no wait
+    std::memcpy(ctx.host_staging(sizeof block), block, sizeof block);
+    ctx.upload_staging(stats + kStatLr, sizeof block);
+  } else {
+    std::memcpy(stats + kStatLr, block, sizeof block);
+  }
+  ++steps_done_;  // a skipped step counts too (as skip_step)
+  return s.lr;
+}
+
+void Optimizer::enqueue_deferred(Context& ctx, double* stats) {
   gradient_sum_squares(params_, ctx, stats + kStatGradSumSq);
   gate_in_place(ctx, config_.clip_norm, stats);
+  UpdateArgs args;
   bool apply = true;
   if (ctx.is_cuda() && gates_on_device()) {
-    args.step_stats = stats;  // the update kernels read the gate there
+    args.step_stats = stats;  // the update kernels read gate and schedule there (args' are unused)
   } else {
     double host[kStatWidth];
-    const double* gate = stats;
+    const double* block = stats;
     if (ctx.is_cuda()) {  // (the one wait: this optimizer's update needs the factor on the host)
       copy_bytes(host, Device::cpu, stats, Device::cuda, sizeof host, &ctx);
-      gate = host;
+      block = host;
     }
-    apply = gate[kStatApplied] != 0;
-    args.grad_scale = gate[kStatGradScale];
+    apply = block[kStatApplied] != 0;
+    args.grad_scale = block[kStatGradScale];
+    const StepScalars s = load_step_scalars(block + kStatLr);
+    args.lr = s.lr, args.step = s.step;
   }
   if (apply) update(ctx, args);
   params_.zero_grads(ctx);
-  ++steps_done_;
 }
 
 void Optimizer::skip_step(Context& ctx) {

@@ -89,6 +89,14 @@ class Optimizer {
   // zeroed and the schedule moves on either way (as skip_step for a skipped step). Optimizers
   // whose update needs the factor on the host (Shampoo) read the block back: one wait.
   void step_deferred(Context& ctx, double* stats);
+  // step_deferred in two halves, for a step whose kernels are captured once and replayed (a CUDA
+  // graph): begin_deferred is the host's part (the schedule moves on; lr, Adam's bias
+  // corrections and the step go into the block: kernels/optim.h StepScalars) and returns the
+  // step's lr; enqueue_deferred only enqueues work that reads the block (norm, gate, update,
+  // zeroing the gradients) and changes no host state, so its kernels are the same every step.
+  // Optimizers that do not gate on the device read the block back there (one wait).
+  double begin_deferred(Context& ctx, double* stats);
+  void enqueue_deferred(Context& ctx, double* stats);
   // Counts a step without updating (its loss or gradients were not finite and the run skips
   // such steps): the gradients are zeroed, the schedule moves on, weights and state stay.
   void skip_step(Context& ctx);

@@ -143,6 +143,39 @@ TEST(Optimizer, TheDeferredStepIsThePlainStepBitwiseAndSkipsANonFiniteLoss) {
   }
 }
 
+// The deferred step's halves (a CUDA graph captures the second): begin_deferred writes the
+// schedule into the block (lr, Adam's bias corrections, the step) and moves the count on;
+// enqueue_deferred takes lr and the step from the block, not from the optimizer, so a block
+// carrying twice the lr moves the weights twice as far (SGD's first step: w -= lr g).
+TEST(Optimizer, TheDeferredUpdateTakesItsScheduleFromTheBlock) {
+  Fixture a, b;
+  OptimizerConfig c;
+  c.name = "sgd", c.lr = 0.05, c.clip_norm = 0;
+  ScheduleConfig s;
+  s.total_steps = 10, s.warmup_steps = 4;
+  auto one = Optimizer::create(a.store, c, s, *a.ctx), two = Optimizer::create(b.store, c, s, *b.ctx);
+  const std::vector<float> w0(a.store.values().data<float>(), a.store.values().data<float>() + a.store.numel());
+  a.set_grads(0.5f), b.set_grads(0.5f);
+  double sa[kStatWidth] = {}, sb[kStatWidth] = {};
+  const double lr = one->begin_deferred(*a.ctx, sa);
+  EXPECT_EQ(lr, 0.05 * 1 / 4) << "warmup's first step";
+  EXPECT_EQ(two->begin_deferred(*b.ctx, sb), lr);
+  EXPECT_EQ(one->steps_done(), 1);
+  EXPECT_EQ(sa[kStatLr], lr);
+  EXPECT_EQ(sa[kStatStep], 1.0);
+  EXPECT_EQ(sa[kStatBias1], double(adam_bias_correction(0.9f, 1)));
+  EXPECT_EQ(sa[kStatBias2], double(adam_bias_correction(0.999f, 1)));
+  sb[kStatLr] = 2 * lr;
+  one->enqueue_deferred(*a.ctx, sa);
+  two->enqueue_deferred(*b.ctx, sb);
+  for (int64_t i = 0; i < a.store.numel(); ++i) {
+    const double da = double(a.store.values().data<float>()[i]) - w0[size_t(i)];
+    const double db = double(b.store.values().data<float>()[i]) - w0[size_t(i)];
+    ASSERT_NE(da, 0.0);
+    ASSERT_NEAR(db, 2 * da, 1e-6 * std::fabs(da) + 1e-7) << i;
+  }
+}
+
 TEST(Optimizer, StateRoundTripsThroughACheckpoint) {
   test::TempDir dir;
   Fixture a, b;

@@ -7,12 +7,28 @@
 
 namespace kd {
 
+struct MemoryPool::PrivateBlocks {
+  std::multimap<size_t, void*> free_blocks;  // size class -> block (guarded by the pool's mutex)
+  size_t bytes = 0;                          // size classes of the blocks it owns
+  bool retired = false;
+};
+
 struct MemoryPool::State {
   Device device;
   int device_index;
   std::mutex mutex;
   std::multimap<size_t, void*> free_blocks;  // size class -> block
   size_t in_use = 0, reserved = 0, peak = 0;
+  std::shared_ptr<PrivateBlocks> active;  // use_private()
+
+  // A free block of class `cls` from `blocks`, or null.
+  static void* take(std::multimap<size_t, void*>& blocks, size_t cls) {
+    auto it = blocks.find(cls);
+    if (it == blocks.end()) return nullptr;
+    void* p = it->second;
+    blocks.erase(it);
+    return p;
+  }
 
   void* system_alloc(size_t bytes) {
     if (device == Device::cuda) return device_alloc(bytes, device_index);
@@ -20,8 +36,15 @@ struct MemoryPool::State {
     KD_CHECK(p, "out of host memory allocating ", bytes, " bytes");
     return p;
   }
+  std::vector<std::weak_ptr<PrivateBlocks>> sets;  // every set made, for the destructor
+
   ~State() {
     for (auto& [cls, p] : free_blocks) system_free(p);
+    for (auto& weak : sets)
+      if (auto set = weak.lock()) {
+        for (auto& [cls, p] : set->free_blocks) system_free(p);
+        set->free_blocks.clear();
+      }
   }
   void system_free(void* p) {
     if (device == Device::cuda)
@@ -54,12 +77,14 @@ std::shared_ptr<Storage> MemoryPool::allocate(size_t bytes) {
   const size_t cls = size_class(bytes);
   std::shared_ptr<State> st = state_;
   void* p = nullptr;
+  std::shared_ptr<PrivateBlocks> owner;
   {
     std::lock_guard<std::mutex> lock(st->mutex);
-    auto it = st->free_blocks.find(cls);
-    if (it != st->free_blocks.end()) {
-      p = it->second;
-      st->free_blocks.erase(it);
+    owner = st->active;
+    if (owner) p = State::take(owner->free_blocks, cls);
+    if (!p) {
+      p = State::take(st->free_blocks, cls);
+      if (p && owner) owner->bytes += cls;
     }
   }
   if (!p) {
@@ -72,6 +97,7 @@ std::shared_ptr<Storage> MemoryPool::allocate(size_t bytes) {
     }
     std::lock_guard<std::mutex> lock(st->mutex);
     st->reserved += cls;
+    if (owner) owner->bytes += cls;
   }
   {
     std::lock_guard<std::mutex> lock(st->mutex);
@@ -82,13 +108,36 @@ std::shared_ptr<Storage> MemoryPool::allocate(size_t bytes) {
   storage->data = p;
   storage->bytes = bytes;
   storage->device = st->device;
-  storage->release = [st, cls](void* ptr) {
+  storage->release = [st, cls, owner](void* ptr) {
     std::lock_guard<std::mutex> lock(st->mutex);
     st->in_use -= cls;
-    st->free_blocks.emplace(cls, ptr);
+    (owner && !owner->retired ? owner->free_blocks : st->free_blocks).emplace(cls, ptr);
   };
   return storage;
 }
+
+std::shared_ptr<MemoryPool::PrivateBlocks> MemoryPool::new_private_blocks() {
+  auto set = std::make_shared<PrivateBlocks>();
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  state_->sets.push_back(set);
+  return set;
+}
+
+void MemoryPool::use_private(std::shared_ptr<PrivateBlocks> set) {
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  KD_CHECK(!set || !set->retired, "memory pool: a retired set of private blocks cannot be used again");
+  state_->active = std::move(set);
+}
+
+void MemoryPool::retire(PrivateBlocks& set) {
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  if (state_->active.get() == &set) state_->active.reset();
+  set.retired = true;
+  state_->free_blocks.insert(set.free_blocks.begin(), set.free_blocks.end());
+  set.free_blocks.clear();
+}
+
+size_t MemoryPool::private_bytes(const PrivateBlocks& set) { return set.bytes; }
 
 void MemoryPool::release_cached() {
   std::lock_guard<std::mutex> lock(state_->mutex);

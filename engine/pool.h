@@ -22,6 +22,20 @@ class MemoryPool {
   std::shared_ptr<Storage> allocate(size_t bytes);
   void release_cached();  // give cached (unused) blocks back to the system
 
+  // Graph-private blocks (a CUDA graph's memory, issue 16 item 5). A captured graph replays its
+  // kernels on the addresses they had at capture, including those of blocks that were freed and
+  // reused inside the step; work outside the graph must never receive one of them, or a replay
+  // would overwrite what it keeps there. While a set is in use (use_private), allocations take
+  // its free blocks first, then the shared cache's, then the system's, and a block so taken goes
+  // back to the set, never to the shared cache, when its last tensor dies: the set holds exactly
+  // the memory the graph may write, and nothing else is ever handed it. retire() (the graph is
+  // gone) returns the set's free blocks to the shared cache, and later releases go there too.
+  struct PrivateBlocks;
+  std::shared_ptr<PrivateBlocks> new_private_blocks();
+  void use_private(std::shared_ptr<PrivateBlocks> set);  // null: the shared cache again
+  void retire(PrivateBlocks& set);
+  static size_t private_bytes(const PrivateBlocks& set);  // allocated into the set
+
   size_t bytes_in_use() const;
   size_t bytes_reserved() const;  // in use + cached
   size_t peak_bytes_in_use() const;

@@ -19,12 +19,15 @@ namespace kd {
 namespace {
 class StreamWorkspace final : public CudaWorkspace {
  public:
-  explicit StreamWorkspace(cudaStream_t stream) : stream_(stream) {}
+  StreamWorkspace(cudaStream_t stream, const bool* capturing) : stream_(stream), capturing_(capturing) {}
   ~StreamWorkspace() override {
     if (data_) cudaFreeAsync(data_, stream_);
   }
   void* get(size_t bytes) override {
     if (bytes <= bytes_) return data_;
+    // A captured free would free the buffer again at every replay.
+    KD_CHECK(!*capturing_, "the shared workspace would grow from ", bytes_, " to ", bytes,
+             " bytes inside a captured CUDA graph (the steps before the capture should have grown it)");
     if (data_) KD_CUDA_CHECK(cudaFreeAsync(data_, stream_));  // stream order: after its last user
     bytes_ = std::max(bytes, bytes_ + bytes_ / 2);
     KD_CUDA_CHECK(cudaMallocAsync(&data_, bytes_, stream_));
@@ -33,6 +36,7 @@ class StreamWorkspace final : public CudaWorkspace {
 
  private:
   cudaStream_t stream_;
+  const bool* capturing_;
   void* data_ = nullptr;
   size_t bytes_ = 0;
 };
@@ -144,6 +148,8 @@ void fill_zero(void* dst, Device dev, size_t bytes, Context* ctx) {
 
 uint8_t* Context::host_staging(size_t bytes) {
   KD_CHECK(cuda_, "host_staging: a cpu context has no device to upload to");
+  KD_CHECK(!capturing_, "host_staging: a host upload inside a captured CUDA graph (each replay would copy the ",
+           "bytes of the capture); upload before it");
   CudaState& st = *cuda_;
   if (st.staging_current >= 0 && st.staging[st.staging_current].release_due) {
     // The kernels reading the previous slot's device buffer were queued before this call.
@@ -250,7 +256,7 @@ std::unique_ptr<Context> Context::cuda(int device_index) {
   cublasLtHandle_t lt = nullptr;
   KD_CUBLAS_CHECK(cublasLtCreate(&lt));
   st->handles.cublaslt = lt;
-  st->workspace = std::make_unique<StreamWorkspace>(stream);
+  st->workspace = std::make_unique<StreamWorkspace>(stream, &ctx->capturing_);
   st->handles.workspace = st->workspace.get();
   ctx->cuda_ = std::move(st);
   return ctx;

@@ -72,6 +72,11 @@ class Context {
   // Uploads for kernels on a copy stream of their own (run.copy_stream), or on the context's
   // stream (off: the copy waits for the work queued before it). No effect on a CPU context.
   void set_copy_stream(bool on);
+  // Set while a CUDA graph captures this context's stream (engine/cuda_graph.h): the host-side
+  // paths that a replay would not repeat (a staging upload, growing the shared workspace) then
+  // fail with a message instead of being captured wrong.
+  void set_capturing(bool on) { capturing_ = on; }
+  bool capturing() const { return capturing_; }
   std::string describe() const;  // "cpu (2 threads)" / "cuda:0 NVIDIA H100 80GB HBM3 (sm_90)"
 
  private:
@@ -82,6 +87,7 @@ class Context {
   DType precision_ = DType::f32;
   bool conv_pad_channels_ = false;
   bool conv_wgrad_im2col_ = false;
+  bool capturing_ = false;
   std::unique_ptr<MemoryPool> pool_;
   std::unique_ptr<CudaState> cuda_;
 };

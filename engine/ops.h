@@ -136,6 +136,10 @@ LossResult distill_loss(Context& ctx, const Tensor& teacher_logits, const Tensor
 // labels on the host, checked against the class count
 LossResult cross_entropy(Context& ctx, const Tensor& logits, const std::vector<int32_t>& labels,
                          float label_smoothing, float grad_scale, bool need_grad, bool read_back = true);
+// The same with the labels already on the context's device (i32 [rows]), for a step that only
+// reads device memory; their values are the caller's to have checked.
+LossResult cross_entropy(Context& ctx, const Tensor& logits, const Tensor& labels, float label_smoothing,
+                         float grad_scale, bool need_grad, bool read_back = true);
 // stats[kStatLossSum] += the rows' losses, stats[kStatAgree] += the rows where the student's top-1
 // is the teacher's (kernels/step_stats.h; `stats` in the context's device memory).
 void add_to_step_stats(Context& ctx, const LossResult& loss, double* stats);

@@ -205,18 +205,28 @@ LossResult cross_entropy(Context& ctx, const Tensor& logits, const std::vector<i
   KD_CHECK(logits.ndim() == 2 && int64_t(labels.size()) == logits.dim(0), "cross_entropy: ", labels.size(),
            " labels for logits ", logits.describe());
   const int64_t rows = logits.dim(0), classes = logits.dim(1);
-  check_param(ctx, logits, {rows, classes}, "cross_entropy", "logits");
   for (int64_t i = 0; i < rows; ++i)
     KD_CHECK(labels[size_t(i)] >= 0 && labels[size_t(i)] < classes, "cross_entropy: row ", i, " has label ",
              labels[size_t(i)], " outside [0, ", classes, ")");
+  const Tensor host = Tensor::borrow(const_cast<int32_t*>(labels.data()), {rows}, DType::i32, Device::cpu);
+  return cross_entropy(ctx, logits, ctx.is_cuda() ? upload(ctx, host) : host, label_smoothing, grad_scale, need_grad,
+                       read_back);
+}
+
+LossResult cross_entropy(Context& ctx, const Tensor& logits, const Tensor& labels, float label_smoothing,
+                         float grad_scale, bool need_grad, bool read_back) {
+  KD_CHECK(logits.ndim() == 2 && labels.ndim() == 1 && labels.dim(0) == logits.dim(0) && labels.dtype() == DType::i32 &&
+               labels.device() == ctx.device(),
+           "cross_entropy: labels ", labels.describe(), " for logits ", logits.describe(), " (i32 rows on ",
+           device_name(ctx.device()), ")");
+  const int64_t rows = logits.dim(0), classes = logits.dim(1);
+  check_param(ctx, logits, {rows, classes}, "cross_entropy", "logits");
   LossResult r;
   Tensor loss = Tensor::empty({rows}, ctx.param_dtype(), ctx);
   if (need_grad) r.dlogits = Tensor::empty({rows, classes}, ctx.param_dtype(), ctx);
   if (ctx.is_cuda()) {
 #if KD_HAVE_CUDA
-    Tensor label_host = Tensor::borrow(const_cast<int32_t*>(labels.data()), {rows}, DType::i32, Device::cpu);
-    Tensor label_dev = upload(ctx, label_host);
-    cross_entropy_cuda(ctx.cuda_handles(), rows, classes, logits.data<float>(), label_dev.data<int32_t>(),
+    cross_entropy_cuda(ctx.cuda_handles(), rows, classes, logits.data<float>(), labels.data<int32_t>(),
                        label_smoothing, grad_scale, loss.data<float>(), need_grad ? r.dlogits.data<float>() : nullptr);
 #else
     no_cuda_path("cross_entropy");
@@ -224,8 +234,8 @@ LossResult cross_entropy(Context& ctx, const Tensor& logits, const std::vector<i
   } else {
     with_cpu_precision(ctx, [&](auto zero) {
       using T = decltype(zero);
-      cross_entropy_cpu<T>(rows, classes, logits.data<T>(), labels.data(), T(label_smoothing), T(grad_scale),
-                           loss.data<T>(), need_grad ? r.dlogits.data<T>() : nullptr);
+      cross_entropy_cpu<T>(rows, classes, logits.data<T>(), labels.data<int32_t>(), T(label_smoothing),
+                           T(grad_scale), loss.data<T>(), need_grad ? r.dlogits.data<T>() : nullptr);
     });
   }
   r.loss = loss;

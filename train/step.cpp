@@ -61,12 +61,11 @@ StepRunner::StepRunner(const StepConfig& config, Model& student, std::vector<Mod
   student_.set_input_gradient(false);  // the step never reads the images' gradient
 }
 
-void StepRunner::micro_batch(Context& ctx, const RankBatch& batch, int64_t k, int64_t first, int64_t count,
-                             StepResult& r, PhaseTimer* timer, double* stats) {
-  auto mark = [&](const char* phase) {
-    if (timer) timer->mark(phase);
-  };
+MicroBatchInputs StepRunner::render_micro_batch(Context& ctx, const RankBatch& batch, int64_t k, StepResult& r,
+                                                PhaseTimer* timer) {
+  if (timer) timer->mark("augment");
   const StepConfig& c = config_;
+  const int64_t count = batch.slots() / c.accumulate, first = k * count;
   // The micro-batch's images, then (function matching) its first slot's mixup partner: the
   // rank's extra image for the rank's first slot, else the slot before.
   std::vector<const Image*> sources;
@@ -78,8 +77,6 @@ void StepRunner::micro_batch(Context& ctx, const RankBatch& batch, int64_t k, in
     sources.push_back(first > 0 ? &batch.images[size_t(first - 1)] : &batch.images[size_t(batch.slots())]);
   }
   const PackedImages packed = pack_images(sources);
-  const std::vector<int32_t> labels(batch.labels.begin() + first, batch.labels.begin() + first + count);
-  const std::vector<int64_t> indices(batch.indices.begin() + first, batch.indices.begin() + first + count);
   BatchSlots slots;
   slots.step = batch.step;
   slots.slot0 = batch.slot0 + first;
@@ -89,53 +86,75 @@ void StepRunner::micro_batch(Context& ctx, const RankBatch& batch, int64_t k, in
   slots.sizes.assign(packed.file_sizes.begin(), packed.file_sizes.begin() + count);
   if (mix) slots.partner_size = packed.file_sizes.back(), slots.partner_image = int32_t(count);
 
-  const float grad_scale = 1.0f / float(c.global_batch);  // gradients: sums over the global batch
-  ops::LossResult loss;
-  mark("augment");
+  MicroBatchInputs in;
+  in.step = batch.step;
+  in.rows = count;
   if (c.mode == RunMode::train) {
     auto views = make_supervised_views(c.recipe, slots.sizes, c.seed, batch.step, slots.slot0);
     place_views(views, packed);
-    Tensor x = render_views(ctx, packed, views, c.norm, c.student_resolution).first;
+    in.student = render_views(ctx, packed, views, c.norm, c.student_resolution).first;
+    // The labels go up here, checked on the host, so that the loss only reads device memory.
+    Tensor labels = Tensor::zeros_cpu({count}, DType::i32);
+    const int64_t classes = student_.spec().num_classes;
+    for (int64_t i = 0; i < count; ++i) {
+      const int32_t label = batch.labels[size_t(first + i)];
+      KD_CHECK(label >= 0 && label < classes, "step ", batch.step, ": slot ", batch.slot0 + first + i,
+               " has label ", label, " outside the student's ", classes, " classes");
+      labels.data<int32_t>()[i] = label;
+    }
+    in.labels = ctx.is_cuda() ? upload(ctx, labels) : labels;
+    return in;
+  }
+  TrainViews views = make_train_views(c.recipe, c.strategy, slots, c.seed);
+  place_views(views.student, packed);
+  if (views.shared)
+    views.teacher = views.student;
+  else
+    place_views(views.teacher, packed);
+  r.mixup_lambda = views.lambda;
+  // Each teacher sees the recipe at its own resolution: views[0] is the student's, views[1 + k]
+  // teacher k's (one upload; equal resolutions rendered once).
+  std::vector<int64_t> resolutions{c.student_resolution};
+  for (size_t t = 0; t < teachers_.size(); ++t) resolutions.push_back(c.teacher_res(t));
+  if (views.shared) {
+    std::vector<Tensor> xv = render_views_at(ctx, packed, views.student, c.norm, resolutions);
+    in.student = xv[0];
+    in.teachers.assign(xv.begin() + 1, xv.end());
+    return in;
+  }
+  in.student = render_views(ctx, packed, views.student, c.norm, c.student_resolution).first;
+  if (c.strategy == TeachingStrategy::fixed && fixed_) {
+    const std::vector<int64_t> indices(batch.indices.begin() + first, batch.indices.begin() + first + count);
+    in.fixed_logits = fixed_->logits(ctx, indices);
+  } else {
+    in.teachers = render_views_at(ctx, packed, views.teacher, c.norm,
+                                  std::vector<int64_t>(resolutions.begin() + 1, resolutions.end()));
+  }
+  return in;
+}
+
+void StepRunner::compute_micro_batch(Context& ctx, const MicroBatchInputs& in, int64_t k, StepResult& r,
+                                     PhaseTimer* timer, double* stats) {
+  auto mark = [&](const char* phase) {
+    if (timer) timer->mark(phase);
+  };
+  const StepConfig& c = config_;
+  const float grad_scale = 1.0f / float(c.global_batch);  // gradients: sums over the global batch
+  ops::LossResult loss;
+  if (c.mode == RunMode::train) {
     mark("student_forward");
-    Tensor logits = student_.forward(ctx, x, Mode::train);
+    Tensor logits = student_.forward(ctx, in.student, Mode::train);
     student_logits_.push_back(logits);
     if (stats) ops::flag_nonfinite(ctx, logits, stats + kStatStudentNonfinite);
     mark("loss");
-    loss = ops::cross_entropy(ctx, logits, labels, c.label_smoothing, grad_scale, true, !stats);
+    loss = ops::cross_entropy(ctx, logits, in.labels, c.label_smoothing, grad_scale, true, !stats);
   } else {
-    TrainViews views = make_train_views(c.recipe, c.strategy, slots, c.seed);
-    place_views(views.student, packed);
-    if (views.shared)
-      views.teacher = views.student;
-    else
-      place_views(views.teacher, packed);
-    r.mixup_lambda = views.lambda;
-    // Each teacher sees the recipe at its own resolution: views[0] is the student's, views[1 + k]
-    // teacher k's (one upload; equal resolutions rendered once).
-    std::vector<int64_t> resolutions{c.student_resolution};
-    for (size_t k = 0; k < teachers_.size(); ++k) resolutions.push_back(c.teacher_res(k));
-    Tensor xs, t_logits;
-    if (views.shared) {
-      std::vector<Tensor> xv = render_views_at(ctx, packed, views.student, c.norm, resolutions);
-      xs = xv[0];
-      xv.erase(xv.begin());
-      mark("teacher_forward");
-      t_logits = teacher_logits(ctx, teachers_, xv);
-    } else {
-      xs = render_views(ctx, packed, views.student, c.norm, c.student_resolution).first;
-      mark("teacher_forward");
-      if (c.strategy == TeachingStrategy::fixed && fixed_) {
-        t_logits = fixed_->logits(ctx, indices);
-      } else {
-        const std::vector<Tensor> xv = render_views_at(
-            ctx, packed, views.teacher, c.norm, std::vector<int64_t>(resolutions.begin() + 1, resolutions.end()));
-        t_logits = teacher_logits(ctx, teachers_, xv);
-      }
-    }
+    mark("teacher_forward");
+    Tensor t_logits = in.fixed_logits.defined() ? in.fixed_logits : teacher_logits(ctx, teachers_, in.teachers);
     if (c.ensemble_logits && t_logits.dim(0) > 1) t_logits = mean_over_teachers(ctx, t_logits);
-    if (k == 0) inject_nonfinite("teacher_logits", batch.step, t_logits, ctx);
+    if (k == 0) inject_nonfinite("teacher_logits", in.step, t_logits, ctx);
     mark("student_forward");
-    Tensor s_logits = student_.forward(ctx, xs, Mode::train);
+    Tensor s_logits = student_.forward(ctx, in.student, Mode::train);
     teacher_logits_.push_back(t_logits), student_logits_.push_back(s_logits);
     if (stats) {  // the phase of a non-finite step, named when the block is read
       ops::flag_nonfinite(ctx, t_logits, stats + kStatTeacherNonfinite);
@@ -147,7 +166,7 @@ void StepRunner::micro_batch(Context& ctx, const RankBatch& batch, int64_t k, in
     loss = ops::distill_loss(ctx, t_logits, s_logits, o, true, !stats);
     for (int32_t rank : loss.student_rank) r.agree_top1 += rank == 0;
   }
-  if (const auto v = fault::nonfinite("loss", batch.step); v && k == 0) {
+  if (const auto v = fault::nonfinite("loss", in.step); v && k == 0) {
     if (stats)
       poison_first_element(loss.loss, *v, ctx);
     else
@@ -157,7 +176,7 @@ void StepRunner::micro_batch(Context& ctx, const RankBatch& batch, int64_t k, in
     ops::add_to_step_stats(ctx, loss, stats);
   else
     for (float v : loss.loss_rows) r.loss_sum += v;
-  r.rows += count;
+  r.rows += in.rows;
   mark("backward");
   sync_.begin_micro_batch(k, ctx);
   student_.backward(ctx, loss.dlogits);
@@ -165,19 +184,30 @@ void StepRunner::micro_batch(Context& ctx, const RankBatch& batch, int64_t k, in
   sync_.end_micro_batch(k, ctx);
 }
 
-StepResult StepRunner::forward_backward(Context& ctx, const RankBatch& batch, PhaseTimer* timer, double* stats) {
+void StepRunner::check_batch(const RankBatch& batch) const {
   const int64_t n = batch.slots(), k_count = config_.accumulate;
   KD_CHECK(n > 0 && n % k_count == 0, "step ", batch.step, ": ", n, " images on this rank do not split into ", k_count,
            " micro-batches (optim.accumulate)");
-  KD_CHECK(int64_t(batch.images.size()) == n + (batch.has_partner ? 1 : 0) && int64_t(batch.indices.size()) == n,
-           "step ", batch.step, ": ", batch.images.size(), " images and ", batch.indices.size(), " indices for ", n,
-           " slots");
+  KD_CHECK(int64_t(batch.images.size()) == n + (batch.has_partner ? 1 : 0) && int64_t(batch.indices.size()) == n &&
+               int64_t(batch.labels.size()) == n,
+           "step ", batch.step, ": ", batch.images.size(), " images, ", batch.labels.size(), " labels and ",
+           batch.indices.size(), " indices for ", n, " slots");
+}
+
+StepResult StepRunner::forward_backward(Context& ctx, const RankBatch& batch, PhaseTimer* timer, double* stats) {
+  check_batch(batch);
   StepResult r;
-  teacher_logits_.clear(), student_logits_.clear();
-  const int64_t m = n / k_count;
-  for (int64_t k = 0; k < k_count; ++k) micro_batch(ctx, batch, k, k * m, m, r, timer, stats);
-  inject_nonfinite("student_grads", batch.step, student_.params().grads(), ctx);
+  begin_step();
+  for (int64_t k = 0; k < config_.accumulate; ++k)
+    compute_micro_batch(ctx, render_micro_batch(ctx, batch, k, r, timer), k, r, timer, stats);
+  end_step(ctx, batch.step);
   return r;
+}
+
+void StepRunner::begin_step() { teacher_logits_.clear(), student_logits_.clear(); }
+
+void StepRunner::end_step(Context& ctx, int64_t step) {
+  inject_nonfinite("student_grads", step, student_.params().grads(), ctx);
 }
 
 namespace {

@@ -34,6 +34,16 @@ struct RankBatch {
   int64_t slots() const { return int64_t(labels.size()); }
 };
 
+// One micro-batch rendered and uploaded: everything its forward, loss and backward read, in the
+// context's memory (StepRunner::render_micro_batch).
+struct MicroBatchInputs {
+  int64_t step = 0, rows = 0;
+  Tensor student;                // the student's views [rows, r, r, 3], activation dtype
+  std::vector<Tensor> teachers;  // distillation: teacher k's views (empty with fixed_logits)
+  Tensor fixed_logits;           // the fixed strategy's cached teacher logits [k, rows, classes]
+  Tensor labels;                 // supervised: i32 [rows], checked against the class count
+};
+
 struct StepResult {
   double loss_sum = 0;  // over this rank's rows (the step's loss is the sum over ranks / global batch)
   int64_t rows = 0;
@@ -62,17 +72,28 @@ class StepRunner {
   std::string nonfinite_phase(Context& ctx) const;
   // The same from a step's statistics block (its non-finite flags), read later.
   static std::string nonfinite_phase(const double* stats);
+  // forward_backward's parts, for a step whose device work is captured once and replayed
+  // (train/step_graph.h): check_batch names what does not fit; render_micro_batch is the host's
+  // part of micro-batch k (recipes, views, uploads) and compute_micro_batch only queues device
+  // work that reads `in` (forward, loss, backward, the gradient sync), between begin_step() and
+  // end_step().
+  void check_batch(const RankBatch& batch) const;
+  void begin_step();
+  MicroBatchInputs render_micro_batch(Context& ctx, const RankBatch& batch, int64_t k, StepResult& r,
+                                      PhaseTimer* timer = nullptr);
+  void compute_micro_batch(Context& ctx, const MicroBatchInputs& in, int64_t k, StepResult& r,
+                           PhaseTimer* timer = nullptr, double* stats = nullptr);
+  void end_step(Context& ctx, int64_t step);
   const StepConfig& config() const { return config_; }
   const Optimizer& optimizer() const { return optimizer_; }
   Optimizer& optimizer() { return optimizer_; }
+  const FixedTeacherTable* fixed_teacher() const { return fixed_; }
+  Model& student() { return student_; }
   // The fixed strategy's precomputed logits (by source index). Without them the fixed teacher
   // runs on each micro-batch's centre crops.
   void set_fixed_teacher(const FixedTeacherTable* table) { fixed_ = table; }
 
  private:
-  // Loss of one micro-batch (slots [first, first + count) of the rank's batch); backward included.
-  void micro_batch(Context& ctx, const RankBatch& batch, int64_t k, int64_t first, int64_t count, StepResult& r,
-                   PhaseTimer* timer, double* stats);
   StepConfig config_;
   Model& student_;
   std::vector<Model*> teachers_;

@@ -136,4 +136,6 @@ std::optional<float> nonfinite(const char* site, int64_t step) {
   return std::nullopt;
 }
 
+bool nonfinite_planned() { return !plan().poisons.empty(); }
+
 }  // namespace kd::fault

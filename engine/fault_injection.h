@@ -36,5 +36,8 @@ std::optional<WriteFault> next_write(const std::string& path);
 
 // The non-finite value KD_FAULT asks for at `site` on `step` (NaN or +Inf), if any.
 std::optional<float> nonfinite(const char* site, int64_t step);
+// Whether KD_FAULT asks for any non-finite value (a captured step would not repeat the host's
+// check for one, so it runs uncaptured).
+bool nonfinite_planned();
 
 }  // namespace kd::fault

@@ -139,6 +139,9 @@ if want bench; then
   kd_variant "kd bench host stats" KD_BENCH_HOST_STATS kd_bench_host_stats.log "device stats" --step-stats host
   # Weight gradients of patch convolutions as im2col + GEMM instead of cuDNN's (if faster: default).
   kd_variant "kd bench wgrad im2col" KD_BENCH_WGRAD_IM2COL kd_bench_wgrad_im2col.log "cuDNN wgrad" --conv-wgrad-im2col
+  # The step uncaptured (launched kernel by kernel) against the default CUDA graph replay; the
+  # log's "host: one step enqueued in" line is the host's cost per step either way.
+  kd_variant "kd bench no cuda graph" KD_BENCH_NO_GRAPH kd_bench_no_graph.log "cuda graph" --cuda-graph off
   # Pixel uploads on the compute stream instead of a copy stream of their own.
   kd_variant "kd bench no copy stream" KD_BENCH_NO_COPY_STREAM kd_bench_no_copy_stream.log "copy stream" --no-copy-stream
   # The FP8 teacher (cuDNN's FP8 convolutions; a warning in the log if they fell back to emulation).

@@ -11,6 +11,7 @@
 #include "engine/fault_injection.h"
 #include "kernels/step_stats.h"
 #include "train/run_log.h"
+#include "train/step_graph.h"
 
 namespace kd {
 
@@ -124,6 +125,12 @@ TrainResult run_loop(Context& ctx, Communicator& comm, StepRunner& runner, Loade
   int64_t skipped = s.skipped_nonfinite ? *s.skipped_nonfinite : 0;
   std::unique_ptr<StepLedger> ledger;
   if (s.stats_on_device) ledger = std::make_unique<StepLedger>(ctx, std::min<int64_t>(s.log_every, 1024));
+  std::unique_ptr<StepGraph> graph;
+  if (s.step_graph) {
+    KD_CHECK(ledger, "the step as a CUDA graph needs its statistics on the device (run.step_stats)");
+    KD_CHECK(comm.size() == 1, "the step as a CUDA graph runs on one rank only, not ", comm.size());
+    graph = std::make_unique<StepGraph>(runner, ctx);
+  }
   std::vector<PendingStep> pending;
 
   // What the host does with a step once its loss and gradient norm are known: the non-finite
@@ -211,7 +218,12 @@ TrainResult run_loop(Context& ctx, Communicator& comm, StepRunner& runner, Loade
     const bool profiling = timer && ((step + 1) % s.log_every == 0 || step + 1 == s.total_steps);
     if (profiling) timer->reset();
     double* stats = ledger ? ledger->row(int64_t(pending.size())) : nullptr;
-    StepResult r = runner.forward_backward(ctx, rb, profiling ? timer.get() : nullptr, stats);
+    // A profiled step runs uncaptured: its phases are timed between launches.
+    const bool graphed = graph && !profiling;
+    StepResult r = graphed ? graph->run(ctx, rb, stats)
+                           : runner.forward_backward(ctx, rb, profiling ? timer.get() : nullptr, stats);
+    if (graph)
+      if (const std::string m = graph->take_message(); !m.empty()) message(m);
     p.mixup_lambda = r.mixup_lambda;
     // One host all-reduce carries what every rank must agree on: whether any rank was asked to
     // stop and, when the statistics are read every step, the global loss and agreement (NaN
@@ -222,7 +234,9 @@ TrainResult run_loop(Context& ctx, Communicator& comm, StepRunner& runner, Loade
     comm.all_reduce_host(control, ledger ? 1 : 3, ReduceOp::sum);
     const bool signalled = control[0] > 0;
     double loss = control[1] / rows;
-    if (ledger) {
+    if (graphed) {
+      // (updated in the graph: one rank only, so no all-reduce of the loss first)
+    } else if (ledger) {
       if (comm.size() > 1) comm.wait(comm.all_reduce(stats, 2, DType::f64, ReduceOp::sum, ctx), ctx);
       runner.update(ctx, r, profiling ? timer.get() : nullptr, stats);
     } else if (std::isfinite(loss)) {

@@ -48,6 +48,9 @@ struct LoopSettings {
   // the host. The optimizer skips a non-finite step on the device; the loop learns of it at the
   // read. False: read back every step (the phase of a non-finite step is named).
   bool stats_on_device = false;
+  // run.cuda_graph: the step's device work is captured once and replayed (train/step_graph.h)
+  // except on profiled steps, which run uncaptured to time their phases. Needs stats_on_device.
+  bool step_graph = false;
   int64_t skip_nonfinite = 0;  // run.skip_nonfinite: bad steps the whole run may skip
   // Counts the skipped steps, starting from the count of the checkpoint resumed from (the
   // checkpoint hook saves it); null: counted in the result only.

@@ -211,6 +211,12 @@ void TrainOptions::bind(ConfigSchema& s) {
          "where the step's loss, agreement and gradient norm are kept: device (read every run.log_every steps; the "
          "step never waits for the host), host (read every step), auto (device on a GPU)",
          {"auto", "device", "host"});
+  s.bind("run.cuda_graph", &run.cuda_graph,
+         "GPU: capture the step's device work (forward, loss, backward, optimizer) once as a CUDA graph and replay "
+         "it, after two uncaptured steps; profiled steps run uncaptured. auto: on where the run allows it (one "
+         "rank, adam or sgd, run.step_stats on the device), on: the same or an error saying why not (on the CPU the "
+         "split step runs uncaptured), off",
+         {"auto", "on", "off"});
   s.bind("run.allow_data_change", &run.allow_data_change,
          "resume even when the training data differs from what the checkpoint was trained on");
 

@@ -92,6 +92,7 @@ struct RunOptions {
   bool conv_pad_channels = false;
   bool conv_wgrad_im2col = false;  // GPU: weight gradients of patch convolutions as im2col + GEMM (off until measured)  // GPU: convolutions on < 8 channels padded to 8 (off until measured)
   int64_t skip_nonfinite = 0;     // steps with a non-finite loss/gradient skipped before the run stops
+  std::string cuda_graph = "auto";  // auto | on | off: the step captured once and replayed (train/step_graph.h)
   std::string step_stats = "auto";  // auto | device | host: where the step's loss and norm are kept (train/loop.h)
   bool allow_data_change = false; // resume even when the training data differs from the checkpoint's
   bool tensorboard = true;        // TensorBoard event files beside metrics.jsonl

@@ -22,6 +22,7 @@
 #include "train/pipeline.h"
 #include "train/run_log.h"
 #include "train/step.h"
+#include "train/step_graph.h"
 
 namespace kd {
 
@@ -338,6 +339,15 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
   if (ls.stats_on_device)
     message("  the step's loss and gradient norm stay on the device, read every " + std::to_string(o.run.log_every) +
             " steps (run.step_stats)");
+  {
+    const std::string why_not = step_graph_unsupported(runner, comm, ls.stats_on_device);
+    KD_CHECK(o.run.cuda_graph != "on" || why_not.empty(), "run.cuda_graph = on, but ", why_not);
+    ls.step_graph = o.run.cuda_graph == "on" || (o.run.cuda_graph == "auto" && ctx->is_cuda() && why_not.empty());
+    if (o.run.cuda_graph == "auto" && ctx->is_cuda() && !why_not.empty())
+      message("  the step is not a CUDA graph: " + why_not + " (run.cuda_graph)");
+    if (ls.step_graph && !ctx->is_cuda())
+      message("  the step runs split as for a CUDA graph, uncaptured on the CPU (run.cuda_graph = on)");
+  }
 
   const TrainResult loop = run_loop(*ctx, comm, runner, loader, sampler, ls, hooks, observers);
   result.status = loop.status, result.steps = loop.steps, result.images_per_s = loop.images_per_s;

@@ -8,9 +8,12 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <sstream>
 #include <string>
 #include <vector>
 
+#include "engine/safetensors.h"
 #include "tests/data/data_fixtures.h"
 #include "tools/cli/cli.h"
 
@@ -66,6 +69,40 @@ inline std::vector<std::string> tiny_run(const TempDir& dir, const std::string& 
           "data.test=" + dir.str() + "/test", "data.batch_size=16", "data.loader_threads=2",
           "augment.resolution=16", "augment.area_min=0.5", "augment.eval_crop_fraction=1.0", "eval.batch_size=32",
           "optim.lr=0.01", "schedule.warmup_steps=2"};
+}
+
+// The number after "key": in a JSON text (NaN when the key is not there).
+inline double json_value(const std::string& json, const std::string& key) {
+  const size_t at = json.find("\"" + key + "\": ");
+  if (at == std::string::npos) return NAN;
+  return std::stod(json.substr(at + key.size() + 4));
+}
+
+// The two runs' model files hold the same tensors, bit for bit.
+inline void expect_same_weights(const std::string& path_a, const std::string& path_b) {
+  SafetensorsFile a = SafetensorsFile::open(path_a), b = SafetensorsFile::open(path_b);
+  ASSERT_EQ(a.names(), b.names());
+  for (const std::string& name : a.names()) {
+    const Tensor x = a.tensor(name), y = b.tensor(name);
+    ASSERT_EQ(x.nbytes(), y.nbytes()) << name;
+    EXPECT_EQ(std::memcmp(x.raw(), y.raw(), x.nbytes()), 0) << name << " differs between " << path_a << " and " << path_b;
+  }
+}
+
+// The same runs with run.device=cuda.
+inline std::vector<std::string> on_gpu(std::vector<std::string> args) {
+  for (std::string& a : args)
+    if (a == "run.device=cpu") a = "run.device=cuda";
+  return args;
+}
+
+// The metrics lines of two runs' log windows (the records with a gradient norm), side by side.
+inline std::vector<std::pair<std::string, std::string>> logged_windows(const std::string& run_a, const std::string& run_b) {
+  std::istringstream a(test::read_text(run_a + "/metrics.jsonl")), b(test::read_text(run_b + "/metrics.jsonl"));
+  std::vector<std::pair<std::string, std::string>> out;
+  for (std::string la, lb; std::getline(a, la) && std::getline(b, lb);)
+    if (la.find("\"grad_norm\"") != std::string::npos) out.emplace_back(la, lb);
+  return out;
 }
 
 // A shell command's exit code and its stdout and stderr together.

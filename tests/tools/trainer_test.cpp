@@ -19,28 +19,15 @@ namespace kd {
 namespace {
 
 using test::concat;
+using test::expect_same_weights;
+using test::json_value;
+using test::logged_windows;
+using test::on_gpu;
 using test::run_kd;
 using test::tiny_run;
 
 const std::string kTeacherArch = "model.arch=resnetv2(depths=1-1, width=16, stem=conv3)";
 const std::string kStudentArch = "student.arch=resnetv2(depths=1-1, width=8, stem=conv3)";
-
-double json_value(const std::string& json, const std::string& key) {
-  const size_t at = json.find("\"" + key + "\": ");
-  if (at == std::string::npos) return NAN;
-  return std::stod(json.substr(at + key.size() + 4));
-}
-
-// The two runs' model files hold the same tensors, bit for bit.
-void expect_same_weights(const std::string& path_a, const std::string& path_b) {
-  SafetensorsFile a = SafetensorsFile::open(path_a), b = SafetensorsFile::open(path_b);
-  ASSERT_EQ(a.names(), b.names());
-  for (const std::string& name : a.names()) {
-    const Tensor x = a.tensor(name), y = b.tensor(name);
-    ASSERT_EQ(x.nbytes(), y.nbytes()) << name;
-    EXPECT_EQ(std::memcmp(x.raw(), y.raw(), x.nbytes()), 0) << name << " differs after resume";
-  }
-}
 
 // One trained teacher shared by the tests of this file (built once, in a folder that lives as
 // long as the test process).
@@ -209,22 +196,6 @@ TEST_F(Distill, JpegsDecodeOnlyWhatTheViewsRead) {
 }
 #endif
 
-// The same runs with run.device=cuda.
-std::vector<std::string> on_gpu(std::vector<std::string> args) {
-  for (std::string& a : args)
-    if (a == "run.device=cpu") a = "run.device=cuda";
-  return args;
-}
-
-// The metrics lines of two runs' log windows (the records with a gradient norm), side by side.
-std::vector<std::pair<std::string, std::string>> logged_windows(const std::string& run_a, const std::string& run_b) {
-  std::istringstream a(test::read_text(run_a + "/metrics.jsonl")), b(test::read_text(run_b + "/metrics.jsonl"));
-  std::vector<std::pair<std::string, std::string>> out;
-  for (std::string la, lb; std::getline(a, la) && std::getline(b, lb);)
-    if (la.find("\"grad_norm\"") != std::string::npos) out.emplace_back(la, lb);
-  return out;
-}
-
 // The training loop on the GPU (bf16 activations, fp32 master weights): distillation from the
 // CPU-trained teacher clears the CPU's agreement bar, across a stop and a resume on the GPU.
 TEST_F(Distill, OnTheGpuAgreementRisesAcrossAResume) {
@@ -249,7 +220,7 @@ TEST_F(Distill, OnTheGpuTheStepWithoutHostWaitsComputesThePlainStepsWeights) {
   const std::vector<std::string> common = {"run.log_every=5", "optim.accumulate=2", "optim.clip_norm=0.05",
                                            "run.autotune=false"};
   const auto dev = run_kd(concat({"distill"}, on_gpu(concat(distill_run("gpu_stats_device", 20),
-                                                            concat(common, {"run.step_stats=device"})))));
+                                                            concat(common, {"run.step_stats=device", "run.cuda_graph=off"})))));
   ASSERT_EQ(dev.code, 0) << dev.err;
   const auto host = run_kd(concat({"distill"}, on_gpu(concat(distill_run("gpu_stats_host", 20),
                                                              concat(common, {"run.step_stats=host"})))));
@@ -271,8 +242,8 @@ TEST_F(Distill, OnTheGpuTheStepWithoutHostWaitsComputesThePlainStepsWeights) {
 }
 
 // End to end on the GPU: a short distillation with every optimisation of issue 16 on (the
-// defaults: statistics on the device, the copy stream, autotuning, one-pass GroupNorm) follows the
-// loss curve of the plain path (all four off) within bf16 noise: each 10-step window's mean loss
+// defaults: statistics on the device, the copy stream, autotuning, one-pass GroupNorm, the CUDA
+// graph) follows the loss curve of the plain path (all five off) within bf16 noise: each 10-step window's mean loss
 // within 5% (+0.01).
 TEST_F(Distill, OnTheGpuEveryOptimisationFollowsThePlainPathsLossCurve) {
   KD_REQUIRE_CUDA();
@@ -281,7 +252,7 @@ TEST_F(Distill, OnTheGpuEveryOptimisationFollowsThePlainPathsLossCurve) {
   const auto plain = run_kd(concat(
       {"distill"}, on_gpu(concat(distill_run("gpu_all_off", 40),
                                  {"run.log_every=10", "run.step_stats=host", "run.copy_stream=false",
-                                  "run.autotune=false", "run.groupnorm_one_pass=false"}))));
+                                  "run.autotune=false", "run.groupnorm_one_pass=false", "run.cuda_graph=off"}))));
   ASSERT_EQ(plain.code, 0) << plain.err;
   const auto windows = logged_windows(dir_->str() + "/runs/gpu_all_off", dir_->str() + "/runs/gpu_all_on");
   for (const auto& [la, lb] : windows) {

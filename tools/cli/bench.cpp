@@ -20,6 +20,7 @@
 #include "kernels/conv.h"
 #include "kernels/gemm.h"
 #include "kernels/step_stats.h"
+#include "train/step_graph.h"
 #include "tools/cli/bench_comm.h"
 #include "train/distributed.h"
 #include "train/options.h"
@@ -37,6 +38,7 @@ struct BenchArgs {
   int64_t teacher_res = 224, student_res = 160, batch = 128, steps = 10, warmup = 3, classes = 1000, source_px = 256;
   int64_t accumulate = 1, precondition_every = 20;
   std::string optimizer = "adam", cpu_backend = "auto", teacher_precision = "default", step_stats = "device";
+  std::string cuda_graph = "auto";
   int threads = 0;
   bool comm = false, compare_overlap = false, no_overlap = false, no_autotune = false, no_groupnorm_one_pass = false, conv_pad_channels = false;
   bool no_copy_stream = false, conv_wgrad_im2col = false;
@@ -66,11 +68,13 @@ RankBatch synthetic_share(const BenchArgs& a, const Communicator& comm) {
 struct StepTiming {
   double seconds = 0;  // the timed steps, slowest rank
   std::vector<std::pair<std::string, double>> phases;
+  int64_t phase_steps = 0;  // steps the phases were summed over (1 with a CUDA graph: one uncaptured step)
   // The host's side (rank 0): seconds per step waited for the upload ring during the timed steps,
-  // and the time to enqueue one more step after the device went idle (its host cost alone: the
-  // most CUDA graphs could save while the device is the bottleneck).
+  // and the time to enqueue one more step after the device went idle (its host cost alone: what
+  // a CUDA graph lowers while the device is the bottleneck).
   double ring_wait_s = 0, enqueue_s = 0;
   std::vector<OpProfile::Row> ops;  // --ops: one more step, op by op
+  bool graphed = false;             // the timed steps were CUDA graph replays
 };
 
 StepTiming time_steps(const BenchArgs& a, Context& ctx, Communicator& comm, StepRunner& runner, RankBatch& batch) {
@@ -79,32 +83,56 @@ StepTiming time_steps(const BenchArgs& a, Context& ctx, Communicator& comm, Step
   // zeroed on the device and never read: the step has no host wait.
   Tensor stats_block;
   if (a.step_stats == "device") stats_block = Tensor::empty({kStatWidth}, DType::f64, ctx);
-  auto one_step = [&](int64_t s) {
+  // --cuda-graph: the loop's graph path (train/step_graph.h); phases then come from one more,
+  // uncaptured step, as the loop's profiled steps.
+  const std::string why_not = step_graph_unsupported(runner, comm, stats_block.defined());
+  KD_CHECK(a.cuda_graph != "on" || why_not.empty(), "--cuda-graph on, but ", why_not);
+  std::unique_ptr<StepGraph> graph;
+  if (a.cuda_graph == "on" || (a.cuda_graph == "auto" && ctx.is_cuda() && why_not.empty()))
+    graph = std::make_unique<StepGraph>(runner, ctx);
+  else if (a.cuda_graph == "auto" && ctx.is_cuda() && comm.rank() == 0)
+    std::fprintf(stderr, "kd bench: the step is not a CUDA graph: %s\n", why_not.c_str());
+  auto one_step = [&](int64_t s, bool profiled) {
     batch.step = s;
-    if (stats_block.defined()) fill_zero(stats_block.raw(), ctx.device(), stats_block.nbytes(), &ctx);
-    runner.run(ctx, batch, &timer, stats_block.defined() ? stats_block.data<double>() : nullptr);
+    double* stats = stats_block.defined() ? stats_block.data<double>() : nullptr;
+    if (stats) fill_zero(stats_block.raw(), ctx.device(), stats_block.nbytes(), &ctx);
+    if (graph && !profiled) {
+      graph->run(ctx, batch, stats);
+      const std::string m = graph->take_message();
+      if (!m.empty() && comm.rank() == 0) std::fprintf(stderr, "kd bench: %s\n", m.c_str());
+    } else {
+      runner.run(ctx, batch, profiled ? &timer : nullptr, stats);
+    }
   };
-  for (int64_t s = 0; s < a.warmup; ++s) one_step(s);
+  for (int64_t s = 0; s < a.warmup; ++s) one_step(s, false);
   ctx.synchronize();
   comm.barrier();
   timer.reset();
   ctx.pool().reset_peak();
   const double ring_wait_before = ctx.staging_wait_seconds();
   const auto started = std::chrono::steady_clock::now();
-  for (int64_t s = a.warmup; s < a.warmup + a.steps; ++s) one_step(s);
+  for (int64_t s = a.warmup; s < a.warmup + a.steps; ++s) one_step(s, !graph);
   ctx.synchronize();
   StepTiming t;
+  t.graphed = graph && graph->replaying();
   t.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   comm.all_reduce_host(&t.seconds, 1, ReduceOp::max);
-  t.phases = timer.totals_ms();
   t.ring_wait_s = (ctx.staging_wait_seconds() - ring_wait_before) / double(a.steps);
+  int64_t next = a.warmup + a.steps;
   const auto enqueue_start = std::chrono::steady_clock::now();
-  one_step(a.warmup + a.steps);
+  one_step(next++, false);
   t.enqueue_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - enqueue_start).count();
   ctx.synchronize();
+  if (graph) {
+    timer.reset();
+    one_step(next++, true);
+    ctx.synchronize();
+  }
+  t.phases = timer.totals_ms();
+  t.phase_steps = graph ? 1 : a.steps;
   if (a.ops > 0) {
     OpProfile profile(ctx);
-    one_step(a.warmup + a.steps + 1);
+    one_step(next++, true);
     t.ops = profile.rows();
   }
   return t;
@@ -234,9 +262,10 @@ void run_bench(const BenchArgs& a) {
         double(teacher_bytes) / double(1ull << 30), teacher_bytes_before / double(1ull << 30));
     if (ctx.is_cuda())
       std::printf(
-          "host: one step enqueued in %.2f ms after an idle device (--step-stats %s); %.2f ms/step waited for the "
-          "upload ring (the device behind)\n",
-          1e3 * t.enqueue_s, a.step_stats.c_str(), 1e3 * t.ring_wait_s);
+          "host: one step enqueued in %.2f ms after an idle device (--step-stats %s, %s); %.2f ms/step waited for "
+          "the upload ring (the device behind)\n",
+          1e3 * t.enqueue_s, a.step_stats.c_str(), t.graphed ? "a CUDA graph replay" : "uncaptured",
+          1e3 * t.ring_wait_s);
     if (!t.ops.empty()) print_ops(t.ops, a.ops, peak);
 #if KD_HAVE_CUDA
     // Which cuDNN engine each convolution runs (autotuned or cuDNN's first), beside the op times.
@@ -246,18 +275,20 @@ void run_bench(const BenchArgs& a) {
     for (const auto& p : t.phases) phase_total += p.second;
     std::printf("%-16s %10s %7s   (rank 0)\n", "phase", "ms/step", "share");
     for (const auto& p : t.phases)
-      std::printf("%-16s %10.2f %6.1f%%\n", p.first.c_str(), p.second / double(a.steps), 100 * p.second / phase_total);
+      std::printf("%-16s %10.2f %6.1f%%\n", p.first.c_str(), p.second / double(t.phase_steps),
+                  100 * p.second / phase_total);
     std::printf(
         "RESULT {\"tool\": \"kd\", \"device\": \"%s\", \"images_per_sec\": %.2f, \"mfu\": %.4f, "
         "\"peak_tflops\": %.2f, \"peak_memory_gib\": %.3f, \"teacher_weights_gib\": %.3f, \"batch\": %lld, "
         "\"ranks\": %d, \"accumulate\": %lld, \"overlap\": %s, \"optimizer\": \"%s\", \"autotune\": %s, "
         "\"groupnorm_one_pass\": %s, \"conv_pad_channels\": %s, \"teacher_precision\": \"%s\", \"step_stats\": "
-        "\"%s\", \"copy_stream\": %s, \"conv_wgrad_im2col\": %s, \"enqueue_ms\": %.3f, \"ring_wait_ms\": %.3f}\n",
+        "\"%s\", \"copy_stream\": %s, \"conv_wgrad_im2col\": %s, \"cuda_graph\": %s, \"enqueue_ms\": %.3f, \"ring_wait_ms\": %.3f}\n",
         ctx.describe().c_str(), images_per_s, mfu, peak / 1e12, peak_gib, double(teacher_bytes) / double(1ull << 30),
         (long long)a.batch, comm.size(), (long long)a.accumulate, overlap ? "true" : "false", a.optimizer.c_str(),
         a.no_autotune ? "false" : "true", a.no_groupnorm_one_pass ? "false" : "true",
         a.conv_pad_channels ? "true" : "false", a.teacher_precision.c_str(), a.step_stats.c_str(),
-        a.no_copy_stream ? "false" : "true", a.conv_wgrad_im2col ? "true" : "false", 1e3 * t.enqueue_s, 1e3 * t.ring_wait_s);
+        a.no_copy_stream ? "false" : "true", a.conv_wgrad_im2col ? "true" : "false", t.graphed ? "true" : "false", 1e3 * t.enqueue_s,
+        1e3 * t.ring_wait_s);
   }
 }
 
@@ -319,6 +350,11 @@ void add_bench_command(CLI::App& app) {
                   "device: loss and gradient norm stay on the device, no host wait in the step (run.step_stats); "
                   "host: read back every step, as before")
       ->check(CLI::IsMember({"device", "host"}))
+      ->capture_default_str();
+  cmd->add_option("--cuda-graph", args->cuda_graph,
+                  "the timed steps as replays of one captured CUDA graph (run.cuda_graph; auto: on a GPU where the "
+                  "run allows it); the phases then come from one more, uncaptured step")
+      ->check(CLI::IsMember({"auto", "on", "off"}))
       ->capture_default_str();
   cmd->add_option("--ops", args->ops,
                   "after the timed steps, time one more op by op and print its N slowest ops (convolutions by "

@@ -1,0 +1,133 @@
+#include "train/step_graph.h"
+
+#include "engine/fault_injection.h"
+#include "kernels/step_stats.h"
+
+namespace kd {
+
+namespace {
+
+// Every element of the model's host-side buffers (counters), in order, as doubles.
+std::vector<double> read_counters(Model& model) {
+  std::vector<double> out;
+  for (const Param& p : model.params().buffers()) {
+    if (!p.host) continue;
+    for (int64_t i = 0; i < p.value.numel(); ++i)
+      out.push_back(p.value.dtype() == DType::f64   ? p.value.data<double>()[i]
+                    : p.value.dtype() == DType::i64 ? double(p.value.data<int64_t>()[i])
+                                                    : double(p.value.data<float>()[i]));
+  }
+  return out;
+}
+
+void add_to_counters(Model& model, const std::vector<double>& delta) {
+  size_t k = 0;
+  for (Param& p : model.params().buffers()) {
+    if (!p.host) continue;
+    for (int64_t i = 0; i < p.value.numel(); ++i, ++k) {
+      if (p.value.dtype() == DType::f64)
+        p.value.data<double>()[i] += delta[k];
+      else if (p.value.dtype() == DType::i64)
+        p.value.data<int64_t>()[i] += int64_t(delta[k]);
+      else
+        p.value.data<float>()[i] += float(delta[k]);
+    }
+  }
+}
+
+}  // namespace
+
+std::string step_graph_unsupported(const StepRunner& runner, const Communicator& comm, bool stats_on_device) {
+  if (!stats_on_device) return "the step's statistics are read on the host every step (run.step_stats = host)";
+  if (!runner.optimizer().gates_on_device())
+    return std::string("optim.name = ") + runner.optimizer().kind() +
+           " reads its gate back and varies its work between steps";
+  if (comm.size() > 1) return "more than one rank (the collectives' watchdog cannot watch a captured step yet)";
+  if (fault::nonfinite_planned()) return "KD_FAULT injects non-finite values from the host";
+  return "";
+}
+
+StepGraph::StepGraph(StepRunner& runner, Context& ctx, int64_t eager_steps)
+    : runner_(runner), eager_steps_(eager_steps), block_(Tensor::empty({kStatWidth}, DType::f64, ctx)) {
+  KD_CHECK(eager_steps >= 1, "step graph: at least one uncaptured step must come first (autotuning, the pool)");
+}
+
+std::string StepGraph::take_message() {
+  std::string m;
+  m.swap(message_);
+  return m;
+}
+
+// `value` copied into `slot`, which keeps its address while the shape stays (a new shape: new
+// inputs, and the graph, whose kernels read the old ones, goes).
+void StepGraph::keep(Context& ctx, Tensor& slot, const Tensor& value) {
+  if (!value.defined()) {
+    KD_CHECK(!slot.defined(), "step graph: an input of earlier steps is missing at step ", step_);
+    return;
+  }
+  if (!slot.defined() || slot.shape() != value.shape() || slot.dtype() != value.dtype()) {
+    if (slot.defined()) graph_.reset(), steps_ = 0;
+    slot = Tensor::empty(value.shape(), value.dtype(), ctx);
+  }
+  slot.copy_from(value, &ctx);
+}
+
+void StepGraph::enqueue_body(Context& ctx) {
+  StepResult unused;
+  runner_.begin_step();
+  for (size_t k = 0; k < inputs_.size(); ++k)
+    runner_.compute_micro_batch(ctx, inputs_[k], int64_t(k), unused, nullptr, block_.data<double>());
+  runner_.end_step(ctx, step_);
+  runner_.optimizer().enqueue_deferred(ctx, block_.data<double>());
+}
+
+StepResult StepGraph::run(Context& ctx, const RankBatch& batch, double* stats) {
+  runner_.check_batch(batch);
+  step_ = batch.step;
+  StepResult r;
+  const int64_t micro = runner_.config().accumulate;
+  inputs_.resize(size_t(micro));
+  for (int64_t k = 0; k < micro; ++k) {
+    const MicroBatchInputs in = runner_.render_micro_batch(ctx, batch, k, r);
+    MicroBatchInputs& kept = inputs_[size_t(k)];
+    kept.step = in.step, kept.rows = in.rows;
+    keep(ctx, kept.student, in.student);
+    if (kept.teachers.size() != in.teachers.size()) graph_.reset(), steps_ = 0, kept.teachers.clear();
+    kept.teachers.resize(in.teachers.size());
+    for (size_t t = 0; t < in.teachers.size(); ++t) keep(ctx, kept.teachers[t], in.teachers[t]);
+    keep(ctx, kept.fixed_logits, in.fixed_logits);
+    keep(ctx, kept.labels, in.labels);
+    r.rows += in.rows;
+  }
+  fill_zero(block_.raw(), ctx.device(), block_.nbytes(), &ctx);
+  r.optim.lr = runner_.optimizer().begin_deferred(ctx, block_.data<double>());
+  ++steps_;
+  if (graph_) {
+    graph_->launch();
+    add_to_counters(runner_.student(), counters_per_step_);
+  } else if (ctx.is_cuda() && !capture_failed_ && steps_ > eager_steps_) {
+    const std::vector<double> before = read_counters(runner_.student());
+    try {
+      graph_ = CudaGraph::capture(ctx, [&] { enqueue_body(ctx); });
+      counters_per_step_ = read_counters(runner_.student());
+      for (size_t i = 0; i < before.size(); ++i) counters_per_step_[i] -= before[i];
+      message_ = "the step is a CUDA graph from step " + std::to_string(batch.step) + " on (" +
+                 std::to_string(graph_->nodes()) + " nodes, " + std::to_string(graph_->private_bytes() >> 20) +
+                 " MiB of activations its own; run.cuda_graph = off runs it uncaptured)";
+      graph_->launch();
+    } catch (const Error& e) {
+      capture_failed_ = true;
+      message_ = std::string("warning: ") + e.what() + "; the step runs uncaptured (run.cuda_graph = off hides this)";
+      std::vector<double> undo = before, now = read_counters(runner_.student());
+      for (size_t i = 0; i < undo.size(); ++i) undo[i] -= now[i];
+      add_to_counters(runner_.student(), undo);  // (the abandoned capture's host code counted)
+      enqueue_body(ctx);                         // (nothing of the abandoned capture ran)
+    }
+  } else {
+    enqueue_body(ctx);
+  }
+  copy_bytes(stats, ctx.device(), block_.raw(), ctx.device(), block_.nbytes(), &ctx);
+  return r;
+}
+
+}  // namespace kd

@@ -1,0 +1,65 @@
+// The training step as a CUDA graph (issue 16 item 5). With no host waits left in the step,
+// what remains of the host's time per step is enqueueing ~1,000 launches; a graph replays them
+// in one. A step is split where the host's work ends:
+//   host:  render every micro-batch (recipes, views, uploads: sizes and arguments change every
+//          step) and copy the views, labels or cached logits into the graph's fixed inputs;
+//          zero the graph's statistics block and write the step's schedule into it
+//          (Optimizer::begin_deferred);
+//   graph: for each micro-batch the teachers' and the student's forward, the loss, the backward
+//          and the gradient sync, then the optimizer (Optimizer::enqueue_deferred): the same
+//          kernels on the same addresses every step;
+//   host:  copy the block into the step's ledger row.
+// The first `eager_steps` run the graph's part directly (they autotune and size the pool and the
+// workspace), the next one captures it (engine/cuda_graph.h) and every later one replays it. A
+// capture that fails says why once and the run goes on uncaptured. On the CPU nothing is
+// captured: the split step runs as it is, which tests that it computes the plain step's weights.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/comm.h"
+#include "engine/cuda_graph.h"
+#include "train/step.h"
+
+namespace kd {
+
+// Why this run's step cannot be captured ("" when it can): Shampoo (its root steps and its
+// read-back differ between steps), more than one rank (NCCL's watchdog queries events a capture
+// owns), statistics read on the host, or KD_FAULT's non-finite values (host-side, per step).
+std::string step_graph_unsupported(const StepRunner& runner, const Communicator& comm, bool stats_on_device);
+
+class StepGraph {
+ public:
+  StepGraph(StepRunner& runner, Context& ctx, int64_t eager_steps = 2);
+  StepGraph(const StepGraph&) = delete;
+  StepGraph& operator=(const StepGraph&) = delete;
+
+  // One step (forward_backward and update): its statistics land in `stats` (a ledger row in the
+  // context's memory). StepResult holds rows, lr and the mixup lambda; the rest is in `stats`.
+  StepResult run(Context& ctx, const RankBatch& batch, double* stats);
+  // Whether steps are replayed now; what the capture said (once: "captured ..." or "... failed:
+  // ..."), empty when there is nothing new.
+  bool replaying() const { return graph_ != nullptr; }
+  std::string take_message();
+
+ private:
+  void enqueue_body(Context& ctx);  // the graph's part of the step
+  void keep(Context& ctx, Tensor& slot, const Tensor& value);
+
+  StepRunner& runner_;
+  int64_t eager_steps_;
+  int64_t steps_ = 0;  // since the inputs' shapes last changed
+  bool capture_failed_ = false;
+  std::unique_ptr<CudaGraph> graph_;
+  std::vector<MicroBatchInputs> inputs_;  // per micro-batch, at fixed addresses
+  Tensor block_;                          // kernels/step_stats.h, at a fixed address
+  int64_t step_ = 0;                      // the step being run (host-side hooks)
+  // What one step adds to the student's host-side counters (BatchNorm's num_batches_tracked,
+  // counted by the forward's host code, which a replay does not run): added after each replay.
+  std::vector<double> counters_per_step_;
+  std::string message_;
+};
+
+}  // namespace kd

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <vector>
 
 #include "kernels/check.h"
 #include "kernels/cpu_backend.h"
@@ -22,13 +23,20 @@ class StreamWorkspace final : public CudaWorkspace {
   StreamWorkspace(cudaStream_t stream, const bool* capturing) : stream_(stream), capturing_(capturing) {}
   ~StreamWorkspace() override {
     if (data_) cudaFreeAsync(data_, stream_);
+    for (void* p : outgrown_) cudaFreeAsync(p, stream_);
   }
+  // After a CUDA graph captured kernels that use the buffer, a buffer it outgrows stays allocated
+  // (until the context goes): a replay still writes it.
+  void keep_outgrown() { keep_outgrown_ = true; }
   void* get(size_t bytes) override {
     if (bytes <= bytes_) return data_;
     // A captured free would free the buffer again at every replay.
     KD_CHECK(!*capturing_, "the shared workspace would grow from ", bytes_, " to ", bytes,
              " bytes inside a captured CUDA graph (the steps before the capture should have grown it)");
-    if (data_) KD_CUDA_CHECK(cudaFreeAsync(data_, stream_));  // stream order: after its last user
+    if (data_ && keep_outgrown_)
+      outgrown_.push_back(data_);
+    else if (data_)
+      KD_CUDA_CHECK(cudaFreeAsync(data_, stream_));  // stream order: after its last user
     bytes_ = std::max(bytes, bytes_ + bytes_ / 2);
     KD_CUDA_CHECK(cudaMallocAsync(&data_, bytes_, stream_));
     return data_;
@@ -39,6 +47,8 @@ class StreamWorkspace final : public CudaWorkspace {
   const bool* capturing_;
   void* data_ = nullptr;
   size_t bytes_ = 0;
+  bool keep_outgrown_ = false;
+  std::vector<void*> outgrown_;
 };
 }  // namespace
 
@@ -219,6 +229,10 @@ const uint8_t* Context::upload_staging_for_kernels(size_t bytes) {
 
 double Context::staging_wait_seconds() const { return cuda_ ? cuda_->staging_wait_s : 0.0; }
 
+void Context::keep_workspace_buffers() {
+  if (cuda_) cuda_->workspace->keep_outgrown();
+}
+
 void Context::set_copy_stream(bool on) {
   if (!cuda_ || on == (cuda_->copy_stream != nullptr)) return;
   CudaState& st = *cuda_;
@@ -292,6 +306,7 @@ const uint8_t* Context::upload_staging_for_kernels(size_t) {
 }
 void Context::set_copy_stream(bool) {}
 double Context::staging_wait_seconds() const { return 0.0; }
+void Context::keep_workspace_buffers() {}
 void Context::synchronize() {}
 
 #endif

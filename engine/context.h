@@ -77,6 +77,9 @@ class Context {
   // fail with a message instead of being captured wrong.
   void set_capturing(bool on) { capturing_ = on; }
   bool capturing() const { return capturing_; }
+  // From now on the shared workspace keeps every buffer it outgrows (a captured graph's kernels
+  // still use the old one; freeing it would leave replays writing freed memory). CUDA only.
+  void keep_workspace_buffers();
   std::string describe() const;  // "cpu (2 threads)" / "cuda:0 NVIDIA H100 80GB HBM3 (sm_90)"
 
  private:

@@ -86,6 +86,7 @@ std::unique_ptr<CudaGraph> CudaGraph::capture(Context& ctx, const std::function<
     KD_FAIL("CUDA graph capture failed: instantiating the captured graph (", nodes, " nodes) returned ",
             cudaGetErrorString(made));
   }
+  ctx.keep_workspace_buffers();  // the graph's kernels hold the workspace's address
   std::unique_ptr<CudaGraph> g(new CudaGraph(std::move(state)));
   g->nodes_ = nodes;
   return g;

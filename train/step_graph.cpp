@@ -39,9 +39,6 @@ void add_to_counters(Model& model, const std::vector<double>& delta) {
 
 std::string step_graph_unsupported(const StepRunner& runner, const Communicator& comm, bool stats_on_device) {
   if (!stats_on_device) return "the step's statistics are read on the host every step (run.step_stats = host)";
-  if (!runner.optimizer().gates_on_device())
-    return std::string("optim.name = ") + runner.optimizer().kind() +
-           " reads its gate back and varies its work between steps";
   if (comm.size() > 1) return "more than one rank (the collectives' watchdog cannot watch a captured step yet)";
   if (fault::nonfinite_planned()) return "KD_FAULT injects non-finite values from the host";
   return "";
@@ -78,8 +75,12 @@ void StepGraph::enqueue_body(Context& ctx) {
   for (size_t k = 0; k < inputs_.size(); ++k)
     runner_.compute_micro_batch(ctx, inputs_[k], int64_t(k), unused, nullptr, block_.data<double>());
   runner_.end_step(ctx, step_);
-  runner_.optimizer().enqueue_deferred(ctx, block_.data<double>());
+  if (optimizer_in_graph()) runner_.optimizer().enqueue_deferred(ctx, block_.data<double>());
 }
+
+// Adam and SGD gate on the device and run the same kernels every step; Shampoo reads its gate
+// back and varies its work (statistics, root steps), so it runs after the graph, uncaptured.
+bool StepGraph::optimizer_in_graph() const { return runner_.optimizer().gates_on_device(); }
 
 StepResult StepGraph::run(Context& ctx, const RankBatch& batch, double* stats) {
   runner_.check_batch(batch);
@@ -126,6 +127,7 @@ StepResult StepGraph::run(Context& ctx, const RankBatch& batch, double* stats) {
   } else {
     enqueue_body(ctx);
   }
+  if (!optimizer_in_graph()) runner_.optimizer().enqueue_deferred(ctx, block_.data<double>());
   copy_bytes(stats, ctx.device(), block_.raw(), ctx.device(), block_.nbytes(), &ctx);
   return r;
 }

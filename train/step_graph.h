@@ -6,8 +6,8 @@
 //          zero the graph's statistics block and write the step's schedule into it
 //          (Optimizer::begin_deferred);
 //   graph: for each micro-batch the teachers' and the student's forward, the loss, the backward
-//          and the gradient sync, then the optimizer (Optimizer::enqueue_deferred): the same
-//          kernels on the same addresses every step;
+//          and the gradient sync, then the optimizer (Optimizer::enqueue_deferred; Shampoo's
+//          runs after the graph): the same kernels on the same addresses every step;
 //   host:  copy the block into the step's ledger row.
 // The first `eager_steps` run the graph's part directly (they autotune and size the pool and the
 // workspace), the next one captures it (engine/cuda_graph.h) and every later one replays it. A
@@ -25,9 +25,10 @@
 
 namespace kd {
 
-// Why this run's step cannot be captured ("" when it can): Shampoo (its root steps and its
-// read-back differ between steps), more than one rank (NCCL's watchdog queries events a capture
-// owns), statistics read on the host, or KD_FAULT's non-finite values (host-side, per step).
+// Why this run's step cannot be captured ("" when it can): more than one rank (NCCL's watchdog
+// queries events a capture owns), statistics read on the host, or KD_FAULT's non-finite values
+// (host-side, per step). With Shampoo (its gate read back, its work varying between steps) the
+// graph holds forward, loss and backward, and the optimizer runs after it, uncaptured.
 std::string step_graph_unsupported(const StepRunner& runner, const Communicator& comm, bool stats_on_device);
 
 class StepGraph {
@@ -46,6 +47,7 @@ class StepGraph {
 
  private:
   void enqueue_body(Context& ctx);  // the graph's part of the step
+  bool optimizer_in_graph() const;
   void keep(Context& ctx, Tensor& slot, const Tensor& value);
 
   StepRunner& runner_;

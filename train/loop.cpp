@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "engine/fault_injection.h"
+#include "engine/readback.h"
 #include "kernels/step_stats.h"
 #include "train/run_log.h"
 #include "train/step_graph.h"
@@ -36,7 +37,8 @@ double seconds_since(std::chrono::steady_clock::time_point t) {
 std::string nonfinite_report(double loss, const StepResult& r, int64_t step, std::string phase) {
   const bool loss_bad = !std::isfinite(loss);
   const double value = loss_bad ? loss : r.optim.grad_norm;
-  if (phase.empty()) phase = loss_bad ? "the loss (its inputs are finite)" : "the backward pass (the student's gradients)";
+  if (phase.empty())
+    phase = loss_bad ? "the loss (its inputs are finite)" : "the backward pass (the student's gradients)";
   return std::string(loss_bad ? "the loss" : "the gradient norm") + " is " + (std::isnan(value) ? "NaN" : "infinite") +
          " at step " + std::to_string(step) + " (lr " + json_number(r.optim.lr) + "), in " + phase;
 }
@@ -65,31 +67,58 @@ namespace {
 // when it ran, until the ledger is read.
 struct PendingStep {
   int64_t step = 0;
-  double lr = 0, data_wait = 0, seconds = 0;  // seconds: host time of the step (plus the read's wait)
+  double lr = 0, data_wait = 0, seconds = 0;  // seconds: host time of the step (plus a read's wait)
   float mixup_lambda = 1;
+  std::vector<std::pair<std::string, double>> phases_ms;  // a profiled step's
 };
 
-// The device rows of a window of steps (kernels/step_stats.h), zeroed after each read.
+// The device rows of a window of steps (kernels/step_stats.h). A window's rows go to the host
+// without a wait (AsyncReadback: a pinned buffer and an event, two windows in flight at most) and
+// are zeroed on the device right after the copy, in stream order, for the next window.
 class StepLedger {
  public:
   StepLedger(Context& ctx, int64_t capacity)
       : ctx_(ctx), rows_(Tensor::empty({capacity, kStatWidth}, DType::f64, ctx)) {
-    clear();
+    fill_zero(rows_.raw(), ctx_.device(), rows_.nbytes(), &ctx_);
+    for (Read& r : reads_) r.copy = std::make_unique<AsyncReadback>(ctx);
   }
   int64_t capacity() const { return rows_.dim(0); }
   double* row(int64_t i) const { return rows_.data<double>() + i * kStatWidth; }
-  // The first `count` rows on the host (one wait for the device), then every row zeroed.
-  std::vector<double> read(int64_t count) {
-    std::vector<double> host(size_t(count * kStatWidth));
-    copy_bytes(host.data(), Device::cpu, rows_.raw(), ctx_.device(), host.size() * sizeof(double), &ctx_);
-    clear();
-    return host;
+  bool full() const { return in_flight_ == 2; }
+  bool reading() const { return in_flight_ > 0; }
+  // Queues the copy of the rows of `steps` (the window so far; emptied) to the host. Not full().
+  void start_read(std::vector<PendingStep>& steps) {
+    KD_CHECK(!full(), "step ledger: two windows are in flight already");
+    Read& r = reads_[(oldest_ + in_flight_) % 2];
+    r.copy->start(rows_.raw(), steps.size() * kStatWidth * sizeof(double));
+    r.steps.swap(steps);
+    steps.clear();
+    fill_zero(rows_.raw(), ctx_.device(), rows_.nbytes(), &ctx_);
+    ++in_flight_;
+  }
+  bool oldest_arrived() const { return reads_[oldest_].copy->ready(); }
+  // The oldest window in flight (waiting for its copy if it has not arrived): its steps and their
+  // rows, in order.
+  std::pair<std::vector<PendingStep>, std::vector<double>> take_oldest() {
+    KD_CHECK(reading(), "step ledger: no window in flight");
+    Read& r = reads_[oldest_];
+    const double* rows = static_cast<const double*>(r.copy->wait());
+    std::vector<double> host(rows, rows + r.steps.size() * kStatWidth);
+    std::vector<PendingStep> steps;
+    steps.swap(r.steps);
+    oldest_ = (oldest_ + 1) % 2, --in_flight_;
+    return {std::move(steps), std::move(host)};
   }
 
  private:
-  void clear() { fill_zero(rows_.raw(), ctx_.device(), rows_.nbytes(), &ctx_); }
+  struct Read {
+    std::unique_ptr<AsyncReadback> copy;
+    std::vector<PendingStep> steps;
+  };
   Context& ctx_;
   Tensor rows_;
+  Read reads_[2];
+  int oldest_ = 0, in_flight_ = 0;
 };
 
 }  // namespace
@@ -121,7 +150,6 @@ TrainResult run_loop(Context& ctx, Communicator& comm, StepRunner& runner, Loade
   int64_t images_trained = 0;
   std::unique_ptr<PhaseTimer> timer;
   if (s.profile_phases) timer = std::make_unique<PhaseTimer>(ctx);
-  std::vector<std::pair<std::string, double>> phases_ms;  // of the last profiled step
   int64_t skipped = s.skipped_nonfinite ? *s.skipped_nonfinite : 0;
   std::unique_ptr<StepLedger> ledger;
   if (s.stats_on_device) ledger = std::make_unique<StepLedger>(ctx, std::min<int64_t>(s.log_every, 1024));
@@ -152,9 +180,10 @@ TrainResult run_loop(Context& ctx, Communicator& comm, StepRunner& runner, Loade
         message("error: " + what + "; stopping. " +
                 (good ? "The last good checkpoint is " + *good : std::string("No checkpoint was written yet.")) +
                 " Lower optim.lr or check the data" +
-                (s.skip_nonfinite > 0 ? " (" + std::to_string(skipped) + " step(s) skipped already, run.skip_nonfinite = " +
-                                            std::to_string(s.skip_nonfinite) + ")."
-                                      : "; run.skip_nonfinite = N skips up to N such steps."));
+                (s.skip_nonfinite > 0
+                     ? " (" + std::to_string(skipped) +
+                           " step(s) skipped already, run.skip_nonfinite = " + std::to_string(s.skip_nonfinite) + ")."
+                     : "; run.skip_nonfinite = N skips up to N such steps."));
         result.status = TrainResult::Status::diverged;
         result.steps = p.step;
         return false;
@@ -177,22 +206,19 @@ TrainResult run_loop(Context& ctx, Communicator& comm, StepRunner& runner, Loade
       rec.loss = window_loss / window_rows;
       rec.train_agreement = window_agree / window_rows;
       rec.extra = runner.optimizer().metrics();
-      for (const auto& [phase, ms] : phases_ms) rec.extra.emplace_back("ms_" + phase, ms);
-      phases_ms.clear();
+      for (const auto& [phase, ms] : p.phases_ms) rec.extra.emplace_back("ms_" + phase, ms);
       rec.data_wait_share = std::min(1.0, window_data_wait / std::max(window_seconds, 1e-9));
       for (LoopObserver* o : observers) o->logged(rec);
       window_loss = window_agree = window_rows = window_seconds = window_data_wait = 0;
     }
     return true;
   };
-  // Reads the ledger (one wait for the device) and accounts for its steps in order.
-  auto drain = [&]() {
-    if (pending.empty()) return true;
+  // The oldest window read from the ledger (waiting for it if it has not arrived), accounted for
+  // in order. False: the run diverged.
+  auto account_oldest = [&]() {
     const auto t = std::chrono::steady_clock::now();
-    const std::vector<double> stats = ledger->read(int64_t(pending.size()));
-    pending.back().seconds += seconds_since(t);
-    std::vector<PendingStep> steps;
-    steps.swap(pending);
+    auto [steps, stats] = ledger->take_oldest();
+    steps.back().seconds += seconds_since(t);
     for (size_t i = 0; i < steps.size(); ++i) {
       const double* row = stats.data() + i * kStatWidth;
       const bool applied = row[kStatApplied] != 0;
@@ -200,6 +226,26 @@ TrainResult run_loop(Context& ctx, Communicator& comm, StepRunner& runner, Loade
                    applied ? "" : StepRunner::nonfinite_phase(row)))
         return false;
     }
+    return true;
+  };
+  // The window so far on its way to the host, without a wait (unless two are in flight already).
+  auto start_read = [&]() {
+    if (pending.empty()) return true;
+    if (ledger->full() && !account_oldest()) return false;
+    ledger->start_read(pending);
+    return true;
+  };
+  // The windows that have arrived, accounted for (no wait).
+  auto account_arrived = [&]() {
+    while (ledger->reading() && ledger->oldest_arrived())
+      if (!account_oldest()) return false;
+    return true;
+  };
+  // Every step so far accounted for (one wait for the device).
+  auto drain = [&]() {
+    if (!start_read()) return false;
+    while (ledger->reading())
+      if (!account_oldest()) return false;
     return true;
   };
 
@@ -249,8 +295,8 @@ TrainResult run_loop(Context& ctx, Communicator& comm, StepRunner& runner, Loade
     p.lr = r.optim.lr;
     if (profiling) {
       timer->stop();  // (update() stops it; a skipped update does not)
-      phases_ms = {{"data_wait", 1e3 * p.data_wait}};
-      for (const auto& phase : timer->totals_ms()) phases_ms.push_back(phase);
+      p.phases_ms = {{"data_wait", 1e3 * p.data_wait}};
+      for (const auto& phase : timer->totals_ms()) p.phases_ms.push_back(phase);
     }
     result.final_lr = r.optim.lr;
     result.bad_images = loader.bad_images();
@@ -262,12 +308,13 @@ TrainResult run_loop(Context& ctx, Communicator& comm, StepRunner& runner, Loade
     const bool eval_due = s.eval_every > 0 && done % s.eval_every == 0 && done < s.total_steps;
     p.seconds = seconds_since(step_start);
     if (ledger) {
-      // The statistics are read at the end of each log window and before anything that must not
-      // follow an unnoticed divergence (a checkpoint, an evaluation, the end).
+      // The statistics of each log window go to the host without a wait, and are accounted for
+      // once they arrived; before anything that must not follow an unnoticed divergence (a
+      // checkpoint, an evaluation, a stop, the end), every step's are read and accounted for.
       pending.push_back(p);
-      const bool read_now = done % s.log_every == 0 || done == s.total_steps || stopping || checkpoint_due ||
-                            eval_due || int64_t(pending.size()) == ledger->capacity();
-      if (read_now && !drain()) return result;
+      const bool must_read = done == s.total_steps || stopping || checkpoint_due || eval_due;
+      const bool window_end = done % s.log_every == 0 || int64_t(pending.size()) == ledger->capacity();
+      if (must_read ? !drain() : (window_end && !start_read()) || !account_arrived()) return result;
     } else {
       const bool applied = std::isfinite(loss) && r.optim.finite;
       const std::string phase = applied ? "" : runner.nonfinite_phase(ctx);

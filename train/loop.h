@@ -43,10 +43,11 @@ struct LoopSettings {
   // Per-phase times of the last step of every log window (PhaseTimer: CUDA events on a GPU, read
   // once per window), reported as ms_<phase> with the window's metrics.
   bool profile_phases = true;
-  // run.step_stats: the step's loss, agreement and gradient norm stay on the device (a ledger read
-  // at the end of each log window, before checkpoints and evaluations); the step never waits for
+  // run.step_stats: the step's loss, agreement and gradient norm stay on the device (a ledger
+  // copied to the host at the end of each log window without a wait and accounted for when it
+  // arrived; read with a wait before checkpoints, evaluations and stops); the step never waits for
   // the host. The optimizer skips a non-finite step on the device; the loop learns of it at the
-  // read. False: read back every step (the phase of a non-finite step is named).
+  // read. False: read back every step.
   bool stats_on_device = false;
   // run.cuda_graph: the step's device work is captured once and replayed (train/step_graph.h)
   // except on profiled steps, which run uncaptured to time their phases. Needs stats_on_device.

@@ -84,7 +84,8 @@ TEST_F(Distill, ResumeIsBitwiseIdentical) {
   const auto second = run_kd(concat({"distill", "--resume"}, distill_run("resumed", 10)));
   ASSERT_EQ(second.code, 0) << second.err;
   EXPECT_NE(second.err.find("at step 5"), std::string::npos) << second.err;
-  expect_same_weights(dir_->str() + "/runs/straight/model.safetensors", dir_->str() + "/runs/resumed/model.safetensors");
+  expect_same_weights(dir_->str() + "/runs/straight/model.safetensors",
+                      dir_->str() + "/runs/resumed/model.safetensors");
 }
 
 // teacher.precision = fp8 (engine/fp8_teacher.h, emulated): the teacher's calibration reads the
@@ -96,12 +97,15 @@ TEST_F(Distill, Fp8TeacherResumesBitwiseAndAgreesWithTheFullPrecisionOne) {
   ASSERT_EQ(straight.code, 0) << straight.err;
   EXPECT_NE(straight.err.find("teacher precision fp8: FP8 (E4M3) in 8 of 9 convolutions"), std::string::npos)
       << straight.err;
-  const auto first = run_kd(concat({"distill"}, concat(distill_run("fp8_resumed", 8), concat(fp8, {"run.stop_after=4"}))));
+  const auto first =
+      run_kd(concat({"distill"}, concat(distill_run("fp8_resumed", 8), concat(fp8, {"run.stop_after=4"}))));
   ASSERT_EQ(first.code, 0) << first.err;
   const auto second = run_kd(concat({"distill", "--resume"}, concat(distill_run("fp8_resumed", 8), fp8)));
   ASSERT_EQ(second.code, 0) << second.err;
-  expect_same_weights(dir_->str() + "/runs/fp8_straight/model.safetensors", dir_->str() + "/runs/fp8_resumed/model.safetensors");
-  const auto eval = run_kd({"eval", teacher_, "--teacher", teacher_, "--precision", "fp8", "--json", "--device", "cpu"});
+  expect_same_weights(dir_->str() + "/runs/fp8_straight/model.safetensors",
+                      dir_->str() + "/runs/fp8_resumed/model.safetensors");
+  const auto eval =
+      run_kd({"eval", teacher_, "--teacher", teacher_, "--precision", "fp8", "--json", "--device", "cpu"});
   ASSERT_EQ(eval.code, 0) << eval.err;
   EXPECT_GE(json_value(eval.out, "agreement"), 0.95) << eval.out;
   EXPECT_LT(json_value(eval.out, "kl"), 0.01) << eval.out;
@@ -125,34 +129,41 @@ TEST_F(Distill, EnsembleSummaryNamesEachTeacher) {
 
 TEST_F(Distill, EveryTeachingStrategyRuns) {
   for (const char* s : {"fixed", "independent", "consistent"}) {
-    const auto r = run_kd(concat({"distill"}, concat(distill_run(std::string("s_") + s, 4), {std::string("distill.strategy=") + s})));
+    const auto r = run_kd(
+        concat({"distill"}, concat(distill_run(std::string("s_") + s, 4), {std::string("distill.strategy=") + s})));
     EXPECT_EQ(r.code, 0) << s << ": " << r.err;
   }
 }
 
 // Per-phase timing in real runs: the last step of every log window is profiled and its phases
 // land in metrics.jsonl as ms_<phase> (positive, and together no longer than the whole window);
-// run.profile_phases=false leaves them out.
+// run.profile_phases=false leaves them out. The same with the statistics on the device (read per
+// window) and the split step of the CUDA graph (the profiled step runs plain).
 TEST_F(Distill, MetricsCarryThePhasesOfOneStepPerLogWindow) {
-  const auto r = run_kd(concat({"distill"}, concat(distill_run("phases", 6), {"run.log_every=3"})));
-  ASSERT_EQ(r.code, 0) << r.err;
-  std::istringstream log(test::read_text(dir_->str() + "/runs/phases/metrics.jsonl"));
-  int windows = 0;
-  for (std::string line; std::getline(log, line);) {
-    if (line.find("\"loss\"") == std::string::npos) continue;
-    ++windows;
-    double sum = 0;
-    for (const char* phase : {"data_wait", "augment", "teacher_forward", "student_forward", "loss", "backward",
-                              "grad_sync", "optimizer"}) {
-      const double ms = json_value(line, std::string("ms_") + phase);
-      EXPECT_TRUE(std::isfinite(ms) && ms >= 0) << phase << " in " << line;
-      sum += std::isfinite(ms) ? ms : 0;
+  for (const std::string run : {"phases", "phases_device"}) {
+    const std::vector<std::string> device = {"run.step_stats=device", "run.cuda_graph=on"};
+    const auto r = run_kd(concat(
+        {"distill"}, concat(distill_run(run, 6),
+                            concat({"run.log_every=3"}, run == "phases" ? std::vector<std::string>{} : device))));
+    ASSERT_EQ(r.code, 0) << r.err;
+    std::istringstream log(test::read_text(dir_->str() + "/runs/" + run + "/metrics.jsonl"));
+    int windows = 0;
+    for (std::string line; std::getline(log, line);) {
+      if (line.find("\"loss\"") == std::string::npos) continue;
+      ++windows;
+      double sum = 0;
+      for (const char* phase : {"data_wait", "augment", "teacher_forward", "student_forward", "loss", "backward",
+                                "grad_sync", "optimizer"}) {
+        const double ms = json_value(line, std::string("ms_") + phase);
+        EXPECT_TRUE(std::isfinite(ms) && ms >= 0) << phase << " in " << line;
+        sum += std::isfinite(ms) ? ms : 0;
+      }
+      EXPECT_GT(json_value(line, "ms_student_forward"), 0) << line;
+      const double window_ms = 3 * 16 / json_value(line, "images_per_sec") * 1e3;  // 3 steps of 16 images
+      EXPECT_LT(sum, window_ms) << "one step's phases within its window's time: " << line;
     }
-    EXPECT_GT(json_value(line, "ms_student_forward"), 0) << line;
-    const double window_ms = 3 * 16 / json_value(line, "images_per_sec") * 1e3;  // 3 steps of 16 images
-    EXPECT_LT(sum, window_ms) << "one step's phases within its window's time: " << line;
+    EXPECT_EQ(windows, 2) << run;
   }
-  EXPECT_EQ(windows, 2);
   const auto off = run_kd(concat({"distill"}, concat(distill_run("no_phases", 3), {"run.profile_phases=false"})));
   ASSERT_EQ(off.code, 0) << off.err;
   EXPECT_EQ(test::read_text(dir_->str() + "/runs/no_phases/metrics.jsonl").find("ms_"), std::string::npos);
@@ -172,7 +183,8 @@ TEST_F(Distill, JpegsDecodeOnlyWhatTheViewsRead) {
     for (int y = 0; y < h; ++y)
       for (int x = 0; x < w; ++x) {
         const int t = cls == 0 ? y : cls == 1 ? x : cls == 2 ? x + y : (x / 2 + y / 2);
-        for (int c = 0; c < 3; ++c) px[size_t((y * w + x) * 3 + c)] = uint8_t((t / 6) % 2 ? 200 - 20 * c : 50 + int(rng() % 30));
+        for (int c = 0; c < 3; ++c)
+          px[size_t((y * w + x) * 3 + c)] = uint8_t((t / 6) % 2 ? 200 - 20 * c : 50 + int(rng() % 30));
       }
     const std::vector<uint8_t> jpeg = encode(px, w, h, 3, 90, i % 3 == 0, false);
     std::ofstream(dir_->file("jpegs/" + std::to_string(cls) + "/" + std::to_string(i) + ".jpg"), std::ios::binary)
@@ -186,13 +198,18 @@ TEST_F(Distill, JpegsDecodeOnlyWhatTheViewsRead) {
   };
   for (const char* s : {"fixed", "independent", "consistent", "function_matching"}) {
     const std::string name = std::string("jpeg_") + s;
-    const auto r = run_kd(concat({"distill"}, concat(distill_run(name, 6), concat(jpegs, {std::string("distill.strategy=") + s, "optim.accumulate=2"}))));
+    const auto r = run_kd(concat(
+        {"distill"},
+        concat(distill_run(name, 6), concat(jpegs, {std::string("distill.strategy=") + s, "optim.accumulate=2"}))));
     EXPECT_EQ(r.code, 0) << s << ": " << r.err;
   }
-  const auto whole = run_kd(concat({"distill"}, concat(distill_run("jpeg_whole", 6), concat(jpegs, {"optim.accumulate=2", "data.jpeg_views_only=false"}))));
+  const auto whole =
+      run_kd(concat({"distill"}, concat(distill_run("jpeg_whole", 6),
+                                        concat(jpegs, {"optim.accumulate=2", "data.jpeg_views_only=false"}))));
   ASSERT_EQ(whole.code, 0) << whole.err;
   const double views_only = final_loss("jpeg_function_matching"), full = final_loss("jpeg_whole");
-  EXPECT_NEAR(views_only, full, 0.1 * full) << "the views of reduced-scale decodes are slightly smoother, not different";
+  EXPECT_NEAR(views_only, full, 0.1 * full)
+      << "the views of reduced-scale decodes are slightly smoother, not different";
 }
 #endif
 
@@ -219,11 +236,12 @@ TEST_F(Distill, OnTheGpuTheStepWithoutHostWaitsComputesThePlainStepsWeights) {
   KD_REQUIRE_CUDA();
   const std::vector<std::string> common = {"run.log_every=5", "optim.accumulate=2", "optim.clip_norm=0.05",
                                            "run.autotune=false"};
-  const auto dev = run_kd(concat({"distill"}, on_gpu(concat(distill_run("gpu_stats_device", 20),
-                                                            concat(common, {"run.step_stats=device", "run.cuda_graph=off"})))));
+  const auto dev =
+      run_kd(concat({"distill"}, on_gpu(concat(distill_run("gpu_stats_device", 20),
+                                               concat(common, {"run.step_stats=device", "run.cuda_graph=off"})))));
   ASSERT_EQ(dev.code, 0) << dev.err;
-  const auto host = run_kd(concat({"distill"}, on_gpu(concat(distill_run("gpu_stats_host", 20),
-                                                             concat(common, {"run.step_stats=host"})))));
+  const auto host = run_kd(
+      concat({"distill"}, on_gpu(concat(distill_run("gpu_stats_host", 20), concat(common, {"run.step_stats=host"})))));
   ASSERT_EQ(host.code, 0) << host.err;
   SafetensorsFile wa = SafetensorsFile::open(dir_->str() + "/runs/gpu_stats_host/model.safetensors");
   SafetensorsFile wb = SafetensorsFile::open(dir_->str() + "/runs/gpu_stats_device/model.safetensors");
@@ -265,7 +283,8 @@ TEST_F(Distill, OnTheGpuEveryOptimisationFollowsThePlainPathsLossCurve) {
 // The FP8 teacher's emulation on the GPU (bf16 arithmetic) against the CPU-trained teacher.
 TEST_F(Distill, OnTheGpuTheFp8TeacherAgreesWithTheFullPrecisionOne) {
   KD_REQUIRE_CUDA();
-  const auto eval = run_kd({"eval", teacher_, "--teacher", teacher_, "--precision", "fp8", "--json", "--device", "cuda"});
+  const auto eval =
+      run_kd({"eval", teacher_, "--teacher", teacher_, "--precision", "fp8", "--json", "--device", "cuda"});
   ASSERT_EQ(eval.code, 0) << eval.err;
   EXPECT_GE(json_value(eval.out, "agreement"), 0.95) << eval.out;
   EXPECT_LT(json_value(eval.out, "kl"), 0.01) << eval.out;
@@ -287,11 +306,13 @@ TEST_F(Distill, BatchNormStudentResumesBitwiseWithItsRunningStatistics) {
   const std::vector<std::string> bn = {"student.arch=resnet18", "augment.resolution=32"};
   const auto straight = run_kd(concat({"distill"}, concat(distill_run("bn_straight", 8), bn)));
   ASSERT_EQ(straight.code, 0) << straight.err;
-  const auto first = run_kd(concat({"distill"}, concat(distill_run("bn_resumed", 8), concat(bn, {"run.stop_after=4"}))));
+  const auto first =
+      run_kd(concat({"distill"}, concat(distill_run("bn_resumed", 8), concat(bn, {"run.stop_after=4"}))));
   ASSERT_EQ(first.code, 0) << first.err;
   const auto second = run_kd(concat({"distill", "--resume"}, concat(distill_run("bn_resumed", 8), bn)));
   ASSERT_EQ(second.code, 0) << second.err;
-  expect_same_weights(dir_->str() + "/runs/bn_straight/model.safetensors", dir_->str() + "/runs/bn_resumed/model.safetensors");
+  expect_same_weights(dir_->str() + "/runs/bn_straight/model.safetensors",
+                      dir_->str() + "/runs/bn_resumed/model.safetensors");
   SafetensorsFile a = SafetensorsFile::open(dir_->str() + "/runs/bn_straight/model.safetensors");
   const Tensor count = a.tensor("bn1.num_batches_tracked");
   EXPECT_EQ(count.dtype(), DType::i64);
@@ -315,8 +336,7 @@ TEST_F(Distill, DistillsOnAFolderOfUnlabelledImagesFromAnotherSource) {
       for (int x = 0; x < 16; ++x)
         for (int c = 0; c < 3; ++c)
           px[size_t((y * 16 + x) * 3 + c)] = uint8_t(((x * (i % 5 + 1) + y * (i % 3)) / 2 % 2 ? 220 : 30) - 10 * c);
-    test::write_png(other.file("photos/" + std::to_string(i % 4) + "/img" + std::to_string(i) + ".png"), 16, 16, 3,
-                    px);
+    test::write_png(other.file("photos/" + std::to_string(i % 4) + "/img" + std::to_string(i) + ".png"), 16, 16, 3, px);
   }
   const std::vector<std::string> on_other = {"data.kind=image_folder", "data.train_kind=images",
                                              "data.train=" + other.str() + "/photos"};
@@ -325,8 +345,8 @@ TEST_F(Distill, DistillsOnAFolderOfUnlabelledImagesFromAnotherSource) {
   EXPECT_NE(r.err.find("images " + other.str() + "/photos (48 images, 0 classes)"), std::string::npos) << r.err;
   const std::string summary = test::read_text(dir_->str() + "/runs/other_data/summary.json");
   EXPECT_GE(json_value(summary, "agreement"), 0.3) << "some of the teacher's function transfers: " << summary;
-  const auto bad = run_kd(concat({"train"}, concat(tiny_run(*dir_, "other_labels", 2),
-                                                   concat({kTeacherArch}, on_other))));
+  const auto bad =
+      run_kd(concat({"train"}, concat(tiny_run(*dir_, "other_labels", 2), concat({kTeacherArch}, on_other))));
   EXPECT_NE(bad.code, 0);
   EXPECT_NE(bad.err.find("learns from labels"), std::string::npos) << bad.err;
 }
@@ -334,8 +354,12 @@ TEST_F(Distill, DistillsOnAFolderOfUnlabelledImagesFromAnotherSource) {
 // eval.resize: with images already at the input size and a crop fraction of 1, every filter is
 // the identity, so bicubic and area evaluations equal the direct one exactly; a bad name fails.
 TEST_F(Distill, EvalResizeFiltersAgreeWhereResizingIsTheIdentity) {
-  const std::vector<std::string> data = {"data.kind=image_folder", "data.test=" + dir_->str() + "/test",
-                                         "augment.resolution=16", "augment.eval_crop_fraction=1.0", "--device", "cpu",
+  const std::vector<std::string> data = {"data.kind=image_folder",
+                                         "data.test=" + dir_->str() + "/test",
+                                         "augment.resolution=16",
+                                         "augment.eval_crop_fraction=1.0",
+                                         "--device",
+                                         "cpu",
                                          "--json"};
   std::vector<std::string> outs;
   for (const char* mode : {"direct", "bicubic", "area"}) {
@@ -364,9 +388,9 @@ TEST(Train, UnreadableImagesAreSkippedReportedAndCounted) {
 TEST(Train, DivergenceStopsAndKeepsTheLastGoodCheckpoint) {
   test::TempDir dir;
   test::write_stripes_dataset(dir, 8, 4);
-  const auto r = run_kd(concat({"train"}, concat(tiny_run(dir, "nan", 30),
-                                                 {kTeacherArch, "optim.lr=1e30", "optim.clip_norm=0",
-                                                  "checkpoint.every=1", "schedule.warmup_steps=0"})));
+  const auto r =
+      run_kd(concat({"train"}, concat(tiny_run(dir, "nan", 30), {kTeacherArch, "optim.lr=1e30", "optim.clip_norm=0",
+                                                                 "checkpoint.every=1", "schedule.warmup_steps=0"})));
   EXPECT_EQ(r.code, 3) << r.err;
   EXPECT_NE(r.err.find("at step"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("last good checkpoint"), std::string::npos) << r.err;
@@ -393,8 +417,8 @@ TEST(Train, ConfigErrorsNameTheKey) {
   r = run_kd({"train", "-c", dir.str() + "/missing.toml"});
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.err.find("missing.toml"), std::string::npos) << r.err;
-  r = run_kd(concat({"train"}, {"run.steps=2", kTeacherArch, "data.kind=image_folder", "data.train=" + dir.str() + "/nothing",
-                                "run.out_dir=" + dir.str()}));
+  r = run_kd(concat({"train"}, {"run.steps=2", kTeacherArch, "data.kind=image_folder",
+                                "data.train=" + dir.str() + "/nothing", "run.out_dir=" + dir.str()}));
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.err.find("nothing"), std::string::npos) << "names the missing dataset: " << r.err;
   r = run_kd({"distill", "run.steps=2", kStudentArch});

@@ -54,6 +54,15 @@ class Communicator {
   // Lets the transport advance collectives in flight (MPI has no progress thread); cheap.
   virtual void progress() {}
 
+  // CUDA graphs (engine/cuda_graph.h): whether the data collectives may be issued while the
+  // context's stream is being captured (NCCL: they become nodes of the graph, and the timeout
+  // cannot watch them one by one), and the timeout watching a whole launch instead: the work
+  // queued on the context's stream so far (a replay of `what`) must finish within it.
+  virtual bool captures_collectives() const { return false; }
+  virtual void watch_launch(Context&, const std::string&) {}
+  // After a capture that failed: forgets the collectives issued into it (none of them ran).
+  virtual void abandon_captured() {}
+
   virtual void all_reduce_host(double* values, int64_t count, ReduceOp op) = 0;
   virtual std::vector<std::string> all_gather_host(const std::string& mine) = 0;
   virtual void barrier() = 0;

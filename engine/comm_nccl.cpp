@@ -98,6 +98,7 @@ class NcclCommunicator final : public Communicator {
     if (stream_) cudaStreamSynchronize(stream_);
     for (auto& [id, op] : in_flight_) cudaEventDestroy(op.done);
     for (cudaEvent_t e : free_events_) cudaEventDestroy(e);
+    for (cudaEvent_t e : graph_events_) cudaEventDestroy(e);
     if (comm_) ncclCommDestroy(comm_);
     if (stream_) cudaStreamDestroy(stream_);
   }
@@ -140,7 +141,38 @@ class NcclCommunicator final : public Communicator {
     if (it == in_flight_.end() || it->second.waited) return;
     KD_CUDA_CHECK(cudaStreamWaitEvent(ctx.cuda_handles().stream, it->second.done, 0));
     it->second.waited = true;
-    if (it->second.completed) retire(it);
+    if (it->second.captured) {
+      // Its event belongs to the graph now (querying it would break the capture): kept aside,
+      // never reused, destroyed with the communicator.
+      graph_events_.push_back(it->second.done);
+      in_flight_.erase(it);
+    } else if (it->second.completed) {
+      retire(it);
+    }
+  }
+
+  bool captures_collectives() const override { return true; }
+
+  void abandon_captured() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = in_flight_.begin(); it != in_flight_.end();)
+      if (it->second.captured) {
+        graph_events_.push_back(it->second.done);
+        it = in_flight_.erase(it);
+      } else {
+        ++it;
+      }
+  }
+
+  void watch_launch(Context& ctx, const std::string& what) override {
+    cudaEvent_t done = take_event();
+    KD_CUDA_CHECK(cudaEventRecord(done, ctx.cuda_handles().stream));
+    std::lock_guard<std::mutex> lock(mu_);
+    InFlight& op = in_flight_[next_id_++];
+    op.done = done;
+    op.started = Clock::now();
+    op.what = what;
+    op.waited = true;  // nobody waits for it: the watchdog retires it once it completed
   }
 
   void wait_all(Context& ctx) override {
@@ -186,6 +218,7 @@ class NcclCommunicator final : public Communicator {
     Clock::time_point started;
     std::string what;
     bool completed = false, waited = false;
+    bool captured = false;  // issued during a CUDA graph capture: not watched (watch_launch is)
   };
   using InFlightMap = std::map<int64_t, InFlight>;
 
@@ -219,8 +252,14 @@ class NcclCommunicator final : public Communicator {
              ", the communicator is on cuda:", device_);
     cudaEvent_t ready = take_event();
     KD_CUDA_CHECK(cudaEventRecord(ready, ctx.cuda_handles().stream));
-    KD_CUDA_CHECK(cudaStreamWaitEvent(stream_, ready, 0));
-    give_event(ready);  // safe: the wait is enqueued, the event may be recorded again
+    KD_CUDA_CHECK(cudaStreamWaitEvent(stream_, ready, 0));  // (captured: the NCCL stream joins the capture)
+    capturing_ = ctx.capturing();
+    if (capturing_) {
+      std::lock_guard<std::mutex> lock(mu_);
+      graph_events_.push_back(ready);  // recorded inside the capture: never reused
+    } else {
+      give_event(ready);  // safe: the wait is enqueued, the event may be recorded again
+    }
   }
 
   CommTicket end(const std::string& what) {
@@ -232,6 +271,7 @@ class NcclCommunicator final : public Communicator {
     op.done = done;
     op.started = Clock::now();
     op.what = what;
+    op.captured = capturing_;
     return CommTicket{id};
   }
 
@@ -260,6 +300,10 @@ class NcclCommunicator final : public Communicator {
       cv_.wait_for(lock, std::chrono::milliseconds(100));
       for (auto it = in_flight_.begin(); it != in_flight_.end();) {
         InFlight& op = it->second;
+        if (op.captured) {  // a node of a graph being captured: its launch is watched instead
+          ++it;
+          continue;
+        }
         if (!op.completed) {
           const cudaError_t q = cudaEventQuery(op.done);
           if (q == cudaSuccess) {
@@ -301,6 +345,8 @@ class NcclCommunicator final : public Communicator {
   bool stopping_ = false;
   InFlightMap in_flight_;
   std::vector<cudaEvent_t> free_events_;
+  std::vector<cudaEvent_t> graph_events_;  // recorded inside a capture (the graph's nodes refer to them)
+  bool capturing_ = false;                 // the collective being issued is captured
   std::thread watchdog_;
 };
 

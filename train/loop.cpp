@@ -156,8 +156,7 @@ TrainResult run_loop(Context& ctx, Communicator& comm, StepRunner& runner, Loade
   std::unique_ptr<StepGraph> graph;
   if (s.step_graph) {
     KD_CHECK(ledger, "the step as a CUDA graph needs its statistics on the device (run.step_stats)");
-    KD_CHECK(comm.size() == 1, "the step as a CUDA graph runs on one rank only, not ", comm.size());
-    graph = std::make_unique<StepGraph>(runner, ctx);
+    graph = std::make_unique<StepGraph>(runner, comm, ctx);
   }
   std::vector<PendingStep> pending;
 
@@ -281,7 +280,7 @@ TrainResult run_loop(Context& ctx, Communicator& comm, StepRunner& runner, Loade
     const bool signalled = control[0] > 0;
     double loss = control[1] / rows;
     if (graphed) {
-      // (updated in the graph: one rank only, so no all-reduce of the loss first)
+      // (reduced over the ranks and updated in the step graph)
     } else if (ledger) {
       if (comm.size() > 1) comm.wait(comm.all_reduce(stats, 2, DType::f64, ReduceOp::sum, ctx), ctx);
       runner.update(ctx, r, profiling ? timer.get() : nullptr, stats);

@@ -213,9 +213,9 @@ void TrainOptions::bind(ConfigSchema& s) {
          {"auto", "device", "host"});
   s.bind("run.cuda_graph", &run.cuda_graph,
          "GPU: capture the step's device work (forward, loss, backward, optimizer) once as a CUDA graph and replay "
-         "it, after two uncaptured steps; profiled steps run uncaptured; shampoo's update runs after the graph. auto: on "
-         "where the run allows it (one rank, run.step_stats on the device), on: the same or an error saying why not "
-         "(on the CPU the split step runs uncaptured), off",
+         "it, after two uncaptured steps; profiled steps run uncaptured; shampoo's update runs after the graph. auto: "
+         "on where the run allows it (one rank, run.step_stats on the device); on: also several ranks over NCCL (its "
+         "collectives captured), or an error saying why not (on the CPU the split step runs uncaptured); off",
          {"auto", "on", "off"});
   s.bind("run.allow_data_change", &run.allow_data_change,
          "resume even when the training data differs from what the checkpoint was trained on");

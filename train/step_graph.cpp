@@ -37,15 +37,16 @@ void add_to_counters(Model& model, const std::vector<double>& delta) {
 
 }  // namespace
 
-std::string step_graph_unsupported(const StepRunner& runner, const Communicator& comm, bool stats_on_device) {
+std::string step_graph_unsupported(const Communicator& comm, const Context& ctx, bool stats_on_device) {
   if (!stats_on_device) return "the step's statistics are read on the host every step (run.step_stats = host)";
-  if (comm.size() > 1) return "more than one rank (the collectives' watchdog cannot watch a captured step yet)";
+  if (comm.size() > 1 && ctx.is_cuda() && !comm.captures_collectives())
+    return std::string("the ") + comm.transport() + " collectives cannot be captured";
   if (fault::nonfinite_planned()) return "KD_FAULT injects non-finite values from the host";
   return "";
 }
 
-StepGraph::StepGraph(StepRunner& runner, Context& ctx, int64_t eager_steps)
-    : runner_(runner), eager_steps_(eager_steps), block_(Tensor::empty({kStatWidth}, DType::f64, ctx)) {
+StepGraph::StepGraph(StepRunner& runner, Communicator& comm, Context& ctx, int64_t eager_steps)
+    : runner_(runner), comm_(comm), eager_steps_(eager_steps), block_(Tensor::empty({kStatWidth}, DType::f64, ctx)) {
   KD_CHECK(eager_steps >= 1, "step graph: at least one uncaptured step must come first (autotuning, the pool)");
 }
 
@@ -75,6 +76,8 @@ void StepGraph::enqueue_body(Context& ctx) {
   for (size_t k = 0; k < inputs_.size(); ++k)
     runner_.compute_micro_batch(ctx, inputs_[k], int64_t(k), unused, nullptr, block_.data<double>());
   runner_.end_step(ctx, step_);
+  // The job-wide loss sum and agreement before the gate reads them (as the loop does uncaptured).
+  if (comm_.size() > 1) comm_.wait(comm_.all_reduce(block_.data<double>(), 2, DType::f64, ReduceOp::sum, ctx), ctx);
   if (optimizer_in_graph()) runner_.optimizer().enqueue_deferred(ctx, block_.data<double>());
 }
 
@@ -103,8 +106,10 @@ StepResult StepGraph::run(Context& ctx, const RankBatch& batch, double* stats) {
   fill_zero(block_.raw(), ctx.device(), block_.nbytes(), &ctx);
   r.optim.lr = runner_.optimizer().begin_deferred(ctx, block_.data<double>());
   ++steps_;
+  const std::string launch_name = "the captured step (step " + std::to_string(batch.step) + ")";
   if (graph_) {
     graph_->launch();
+    comm_.watch_launch(ctx, launch_name);  // its collectives, as one
     add_to_counters(runner_.student(), counters_per_step_);
   } else if (ctx.is_cuda() && !capture_failed_ && steps_ > eager_steps_) {
     const std::vector<double> before = read_counters(runner_.student());
@@ -116,8 +121,10 @@ StepResult StepGraph::run(Context& ctx, const RankBatch& batch, double* stats) {
                  std::to_string(graph_->nodes()) + " nodes, " + std::to_string(graph_->private_bytes() >> 20) +
                  " MiB of activations its own; run.cuda_graph = off runs it uncaptured)";
       graph_->launch();
+      comm_.watch_launch(ctx, launch_name);
     } catch (const Error& e) {
       capture_failed_ = true;
+      comm_.abandon_captured();
       message_ = std::string("warning: ") + e.what() + "; the step runs uncaptured (run.cuda_graph = off hides this)";
       std::vector<double> undo = before, now = read_counters(runner_.student());
       for (size_t i = 0; i < undo.size(); ++i) undo[i] -= now[i];

@@ -6,8 +6,9 @@
 //          zero the graph's statistics block and write the step's schedule into it
 //          (Optimizer::begin_deferred);
 //   graph: for each micro-batch the teachers' and the student's forward, the loss, the backward
-//          and the gradient sync, then the optimizer (Optimizer::enqueue_deferred; Shampoo's
-//          runs after the graph): the same kernels on the same addresses every step;
+//          and the gradient sync, the loss's all-reduce over the ranks, then the optimizer
+//          (Optimizer::enqueue_deferred; Shampoo's runs after the graph): the same kernels on the same addresses every
+//          step;
 //   host:  copy the block into the step's ledger row.
 // The first `eager_steps` run the graph's part directly (they autotune and size the pool and the
 // workspace), the next one captures it (engine/cuda_graph.h) and every later one replays it. A
@@ -25,15 +26,17 @@
 
 namespace kd {
 
-// Why this run's step cannot be captured ("" when it can): more than one rank (NCCL's watchdog
-// queries events a capture owns), statistics read on the host, or KD_FAULT's non-finite values
-// (host-side, per step). With Shampoo (its gate read back, its work varying between steps) the
-// graph holds forward, loss and backward, and the optimizer runs after it, uncaptured.
-std::string step_graph_unsupported(const StepRunner& runner, const Communicator& comm, bool stats_on_device);
+// Why this run's step cannot be captured ("" when it can): statistics read on the host, several
+// ranks on a GPU whose transport cannot capture its collectives (NCCL can: the gradient buckets'
+// and the loss's all-reduces become graph nodes, and the timeout watches each launch as one), or
+// KD_FAULT's non-finite values (host-side, per step). With Shampoo (its gate read back, its work
+// varying between steps) the graph holds forward, loss and backward, and the optimizer runs after
+// it, uncaptured.
+std::string step_graph_unsupported(const Communicator& comm, const Context& ctx, bool stats_on_device);
 
 class StepGraph {
  public:
-  StepGraph(StepRunner& runner, Context& ctx, int64_t eager_steps = 2);
+  StepGraph(StepRunner& runner, Communicator& comm, Context& ctx, int64_t eager_steps = 2);
   StepGraph(const StepGraph&) = delete;
   StepGraph& operator=(const StepGraph&) = delete;
 
@@ -51,6 +54,7 @@ class StepGraph {
   void keep(Context& ctx, Tensor& slot, const Tensor& value);
 
   StepRunner& runner_;
+  Communicator& comm_;
   int64_t eager_steps_;
   int64_t steps_ = 0;  // since the inputs' shapes last changed
   bool capture_failed_ = false;

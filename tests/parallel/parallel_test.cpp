@@ -204,13 +204,19 @@ TEST_F(Parallel, TwoRanksEqualOneRankWithTwoMicroBatchesBitForBit) {
 // run.step_stats = device over two ranks (the GPU default; here on the CPU over MPI): each rank's
 // loss sum and agreement go through a data all-reduce instead of the host's, the optimizer's gate
 // reads the job-wide sum, and the ledger is read every 5 steps. Weights and logged losses are the
-// host-read run's, bit for bit.
+// host-read run's, bit for bit. The same for the split step of the CUDA graph (run.cuda_graph = on;
+// on the CPU nothing is captured), whose graph part does that all-reduce itself.
 TEST_F(Parallel, StatisticsOnTheDeviceOverTwoRanksAreTheHostReadRunBitForBit) {
   const Proc on_device = run(2, distill("stats_device_np2", 10, {"run.step_stats=device", "run.log_every=5"}));
   EXPECT_NE(on_device.err.find("stay on the device, read every 5 steps"), std::string::npos) << on_device.err;
+  const Proc split =
+      run(2, distill("stats_graph_np2", 10, {"run.step_stats=device", "run.log_every=5", "run.cuda_graph=on"}));
+  EXPECT_NE(split.err.find("the step runs split as for a CUDA graph"), std::string::npos) << split.err;
   run(2, distill("stats_host_np2", 10, {"run.step_stats=host", "run.log_every=5"}));
   const Distance d = model_distance(model("stats_device_np2"), model("stats_host_np2"));
   EXPECT_TRUE(d.bitwise) << d.relative;
+  const Distance g = model_distance(model("stats_graph_np2"), model("stats_host_np2"));
+  EXPECT_TRUE(g.bitwise) << g.relative;
   const auto lines = [](const std::string& run) {
     std::vector<std::string> out;
     std::istringstream in(test::read_text(dir_->str() + "/runs/" + run + "/metrics.jsonl"));
@@ -223,8 +229,13 @@ TEST_F(Parallel, StatisticsOnTheDeviceOverTwoRanksAreTheHostReadRunBitForBit) {
     return out;
   };
   const std::vector<std::string> device = lines("stats_device_np2"), host = lines("stats_host_np2");
+  const std::vector<std::string> graph = lines("stats_graph_np2");
   ASSERT_EQ(device.size(), 2u);
-  for (size_t i = 0; i < device.size(); ++i) EXPECT_EQ(device[i], host[i]);
+  ASSERT_EQ(graph.size(), 2u);
+  for (size_t i = 0; i < device.size(); ++i) {
+    EXPECT_EQ(device[i], host[i]);
+    EXPECT_EQ(graph[i], host[i]);
+  }
 }
 
 TEST_F(Parallel, ThreeAndFourRanksMatchOneRank) {

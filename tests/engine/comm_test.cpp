@@ -50,15 +50,19 @@ std::vector<float> download(Context& ctx, const Tensor& t) {
   const Tensor h = t.to(Device::cpu, &ctx);
   return std::vector<float>(h.data<float>(), h.data<float>() + h.numel());
 }
+
+std::unique_ptr<Communicator> one_rank_nccl(Context& ctx) {
+  CommOptions o;
+  o.timeout_s = 60;
+  return make_nccl_communicator(make_local_bootstrap(), ctx, o);
+}
 #endif
 
 TEST(NcclComm, OneRankOnOneGpuRunsEveryCollective) {
   KD_REQUIRE_CUDA();
 #if KD_HAVE_CUDA
   auto ctx = Context::cuda(0);
-  CommOptions o;
-  o.timeout_s = 60;
-  auto comm = make_nccl_communicator(make_local_bootstrap(), *ctx, o);
+  auto comm = one_rank_nccl(*ctx);
   EXPECT_STREQ(comm->transport(), "nccl");
   EXPECT_TRUE(comm->accepts(Device::cuda));
   EXPECT_FALSE(comm->accepts(Device::cpu));
@@ -93,9 +97,7 @@ TEST(NcclComm, CollectivesCapturedInAGraphRunAtEveryReplay) {
   KD_REQUIRE_CUDA();
 #if KD_HAVE_CUDA
   auto ctx = Context::cuda(0);
-  CommOptions o;
-  o.timeout_s = 60;
-  auto comm = make_nccl_communicator(make_local_bootstrap(), *ctx, o);
+  auto comm = one_rank_nccl(*ctx);
   EXPECT_TRUE(comm->captures_collectives());
   const auto values = test::random_vector<float>(4096 + 3, 3);
   Tensor host = Tensor::zeros_cpu({int64_t(values.size())}, DType::f32);

@@ -313,7 +313,8 @@ TrainResult run_loop(Context& ctx, Communicator& comm, StepRunner& runner, Loade
       pending.push_back(p);
       const bool must_read = done == s.total_steps || stopping || checkpoint_due || eval_due;
       const bool window_end = done % s.log_every == 0 || int64_t(pending.size()) == ledger->capacity();
-      if (must_read ? !drain() : (window_end && !start_read()) || !account_arrived()) return result;
+      const bool going_on = must_read ? drain() : (!window_end || start_read()) && account_arrived();
+      if (!going_on) return result;
     } else {
       const bool applied = std::isfinite(loss) && r.optim.finite;
       const std::string phase = applied ? "" : runner.nonfinite_phase(ctx);

@@ -37,12 +37,29 @@ void add_to_counters(Model& model, const std::vector<double>& delta) {
 
 }  // namespace
 
-std::string step_graph_unsupported(const Communicator& comm, const Context& ctx, bool stats_on_device) {
+namespace {
+// Why the step cannot be captured here ("" when it can).
+std::string capture_refused(const Communicator& comm, const Context& ctx, bool stats_on_device) {
   if (!stats_on_device) return "the step's statistics are read on the host every step (run.step_stats = host)";
   if (comm.size() > 1 && ctx.is_cuda() && !comm.captures_collectives())
     return std::string("the ") + comm.transport() + " collectives cannot be captured";
   if (fault::nonfinite_planned()) return "KD_FAULT injects non-finite values from the host";
   return "";
+}
+}  // namespace
+
+bool step_graph_on(const std::string& setting, const Communicator& comm, const Context& ctx, bool stats_on_device,
+                   std::string* why_not) {
+  KD_CHECK(setting == "auto" || setting == "on" || setting == "off", "run.cuda_graph is '", setting,
+           "' (use auto, on or off)");
+  std::string why = capture_refused(comm, ctx, stats_on_device);
+  KD_CHECK(setting != "on" || why.empty(), "run.cuda_graph = on, but ", why);
+  // auto: one rank only until the captured collectives have run on GPUs (on: several too).
+  if (why.empty() && comm.size() > 1)
+    why = "more than one rank (run.cuda_graph = on captures the NCCL collectives too)";
+  const bool auto_on = setting == "auto" && ctx.is_cuda() && why.empty();
+  if (why_not) *why_not = setting == "auto" && ctx.is_cuda() ? why : "";
+  return setting == "on" || auto_on;
 }
 
 StepGraph::StepGraph(StepRunner& runner, Communicator& comm, Context& ctx, int64_t eager_steps)

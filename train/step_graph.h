@@ -26,13 +26,17 @@
 
 namespace kd {
 
-// Why this run's step cannot be captured ("" when it can): statistics read on the host, several
-// ranks on a GPU whose transport cannot capture its collectives (NCCL can: the gradient buckets'
-// and the loss's all-reduces become graph nodes, and the timeout watches each launch as one), or
-// KD_FAULT's non-finite values (host-side, per step). With Shampoo (its gate read back, its work
-// varying between steps) the graph holds forward, loss and backward, and the optimizer runs after
-// it, uncaptured.
-std::string step_graph_unsupported(const Communicator& comm, const Context& ctx, bool stats_on_device);
+// run.cuda_graph ("auto": on a GPU with one rank where the step can be captured; "on": also
+// several ranks, and on the CPU the split step uncaptured; "off") as LoopSettings::step_graph.
+// The step cannot be captured with its statistics read on the host, with several ranks on a GPU
+// whose transport cannot capture its collectives (NCCL can: the gradient buckets' and the loss's
+// all-reduces become graph nodes, and the timeout watches each launch as one), or with KD_FAULT's
+// non-finite values (host-side, per step). Throws for another value and for "on" where the step
+// cannot be captured, saying why; *why_not (may be null) says why "auto" leaves a GPU run
+// uncaptured ("" otherwise). With Shampoo (its gate read back, its work varying between steps)
+// the graph holds forward, loss and backward, and the optimizer runs after it, uncaptured.
+bool step_graph_on(const std::string& setting, const Communicator& comm, const Context& ctx, bool stats_on_device,
+                   std::string* why_not = nullptr);
 
 class StepGraph {
  public:

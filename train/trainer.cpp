@@ -340,14 +340,9 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
     message("  the step's loss and gradient norm stay on the device, read every " + std::to_string(o.run.log_every) +
             " steps (run.step_stats)");
   {
-    // auto: one rank only until the captured collectives have run on GPUs (on: several too).
-    std::string why_not = step_graph_unsupported(comm, *ctx, ls.stats_on_device);
-    KD_CHECK(o.run.cuda_graph != "on" || why_not.empty(), "run.cuda_graph = on, but ", why_not);
-    if (why_not.empty() && o.run.cuda_graph == "auto" && comm.size() > 1)
-      why_not = "more than one rank (run.cuda_graph = on captures the NCCL collectives too)";
-    ls.step_graph = o.run.cuda_graph == "on" || (o.run.cuda_graph == "auto" && ctx->is_cuda() && why_not.empty());
-    if (o.run.cuda_graph == "auto" && ctx->is_cuda() && !why_not.empty())
-      message("  the step is not a CUDA graph: " + why_not + " (run.cuda_graph)");
+    std::string why_not;
+    ls.step_graph = step_graph_on(o.run.cuda_graph, comm, *ctx, ls.stats_on_device, &why_not);
+    if (!why_not.empty()) message("  the step is not a CUDA graph: " + why_not + " (run.cuda_graph)");
     if (ls.step_graph && !ctx->is_cuda())
       message("  the step runs split as for a CUDA graph, uncaptured on the CPU (run.cuda_graph = on)");
   }

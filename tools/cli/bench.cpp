@@ -85,14 +85,11 @@ StepTiming time_steps(const BenchArgs& a, Context& ctx, Communicator& comm, Step
   if (a.step_stats == "device") stats_block = Tensor::empty({kStatWidth}, DType::f64, ctx);
   // --cuda-graph: the loop's graph path (train/step_graph.h); phases then come from one more,
   // uncaptured step, as the loop's profiled steps.
-  std::string why_not = step_graph_unsupported(comm, ctx, stats_block.defined());
-  KD_CHECK(a.cuda_graph != "on" || why_not.empty(), "--cuda-graph on, but ", why_not);
-  if (why_not.empty() && a.cuda_graph == "auto" && comm.size() > 1)
-    why_not = "more than one rank (--cuda-graph on captures the NCCL collectives too)";
+  std::string why_not;
   std::unique_ptr<StepGraph> graph;
-  if (a.cuda_graph == "on" || (a.cuda_graph == "auto" && ctx.is_cuda() && why_not.empty()))
+  if (step_graph_on(a.cuda_graph, comm, ctx, stats_block.defined(), &why_not))
     graph = std::make_unique<StepGraph>(runner, comm, ctx);
-  else if (a.cuda_graph == "auto" && ctx.is_cuda() && comm.rank() == 0)
+  if (!why_not.empty() && comm.rank() == 0)
     std::fprintf(stderr, "kd bench: the step is not a CUDA graph: %s\n", why_not.c_str());
   auto one_step = [&](int64_t s, bool profiled) {
     batch.step = s;

@@ -3,10 +3,12 @@
 // Activations are f32 on the CPU and bf16 on a GPU; master weights, gradients, statistics and
 // logits are f32 on both. A CPU context may run in f64 instead (exact references for tests). Parameter gradients accumulate (+=); activation gradients are new.
 #pragma once
-#include "engine/context.h"
-#include "engine/tensor.h"
+#include <functional>
 #include <utility>
 #include <vector>
+
+#include "engine/context.h"
+#include "engine/tensor.h"
 
 #include "kernels/augment.h"
 #include "kernels/batchnorm.h"
@@ -112,6 +114,13 @@ std::pair<Tensor, Tensor> augment(Context& ctx, const uint8_t* pixels, size_t by
 // The same recipes at any number of square resolutions (a student and every teacher of an
 // ensemble): one upload of the pixels, then the views two at a time.
 std::vector<Tensor> augment_views(Context& ctx, const uint8_t* pixels, size_t bytes,
+                                  const std::vector<SourceImage>& sources, const std::vector<ViewRecipe>& recipes,
+                                  const Normalization& norm, const std::vector<int64_t>& resolutions);
+// The same with the pixel buffer written in place by `write_pixels(dst)` (exactly `bytes` of it):
+// on a GPU dst is the pinned staging slot the upload reads, so a batch's images are gathered into
+// it once (no intermediate buffer); on the CPU a plain buffer the reference renders from.
+using PixelWriter = std::function<void(uint8_t* dst)>;
+std::vector<Tensor> augment_views(Context& ctx, const PixelWriter& write_pixels, size_t bytes,
                                   const std::vector<SourceImage>& sources, const std::vector<ViewRecipe>& recipes,
                                   const Normalization& norm, const std::vector<int64_t>& resolutions);
 // The same from pixels already on the GPU (a 1-d u8 tensor, e.g. decoded there by nvJPEG): only

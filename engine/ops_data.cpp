@@ -77,12 +77,27 @@ void check_recipes(const std::vector<SourceImage>& sources, const std::vector<Vi
              "-byte pixel buffer");
 }
 
+// The CPU reference's views, one resolution at a time.
+std::vector<Tensor> augment_views_cpu(Context& ctx, const uint8_t* pixels, const std::vector<SourceImage>& sources,
+                                      const std::vector<ViewRecipe>& recipes, const Normalization& norm,
+                                      const std::vector<int64_t>& resolutions) {
+  const int64_t n = int64_t(recipes.size());
+  std::vector<Tensor> views;
+  for (int64_t r : resolutions) {
+    Tensor out = Tensor::zeros_cpu({n, r, r, 3}, DType::f32);
+    augment_cpu(pixels, sources.data(), recipes.data(), n, norm, r, r, out.data<float>());
+    views.push_back(to_activation(ctx, out));
+  }
+  return views;
+}
+
 #if KD_HAVE_CUDA
-// Uploads recipes, sources and then `host_pixels` (each 256-byte aligned) in one copy from the
-// context's pinned staging buffer (a fresh pageable buffer cost page faults and a driver copy
-// every step), and renders the views two at a time, reading pixels from `device_pixels` when
-// given (already on the device) or else from the uploaded ones.
-std::vector<Tensor> augment_cuda_views(Context& ctx, const uint8_t* host_pixels, size_t host_bytes,
+// Uploads recipes, sources and then the pixels `write_pixels` writes (each 256-byte aligned) in
+// one copy from the context's pinned staging buffer (a fresh pageable buffer cost page faults and
+// a driver copy every step), and renders the views two at a time, reading pixels from
+// `device_pixels` when given (already on the device; write_pixels is then null) or else from the
+// uploaded ones.
+std::vector<Tensor> augment_cuda_views(Context& ctx, const PixelWriter* write_pixels, size_t host_bytes,
                                        const uint8_t* device_pixels, const std::vector<SourceImage>& sources,
                                        const std::vector<ViewRecipe>& recipes, const Normalization& norm,
                                        const std::vector<int64_t>& resolutions) {
@@ -94,11 +109,7 @@ std::vector<Tensor> augment_cuda_views(Context& ctx, const uint8_t* host_pixels,
   uint8_t* host = ctx.host_staging(total);
   std::memcpy(host, recipes.data(), recipes.size() * sizeof(ViewRecipe));
   std::memcpy(host + recipe_bytes, sources.data(), sources.size() * sizeof(SourceImage));
-  const int64_t chunk = int64_t(1) << 20;
-#pragma omp parallel for schedule(static)
-  for (int64_t off = 0; off < int64_t(host_bytes); off += chunk)
-    std::memcpy(host + recipe_bytes + source_bytes + off, host_pixels + off,
-                size_t(std::min(chunk, int64_t(host_bytes) - off)));
+  if (write_pixels) (*write_pixels)(host + recipe_bytes + source_bytes);
   const uint8_t* base = ctx.upload_staging_for_kernels(total);
   const uint8_t* pixels = device_pixels ? device_pixels : base + recipe_bytes + source_bytes;
   std::vector<Tensor> views;
@@ -118,25 +129,40 @@ std::vector<Tensor> augment_cuda_views(Context& ctx, const uint8_t* host_pixels,
 
 }  // namespace
 
-std::vector<Tensor> augment_views(Context& ctx, const uint8_t* pixels, size_t bytes,
+std::vector<Tensor> augment_views(Context& ctx, const PixelWriter& write_pixels, size_t bytes,
                                   const std::vector<SourceImage>& sources, const std::vector<ViewRecipe>& recipes,
                                   const Normalization& norm, const std::vector<int64_t>& resolutions) {
   check_recipes(sources, recipes, resolutions, bytes);
-  const int64_t n = int64_t(recipes.size());
   if (ctx.is_cuda()) {
 #if KD_HAVE_CUDA
-    return augment_cuda_views(ctx, pixels, bytes, nullptr, sources, recipes, norm, resolutions);
+    return augment_cuda_views(ctx, &write_pixels, bytes, nullptr, sources, recipes, norm, resolutions);
 #else
     no_cuda_path("augment");
 #endif
   }
-  std::vector<Tensor> views;
-  for (int64_t r : resolutions) {
-    Tensor out = Tensor::zeros_cpu({n, r, r, 3}, DType::f32);
-    augment_cpu(pixels, sources.data(), recipes.data(), n, norm, r, r, out.data<float>());
-    views.push_back(to_activation(ctx, out));
+  std::vector<uint8_t> pixels(bytes);
+  write_pixels(pixels.data());
+  return augment_views_cpu(ctx, pixels.data(), sources, recipes, norm, resolutions);
+}
+
+std::vector<Tensor> augment_views(Context& ctx, const uint8_t* pixels, size_t bytes,
+                                  const std::vector<SourceImage>& sources, const std::vector<ViewRecipe>& recipes,
+                                  const Normalization& norm, const std::vector<int64_t>& resolutions) {
+  check_recipes(sources, recipes, resolutions, bytes);
+  if (ctx.is_cuda()) {
+#if KD_HAVE_CUDA
+    const PixelWriter copy = [pixels, bytes](uint8_t* dst) {
+      const int64_t chunk = int64_t(1) << 20;
+#pragma omp parallel for schedule(static)
+      for (int64_t off = 0; off < int64_t(bytes); off += chunk)
+        std::memcpy(dst + off, pixels + off, size_t(std::min(chunk, int64_t(bytes) - off)));
+    };
+    return augment_cuda_views(ctx, &copy, bytes, nullptr, sources, recipes, norm, resolutions);
+#else
+    no_cuda_path("augment");
+#endif
   }
-  return views;
+  return augment_views_cpu(ctx, pixels, sources, recipes, norm, resolutions);  // the pixels read in place
 }
 
 std::vector<Tensor> augment_views(Context& ctx, const Tensor& device_pixels, const std::vector<SourceImage>& sources,

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <mutex>
 
@@ -21,10 +22,9 @@ PackedImages pack_images(const std::vector<Image>& images) {
 
 PackedImages pack_images(const std::vector<const Image*>& images) {
   PackedImages p;
-  size_t host_total = 0;
-  for (const Image* im : images) host_total += im->bytes();
-  p.pixels.resize(host_total);
-  size_t host_offset = 0, device_offset = host_total;
+  for (const Image* im : images)
+    if (!im->on_device()) p.host_bytes += im->bytes();
+  size_t host_offset = 0, device_offset = p.host_bytes;
   for (const Image* image : images) {
     const Image& im = *image;
     int64_t offset = 0;
@@ -33,8 +33,10 @@ PackedImages pack_images(const std::vector<const Image*>& images) {
       p.device_jpegs.push_back({im.encoded, im.origin, offset, int32_t(im.height), int32_t(im.width)});
       device_offset += size_t(im.height) * size_t(im.width) * Image::channels;
     } else {
+      KD_CHECK(im.pixels.size() == size_t(im.height) * size_t(im.width) * Image::channels, "pack_images: ", im.origin,
+               " has ", im.pixels.size(), " bytes for ", im.height, "x", im.width, " pixels");
       offset = int64_t(host_offset);
-      std::copy(im.pixels.begin(), im.pixels.end(), p.pixels.begin() + std::ptrdiff_t(host_offset));
+      p.host_pixels.push_back({im.pixels.data(), im.bytes(), host_offset});
       host_offset += im.bytes();
     }
     p.sources.push_back(SourceImage{offset, int32_t(im.height), int32_t(im.width)});
@@ -44,6 +46,15 @@ PackedImages pack_images(const std::vector<const Image*>& images) {
   }
   p.device_bytes = device_offset;
   return p;
+}
+
+void PackedImages::write_host_pixels(uint8_t* dst) const {
+  const int64_t count = int64_t(host_pixels.size());
+#pragma omp parallel for schedule(dynamic)
+  for (int64_t i = 0; i < count; ++i) {
+    const HostPixels& part = host_pixels[size_t(i)];
+    std::memcpy(dst + part.offset, part.data, part.bytes);
+  }
 }
 
 void place_views(std::vector<ViewRecipe>& recipes, const PackedImages& batch) {
@@ -110,7 +121,10 @@ Tensor device_pixels(Context& ctx, const PackedImages& batch) {
 #if KD_HAVE_NVJPEG
   Tensor pixels = Tensor::empty({int64_t(batch.device_bytes)}, DType::u8, ctx);
   uint8_t* base = pixels.data<uint8_t>();
-  if (!batch.pixels.empty()) copy_bytes(base, Device::cuda, batch.pixels.data(), Device::cpu, batch.pixels.size(), &ctx);
+  if (batch.host_bytes > 0) {  // gathered into pinned memory, uploaded without a wait
+    batch.write_host_pixels(ctx.host_staging(batch.host_bytes));
+    ctx.upload_staging(base, batch.host_bytes);
+  }
   // One decoder per process (its handles belong to the device the process uses).
   static std::mutex decoder_mutex;
   static std::unique_ptr<DeviceJpegDecoder> decoder;
@@ -150,7 +164,9 @@ std::vector<Tensor> render_views_at(Context& ctx, const PackedImages& batch, con
     if (std::find(unique.begin(), unique.end(), r) == unique.end()) unique.push_back(r);
   const std::vector<Tensor> rendered =
       batch.device_jpegs.empty()
-          ? ops::augment_views(ctx, batch.pixels.data(), batch.pixels.size(), batch.sources, recipes, norm, unique)
+          ? ops::augment_views(
+                ctx, [&batch](uint8_t* dst) { batch.write_host_pixels(dst); }, batch.host_bytes, batch.sources,
+                recipes, norm, unique)
           : ops::augment_views(ctx, device_pixels(ctx, batch), batch.sources, recipes, norm, unique);
   std::vector<Tensor> out;
   for (int64_t r : resolutions) out.push_back(rendered[size_t(std::find(unique.begin(), unique.end(), r) - unique.begin())]);

@@ -16,12 +16,20 @@
 
 namespace kd {
 
-// Images back to back in one uint8 buffer, as the augment op reads them. Host-decoded images
-// come first (`pixels`, the bytes uploaded); images the GPU decodes get their place after them
-// (`device_bytes` covers both) and a job each.
+// A batch's images laid out back to back in one uint8 buffer, as the augment op reads them:
+// host-decoded images first (`host_bytes` of them, uploaded), then the places of the images the GPU
+// decodes (`device_bytes` covers both), a job each. The layout only: the host pixels stay in the
+// images (`host_pixels` points at them) until write_host_pixels() gathers them into the buffer
+// the upload reads (the pinned staging slot on a GPU: one copy, no per-step allocation), so the
+// images must outlive the PackedImages (pack_images refuses temporaries).
 struct PackedImages {
   struct Placement {
     int offset_y = 0, offset_x = 0, scale_num = 8;  // as in data/image.h's Image
+  };
+  struct HostPixels {
+    const uint8_t* data = nullptr;
+    size_t bytes = 0;
+    size_t offset = 0;  // in the buffer
   };
   struct DeviceJpeg {
     std::vector<uint8_t> encoded;
@@ -29,16 +37,21 @@ struct PackedImages {
     int64_t offset = 0;  // in the device buffer
     int32_t height = 0, width = 0;
   };
-  std::vector<uint8_t> pixels;
+  std::vector<HostPixels> host_pixels;
+  size_t host_bytes = 0;
   std::vector<SourceImage> sources;
   std::vector<ImageSize> sizes;       // decoded
   std::vector<ImageSize> file_sizes;  // as the files hold them: training views are drawn on these
   std::vector<Placement> placements;  // where the decoded pixels sit in the files' images
   std::vector<DeviceJpeg> device_jpegs;
   size_t device_bytes = 0;            // the whole buffer on the device: pixels, then the device JPEGs
+
+  // Writes the host pixels to dst[0, host_bytes), each image at its offset (images in parallel).
+  void write_host_pixels(uint8_t* dst) const;
 };
 PackedImages pack_images(const std::vector<Image>& images);
 PackedImages pack_images(const std::vector<const Image*>& images);
+PackedImages pack_images(std::vector<Image>&& images) = delete;  // the pixels would not outlive the call
 // Moves recipes drawn on the file sizes onto the decoded pixels (region or DCT-scaled decodes;
 // a whole, full-size decode is left as it is).
 void place_views(std::vector<ViewRecipe>& recipes, const PackedImages& batch);

@@ -246,7 +246,7 @@ __global__ void __launch_bounds__(THREADS, 1024 / THREADS) distill_loss_kernel(D
       }
       top1 = gpu::block_all_reduce<THREADS>(part, gpu::SoftmaxStatsMerge{none}, red.stats).argmax;
     }
-    top1 = min(max(top1, 0), C - 1);  // a row of NaNs has no argmax; the CPU reference says 0
+    if (top1 < 0 || top1 >= C) top1 = 0;  // a row of NaNs has no argmax; the CPU reference says 0
   }
 
   // ---- pass 3: logsoftmax_euclidean's per-teacher distance ----

@@ -34,7 +34,8 @@ KD_HD A smoothed_target(bool is_label, int64_t classes, A eps) {
 // with its index (the lowest among ties, ranks_above's rule), the sums of exp((x - max) / T) and
 // of exp(x - max) (each only when its spec asks for it: one exp per logit per sum), and `aux`, a
 // plain sum carried along in the same reduction. Then log softmax(x / T)_c =
-// (x_c - max) / T - log(sum_t). A NaN logit makes the sums NaN; it never becomes the max.
+// (x_c - max) / T - log(sum_t). A NaN logit makes the sums NaN; it never becomes the max. A -inf
+// logit (a masked class) adds nothing, in whatever order it comes.
 struct SoftmaxStats {
   float max;
   int32_t argmax;  // INT32_MAX while empty, so that an empty set loses every tie
@@ -61,8 +62,12 @@ KD_HD void softmax_stats_push(SoftmaxStats& s, const SoftmaxStatsSpec& spec, flo
     s.max = x;
     s.argmax = index;
   } else {
-    if (spec.sum_t) s.sum_t += expf((x - s.max) * spec.inv_temperature);
-    if (spec.sum_1) s.sum_1 += expf(x - s.max);
+    // A -inf logit (a masked class) adds exp(-inf) = 0; skipping it also avoids exp(-inf - -inf)
+    // = NaN while the max is still -inf. NaN is not -inf: it still reaches the sums.
+    if (x != -INFINITY) {
+      if (spec.sum_t) s.sum_t += expf((x - s.max) * spec.inv_temperature);
+      if (spec.sum_1) s.sum_1 += expf(x - s.max);
+    }
     if (x == s.max && index < s.argmax) s.argmax = index;
   }
 }

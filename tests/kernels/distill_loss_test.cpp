@@ -346,6 +346,32 @@ TEST(DistillLoss, FloatMatchesDoubleAt21kClassesAndStaysFiniteForHugeLogits) {
   }
 }
 
+// A masked teacher class (-inf logit) is a class of probability exactly 0: the loss, gradient and
+// agreement are those with the logit at -1e4 (whose exp underflows to 0 in float and double
+// alike), in float and double, for KL and hard targets, one teacher and three.
+TEST(DistillLoss, MaskedTeacherClassesHaveProbabilityZero) {
+  for (int teachers : {1, 3}) {
+    DistillLossShape sh;
+    sh.rows = 4, sh.classes = 23, sh.teachers = teachers;
+    const Vec s = random_logits(sh.rows * sh.classes, 31);
+    Vec masked = random_logits(sh.teachers * sh.rows * sh.classes, 32), far = masked;
+    for (size_t i = 0; i < masked.size(); ++i)
+      if (i % size_t(sh.classes) % 3 == 0) masked[i] = -INFINITY, far[i] = -1e4;
+    for (DistillDistance d : {DistillDistance::kl, DistillDistance::hard}) {
+      const DistillLossOptions o = options(d, 2.0f, 0.5f, d == DistillDistance::hard ? 0.1f : 0.0f);
+      const std::string what = std::string(distill_distance_name(d)) + ", " + std::to_string(teachers) + " teachers";
+      const Outputs want = run<double>(sh, o, far, s);
+      for (const Outputs& got : {run<double>(sh, o, masked, s), run<float>(sh, o, masked, s)}) {
+        for (double v : got.loss) ASSERT_TRUE(std::isfinite(v)) << what;
+        EXPECT_LT(rel_l2(got.loss, want.loss), 1e-6) << what;
+        EXPECT_LT(rel_l2(got.grad, want.grad), 1e-6) << what;
+        EXPECT_EQ(got.top1, want.top1) << what;
+        EXPECT_EQ(got.rank, want.rank) << what;
+      }
+    }
+  }
+}
+
 TEST(DistillLoss, NullOutputsAreSkipped) {
   DistillLossShape sh;
   sh.rows = 3, sh.classes = 6;

@@ -294,5 +294,42 @@ TEST(SoftmaxStats, EmptyStatsAreTheIdentityOfMergeAndNanPropagates) {
   EXPECT_EQ(one.argmax, 4) << "NaN never becomes the max";
 }
 
+
+// Masked classes (-inf logits) add nothing wherever they fall: first in a part (its max still
+// -inf), between finite ones, or a whole part of them; the statistics are those of the finite
+// logits alone, at every split (the CUDA kernels' -inf rows were NaN before this rule).
+TEST(SoftmaxStats, MinusInfinityLogitsAddNothingInAnyPosition) {
+  const std::vector<float> finite = random_vector<float>(37, 91, -5, 5);
+  std::vector<float> x;
+  std::vector<int32_t> index_of;  // x's position of each finite logit
+  for (size_t i = 0; i < finite.size(); ++i) {
+    for (size_t k = 0; k < i % 3; ++k) x.push_back(-INFINITY);
+    index_of.push_back(int32_t(x.size()));
+    x.push_back(finite[i]);
+  }
+  for (int k = 0; k < 9; ++k) x.push_back(-INFINITY);  // a tail of them: whole parts at 8+ parts
+  SoftmaxStatsSpec spec;
+  spec.inv_temperature = 0.25f, spec.sum_t = spec.sum_1 = true;
+  int32_t best = 0;
+  argmax_rows_cpu<float>(1, int64_t(finite.size()), finite.data(), &best);
+  double sum_t = 0, sum_1 = 0;
+  for (float v : finite) {
+    sum_t += std::exp((double(v) - finite[size_t(best)]) * 0.25);
+    sum_1 += std::exp(double(v) - finite[size_t(best)]);
+  }
+  for (size_t parts : {1, 2, 5, 16, 64}) {
+    const SoftmaxStats s = stats_by_parts(x, spec, parts);
+    EXPECT_EQ(s.max, finite[size_t(best)]) << parts << " parts";
+    EXPECT_EQ(s.argmax, index_of[size_t(best)]) << parts << " parts";
+    EXPECT_NEAR(s.sum_t, sum_t, 1e-5 * sum_t) << parts << " parts";
+    EXPECT_NEAR(s.sum_1, sum_1, 1e-5 * sum_1) << parts << " parts";
+  }
+  SoftmaxStats masked = softmax_stats_empty();  // -inf alone: an empty part that still merges
+  softmax_stats_push(masked, spec, -INFINITY, 3);
+  EXPECT_EQ(masked.sum_t, 0.0f);
+  EXPECT_EQ(masked.sum_1, 0.0f);
+  EXPECT_EQ(masked.argmax, 3);
+}
+
 }  // namespace
 }  // namespace kd

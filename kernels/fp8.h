@@ -63,12 +63,15 @@ KD_HD uint8_t float_to_e4m3(float f) {
 }
 
 // The scale that maps amax onto 448 / 2^margin (margin: headroom in powers of two for values
-// above the calibrated amax). amax 0 (an all-zero tensor) gives scale 1.
+// above the calibrated amax). amax 0 (an all-zero tensor) gives scale 1. At most 2^60: a tiny
+// amax (below ~4e-16) would otherwise give an infinite scale, and the convolution's descale
+// 1 / (x scale * w scale) would underflow to 0; values that small are 0 to an E4M3 code anyway.
+constexpr float kE4M3MaxScale = 1152921504606846976.0f;  // 2^60
 KD_HD float e4m3_scale_for_amax(float amax, int margin) {
   if (!(amax > 0.0f)) return 1.0f;
   float s = kE4M3Max / amax;
   for (int i = 0; i < margin; ++i) s *= 0.5f;
-  return s;
+  return s < kE4M3MaxScale ? s : kE4M3MaxScale;
 }
 
 // Largest |x| of the first `batches` calibration batches of one tensor, then its scale.

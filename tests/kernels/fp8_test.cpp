@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cfloat>
 #include <cmath>
 #include <random>
 
@@ -100,6 +101,14 @@ TEST(Fp8, ScaledRoundTripKeepsThreeMantissaBits) {
   }
   EXPECT_EQ(e4m3_scale_for_amax(0.0f, 0), 1.0f) << "an all-zero tensor";
   EXPECT_EQ(e4m3_scale_for_amax(448.0f, 2), 0.25f) << "two bits of headroom";
+  // a denormal-sized amax: a finite scale, and a descale of two such scales still a normal float
+  for (float tiny : {1e-37f, 1e-41f, 1e-20f}) {
+    const float scale = e4m3_scale_for_amax(tiny, 0);
+    EXPECT_TRUE(std::isfinite(scale)) << tiny;
+    EXPECT_EQ(scale, std::ldexp(1.0f, 60)) << tiny;
+    EXPECT_GE(1.0f / (scale * scale), FLT_MIN) << tiny;
+  }
+  EXPECT_EQ(e4m3_scale_for_amax(1e-3f, 0), 448.0f / 1e-3f) << "ordinary amax: not capped";
 }
 
 TEST(Fp8, NonFiniteCalibrationAndScalesAreErrors) {

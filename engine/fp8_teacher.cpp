@@ -206,7 +206,10 @@ Fp8Summary enable_fp8(Layer& model, int64_t calibration_batches) {
   Fp8Summary s;
   for_each_conv(model, [&](Conv2d& conv) {
     const ConvSpec& c = conv.spec();
-    if (c.c_in >= 16 && c.c_out >= 16 && c.groups == 1) {
+    // Channels in multiples of 16: an NHWC row of E4M3 codes is then 16-byte aligned, which
+    // cuDNN's FP8 engines require (a layer they refuse would cost a failed plan build and run bf16
+    // while counted here as FP8). Every BiT / ResNet width qualifies; the stems do not.
+    if (c.c_in >= 16 && c.c_out >= 16 && c.c_in % 16 == 0 && c.c_out % 16 == 0 && c.groups == 1) {
       conv.set_fp8(std::make_shared<Fp8ConvState>(calibration_batches));
       ++s.fp8_convs;
     } else {

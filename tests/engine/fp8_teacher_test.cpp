@@ -88,11 +88,14 @@ TEST(Fp8Teacher, PerChannelWeightScalesKeepEachChannelsOwnRange) {
 
 TEST(Fp8Teacher, OnlyWideUngroupedConvolutionsTakeFp8) {
   auto ctx = Context::cpu();
-  FrozenConv wide(*ctx, 16, 32), stem(*ctx, 3, 32), narrow(*ctx, 16, 8), depthwise(*ctx, 32, 32, 32);
+  FrozenConv wide(*ctx, 16, 32), stem(*ctx, 3, 32), narrow(*ctx, 16, 8), depthwise(*ctx, 32, 32, 32),
+      unaligned_in(*ctx, 24, 32), unaligned_out(*ctx, 32, 40);
   EXPECT_EQ(enable_fp8(*wide.conv, 2).fp8_convs, 1);
   EXPECT_EQ(enable_fp8(*stem.conv, 2).other_convs, 1);
   EXPECT_EQ(enable_fp8(*narrow.conv, 2).other_convs, 1);
   EXPECT_EQ(enable_fp8(*depthwise.conv, 2).other_convs, 1);
+  EXPECT_EQ(enable_fp8(*unaligned_in.conv, 2).other_convs, 1) << "24 channels: rows of 24 bytes";
+  EXPECT_EQ(enable_fp8(*unaligned_out.conv, 2).other_convs, 1);
   EXPECT_NE(wide.conv->fp8(), nullptr);
   EXPECT_EQ(stem.conv->fp8(), nullptr);
   EXPECT_EQ(enable_fp8(*wide.conv, 2).describe(), "FP8 (E4M3) in 1 of 1 convolutions");
@@ -103,7 +106,7 @@ TEST(Fp8Teacher, OnlyWideUngroupedConvolutionsTakeFp8) {
 
 TEST(Fp8Teacher, CalibratedConvolutionComputesConvOfRoundedInputAndWeights) {
   auto ctx = Context::cpu();
-  FrozenConv c(*ctx, 16, 24);
+  FrozenConv c(*ctx, 16, 32);
   enable_fp8(*c.conv, 2);
   const Tensor x1 = host({2, 6, 5, 16}, 11, 0, 3), x2 = host({2, 6, 5, 16}, 12, 0, 5),
                x3 = host({3, 6, 5, 16}, 13, 0, 4);
@@ -163,7 +166,7 @@ TEST(Fp8Teacher, OnTheGpuTheEmulationMatchesTheCpu) {
   for (int64_t i = 0; i < x.numel(); ++i)
     EXPECT_NEAR(bf16_to_float(yg.data<bf16>()[i]), yc.data<float>()[i], std::fabs(yc.data<float>()[i]) / 128.0f) << i;
 
-  FrozenConv c_gpu(*gpu, 16, 24), c_cpu(*cpu, 16, 24);  // same seed: the same weights
+  FrozenConv c_gpu(*gpu, 16, 32), c_cpu(*cpu, 16, 32);  // same seed: the same weights
   enable_fp8(*c_gpu.conv, 1), enable_fp8(*c_cpu.conv, 1);
   c_gpu.conv->forward(*gpu, xg, Mode::eval), c_cpu.conv->forward(*cpu, x, Mode::eval);
   finish_fp8_calibration(*c_gpu.conv), finish_fp8_calibration(*c_cpu.conv);

@@ -1,10 +1,13 @@
 #include "engine/comm_nccl.h"
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -89,17 +92,46 @@ class NcclCommunicator final : public Communicator {
   }
 
   ~NcclCommunicator() override {
+    // The NCCL stream's last work is awaited only so long, with the watchdog still on: a
+    // collective no peer joins (this rank leaving early) would otherwise hang the process at exit.
+    // While an exception unwinds, the job is ending anyway: a short wait, then the abort.
+    const double limit = std::uncaught_exceptions() > 0 ? std::min(options_.timeout_s, 10.0) : options_.timeout_s;
+    const bool drained =
+        !stream_ || wait_until_done([this] { return cudaStreamQuery(stream_) != cudaErrorNotReady; }, limit);
     {
       std::lock_guard<std::mutex> lock(mu_);
       stopping_ = true;
     }
     cv_.notify_all();
     if (watchdog_.joinable()) watchdog_.join();
-    if (stream_) cudaStreamSynchronize(stream_);
+    if (!drained && comm_) {
+      std::fprintf(stderr,
+                   "kd: warning: rank %d (nccl on cuda:%d): collectives still queued at exit after %d s; "
+                   "aborting the communicator\n",
+                   rank_, device_, int(limit));
+      abort_once();
+      comm_ = nullptr;
+    }
     for (auto& [id, op] : in_flight_) cudaEventDestroy(op.done);
     for (cudaEvent_t e : free_events_) cudaEventDestroy(e);
     for (cudaEvent_t e : graph_events_) cudaEventDestroy(e);
-    if (comm_) ncclCommDestroy(comm_);
+    if (comm_) {
+      // Non-blocking: finalize flushes the communicator's work, polled to the end (bounded), then
+      // the destroy frees it.
+      ncclResult_t state = ncclCommFinalize(comm_);
+      const bool finalized = (state == ncclSuccess || state == ncclInProgress) &&
+                             wait_until_done(
+                                 [this] {
+                                   ncclResult_t s = ncclSuccess;
+                                   return ncclCommGetAsyncError(comm_, &s) != ncclSuccess || s != ncclInProgress;
+                                 },
+                                 std::min(options_.timeout_s, 30.0));
+      if (finalized) {
+        ncclCommDestroy(comm_);
+      } else {
+        abort_once();
+      }
+    }
     if (stream_) cudaStreamDestroy(stream_);
   }
 
@@ -113,7 +145,10 @@ class NcclCommunicator final : public Communicator {
   CommTicket all_reduce(void* data, int64_t count, DType dtype, ReduceOp op, Context& ctx) override {
     const std::string what = "all-reduce of " + std::to_string(count) + " " + dtype_name(dtype);
     begin(ctx);
-    check(ncclAllReduce(data, data, size_t(count), nccl_type(dtype), nccl_op(op), comm_, stream_), "ncclAllReduce");
+    {
+      std::lock_guard<std::mutex> calls(nccl_mu_);
+      check(ncclAllReduce(data, data, size_t(count), nccl_type(dtype), nccl_op(op), comm_, stream_), "ncclAllReduce");
+    }
     await(what);
     return end(what);
   }
@@ -122,7 +157,10 @@ class NcclCommunicator final : public Communicator {
     KD_CHECK(root >= 0 && root < size_, "broadcast from rank ", root, " in a world of ", size_);
     const std::string what = "broadcast of " + std::to_string(count) + " " + dtype_name(dtype);
     begin(ctx);
-    check(ncclBroadcast(data, data, size_t(count), nccl_type(dtype), root, comm_, stream_), "ncclBroadcast");
+    {
+      std::lock_guard<std::mutex> calls(nccl_mu_);
+      check(ncclBroadcast(data, data, size_t(count), nccl_type(dtype), root, comm_, stream_), "ncclBroadcast");
+    }
     await(what);
     return end(what);
   }
@@ -130,16 +168,27 @@ class NcclCommunicator final : public Communicator {
   CommTicket all_gather(const void* send, void* recv, int64_t count, DType dtype, Context& ctx) override {
     const std::string what = "all-gather of " + std::to_string(count) + " " + dtype_name(dtype) + " per rank";
     begin(ctx);
-    check(ncclAllGather(send, recv, size_t(count), nccl_type(dtype), comm_, stream_), "ncclAllGather");
+    {
+      std::lock_guard<std::mutex> calls(nccl_mu_);
+      check(ncclAllGather(send, recv, size_t(count), nccl_type(dtype), comm_, stream_), "ncclAllGather");
+    }
     await(what);
     return end(what);
   }
 
   void wait(CommTicket ticket, Context& ctx) override {
+    cudaEvent_t done = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = in_flight_.find(ticket.id);
+      if (it == in_flight_.end() || it->second.waited) return;
+      done = it->second.done;  // (only this thread retires or reuses it: it is not waited yet)
+    }
+    // The CUDA call outside the lock: were it to block, the watchdog must still be able to abort.
+    KD_CUDA_CHECK(cudaStreamWaitEvent(ctx.cuda_handles().stream, done, 0));
     std::lock_guard<std::mutex> lock(mu_);
     auto it = in_flight_.find(ticket.id);
-    if (it == in_flight_.end() || it->second.waited) return;
-    KD_CUDA_CHECK(cudaStreamWaitEvent(ctx.cuda_handles().stream, it->second.done, 0));
+    if (it == in_flight_.end()) return;
     it->second.waited = true;
     if (it->second.captured) {
       // Its event belongs to the graph now (querying it would break the capture): kept aside,
@@ -237,7 +286,10 @@ class NcclCommunicator final : public Communicator {
     const auto started = Clock::now();
     for (;;) {
       ncclResult_t state = ncclSuccess;
-      check(ncclCommGetAsyncError(comm_, &state), "ncclCommGetAsyncError");
+      {
+        std::lock_guard<std::mutex> calls(nccl_mu_);
+        check(ncclCommGetAsyncError(comm_, &state), "ncclCommGetAsyncError");
+      }
       if (state == ncclSuccess) return;
       if (state != ncclInProgress) fail(what + ": " + ncclGetErrorString(state));
       if (std::chrono::duration<double>(Clock::now() - started).count() > options_.timeout_s)
@@ -276,13 +328,15 @@ class NcclCommunicator final : public Communicator {
   }
 
   cudaEvent_t take_event() {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!free_events_.empty()) {
-      cudaEvent_t e = free_events_.back();
-      free_events_.pop_back();
-      return e;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!free_events_.empty()) {
+        cudaEvent_t e = free_events_.back();
+        free_events_.pop_back();
+        return e;
+      }
     }
-    cudaEvent_t e = nullptr;
+    cudaEvent_t e = nullptr;  // (created outside the lock)
     KD_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
     return e;
   }
@@ -295,6 +349,11 @@ class NcclCommunicator final : public Communicator {
   // The watchdog: completed collectives leave the list; one open past the timeout, or an NCCL
   // error, ends the process.
   void watch() {
+    // A new thread starts on device 0: without this, its first CUDA call would create a context
+    // on GPU 0 in every rank's process (~0.5 GiB each there).
+    const cudaError_t device_set = cudaSetDevice(device_);
+    if (device_set != cudaSuccess)
+      fail(std::string("the watchdog could not select the device: ") + cudaGetErrorString(device_set));
     std::unique_lock<std::mutex> lock(mu_);
     while (!stopping_) {
       cv_.wait_for(lock, std::chrono::milliseconds(100));
@@ -320,18 +379,43 @@ class NcclCommunicator final : public Communicator {
         else
           ++it;
       }
+      // NCCL's calls on one communicator must not overlap across threads (ncclCommGetAsyncError may
+      // complete a pending group job): skipped while the main thread is inside one; the events'
+      // timeout above still fires if it never returns.
+      std::unique_lock<std::mutex> calls(nccl_mu_, std::try_to_lock);
       ncclResult_t state = ncclSuccess;
-      if (ncclCommGetAsyncError(comm_, &state) == ncclSuccess && state != ncclSuccess && state != ncclInProgress)
+      if (calls.owns_lock() && ncclCommGetAsyncError(comm_, &state) == ncclSuccess && state != ncclSuccess &&
+          state != ncclInProgress)
         fail(std::string("NCCL reported an error: ") + ncclGetErrorString(state));
     }
   }
 
   [[noreturn]] void fail(const std::string& why) {
+    if (failing_.exchange(true)) {  // the other thread is already failing: it ends the process
+      for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
+    }
     std::fprintf(stderr, "kd: error: rank %d (nccl on cuda:%d): %s. Aborting the communicator and the job.\n", rank_,
                  device_, why.c_str());
     std::fflush(stderr);
-    ncclCommAbort(comm_);
+    abort_once();
     std::_Exit(75);
+  }
+
+  // ncclCommAbort, at most once (the watchdog and the main thread may both get here), outside
+  // nccl_mu_: it is what unblocks a call stuck inside NCCL.
+  void abort_once() {
+    if (!aborted_.exchange(true)) ncclCommAbort(comm_);
+  }
+
+  // Polls done() every millisecond until it holds (true) or `seconds` passed (false).
+  template <typename Done>
+  static bool wait_until_done(Done done, double seconds) {
+    const auto started = Clock::now();
+    while (!done()) {
+      if (std::chrono::duration<double>(Clock::now() - started).count() > seconds) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return true;
   }
 
   std::unique_ptr<Bootstrap> bootstrap_;
@@ -340,7 +424,9 @@ class NcclCommunicator final : public Communicator {
   ncclComm_t comm_ = nullptr;
   cudaStream_t stream_ = nullptr;
   int64_t next_id_ = 0;
-  std::mutex mu_;  // guards in_flight_, free_events_, stopping_
+  std::mutex mu_;       // guards in_flight_, free_events_, stopping_
+  std::mutex nccl_mu_;  // held around every NCCL call on comm_ (they must not overlap across threads)
+  std::atomic<bool> failing_{false}, aborted_{false};
   std::condition_variable cv_;
   bool stopping_ = false;
   InFlightMap in_flight_;

@@ -105,7 +105,9 @@ TEST(NcclComm, CollectivesCapturedInAGraphRunAtEveryReplay) {
   Tensor x = host.to(Device::cuda, ctx.get());
   auto graph = CudaGraph::capture(*ctx, [&] {
     scale_cuda(ctx->cuda_handles(), x.numel(), 2.0f, x.data<float>());
-    comm->wait(comm->all_reduce(x.raw(), x.numel(), DType::f32, ReduceOp::sum, *ctx), *ctx);
+    // avg, not sum: one rank's in-place sum may be no work at all for NCCL, while avg multiplies
+    // by 1/1 in a kernel, so a real NCCL node is captured (the values stay exact)
+    comm->wait(comm->all_reduce(x.raw(), x.numel(), DType::f32, ReduceOp::avg, *ctx), *ctx);
     scale_cuda(ctx->cuda_handles(), x.numel(), 3.0f, x.data<float>());
     comm->wait_all(*ctx);
   });

@@ -313,7 +313,12 @@ TrainResult run_loop(Context& ctx, Communicator& comm, StepRunner& runner, Loade
       pending.push_back(p);
       const bool must_read = done == s.total_steps || stopping || checkpoint_due || eval_due;
       const bool window_end = done % s.log_every == 0 || int64_t(pending.size()) == ledger->capacity();
-      const bool going_on = must_read ? drain() : (!window_end || start_read()) && account_arrived();
+      // With several ranks, a window is accounted for only at points every rank reaches at the
+      // same step (the ledger full, or a drain): whether a copy has arrived yet differs between
+      // ranks, and a divergence noticed earlier on one would end its loop while the others go on
+      // into a collective it never joins.
+      const bool poll = comm.size() == 1;
+      const bool going_on = must_read ? drain() : (!window_end || start_read()) && (!poll || account_arrived());
       if (!going_on) return result;
     } else {
       const bool applied = std::isfinite(loss) && r.optim.finite;

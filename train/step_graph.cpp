@@ -98,6 +98,19 @@ void StepGraph::enqueue_body(Context& ctx) {
   if (optimizer_in_graph()) runner_.optimizer().enqueue_deferred(ctx, block_.data<double>());
 }
 
+// A launch that fails drops the graph (the next step does not launch it again) and ends the run
+// with the error: the device may be in a bad state, and with several ranks the others already
+// launched theirs.
+void StepGraph::launch(Context& ctx, const std::string& what) {
+  try {
+    graph_->launch();
+  } catch (const Error&) {
+    graph_.reset();
+    throw;
+  }
+  comm_.watch_launch(ctx, what);  // its collectives, as one
+}
+
 // Adam and SGD gate on the device and run the same kernels every step; Shampoo reads its gate
 // back and varies its work (statistics, root steps), so it runs after the graph, uncaptured.
 bool StepGraph::optimizer_in_graph() const { return runner_.optimizer().gates_on_device(); }
@@ -125,24 +138,38 @@ StepResult StepGraph::run(Context& ctx, const RankBatch& batch, double* stats) {
   ++steps_;
   const std::string launch_name = "the captured step (step " + std::to_string(batch.step) + ")";
   if (graph_) {
-    graph_->launch();
-    comm_.watch_launch(ctx, launch_name);  // its collectives, as one
+    launch(ctx, launch_name);
     add_to_counters(runner_.student(), counters_per_step_);
   } else if (ctx.is_cuda() && !capture_failed_ && steps_ > eager_steps_) {
     const std::vector<double> before = read_counters(runner_.student());
+    std::string why_not;
     try {
       graph_ = CudaGraph::capture(ctx, [&] { enqueue_body(ctx); });
+    } catch (const Error& e) {
+      why_not = e.what();
+    }
+    // Every rank launches its graph, or none does: a collective captured on one rank and issued
+    // eagerly on another would pair the wrong operations (NCCL's rule for graphs). The capture
+    // happens at the same step everywhere, so this host all-reduce is matched.
+    if (comm_.size() > 1) {
+      double failed = why_not.empty() ? 0.0 : 1.0;
+      comm_.all_reduce_host(&failed, 1, ReduceOp::sum);
+      if (failed > 0 && why_not.empty())
+        why_not = "the capture failed on " + std::to_string(int(failed)) + " of " + std::to_string(comm_.size()) +
+                  " ranks";
+    }
+    if (why_not.empty()) {
       counters_per_step_ = read_counters(runner_.student());
       for (size_t i = 0; i < before.size(); ++i) counters_per_step_[i] -= before[i];
       message_ = "the step is a CUDA graph from step " + std::to_string(batch.step) + " on (" +
                  std::to_string(graph_->nodes()) + " nodes, " + std::to_string(graph_->private_bytes() >> 20) +
                  " MiB of activations its own; run.cuda_graph = off runs it uncaptured)";
-      graph_->launch();
-      comm_.watch_launch(ctx, launch_name);
-    } catch (const Error& e) {
+      launch(ctx, launch_name);
+    } else {
+      graph_.reset();
       capture_failed_ = true;
       comm_.abandon_captured();
-      message_ = std::string("warning: ") + e.what() + "; the step runs uncaptured (run.cuda_graph = off hides this)";
+      message_ = "warning: " + why_not + "; the step runs uncaptured (run.cuda_graph = off hides this)";
       std::vector<double> undo = before, now = read_counters(runner_.student());
       for (size_t i = 0; i < undo.size(); ++i) undo[i] -= now[i];
       add_to_counters(runner_.student(), undo);  // (the abandoned capture's host code counted)

@@ -54,6 +54,7 @@ class StepGraph {
 
  private:
   void enqueue_body(Context& ctx);  // the graph's part of the step
+  void launch(Context& ctx, const std::string& what);  // the graph, then its watch
   bool optimizer_in_graph() const;
   void keep(Context& ctx, Tensor& slot, const Tensor& value);
 

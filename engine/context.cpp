@@ -111,6 +111,15 @@ bool cuda_available(std::string* why_not) {
   return true;
 }
 
+int cuda_device_count() {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return count;
+}
+
 void* device_alloc(size_t bytes, int device_index) {
   void* p = nullptr;
   KD_CUDA_CHECK(cudaSetDevice(device_index));
@@ -288,6 +297,7 @@ bool cuda_available(std::string* why_not) {
   if (why_not) *why_not = "no CUDA device: kd was built without CUDA (KD_CUDA=OFF)";
   return false;
 }
+int cuda_device_count() { return 0; }
 void* device_alloc(size_t, int) { KD_FAIL("kd was built without CUDA: cannot allocate device memory"); }
 void device_free(void*) {}
 void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes, Context*) {

@@ -14,6 +14,8 @@ namespace kd {
 // True when kd was built with CUDA and a device is usable. Without a driver (the dev/CI
 // machines) the runtime reports an error rather than zero devices; both mean "no".
 bool cuda_available(std::string* why_not = nullptr);
+// How many CUDA devices this process sees (0 without a driver, or built without CUDA).
+int cuda_device_count();
 
 class Context {
  public:

@@ -134,6 +134,16 @@ void check_in_range(const Var& index, const Var& count) {
 
 }  // namespace
 
+int gpu_for_local_rank(int local_rank, int local_size, int visible_devices) {
+  KD_CHECK(visible_devices >= 1, "no CUDA device is visible to local rank ", local_rank);
+  if (local_rank < visible_devices) return local_rank;
+  if (visible_devices == 1) return 0;  // one GPU bound to each rank
+  KD_FAIL("local rank ", local_rank, " of ", local_size, " sees ", visible_devices,
+          " CUDA devices: a node runs one rank per visible GPU, or each rank sees exactly its own "
+          "(CUDA_VISIBLE_DEVICES = '", std::getenv("CUDA_VISIBLE_DEVICES") ? std::getenv("CUDA_VISIBLE_DEVICES") : "",
+          "')");
+}
+
 std::string first_host_of_nodelist(const std::string& nodelist, const std::string& what) {
   const std::string where = what + "=\"" + nodelist + "\"";
   size_t end = 0;

@@ -53,6 +53,12 @@ struct LaunchInfo {
 // `getenv` is injectable for tests; it returns nullptr for an unset variable.
 LaunchInfo detect_launch(const std::function<const char*(const char*)>& getenv = std::getenv);
 
+// The GPU index a rank drives, given how many devices its process sees: its local rank when the
+// node's ranks all see every GPU; 0 when each sees exactly one (a launcher that binds a GPU per
+// task: Slurm's --gpus-per-task=1, a per-rank CUDA_VISIBLE_DEVICES). Anything else is an error
+// naming the counts and CUDA_VISIBLE_DEVICES.
+int gpu_for_local_rank(int local_rank, int local_size, int visible_devices);
+
 // The first host of a Slurm node list: "node7" -> "node7", "a,b" -> "a",
 // "gpu[01-04,07]" -> "gpu01", "r[1-2]-n[3,5],x" -> "r1-n3". Throws on an unclosed bracket or a
 // bracket that does not start with a number; `what` names the list in the message.

@@ -24,7 +24,7 @@ std::string device_for_rank(const std::string& device, const LaunchInfo& launch)
   const bool gpu = cuda_available(&why);
   KD_CHECK(device != "cuda" || gpu, "run.device = cuda but no CUDA device is usable: ", why);
   if (!gpu) return "cpu";
-  return "cuda:" + std::to_string(launch.local_rank);
+  return "cuda:" + std::to_string(gpu_for_local_rank(launch.local_rank, launch.local_size, cuda_device_count()));
 }
 
 }  // namespace

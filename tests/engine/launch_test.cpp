@@ -260,5 +260,18 @@ TEST(Launch, RealEnvironmentIsReadByDefault) {
   EXPECT_FALSE(info.master_addr.empty());
 }
 
+// Which GPU a rank drives: its local rank where every rank sees the node's GPUs, 0 where a
+// launcher bound one GPU to each rank, and an error naming the counts otherwise.
+TEST(Launch, TheGpuOfALocalRankFollowsWhatTheProcessSees) {
+  EXPECT_EQ(gpu_for_local_rank(0, 1, 1), 0);
+  EXPECT_EQ(gpu_for_local_rank(3, 8, 8), 3);
+  EXPECT_EQ(gpu_for_local_rank(3, 4, 8), 3) << "fewer ranks than GPUs";
+  EXPECT_EQ(gpu_for_local_rank(5, 8, 1), 0) << "--gpus-per-task=1: each rank sees its own as device 0";
+  const std::string e = test::error_of([] { gpu_for_local_rank(5, 8, 4); });
+  EXPECT_NE(e.find("local rank 5 of 8 sees 4 CUDA devices"), std::string::npos) << e;
+  EXPECT_NE(e.find("CUDA_VISIBLE_DEVICES"), std::string::npos) << e;
+  EXPECT_NE(test::error_of([] { gpu_for_local_rank(0, 1, 0); }).find("no CUDA device"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace kd

@@ -160,6 +160,17 @@ TrainResult run_loop(Context& ctx, Communicator& comm, StepRunner& runner, Loade
   }
   std::vector<PendingStep> pending;
 
+  // Where a step went non-finite, job-wide: each rank's flags name only its own logits, so with
+  // several ranks the first rank (in rank order) that saw non-finite logits is named. Only for a
+  // step that was not applied, which every rank knows alike (the loss and gradient norm are the
+  // job's), so the host all-gather is matched.
+  auto job_phase = [&](const std::string& mine) {
+    if (comm.size() == 1) return mine;
+    const std::vector<std::string> all = comm.all_gather_host(mine);
+    for (size_t r = 0; r < all.size(); ++r)
+      if (!all[r].empty()) return all[r] + " on rank " + std::to_string(r);
+    return std::string();
+  };
   // What the host does with a step once its loss and gradient norm are known: the non-finite
   // policy, the window sums and the observers. False: the run diverged (result filled in).
   auto account = [&](const PendingStep& p, double loss, double agree, double grad_norm, bool applied,
@@ -167,7 +178,7 @@ TrainResult run_loop(Context& ctx, Communicator& comm, StepRunner& runner, Loade
     if (!applied) {
       StepResult r;
       r.optim.lr = p.lr, r.optim.grad_norm = grad_norm;
-      const std::string what = nonfinite_report(loss, r, p.step, phase);
+      const std::string what = nonfinite_report(loss, r, p.step, job_phase(phase));
       if (skipped < s.skip_nonfinite) {
         if (!ledger) runner.optimizer().skip_step(ctx);  // (the device path counted it already)
         ++skipped, ++result.skipped_nonfinite;

@@ -24,6 +24,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -289,6 +290,26 @@ TEST_F(Parallel, AStoppedRankEndsTheJobNamingItAndTheLastCheckpointLoads) {
   EXPECT_EQ(f.metadata().at("step"), "6");  // checkpoint.every=2: the last before step 7
   const Tensor w = f.tensor("head.fc.bias");
   for (int64_t i = 0; i < w.numel(); ++i) EXPECT_TRUE(std::isfinite(w.data<float>()[i]));
+}
+
+// A non-finite step over two ranks (KD_FAULT injects it on both) ends both at that step, with
+// host-read statistics and with statistics on the device (read per window, accounted for at steps
+// every rank reaches alike), naming the step, the phase and the first rank that saw it; no rank is
+// left waiting in a collective (the job ends well before the timeout).
+TEST_F(Parallel, ADivergenceOverTwoRanksEndsBothNamingStepPhaseAndRank) {
+  for (const char* stats : {"host", "device"}) {
+    const std::string name = std::string("diverge_") + stats;
+    const Proc p = run_ranks(2, distill(name, 10, {std::string("run.step_stats=") + stats, "run.log_every=5",
+                                                   "comm.timeout_s=30"}),
+                             dir_->str(), 120, {}, "KD_FAULT=nan.teacher_logits:step=4");
+    EXPECT_NE(p.code, 0) << p.err;
+    EXPECT_LT(p.seconds, 30) << stats << ": a rank waited for the timeout";
+    EXPECT_NE(p.err.find(" is NaN at step 4 (lr "), std::string::npos) << stats << p.err;
+    EXPECT_NE(p.err.find("in the teacher forward (the teachers' logits are not finite) on rank 0"), std::string::npos)
+        << stats << p.err;
+    EXPECT_EQ(p.err.find("timeout"), std::string::npos) << stats << p.err;
+    EXPECT_FALSE(std::filesystem::exists(dir_->str() + "/runs/" + name + "/model.safetensors")) << stats;
+  }
 }
 
 TEST_F(Parallel, RanksWithDifferentConfigurationsRefuseToRun) {

@@ -130,7 +130,9 @@ TEST(StepStatsCuda, RowsAndGateMatchTheCpu) {
 }
 
 // The update kernels under the gate: a skipped step changes nothing, an applied one equals the
-// plain kernel with the gate's scale.
+// plain kernel with the gate's scale. Under a gate the kernels take lr, the bias corrections and
+// the step from the block too (kStatLr .. kStatStep, as begin_deferred writes them), so each
+// optimizer gets a block with its own schedule; the host arguments' lr and step are decoys.
 TEST(StepStatsCuda, TheUpdateKernelsFollowTheGate) {
   KD_REQUIRE_CUDA();
   const CudaHandles& h = test::cuda_test_context().cuda_handles();
@@ -141,14 +143,20 @@ TEST(StepStatsCuda, TheUpdateKernelsFollowTheGate) {
   for (bool applied : {false, true}) {
     std::vector<double> gate(kStatWidth, 0.0);
     gate[kStatApplied] = applied ? 1 : 0, gate[kStatGradScale] = 0.37;
-    DeviceArray<double> d_gate(gate);
     AdamHyper hp;
     hp.lr = 0.01f, hp.step = 3;
+    std::vector<double> adam_gate = gate, sgd_gate = gate;
+    store_step_scalars({double(hp.lr), adam_bias_correction(hp.beta1, hp.step),
+                        adam_bias_correction(hp.beta2, hp.step), hp.step},
+                       adam_gate.data() + kStatLr);
+    DeviceArray<double> d_gate(adam_gate);
     std::vector<float> w = w0, m = m0, v = v0;
     if (applied) adam_update_cpu(n, hp, 0.05f, 0.37f, w.data(), g.data(), m.data(), v.data());
     DeviceArray<float> d_w(w0), d_g(g), d_m(m0), d_v(v0);
-    // grad_scale 5 is ignored: the gate's 0.37 counts.
-    adam_update_cuda(h, n, hp, 0.05f, 5.0f, d_w.get(), d_g.get(), d_m.get(), d_v.get(), nullptr, d_gate.get());
+    // grad_scale 5, lr 7 and step 9 are ignored: the gate's 0.37 and schedule count.
+    AdamHyper decoy = hp;
+    decoy.lr = 7.0f, decoy.step = 9;
+    adam_update_cuda(h, n, decoy, 0.05f, 5.0f, d_w.get(), d_g.get(), d_m.get(), d_v.get(), nullptr, d_gate.get());
     EXPECT_LE(test::rel_l2(d_w.download(), w), 1e-6) << "adam applied " << applied;
     EXPECT_LE(test::rel_l2(d_v.download(), v), 1e-6) << "adam applied " << applied;
     if (!applied) {
@@ -157,10 +165,14 @@ TEST(StepStatsCuda, TheUpdateKernelsFollowTheGate) {
 
     SgdHyper sp;
     sp.lr = 0.1f, sp.step = 2;
+    store_step_scalars({double(sp.lr), 1.0f, 1.0f, sp.step}, sgd_gate.data() + kStatLr);
+    DeviceArray<double> d_sgd_gate(sgd_gate);
     std::vector<float> ws = w0, buf = m0;
     if (applied) sgd_update_cpu(n, sp, 0.0f, 0.37f, ws.data(), g.data(), buf.data());
     DeviceArray<float> d_ws(w0), d_buf(m0);
-    sgd_update_cuda(h, n, sp, 0.0f, 5.0f, d_ws.get(), d_g.get(), d_buf.get(), nullptr, d_gate.get());
+    SgdHyper sgd_decoy = sp;
+    sgd_decoy.lr = 7.0f, sgd_decoy.step = 9;
+    sgd_update_cuda(h, n, sgd_decoy, 0.0f, 5.0f, d_ws.get(), d_g.get(), d_buf.get(), nullptr, d_sgd_gate.get());
     EXPECT_LE(test::rel_l2(d_ws.download(), ws), 1e-6) << "sgd applied " << applied;
     if (!applied) {
       EXPECT_EQ(d_buf.download(), m0);

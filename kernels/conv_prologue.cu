@@ -56,9 +56,19 @@ std::unique_ptr<cudnn::GraphPlan> try_plan(const CudaHandles& h, const Conv2dSha
 
 std::unique_ptr<cudnn::GraphPlan> build_plan(const CudaHandles& h, const Conv2dShape& s, bool per_sample,
                                              const int64_t align[5]) {
+  // A refusal may come as no plan or as a throw (a descriptor cuDNN will not finalize): either
+  // way the other type is tried, and the message keeps both reasons.
+  auto attempt = [&](cudnnDataType_t type, std::string* why) -> std::unique_ptr<cudnn::GraphPlan> {
+    try {
+      return try_plan(h, s, per_sample, align, type, why);
+    } catch (const Error& e) {
+      *why = e.what();
+      return nullptr;
+    }
+  };
   std::string why_f32, why_bf16;
-  if (auto p = try_plan(h, s, per_sample, align, CUDNN_DATA_FLOAT, &why_f32)) return p;
-  if (auto p = try_plan(h, s, per_sample, align, CUDNN_DATA_BFLOAT16, &why_bf16)) return p;
+  if (auto p = attempt(CUDNN_DATA_FLOAT, &why_f32)) return p;
+  if (auto p = attempt(CUDNN_DATA_BFLOAT16, &why_bf16)) return p;
   KD_FAIL("no cuDNN engine for the convolution prologue with ", per_sample ? "per-sample" : "per-channel",
           " scale and shift (fp32 input: ", why_f32.empty() ? "no engine configs" : why_f32,
           "; bf16 input: ", why_bf16.empty() ? "no engine configs" : why_bf16, ") [", cudnn::version_string(), "]");

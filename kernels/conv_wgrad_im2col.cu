@@ -4,6 +4,7 @@
 // against the CPU reference there.
 #include <map>
 #include <mutex>
+#include <vector>
 
 #include "kernels/check.h"
 #include "kernels/conv_wgrad_im2col.h"
@@ -25,21 +26,31 @@ __global__ void im2col_kernel(Conv2dShape s, int64_t n0, int64_t rows, int64_t K
   }
 }
 
-// One column buffer per stream, grown in stream order and kept (the kernels of one stream run in
-// order, so reuse needs no wait).
+// One column buffer per stream, grown in stream order (the kernels of one stream run in order, so
+// reuse needs no wait) to powers of two. An outgrown buffer is kept, not freed: a CUDA graph
+// captured earlier may still write it at every replay (as the context's workspace keeps its
+// buffers); with power-of-two sizes the kept ones add at most the current one's size. Growing
+// while the stream is being captured is refused (the allocation would be captured).
 bf16* column_buffer(const CudaHandles& h, int64_t elements) {
   struct Buffer {
     void* data = nullptr;
     int64_t elements = 0;
+    std::vector<void*> outgrown;
   };
   static std::mutex* mutex = new std::mutex;
   static auto* buffers = new std::map<cudaStream_t, Buffer>;  // never destroyed (teardown order)
   std::lock_guard<std::mutex> lock(*mutex);
   Buffer& b = (*buffers)[h.stream];
   if (elements > b.elements) {
-    if (b.data) KD_CUDA_CHECK(cudaFreeAsync(b.data, h.stream));
-    KD_CUDA_CHECK(cudaMallocAsync(&b.data, size_t(elements) * sizeof(bf16), h.stream));
-    b.elements = elements;
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    KD_CUDA_CHECK(cudaStreamIsCapturing(h.stream, &capture));
+    KD_CHECK(capture == cudaStreamCaptureStatusNone, "the im2col column buffer would grow from ", b.elements, " to ",
+             elements, " elements inside a CUDA graph capture (run an uncaptured step of this shape first)");
+    int64_t size = int64_t(1) << 20;
+    while (size < elements) size *= 2;
+    if (b.data) b.outgrown.push_back(b.data);
+    KD_CUDA_CHECK(cudaMallocAsync(&b.data, size_t(size) * sizeof(bf16), h.stream));
+    b.elements = size;
   }
   return static_cast<bf16*>(b.data);
 }

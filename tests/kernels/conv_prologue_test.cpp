@@ -83,7 +83,9 @@ TEST(ConvPrologueCuda, TheFusedGraphMatchesTheCpuOrIsRefusedByName) {
       std::printf("conv prologue, %s scale and shift, %s: %s\n", form.c_str(), s.describe().c_str(),
                   refused.empty() ? "fused by cuDNN" : ("refused: " + refused).c_str());
       if (!per_sample) {
-        ASSERT_TRUE(refused.empty()) << "cuDNN's documented per-channel prologue: " << refused;
+        // EXPECT and go on: the per-sample answer is printed for every shape either way
+        EXPECT_TRUE(refused.empty()) << "cuDNN's documented per-channel prologue: " << refused;
+        if (!refused.empty()) continue;
       } else if (!refused.empty()) {
         EXPECT_NE(refused.find("no cuDNN engine for the convolution prologue with per-sample"), std::string::npos)
             << refused;

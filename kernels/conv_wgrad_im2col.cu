@@ -1,6 +1,6 @@
 // conv2d_backward_filter_im2col_cuda: per chunk of images, a kernel writes the column matrix
-// (one thread per element, im2col_source's index math, 2-byte stores) and cuBLASLt adds
-// dy^T col into dw. Never run on a GPU yet; tests/kernels/conv_wgrad_im2col_test.cpp checks it
+// (the index math once per 8 channels and 16-byte copies where c_in % 8 == 0, else per element)
+// and cuBLASLt adds dy^T col into dw. Never run on a GPU yet; tests/kernels/conv_wgrad_im2col_test.cpp checks it
 // against the CPU reference there.
 #include <map>
 #include <mutex>
@@ -18,11 +18,23 @@ namespace {
 // The column matrix per chunk: 64M elements (128 MB of bf16) at most.
 constexpr int64_t kMaxColumnElements = int64_t(64) << 20;
 
+// The column matrix, `kPer` consecutive channels of one tap per work item: item i is row
+// i / (K / kPer), columns k .. k + kPer - 1 with k = i % (K / kPer) * kPer. The index math runs once
+// per item (im2col_source of its first channel); the channels after it are contiguous in x (NHWC)
+// and in col. kPer = 8 copies 16 bytes at once: c_in % 8 == 0 keeps the 8 channels within one tap
+// and every source and destination 16-byte aligned (x aligned; col from the allocator).
+template <int kPer>
 __global__ void im2col_kernel(Conv2dShape s, int64_t n0, int64_t rows, int64_t K, const bf16* x, bf16* col) {
-  const int64_t total = rows * K, stride = int64_t(gridDim.x) * blockDim.x;
+  const int64_t per_row = K / kPer, total = rows * per_row, stride = int64_t(gridDim.x) * blockDim.x;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
-    const int64_t src = im2col_source(s, n0, i / K, i % K);
-    col[i] = src < 0 ? bf16{0} : x[src];
+    const int64_t row = i / per_row, k = (i - row * per_row) * kPer;
+    const int64_t src = im2col_source(s, n0, row, k);
+    bf16* dst = col + row * K + k;
+    if constexpr (kPer == 8) {
+      *reinterpret_cast<uint4*>(dst) = src < 0 ? make_uint4(0, 0, 0, 0) : *reinterpret_cast<const uint4*>(x + src);
+    } else {
+      *dst = src < 0 ? bf16{0} : x[src];
+    }
   }
 }
 
@@ -64,10 +76,16 @@ void conv2d_backward_filter_im2col_cuda(const CudaHandles& h, const Conv2dShape&
   const int64_t rows_per_image = s.out_h() * s.out_w(), K = s.kh * s.kw * s.c_in;
   const int64_t chunk = conv_images_per_chunk(s, kMaxColumnElements);
   bf16* col = column_buffer(h, chunk * rows_per_image * K);
+  const bool vectors = s.c_in % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
   for (int64_t n0 = 0; n0 < s.n; n0 += chunk) {
     const int64_t rows = (std::min(s.n, n0 + chunk) - n0) * rows_per_image;
-    im2col_kernel<<<gpu::grid_for(h, rows * K), gpu::kThreads, 0, h.stream>>>(s, n0, rows, K, x, col);
-    KD_CUDA_LAUNCH_CHECK("im2col_kernel");
+    if (vectors) {
+      im2col_kernel<8><<<gpu::grid_for(h, rows * K / 8), gpu::kThreads, 0, h.stream>>>(s, n0, rows, K, x, col);
+      KD_CUDA_LAUNCH_CHECK("im2col_kernel<8>");
+    } else {
+      im2col_kernel<1><<<gpu::grid_for(h, rows * K), gpu::kThreads, 0, h.stream>>>(s, n0, rows, K, x, col);
+      KD_CUDA_LAUNCH_CHECK("im2col_kernel<1>");
+    }
     gemm_cuda(h, true, false, s.c_out, K, rows, 1.0f, dy + n0 * rows_per_image * s.c_out, s.c_out, col, K, 1.0f, dw, K);
   }
 }

@@ -39,6 +39,31 @@ TEST(ConvWgradIm2col, ChunkedIm2colGemmIsTheReferenceWeightGradient) {
   }
 }
 
+// What the CUDA kernel's 16-byte copies rely on: with c_in % 8 == 0, the 8 columns from a
+// multiple of 8 on come from one tap, so their sources are 8 consecutive elements of x (or all in
+// the padding). Every row and column block of padded, strided shapes.
+TEST(ConvWgradIm2col, EightChannelsFromAMultipleOfEightAreContiguousInX) {
+  for (const Conv2dShape& s : {conv_shape(2, 6, 6, 16, 8, 3, 1, 1), conv_shape(2, 7, 5, 8, 4, 3, 2, 2),
+                               conv_shape(3, 9, 7, 24, 8, 7, 2, 3)}) {
+    const int64_t rows = (s.n - 1) * s.out_h() * s.out_w(), K = s.kh * s.kw * s.c_in;  // images 1 .. n - 1
+    int64_t padded = 0, inside = 0;
+    for (int64_t row = 0; row < rows; ++row)
+      for (int64_t k = 0; k < K; k += 8) {
+        const int64_t first = im2col_source(s, 1, row, k);
+        (first < 0 ? padded : inside) += 1;
+        for (int64_t j = 1; j < 8; ++j) {
+          ASSERT_EQ(im2col_source(s, 1, row, k + j), first < 0 ? -1 : first + j)
+              << s.describe() << " row " << row << " column " << k + j;
+        }
+        if (first >= 0) {
+          ASSERT_EQ(first % 8, 0) << "16-byte aligned in an aligned x";
+        }
+      }
+    EXPECT_GT(padded, 0) << s.describe();
+    EXPECT_GT(inside, 0) << s.describe();
+  }
+}
+
 TEST(ConvWgradIm2col, AppliesToPatchesOfOneGroupOnly) {
   EXPECT_TRUE(conv_wgrad_im2col_applies(conv_shape(1, 8, 8, 3, 64, 7, 2, 3)));
   EXPECT_TRUE(conv_wgrad_im2col_applies(conv_shape(1, 8, 8, 64, 64, 1, 2, 0)));
@@ -59,10 +84,12 @@ TEST(ConvWgradIm2colCuda, MatchesTheCpuReference) {
     const std::vector<float> dw0 = test::random_vector<float>(size_t(s.w_numel()), 6, -1, 1);
     std::vector<float> want = dw0;
     conv2d_backward_filter_cpu<float>(s, x.values.data(), dy.values.data(), want.data());
-    test::DeviceArray<bf16> d_x(x.bits, 1), d_dy(dy.bits);  // x only 2-byte aligned
-    test::DeviceArray<float> d_dw(dw0);
-    conv2d_backward_filter_im2col_cuda(h, s, d_x.get(), d_dy.get(), d_dw.get());
-    EXPECT_LE(test::rel_l2(d_dw.download(), want), 1e-4) << s.describe();
+    for (size_t offset : {0, 1}) {  // 16-byte copies where c_in % 8 == 0; x only 2-byte aligned: per element
+      test::DeviceArray<bf16> d_x(x.bits, offset), d_dy(dy.bits);
+      test::DeviceArray<float> d_dw(dw0);
+      conv2d_backward_filter_im2col_cuda(h, s, d_x.get(), d_dy.get(), d_dw.get());
+      EXPECT_LE(test::rel_l2(d_dw.download(), want), 1e-4) << s.describe() << ", x offset " << offset;
+    }
   }
 }
 #endif

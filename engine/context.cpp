@@ -134,6 +134,13 @@ void* device_alloc(size_t bytes, int device_index) {
   return p;
 }
 
+size_t device_free_bytes(int device_index) {
+  KD_CUDA_CHECK(cudaSetDevice(device_index));
+  size_t free_b = 0, total_b = 0;
+  KD_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  return free_b;
+}
+
 void device_free(void* p) {
   if (p) cudaFree(p);  // errors at process exit (runtime unloading) are harmless
 }
@@ -204,6 +211,8 @@ uint8_t* Context::host_staging(size_t bytes) {
 void Context::upload_staging(void* device_dst, size_t bytes) {
   KD_CHECK(cuda_, "upload_staging: a cpu context has no device to upload to");
   CudaState& st = *cuda_;
+  KD_CHECK(!capturing_, "upload_staging inside a captured CUDA graph (each replay would copy the buffer as it is "
+           "then, and the slot's event would be recorded in the graph)");
   CudaState::StagingSlot& slot = st.current_staging(bytes, "upload_staging");
   if (bytes == 0) return;
   KD_CUDA_CHECK(cudaMemcpyAsync(device_dst, slot.host, bytes, cudaMemcpyHostToDevice, st.handles.stream));
@@ -213,6 +222,8 @@ void Context::upload_staging(void* device_dst, size_t bytes) {
 const uint8_t* Context::upload_staging_for_kernels(size_t bytes) {
   KD_CHECK(cuda_, "upload_staging_for_kernels: a cpu context has no device to upload to");
   CudaState& st = *cuda_;
+  KD_CHECK(!capturing_, "upload_staging_for_kernels inside a captured CUDA graph (each replay would copy the "
+           "buffer as it is then, and the slot's events would be recorded in the graph)");
   CudaState::StagingSlot& slot = st.current_staging(bytes, "upload_staging_for_kernels");
   if (!slot.released) KD_CUDA_CHECK(cudaEventCreateWithFlags(&slot.released, cudaEventDisableTiming));
   if (bytes > slot.device_bytes) {
@@ -300,6 +311,7 @@ bool cuda_available(std::string* why_not) {
 int cuda_device_count() { return 0; }
 void* device_alloc(size_t, int) { KD_FAIL("kd was built without CUDA: cannot allocate device memory"); }
 void device_free(void*) {}
+size_t device_free_bytes(int) { return 0; }
 void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes, Context*) {
   KD_CHECK(dst_dev == Device::cpu && src_dev == Device::cpu, "kd was built without CUDA: no device copies");
   if (bytes) std::memcpy(dst, src, bytes);

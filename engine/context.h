@@ -107,6 +107,8 @@ std::unique_ptr<Context> make_context(const std::string& device);
 // Raw device memory, used by the pool and the parameter store.
 void* device_alloc(size_t bytes, int device_index);
 void device_free(void* p);
+// Device memory not yet allocated by anyone on cuda:device_index (cudaMemGetInfo's free).
+size_t device_free_bytes(int device_index);
 // Copies between any two devices. Device-to-device copies with a CUDA context are ordered on its
 // stream and return at once; the others are synchronous with respect to the context's stream.
 void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes, Context* ctx);

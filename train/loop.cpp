@@ -271,7 +271,9 @@ TrainResult run_loop(Context& ctx, Communicator& comm, StepRunner& runner, Loade
     const RankBatch rb = rank_batch(std::move(*batch), sampler.first_slot(), has_partner);
     // The window's last step is profiled, so its record carries the phases it measured (the
     // optimizer's phase too: the timer stops in update()).
-    const bool profiling = timer && ((step + 1) % s.log_every == 0 || step + 1 == s.total_steps);
+    // (Beside a replaying graph only where memory holds a second step's activations.)
+    const bool profiling = timer && ((step + 1) % s.log_every == 0 || step + 1 == s.total_steps) &&
+                           (!graph || graph->room_for_an_uncaptured_step(ctx));
     if (profiling) timer->reset();
     double* stats = ledger ? ledger->row(int64_t(pending.size())) : nullptr;
     // A profiled step runs uncaptured: its phases are timed between launches.

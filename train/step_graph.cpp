@@ -81,7 +81,7 @@ void StepGraph::keep(Context& ctx, Tensor& slot, const Tensor& value) {
     return;
   }
   if (!slot.defined() || slot.shape() != value.shape() || slot.dtype() != value.dtype()) {
-    if (slot.defined()) graph_.reset(), steps_ = 0;
+    graph_.reset(), steps_ = 0;  // (also for an input new this step: the graph does not read it)
     slot = Tensor::empty(value.shape(), value.dtype(), ctx);
   }
   slot.copy_from(value, &ctx);
@@ -109,6 +109,21 @@ void StepGraph::launch(Context& ctx, const std::string& what) {
     throw;
   }
   comm_.watch_launch(ctx, what);  // its collectives, as one
+}
+
+bool StepGraph::room_for_an_uncaptured_step(Context& ctx) {
+  if (!graph_ || !ctx.is_cuda()) return true;
+  const MemoryPool& pool = ctx.pool();
+  const size_t available = device_free_bytes(ctx.device_index()) + (pool.bytes_reserved() - pool.bytes_in_use());
+  const size_t needed = graph_->private_bytes() + graph_->private_bytes() / 4;  // (+25%: a different order)
+  const bool room = available >= needed;
+  if (!room && !told_no_room_) {
+    told_no_room_ = true;
+    message_ = "the profiled steps are replayed like the others, without a per-phase time: an uncaptured step needs " +
+               std::to_string(needed >> 20) + " MiB beside the graph's, " + std::to_string(available >> 20) +
+               " MiB are free (kd bench times the phases; run.cuda_graph = off times them in the run)";
+  }
+  return room;
 }
 
 // Adam and SGD gate on the device and run the same kernels every step; Shampoo reads its gate

@@ -50,6 +50,11 @@ class StepGraph {
   // Whether steps are replayed now; what the capture said (once: "captured ..." or "... failed:
   // ..."), empty when there is nothing new.
   bool replaying() const { return graph_ != nullptr; }
+  // Whether a step may run uncaptured beside the graph (a profiled step, timed phase by phase):
+  // the graph keeps its activations to itself, so such a step needs as much memory again. True
+  // before a capture and on the CPU; false (saying so once) when the device's free memory and the
+  // pool's cache would not hold it, so the run replays that step instead of ending out of memory.
+  bool room_for_an_uncaptured_step(Context& ctx);
   std::string take_message();
 
  private:
@@ -63,6 +68,7 @@ class StepGraph {
   int64_t eager_steps_;
   int64_t steps_ = 0;  // since the inputs' shapes last changed
   bool capture_failed_ = false;
+  bool told_no_room_ = false;
   std::unique_ptr<CudaGraph> graph_;
   std::vector<MicroBatchInputs> inputs_;  // per micro-batch, at fixed addresses
   Tensor block_;                          // kernels/step_stats.h, at a fixed address

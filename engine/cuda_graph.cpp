@@ -63,6 +63,8 @@ std::unique_ptr<CudaGraph> CudaGraph::capture(Context& ctx, const std::function<
       enqueue();
     } catch (const std::exception& e) {
       failure = e.what();
+    } catch (...) {  // whatever it was, the capture must still be ended below
+      failure = "an exception that is not a std::exception";
     }
   }
   // Ends the capture whatever happened (the stream leaves capture mode; an invalidated capture
@@ -77,7 +79,11 @@ std::unique_ptr<CudaGraph> CudaGraph::capture(Context& ctx, const std::function<
     KD_FAIL("CUDA graph capture failed: ", failure);
   }
   size_t nodes = 0;
-  KD_CUDA_CHECK(cudaGraphGetNodes(graph, nullptr, &nodes));
+  if (const cudaError_t counted = cudaGraphGetNodes(graph, nullptr, &nodes); counted != cudaSuccess) {
+    cudaGraphDestroy(graph);
+    cudaGetLastError();
+    KD_FAIL("CUDA graph capture failed: counting the captured graph's nodes returned ", cudaGetErrorString(counted));
+  }
   const cudaError_t made = cudaGraphInstantiate(&state->exec, graph, 0);
   cudaGraphDestroy(graph);
   if (made != cudaSuccess) {

@@ -91,7 +91,10 @@ std::shared_ptr<Storage> MemoryPool::allocate(size_t bytes) {
     try {
       p = st->system_alloc(cls);
     } catch (const Error&) {
-      // Out of memory: drop the cache and try once more before giving up.
+      // Out of memory: drop the cache and try once more before giving up; not while a graph is
+      // captured (cudaFree synchronizes the device, which a capture may not do: the capture fails
+      // with this error instead, and the step runs uncaptured).
+      if (owner) throw;
       release_cached();
       p = st->system_alloc(cls);
     }
@@ -111,7 +114,16 @@ std::shared_ptr<Storage> MemoryPool::allocate(size_t bytes) {
   storage->release = [st, cls, owner](void* ptr) {
     std::lock_guard<std::mutex> lock(st->mutex);
     st->in_use -= cls;
-    (owner && !owner->retired ? owner->free_blocks : st->free_blocks).emplace(cls, ptr);
+    if (owner && !owner->retired) {
+      owner->free_blocks.emplace(cls, ptr);
+    } else if (!owner && st->active) {
+      // A block from before the capture whose last tensor died inside it: the capture may hand it
+      // out again (its address then baked into the graph), so it belongs to the graph's set now.
+      st->active->free_blocks.emplace(cls, ptr);
+      st->active->bytes += cls;
+    } else {
+      st->free_blocks.emplace(cls, ptr);
+    }
   };
   return storage;
 }

@@ -27,8 +27,10 @@ class MemoryPool {
   // reused inside the step; work outside the graph must never receive one of them, or a replay
   // would overwrite what it keeps there. While a set is in use (use_private), allocations take
   // its free blocks first, then the shared cache's, then the system's, and a block so taken goes
-  // back to the set, never to the shared cache, when its last tensor dies: the set holds exactly
-  // the memory the graph may write, and nothing else is ever handed it. retire() (the graph is
+  // back to the set, never to the shared cache, when its last tensor dies, as does a block from
+  // before that dies while the set is in use (a captured kernel may have used it): the set holds
+  // the memory the graph may write, and nothing else is ever handed it. Out of memory while a
+  // set is in use throws at once (no cache release: cudaFree may not run inside a capture). retire() (the graph is
   // gone) returns the set's free blocks to the shared cache, and later releases go there too.
   struct PrivateBlocks;
   std::shared_ptr<PrivateBlocks> new_private_blocks();

@@ -29,6 +29,7 @@ AsyncReadback::~AsyncReadback() {
 
 void AsyncReadback::start(const void* device_src, size_t bytes) {
   KD_CHECK(!in_flight_ || ready(), "AsyncReadback: a copy is still in flight");
+  KD_CHECK(!ctx_.capturing(), "AsyncReadback: a read inside a captured CUDA graph (its event could not be queried)");
   if (bytes > capacity_) {
 #if KD_HAVE_CUDA
     if (ctx_.is_cuda()) {

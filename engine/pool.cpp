@@ -168,6 +168,12 @@ size_t MemoryPool::bytes_reserved() const {
   std::lock_guard<std::mutex> lock(state_->mutex);
   return state_->reserved;
 }
+size_t MemoryPool::bytes_cached_shared() const {
+  std::lock_guard<std::mutex> lock(state_->mutex);
+  size_t bytes = 0;
+  for (const auto& [cls, p] : state_->free_blocks) bytes += cls;
+  return bytes;
+}
 size_t MemoryPool::peak_bytes_in_use() const {
   std::lock_guard<std::mutex> lock(state_->mutex);
   return state_->peak;

@@ -40,6 +40,9 @@ class MemoryPool {
 
   size_t bytes_in_use() const;
   size_t bytes_reserved() const;  // in use + cached
+  // Cached blocks that work outside a graph may be handed (the shared cache; a private set's
+  // free blocks are reserved but not among them).
+  size_t bytes_cached_shared() const;
   size_t peak_bytes_in_use() const;
   void reset_peak();
   static size_t size_class(size_t bytes);

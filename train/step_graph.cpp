@@ -35,9 +35,6 @@ void add_to_counters(Model& model, const std::vector<double>& delta) {
   }
 }
 
-}  // namespace
-
-namespace {
 // Why the step cannot be captured here ("" when it can).
 std::string capture_refused(const Communicator& comm, const Context& ctx, bool stats_on_device) {
   if (!stats_on_device) return "the step's statistics are read on the host every step (run.step_stats = host)";
@@ -46,6 +43,7 @@ std::string capture_refused(const Communicator& comm, const Context& ctx, bool s
   if (fault::nonfinite_planned()) return "KD_FAULT injects non-finite values from the host";
   return "";
 }
+
 }  // namespace
 
 bool step_graph_on(const std::string& setting, const Communicator& comm, const Context& ctx, bool stats_on_device,
@@ -113,8 +111,8 @@ void StepGraph::launch(Context& ctx, const std::string& what) {
 
 bool StepGraph::room_for_an_uncaptured_step(Context& ctx) {
   if (!graph_ || !ctx.is_cuda()) return true;
-  const MemoryPool& pool = ctx.pool();
-  const size_t available = device_free_bytes(ctx.device_index()) + (pool.bytes_reserved() - pool.bytes_in_use());
+  // (The graph's own idle blocks are cached too, but no uncaptured step may have them.)
+  const size_t available = device_free_bytes(ctx.device_index()) + ctx.pool().bytes_cached_shared();
   const size_t needed = graph_->private_bytes() + graph_->private_bytes() / 4;  // (+25%: a different order)
   const bool room = available >= needed;
   if (!room && !told_no_room_) {
@@ -170,8 +168,8 @@ StepResult StepGraph::run(Context& ctx, const RankBatch& batch, double* stats) {
       double failed = why_not.empty() ? 0.0 : 1.0;
       comm_.all_reduce_host(&failed, 1, ReduceOp::sum);
       if (failed > 0 && why_not.empty())
-        why_not = "the capture failed on " + std::to_string(int(failed)) + " of " + std::to_string(comm_.size()) +
-                  " ranks";
+        why_not =
+            "the capture failed on " + std::to_string(int(failed)) + " of " + std::to_string(comm_.size()) + " ranks";
     }
     if (why_not.empty()) {
       counters_per_step_ = read_counters(runner_.student());

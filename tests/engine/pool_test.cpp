@@ -36,6 +36,8 @@ TEST(MemoryPool, PrivateBlocksAreNeverHandedToSharedAllocations) {
   }
   pool->use_private(nullptr);
   EXPECT_EQ(MemoryPool::private_bytes(*set), 2 * MemoryPool::size_class(4096) + MemoryPool::size_class(300));
+  EXPECT_EQ(pool->bytes_cached_shared(), 0u) << "the set's idle blocks are cached, but not for shared use";
+  EXPECT_EQ(pool->bytes_reserved() - pool->bytes_in_use(), MemoryPool::private_bytes(*set));
   // Outside: the set's (free) blocks are not reused; fresh memory is.
   std::vector<std::shared_ptr<Storage>> outside;
   for (int i = 0; i < 4; ++i) {

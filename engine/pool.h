@@ -30,8 +30,9 @@ class MemoryPool {
   // back to the set, never to the shared cache, when its last tensor dies, as does a block from
   // before that dies while the set is in use (a captured kernel may have used it): the set holds
   // the memory the graph may write, and nothing else is ever handed it. Out of memory while a
-  // set is in use throws at once (no cache release: cudaFree may not run inside a capture). retire() (the graph is
-  // gone) returns the set's free blocks to the shared cache, and later releases go there too.
+  // set is in use throws at once (no cache release: cudaFree may not run inside a capture).
+  // retire() (the graph is gone) returns the set's free blocks to the shared cache, and later
+  // releases go there too.
   struct PrivateBlocks;
   std::shared_ptr<PrivateBlocks> new_private_blocks();
   void use_private(std::shared_ptr<PrivateBlocks> set);  // null: the shared cache again

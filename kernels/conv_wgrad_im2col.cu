@@ -1,7 +1,7 @@
 // conv2d_backward_filter_im2col_cuda: per chunk of images, a kernel writes the column matrix
 // (the index math once per 8 channels and 16-byte copies where c_in % 8 == 0, else per element)
-// and cuBLASLt adds dy^T col into dw. Never run on a GPU yet; tests/kernels/conv_wgrad_im2col_test.cpp checks it
-// against the CPU reference there.
+// and cuBLASLt adds dy^T col into dw. Never run on a GPU yet; tests/kernels/conv_wgrad_im2col_test.cpp
+// checks it against the CPU reference there.
 #include <map>
 #include <mutex>
 #include <vector>

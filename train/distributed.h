@@ -17,7 +17,7 @@ namespace kd {
 
 struct Distributed {
   LaunchInfo launch;
-  std::string device;                  // run.device resolved for this rank: "cuda:<local rank>" (engine/launch.h gpu_for_local_rank)
+  std::string device;                  // run.device resolved for this rank (engine/launch.h gpu_for_local_rank)
   std::unique_ptr<Context> ctx;        // this rank's device
   std::unique_ptr<Communicator> comm;  // destroyed before the context
 };

@@ -53,7 +53,8 @@ class StepGraph {
   // Whether a step may run uncaptured beside the graph (a profiled step, timed phase by phase):
   // the graph keeps its activations to itself, so such a step needs as much memory again. True
   // before a capture and on the CPU; false (saying so once) when the device's free memory and the
-  // pool's shared cache would not hold it, so the run replays that step instead of ending out of memory.
+  // pool's shared cache would not hold it, so the run replays that step instead of ending out of
+  // memory.
   bool room_for_an_uncaptured_step(Context& ctx);
   std::string take_message();
 

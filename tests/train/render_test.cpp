@@ -102,7 +102,8 @@ TEST(Render, PackedPixelsAreGatheredAtTheirOffsetsAndRenderAsOneBuffer) {
       ASSERT_EQ(packed[v].data<float>()[i], whole[v].data<float>()[i]) << "view " << v << " element " << i;
   }
   double spread = 0;
-  for (int64_t i = 0; i < packed[0].numel(); ++i) spread += std::abs(packed[0].data<float>()[i] - packed[0].data<float>()[0]);
+  const float* first = packed[0].data<float>();
+  for (int64_t i = 0; i < packed[0].numel(); ++i) spread += std::abs(first[i] - first[0]);
   EXPECT_GT(spread, 1.0) << "the random pixels rendered as a constant";
 }
 

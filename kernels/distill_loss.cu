@@ -304,9 +304,16 @@ __global__ void __launch_bounds__(THREADS, 1024 / THREADS) distill_loss_kernel(D
   if (tid == 0 && a.teacher_top1) a.teacher_top1[r] = top1;
 }
 
+// The kernel family's shared-memory facts, asked of the driver once per device.
+gpu::RowKernelLimits& limits() {
+  static gpu::RowKernelLimits family(&distill_loss_kernel<128>, &distill_loss_kernel<256>, &distill_loss_kernel<512>,
+                                     &distill_loss_kernel<1024>);
+  return family;
+}
+
 template <int THREADS>
 void launch(const CudaHandles& h, const DistillArgs& a, int64_t smem_bytes) {
-  gpu::allow_dynamic_shared(reinterpret_cast<const void*>(&distill_loss_kernel<THREADS>), smem_bytes);
+  limits().allow_dynamic_shared(h.device, reinterpret_cast<const void*>(&distill_loss_kernel<THREADS>), smem_bytes);
   distill_loss_kernel<THREADS><<<unsigned(a.rows), THREADS, size_t(smem_bytes), h.stream>>>(a);
   KD_CUDA_LAUNCH_CHECK("distill_loss_kernel");
 }
@@ -320,8 +327,7 @@ void distill_loss_cuda(const CudaHandles& h, const DistillLossShape& s, const Di
   KD_CHECK(s.rows < (int64_t(1) << 31) && s.classes < (int64_t(1) << 31),
            "distill_loss_cuda: rows and classes must be < 2^31, got ", s.rows, " x ", s.classes);
   if (s.rows == 0 || !(loss_rows || dstudent || teacher_top1 || student_rank)) return;
-  const int64_t budget = gpu::row_kernel_shared_budget(&distill_loss_kernel<128>, &distill_loss_kernel<256>,
-                                                       &distill_loss_kernel<512>, &distill_loss_kernel<1024>);
+  const int64_t budget = limits().shared_budget(h.device);
   const LogitRowsPlan plan = distill_loss_cuda_plan(s, budget);
   // Only a huge ensemble (thousands of teachers) would outgrow a block's shared memory.
   KD_CHECK(plan.shared_bytes <= budget, "distill_loss_cuda: ", s.teachers,

@@ -4,7 +4,10 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <initializer_list>
+#include <map>
+#include <mutex>
+#include <utility>
+#include <vector>
 
 #include "kernels/cuda_check.h"
 #include "kernels/logit_rows.h"
@@ -52,11 +55,10 @@ __device__ __forceinline__ float* staging_region(void* smem, int64_t header_byte
   return reinterpret_cast<float*>(static_cast<char*>(smem) + header_bytes) + k * stride;
 }
 
-// The dynamic shared memory a block of any of `kernels` may use on the current device: the
-// opt-in limit less the largest static shared memory among them.
-inline int64_t shared_budget_of(std::initializer_list<const void*> kernels) {
-  int device = 0, optin = 0;
-  KD_CUDA_CHECK(cudaGetDevice(&device));
+// The dynamic shared memory a block of any of `kernels` may use on `device` (the current one):
+// the opt-in limit less the largest static shared memory among them.
+inline int64_t shared_budget_of(int device, const std::vector<const void*>& kernels) {
+  int optin = 0;
   KD_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   size_t static_bytes = 0;
   for (const void* k : kernels) {
@@ -66,16 +68,40 @@ inline int64_t shared_budget_of(std::initializer_list<const void*> kernels) {
   }
   return int64_t(optin) - int64_t(static_bytes);
 }
-template <typename... Kernels>
-int64_t row_kernel_shared_budget(Kernels... kernels) {
-  return shared_budget_of({reinterpret_cast<const void*>(kernels)...});
-}
 
-// Lets `kernel` launch with `bytes` of dynamic shared memory (beyond the default 48 KiB, less
-// static, a block needs the opt-in; set every time: a host-side attribute, no stream work).
-inline void allow_dynamic_shared(const void* kernel, int64_t bytes) {
-  if (bytes > 0) KD_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-}
+// The launch-side facts of one row kernel family (its 128..1024-thread instances), asked of the
+// driver once per device rather than on every call: the dynamic shared-memory budget, and the
+// largest dynamic size each instance has been allowed so far (the attribute only needs raising).
+// A call site keeps one in a function-local static; thread-safe.
+class RowKernelLimits {
+ public:
+  template <typename... Kernels>
+  explicit RowKernelLimits(Kernels... kernels) : kernels_{reinterpret_cast<const void*>(kernels)...} {}
+
+  int64_t shared_budget(int device) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = budget_.find(device);
+    if (it == budget_.end()) it = budget_.emplace(device, shared_budget_of(device, kernels_)).first;
+    return it->second;
+  }
+
+  // Lets `kernel` (one of the family) launch with `bytes` of dynamic shared memory: beyond the
+  // default 48 KiB less static, a block needs the opt-in, a host-side attribute (no stream work).
+  void allow_dynamic_shared(int device, const void* kernel, int64_t bytes) {
+    if (bytes <= 0) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    int64_t& allowed = allowed_[{device, kernel}];
+    if (bytes <= allowed) return;
+    KD_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+    allowed = bytes;
+  }
+
+ private:
+  std::mutex mu_;
+  const std::vector<const void*> kernels_;
+  std::map<int, int64_t> budget_;
+  std::map<std::pair<int, const void*>, int64_t> allowed_;
+};
 
 }  // namespace gpu
 }  // namespace kd

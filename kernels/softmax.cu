@@ -77,9 +77,16 @@ __global__ void __launch_bounds__(THREADS, 1024 / THREADS) cross_entropy_kernel(
   }
 }
 
+// The kernel family's shared-memory facts, asked of the driver once per device.
+gpu::RowKernelLimits& limits() {
+  static gpu::RowKernelLimits family(&cross_entropy_kernel<128>, &cross_entropy_kernel<256>, &cross_entropy_kernel<512>,
+                                     &cross_entropy_kernel<1024>);
+  return family;
+}
+
 template <int THREADS>
 void launch(const CudaHandles& h, int64_t rows, const CrossEntropyArgs& a, int64_t smem_bytes) {
-  gpu::allow_dynamic_shared(reinterpret_cast<const void*>(&cross_entropy_kernel<THREADS>), smem_bytes);
+  limits().allow_dynamic_shared(h.device, reinterpret_cast<const void*>(&cross_entropy_kernel<THREADS>), smem_bytes);
   cross_entropy_kernel<THREADS><<<unsigned(rows), THREADS, size_t(smem_bytes), h.stream>>>(a);
   KD_CUDA_LAUNCH_CHECK("cross_entropy_kernel");
 }
@@ -105,10 +112,7 @@ void cross_entropy_cuda(const CudaHandles& h, int64_t rows, int64_t classes, con
   a.grad_scale = grad_scale;
   // A row is read twice only with the gradient or smoothing; stage it then, when it fits.
   const bool second_pass = dlogits || (loss_rows && label_smoothing != 0.0f);
-  const int64_t budget =
-      second_pass ? gpu::row_kernel_shared_budget(&cross_entropy_kernel<128>, &cross_entropy_kernel<256>,
-                                                  &cross_entropy_kernel<512>, &cross_entropy_kernel<1024>)
-                  : 0;
+  const int64_t budget = second_pass ? limits().shared_budget(h.device) : 0;
   const LogitRowsPlan plan = logit_rows_plan(classes, 1, 0, budget);
   a.cache = plan.cache_rows;
   switch (plan.threads) {

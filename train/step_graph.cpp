@@ -20,6 +20,13 @@ std::vector<double> read_counters(Model& model) {
   return out;
 }
 
+// How much each counter moved since `before` (read_counters' order): now - before.
+std::vector<double> counters_since(Model& model, const std::vector<double>& before) {
+  std::vector<double> moved = read_counters(model);
+  for (size_t i = 0; i < moved.size(); ++i) moved[i] -= before[i];
+  return moved;
+}
+
 void add_to_counters(Model& model, const std::vector<double>& delta) {
   size_t k = 0;
   for (Param& p : model.params().buffers()) {
@@ -172,8 +179,7 @@ StepResult StepGraph::run(Context& ctx, const RankBatch& batch, double* stats) {
             "the capture failed on " + std::to_string(int(failed)) + " of " + std::to_string(comm_.size()) + " ranks";
     }
     if (why_not.empty()) {
-      counters_per_step_ = read_counters(runner_.student());
-      for (size_t i = 0; i < before.size(); ++i) counters_per_step_[i] -= before[i];
+      counters_per_step_ = counters_since(runner_.student(), before);
       message_ = "the step is a CUDA graph from step " + std::to_string(batch.step) + " on (" +
                  std::to_string(graph_->nodes()) + " nodes, " + std::to_string(graph_->private_bytes() >> 20) +
                  " MiB of activations its own; run.cuda_graph = off runs it uncaptured)";
@@ -183,8 +189,8 @@ StepResult StepGraph::run(Context& ctx, const RankBatch& batch, double* stats) {
       capture_failed_ = true;
       comm_.abandon_captured();
       message_ = "warning: " + why_not + "; the step runs uncaptured (run.cuda_graph = off hides this)";
-      std::vector<double> undo = before, now = read_counters(runner_.student());
-      for (size_t i = 0; i < undo.size(); ++i) undo[i] -= now[i];
+      std::vector<double> undo = counters_since(runner_.student(), before);
+      for (double& d : undo) d = -d;
       add_to_counters(runner_.student(), undo);  // (the abandoned capture's host code counted)
       enqueue_body(ctx);                         // (nothing of the abandoned capture ran)
     }

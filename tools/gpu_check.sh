@@ -198,7 +198,7 @@ if want sanitizer; then
   # memcheck and initcheck over every CUDA kernel test; racecheck (shared-memory hazards, slow)
   # over the tests of kd's own kernels: cuDNN's and cuBLAS's are not ours to fix.
   echo "== compute-sanitizer (the CUDA kernel tests)"
-  own='*NormCuda*:*AugmentCuda*:*DistillLossCuda*:*CrossEntropyCuda*:*WeightStdCuda*:*PoolCuda*:*OptimCuda*:*ElementwiseCuda*:*CastCuda*:*GraftCuda*:*ShampooCuda*:*Fp8Cuda*:*ChannelPadCuda*'
+  own='*NormCuda*:*AugmentCuda*:*DistillLossCuda*:*CrossEntropyCuda*:*WeightStdCuda*:*PoolCuda*:*OptimCuda*:*ElementwiseCuda*:*CastCuda*:*GraftCuda*:*ShampooCuda*:*Fp8Cuda*:*ChannelPadCuda*:*ChannelCuda*:*StepStatsCuda*:*ConvWgradIm2colCuda*'
   san_detail=()
   : > "$out/sanitizer.log"
   for tool in ${KD_GPU_SANITIZER_TOOLS:-memcheck racecheck initcheck}; do

@@ -144,11 +144,17 @@ void TrainOptions::bind(ConfigSchema& s) {
            "teacher.N.resolution=384 (any teacher list: teacher.N.weights=...)");
     s.bind("teacher.precision", &teacher.precision,
            "default: the context's (bf16 on a GPU, fp32 on the CPU); fp8: E4M3 inputs and weights in the convolutions "
-           "of >= 16 channels, per-tensor scales calibrated on training images (emulated for now: "
-           "engine/fp8_teacher.h)",
+           "of >= 16 channels, per-tensor scales calibrated on training images (cuDNN's FP8 convolutions on "
+           "GPUs that have them, emulated elsewhere: engine/fp8_teacher.h)",
            {"default", "fp8"});
     s.bind("teacher.fp8_calibration_batches", &teacher.fp8_calibration_batches,
            "fp8: batches of data.batch_size training images (centre crops) whose largest activations set the scales");
+    s.bind("teacher.fp8_min_agreement", &teacher.fp8_min_agreement,
+           "fp8: after calibration, each teacher's FP8 top-1 is compared with its full-precision top-1 on the first "
+           "calibration images (up to 1,024); below this agreement the run refuses to start (a broken or unsuitable "
+           "FP8 teacher), 0: never");
+    s.bind("teacher.fp8_max_kl", &teacher.fp8_max_kl,
+           "fp8: the same check's largest mean KL(full precision || FP8) at temperature 1 that a run accepts");
     s.bind("distill.strategy", &distill.strategy, "teaching strategy",
            {"fixed", "independent", "consistent", "function_matching"});
     s.bind("distill.distance", &distill.distance, "loss between student and teacher outputs",
@@ -256,6 +262,9 @@ void TrainOptions::validate() const {
     for (int64_t r : teacher.resolution) KD_CHECK(r > 0, "teacher.resolution values must be positive, got ", r);
     KD_CHECK(teacher.fp8_calibration_batches >= 1, "teacher.fp8_calibration_batches must be >= 1, got ",
              teacher.fp8_calibration_batches);
+    KD_CHECK(teacher.fp8_min_agreement >= 0 && teacher.fp8_min_agreement <= 1,
+             "teacher.fp8_min_agreement must be in [0, 1], got ", teacher.fp8_min_agreement);
+    KD_CHECK(teacher.fp8_max_kl > 0, "teacher.fp8_max_kl must be positive, got ", teacher.fp8_max_kl);
     KD_CHECK(distill.temperature > 0, "distill.temperature must be positive");
     KD_CHECK(augment.mixup_alpha > 0, "augment.mixup_alpha must be positive");
   }

@@ -64,6 +64,9 @@ struct TeacherOptions {
   std::vector<int64_t> resolution;   // input size per member (one applies to all; none: augment.teacher_resolution)
   std::string precision = "default";  // or "fp8" (engine/fp8_teacher.h)
   int64_t fp8_calibration_batches = 4;  // of data.batch_size training images, centre crops
+  // The check after calibration (train/fp8_calibration.h): a run refuses a teacher whose FP8
+  // top-1 agrees with its full-precision top-1 less often, or whose KL to it is larger.
+  double fp8_min_agreement = 0.95, fp8_max_kl = 0.1;
 };
 
 struct DistillOptions {

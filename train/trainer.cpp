@@ -247,10 +247,13 @@ TrainResult run_training(const TrainOptions& options_in, const std::string& reso
 #endif
     std::vector<int64_t> resolutions;
     for (size_t k = 0; k < teachers.size(); ++k) resolutions.push_back(step_config.teacher_res(k));
+    Fp8Check check;
     const Fp8Summary fp8 = prepare_fp8_teachers(*ctx, teachers, resolutions, data.train, eval_settings(o),
-                                                o.teacher.fp8_calibration_batches, o.data.batch_size);
+                                                o.teacher.fp8_calibration_batches, o.data.batch_size, &check);
     message("  teacher precision fp8: " + fp8.describe() + ", scales calibrated on the centre crops of " +
             std::to_string(fp8.calibration_images) + " training images; " + fp8_path(*ctx));
+    message("  fp8 check: " + check.describe());
+    require_fp8_fidelity(check, o.teacher.fp8_min_agreement, o.teacher.fp8_max_kl);
   }
   EpochSampler sampler = make_sampler(*data.train, o.data, uint64_t(o.run.seed), comm.rank(), comm.size());
   if (data.train->shard(0) >= 0)

@@ -97,6 +97,13 @@ TEST_F(Distill, Fp8TeacherResumesBitwiseAndAgreesWithTheFullPrecisionOne) {
   ASSERT_EQ(straight.code, 0) << straight.err;
   EXPECT_NE(straight.err.find("teacher precision fp8: FP8 (E4M3) in 8 of 9 convolutions"), std::string::npos)
       << straight.err;
+  // The check after calibration: the FP8 teacher against itself in full precision, on the 2 x 16
+  // calibration images (train/fp8_calibration.h).
+  const std::string check = "fp8 check: top-1 agreement with full precision ";
+  const size_t at = straight.err.find(check);
+  ASSERT_NE(at, std::string::npos) << straight.err;
+  EXPECT_GE(std::stod(straight.err.substr(at + check.size())), 90.0) << straight.err.substr(at, 120);
+  EXPECT_NE(straight.err.find("on 32 calibration images", at), std::string::npos) << straight.err.substr(at, 120);
   const auto first =
       run_kd(concat({"distill"}, concat(distill_run("fp8_resumed", 8), concat(fp8, {"run.stop_after=4"}))));
   ASSERT_EQ(first.code, 0) << first.err;
@@ -110,6 +117,22 @@ TEST_F(Distill, Fp8TeacherResumesBitwiseAndAgreesWithTheFullPrecisionOne) {
   EXPECT_GE(json_value(eval.out, "agreement"), 0.95) << eval.out;
   EXPECT_LT(json_value(eval.out, "kl"), 0.01) << eval.out;
   EXPECT_GT(json_value(eval.out, "kl"), 0.0) << "FP8 rounding changes the function a little: " << eval.out;
+}
+
+// A teacher that FP8 moves beyond teacher.fp8_max_kl is refused before the first step, by a
+// message that names the figures and the option; no checkpoint is written.
+TEST_F(Distill, AnFp8TeacherBeyondTheLimitsIsRefusedBeforeTheFirstStep) {
+  const auto r = run_kd(concat(
+      {"distill"}, concat(distill_run("fp8_refused", 4),
+                          {"teacher.precision=fp8", "teacher.fp8_calibration_batches=1", "teacher.fp8_max_kl=1e-12"})));
+  EXPECT_NE(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("changes the teacher's function too much"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("above teacher.fp8_max_kl = 1e-12"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir_->str() + "/runs/fp8_refused/model.safetensors"));
+  const auto bad = run_kd(concat({"distill"}, concat(distill_run("fp8_bad_option", 4),
+                                                     {"teacher.precision=fp8", "teacher.fp8_min_agreement=1.5"})));
+  EXPECT_NE(bad.code, 0);
+  EXPECT_NE(bad.err.find("teacher.fp8_min_agreement must be in [0, 1], got 1.5"), std::string::npos) << bad.err;
 }
 
 // An ensemble's summary.json carries each member's top-1 and the student's agreement with each.

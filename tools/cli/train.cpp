@@ -117,11 +117,14 @@ int run_eval(const EvalArgs& a) {
   if (fp8) {
     // The checkpoint as an FP8 teacher would run (engine/fp8_teacher.h); with --teacher T for the
     // same T, the agreement and KL measure what FP8 changes in its function.
-    const Fp8Summary s = prepare_fp8_teachers(*ctx, {student.get()}, {settings.student_resolution}, data.train, settings,
-                                              options.teacher.fp8_calibration_batches, options.data.batch_size);
+    Fp8Check check;
+    const Fp8Summary s =
+        prepare_fp8_teachers(*ctx, {student.get()}, {settings.student_resolution}, data.train, settings,
+                             options.teacher.fp8_calibration_batches, options.data.batch_size, &check);
     if (!a.json)
-      std::printf("%s: %s, scales calibrated on %lld training images; %s\n", a.checkpoint.c_str(),
-                  s.describe().c_str(), (long long)s.calibration_images, fp8_path(*ctx).c_str());
+      std::printf("%s: %s, scales calibrated on %lld training images; %s\n%s: fp8 check: %s\n", a.checkpoint.c_str(),
+                  s.describe().c_str(), (long long)s.calibration_images, fp8_path(*ctx).c_str(), a.checkpoint.c_str(),
+                  check.describe().c_str());
   }
   const EvalResult r = evaluate(*ctx, *student, teachers, data.test, settings);
   if (a.json)

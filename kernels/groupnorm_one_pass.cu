@@ -52,6 +52,23 @@ __device__ __forceinline__ GroupNormSpan block_of(const GroupNormShape& s, int g
   return groupnorm_block_span(s, groups_per_block, int64_t(blockIdx.x));
 }
 
+// Thread threadIdx.x's 16-byte chunks of `values` (walk: groupnorm_chunk_walk), kIn loads issued
+// before the first is used; f(q, chunk) for each, in chunk order.
+template <int THREADS, int kIn, typename F>
+__device__ __forceinline__ void for_each_loaded_chunk(const bf16* __restrict__ values, const GroupNormChunkWalk& walk,
+                                                      int64_t chunks, F&& f) {
+  for (int64_t q0 = threadIdx.x, at = walk.first; q0 < chunks; q0 += kIn * THREADS, at += kIn * walk.stride) {
+    uint4 u[kIn];
+#pragma unroll
+    for (int i = 0; i < kIn; ++i)
+      u[i] = q0 + i * THREADS < chunks ? __ldcs(reinterpret_cast<const uint4*>(values + at + i * walk.stride))
+                                       : make_uint4(0, 0, 0, 0);  // (read once from DRAM: streaming loads)
+#pragma unroll
+    for (int i = 0; i < kIn; ++i)
+      if (q0 + i * THREADS < chunks) f(q0 + i * THREADS, u[i]);
+  }
+}
+
 // ---- forward, 16-byte chunks, G > 1 groups a block -----------------------------------------
 template <int THREADS, int G>
 __global__ void __launch_bounds__(THREADS)
@@ -76,9 +93,10 @@ __global__ void __launch_bounds__(THREADS)
     a[j] = 0.0f, b[j] = 0.0f;
   }
 
-  // 1. copy and sum
-  for (int64_t q = threadIdx.x; q < chunks; q += THREADS) {
-    const uint4 u = __ldcs(reinterpret_cast<const uint4*>(xi + groupnorm_chunk_offset(s, 8, span, blk.g0, q)));
+  // 1. copy and sum: several chunks loaded before the first is used (a thread's walk has no
+  // division between them), then summed in chunk order as before
+  const GroupNormChunkWalk walk = groupnorm_chunk_walk(s, 8, span, blk.g0, threadIdx.x, THREADS);
+  for_each_loaded_chunk<THREADS, kGroupNormForwardLoadsInFlight>(xi, walk, chunks, [&](int64_t q, const uint4& u) {
     smem_vectors[q] = u;
     float v[8];
     gpu::load_bf16<8, false>(reinterpret_cast<const bf16*>(&u), v);
@@ -88,7 +106,7 @@ __global__ void __launch_bounds__(THREADS)
       a[j] += d;
       b[j] += d * d;
     }
-  }
+  });
 
   // 2. the groups' statistics: each thread's 8 channels folded into their groups, in channel order
   GroupSums<G> mine;
@@ -125,12 +143,12 @@ __global__ void __launch_bounds__(THREADS)
     ga[j] = gamma[ch0 + j], be[j] = beta ? beta[ch0 + j] : 0.0f;
   }
   const bf16* copy = reinterpret_cast<const bf16*>(smem_vectors);
-  for (int64_t q = threadIdx.x; q < chunks; q += THREADS) {
+  for (int64_t q = threadIdx.x, at = walk.first; q < chunks; q += THREADS, at += walk.stride) {
     float v[8];
     gpu::load_bf16<8, false>(copy + q * 8, v);
 #pragma unroll
     for (int j = 0; j < 8; ++j) v[j] = norm_affine_act(v[j], mu[j], rs[j], ga[j], be[j], relu);
-    gpu::store_bf16<8>(yi + groupnorm_chunk_offset(s, 8, span, blk.g0, q), v);
+    gpu::store_bf16<8>(yi + at, v);
   }
 }
 
@@ -156,20 +174,25 @@ __global__ void __launch_bounds__(THREADS)
   const float shift = bf16_to_float(xi[blk.g0 * cpg]);
 
   float a = 0.0f, b = 0.0f;
-  for (int64_t q = threadIdx.x; q < chunks; q += THREADS) {
-    const int64_t at = groupnorm_chunk_offset(s, VEC, cpg, blk.g0, q);
-    float v[VEC];
-    if constexpr (VEC == 8) {
-      const uint4 u = __ldcs(reinterpret_cast<const uint4*>(xi + at));  // read once from DRAM
+  // 16-byte chunks: several loads in flight, as in the span kernel; single values: one at a time
+  // (K = cpg values a pixel need not divide the thread count there, so no walk either).
+  [[maybe_unused]] const GroupNormChunkWalk walk = groupnorm_chunk_walk(s, VEC, cpg, blk.g0, threadIdx.x, THREADS);
+  if constexpr (VEC == 8) {
+    for_each_loaded_chunk<THREADS, kGroupNormForwardLoadsInFlight>(xi, walk, chunks, [&](int64_t q, const uint4& u) {
       smem_vectors[q] = u;
+      float v[8];
       gpu::load_bf16<8, false>(reinterpret_cast<const bf16*>(&u), v);
-    } else {
-      copy[q] = xi[at];
-      v[0] = bf16_to_float(copy[q]);
-    }
 #pragma unroll
-    for (int j = 0; j < VEC; ++j) {
-      const float d = v[j] - shift;
+      for (int j = 0; j < 8; ++j) {
+        const float d = v[j] - shift;
+        a += d;
+        b += d * d;
+      }
+    });
+  } else {
+    for (int64_t q = threadIdx.x; q < chunks; q += THREADS) {
+      copy[q] = xi[groupnorm_chunk_offset(s, 1, cpg, blk.g0, q)];
+      const float d = bf16_to_float(copy[q]) - shift;
       a += d;
       b += d * d;
     }
@@ -184,18 +207,25 @@ __global__ void __launch_bounds__(THREADS)
   }
   __syncthreads();  // also orders every thread's copy before the reads below
   const float mu = stats[0], rs = stats[1];
-  for (int64_t q = threadIdx.x; q < chunks; q += THREADS) {
-    float v[VEC];
-    if constexpr (VEC == 8)
-      gpu::load_bf16<8, false>(copy + q * 8, v);
-    else
-      v[0] = bf16_to_float(copy[q]);
+  if constexpr (VEC == 8) {
+    // A thread's chunks all hold the same 8 channels (K divides the thread count).
+    const int64_t ch0 = groupnorm_chunk_channel(s, 8, cpg, blk.g0, threadIdx.x, 0);
+    float ga[8], be[8];
 #pragma unroll
-    for (int j = 0; j < VEC; ++j) {
-      const int64_t ch = groupnorm_chunk_channel(s, VEC, cpg, blk.g0, q, j);
-      v[j] = norm_affine_act(v[j], mu, rs, gamma[ch], beta ? beta[ch] : 0.0f, relu);
+    for (int j = 0; j < 8; ++j) ga[j] = gamma[ch0 + j], be[j] = beta ? beta[ch0 + j] : 0.0f;
+    for (int64_t q = threadIdx.x, at = walk.first; q < chunks; q += THREADS, at += walk.stride) {
+      float v[8];
+      gpu::load_bf16<8, false>(copy + q * 8, v);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) v[j] = norm_affine_act(v[j], mu, rs, ga[j], be[j], relu);
+      gpu::store_bf16<8>(yi + at, v);
     }
-    gpu::store_bf16<VEC>(yi + groupnorm_chunk_offset(s, VEC, cpg, blk.g0, q), v);
+  } else {
+    for (int64_t q = threadIdx.x; q < chunks; q += THREADS) {
+      const int64_t ch = groupnorm_chunk_channel(s, 1, cpg, blk.g0, q, 0);
+      float v[1] = {norm_affine_act(bf16_to_float(copy[q]), mu, rs, gamma[ch], beta ? beta[ch] : 0.0f, relu)};
+      gpu::store_bf16<1>(yi + groupnorm_chunk_offset(s, 1, cpg, blk.g0, q), v);
+    }
   }
 }
 
@@ -228,20 +258,31 @@ __global__ void __launch_bounds__(THREADS)
     sum_g[j] = 0.0f, sum_gx[j] = 0.0f;
   }
 
-  // 1. copy x and dy; per-channel sums of g and g * x_hat
-  for (int64_t q = threadIdx.x; q < chunks; q += THREADS) {
-    const int64_t off = at + groupnorm_chunk_offset(s, 8, span, blk.g0, q);
-    const uint4 ux = __ldcs(reinterpret_cast<const uint4*>(x + off));
-    const uint4 ud = __ldcs(reinterpret_cast<const uint4*>(dy + off));
-    x_copy[q] = ux, dy_copy[q] = ud;
-    float xv[8], dv[8];
-    gpu::load_bf16<8, false>(reinterpret_cast<const bf16*>(&ux), xv);
-    gpu::load_bf16<8, false>(reinterpret_cast<const bf16*>(&ud), dv);
+  // 1. copy x and dy (kIn chunks of each loaded before the first is used); per-channel sums of g
+  // and g * x_hat, in chunk order
+  constexpr int kIn = kGroupNormBackwardLoadsInFlight;
+  const GroupNormChunkWalk walk = groupnorm_chunk_walk(s, 8, span, blk.g0, threadIdx.x, THREADS);
+  for (int64_t q0 = threadIdx.x, off = at + walk.first; q0 < chunks; q0 += kIn * THREADS, off += kIn * walk.stride) {
+    uint4 ux[kIn], ud[kIn];
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      const float g = norm_upstream_grad(dv[j], xv[j], mu[j], rs[j], ga[j], be[j], relu);
-      sum_g[j] += g;
-      sum_gx[j] += g * norm_x_hat(xv[j], mu[j], rs[j]);
+    for (int i = 0; i < kIn; ++i) {
+      const bool here = q0 + i * THREADS < chunks;
+      ux[i] = here ? __ldcs(reinterpret_cast<const uint4*>(x + off + i * walk.stride)) : make_uint4(0, 0, 0, 0);
+      ud[i] = here ? __ldcs(reinterpret_cast<const uint4*>(dy + off + i * walk.stride)) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int i = 0; i < kIn; ++i) {
+      if (q0 + i * THREADS >= chunks) break;
+      x_copy[q0 + i * THREADS] = ux[i], dy_copy[q0 + i * THREADS] = ud[i];
+      float xv[8], dv[8];
+      gpu::load_bf16<8, false>(reinterpret_cast<const bf16*>(&ux[i]), xv);
+      gpu::load_bf16<8, false>(reinterpret_cast<const bf16*>(&ud[i]), dv);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const float g = norm_upstream_grad(dv[j], xv[j], mu[j], rs[j], ga[j], be[j], relu);
+        sum_g[j] += g;
+        sum_gx[j] += g * norm_x_hat(xv[j], mu[j], rs[j]);
+      }
     }
   }
 
@@ -288,7 +329,7 @@ __global__ void __launch_bounds__(THREADS)
   float mean_dxh[8], mean_dxh_xh[8];
 #pragma unroll
   for (int j = 0; j < 8; ++j) mean_dxh[j] = group_means[2 * group[j]], mean_dxh_xh[j] = group_means[2 * group[j] + 1];
-  for (int64_t q = threadIdx.x; q < chunks; q += THREADS) {
+  for (int64_t q = threadIdx.x, off = at + walk.first; q < chunks; q += THREADS, off += walk.stride) {
     float xv[8], dv[8];
     gpu::load_bf16<8, false>(reinterpret_cast<const bf16*>(x_copy + q), xv);
     gpu::load_bf16<8, false>(reinterpret_cast<const bf16*>(dy_copy + q), dv);
@@ -297,7 +338,7 @@ __global__ void __launch_bounds__(THREADS)
       const float g = norm_upstream_grad(dv[j], xv[j], mu[j], rs[j], ga[j], be[j], relu);
       dv[j] = norm_affine_input_grad(g, ga[j], norm_x_hat(xv[j], mu[j], rs[j]), mean_dxh[j], mean_dxh_xh[j], rs[j]);
     }
-    gpu::store_bf16<8>(dx + at + groupnorm_chunk_offset(s, 8, span, blk.g0, q), dv);
+    gpu::store_bf16<8>(dx + off, dv);
   }
 }
 

@@ -75,6 +75,25 @@ KD_HD int64_t groupnorm_chunk_offset(const GroupNormShape& s, int vec, int64_t s
   return (q / (span / vec)) * s.c + groupnorm_chunk_channel(s, vec, span, g0, q, 0);
 }
 
+// Thread t's chunks t, t + threads, ... when K = span / vec divides the thread count (every
+// 16-byte plan): chunk t + i * threads starts at first + i * stride elements from the image's
+// first value, so the kernels walk their chunks without a division. (Computing
+// groupnorm_chunk_offset per chunk put a 64-bit division and a branch between consecutive loads,
+// and no thread ever had two loads in flight.)
+struct GroupNormChunkWalk {
+  int64_t first, stride;
+};
+KD_HD GroupNormChunkWalk groupnorm_chunk_walk(const GroupNormShape& s, int vec, int64_t span, int64_t g0, int64_t t,
+                                              int threads) {
+  return {groupnorm_chunk_offset(s, vec, span, g0, t), int64_t(threads) / (span / vec) * s.c};
+}
+
+// How many of a thread's 16-byte chunks the kernels load before using the first: the forward
+// 4 (64 bytes in flight a thread), the backward 2 of x and 2 of dy (its sums already hold ~100
+// registers a thread).
+constexpr int kGroupNormForwardLoadsInFlight = 4;
+constexpr int kGroupNormBackwardLoadsInFlight = 2;
+
 // Which of the span's groups (0 .. G-1) value j of a chunk at position k (= q % K) of its pixel
 // belongs to.
 KD_HD int groupnorm_lane_group(const GroupNormShape& s, int vec, int64_t k, int j) {

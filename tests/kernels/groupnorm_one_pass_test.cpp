@@ -156,6 +156,38 @@ TEST(GroupNormOnePassMapping, EveryValueIsInExactlyOneChunkOfItsOwnSpan) {
     }
 }
 
+// The 16-byte kernels walk a thread's chunks by a stride instead of dividing per chunk, and load
+// kIn of them before using the first: the walk must reach exactly the chunks, in the order, that
+// groupnorm_chunk_offset gives, with the kernels' own loop bounds.
+TEST(GroupNormOnePassMapping, TheStridedWalkVisitsEachThreadsChunksInOrder) {
+  int walked_plans = 0;
+  for (const GroupNormShape& s :
+       {shape(2, 3136, 64, 8), shape(1, 49, 4096, 32), shape(1, 7, 64, 4), shape(1, 5, 128, 32), shape(1, 1, 16, 2),
+        shape(1, 100, 256, 32), shape(1, 9, 32, 32), shape(1, 6400, 512, 32)})
+    for (bool backward : {false, true}) {
+      const GroupNormOnePassPlan p = groupnorm_one_pass_plan(s, true, kHopperLimit, backward);
+      if (!p.fits || p.vec != 8) continue;
+      ++walked_plans;
+      const int in_flight = backward ? kGroupNormBackwardLoadsInFlight : kGroupNormForwardLoadsInFlight;
+      SCOPED_TRACE(::testing::Message() << "hw " << s.hw << ", c " << s.c << ", G " << p.groups_per_block
+                                        << (backward ? ", backward" : ", forward"));
+      ASSERT_EQ(p.threads % p.chunks_per_pixel(), 0) << "the walk needs K to divide the thread count";
+      for (int64_t g0 = 0; g0 < s.groups; g0 += p.groups_per_block)
+        for (int t = 0; t < p.threads; ++t) {
+          const GroupNormChunkWalk w = groupnorm_chunk_walk(s, 8, p.span, g0, t, p.threads);
+          int64_t expected = t;  // the next chunk of thread t
+          for (int64_t q0 = t, at = w.first; q0 < p.chunks; q0 += in_flight * p.threads, at += in_flight * w.stride)
+            for (int i = 0; i < in_flight && q0 + i * p.threads < p.chunks; ++i) {
+              ASSERT_EQ(q0 + i * p.threads, expected);
+              ASSERT_EQ(at + i * w.stride, groupnorm_chunk_offset(s, 8, p.span, g0, expected)) << "chunk " << expected;
+              expected += p.threads;
+            }
+          ASSERT_GE(expected, p.chunks) << "thread " << t << " stopped before its last chunk";
+        }
+    }
+  EXPECT_GE(walked_plans, 10);
+}
+
 // Inputs of one test case; activations with a large common offset, so that the shifted sums must
 // not lose the variance.
 struct Case {

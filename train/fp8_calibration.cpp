@@ -36,7 +36,7 @@ std::string Fp8Check::describe() const {
   }
   const bool several = teachers.size() > 1;
   char buf[256];
-  std::snprintf(buf, sizeof buf, "top-1 agreement with full precision %.2f%%%s, KL %.5f%s, on %lld calibration images",
+  std::snprintf(buf, sizeof buf, "top-1 agreement with full precision %.2f%%%s, KL %.3g%s, on %lld calibration images",
                 100 * teachers[low].agreement,
                 several ? (" (lowest: teacher " + std::to_string(low) + ")").c_str() : "", teachers[high].kl,
                 several ? (" (largest: teacher " + std::to_string(high) + ")").c_str() : "", (long long)images);
@@ -101,7 +101,7 @@ void require_fp8_fidelity(const Fp8Check& check, double min_agreement, double ma
     const LogitComparison& c = check.teachers[k];
     const std::string who = check.teachers.size() > 1 ? "teacher " + std::to_string(k) : "the teacher";
     char figures[160];
-    std::snprintf(figures, sizeof figures, "top-1 agreement %.2f%%, KL %.5f on %lld calibration images",
+    std::snprintf(figures, sizeof figures, "top-1 agreement %.2f%%, KL %.3g on %lld calibration images",
                   100 * c.agreement, c.kl, (long long)check.images);
     KD_CHECK(c.agreement >= min_agreement, "teacher.precision = fp8 changes ", who,
              "'s function too much: its FP8 top-1 agrees with its full-precision top-1 on ", figures,

@@ -104,6 +104,42 @@ TEST(Bench, CpuStepPrintsThroughputAndPhases) {
   EXPECT_NE(r.out.find("images/s"), std::string::npos);
 }
 
+// kd bench --teacher-precision fp8: the teacher calibrated on the synthetic batch, then the check
+// every FP8 run makes, on that batch (emulated FP8 on the CPU).
+TEST(Bench, AnFp8TeacherIsCheckedAgainstItsFullPrecisionSelf) {
+  const auto r = run_kd({"bench",
+                         "--device",
+                         "cpu",
+                         "--teacher",
+                         "resnetv2(depths=1-1, width=16, stem=conv3)",
+                         "--student",
+                         kArch,
+                         "--teacher-res",
+                         "24",
+                         "--student-res",
+                         "16",
+                         "--batch",
+                         "4",
+                         "--steps",
+                         "1",
+                         "--warmup",
+                         "1",
+                         "--classes",
+                         "10",
+                         "--source-px",
+                         "30",
+                         "--teacher-precision",
+                         "fp8"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string check = "fp8 check on the synthetic batch: top-1 agreement with full precision ";
+  const size_t at = r.err.find(check);
+  ASSERT_NE(at, std::string::npos) << r.err;
+  const double agreement = std::stod(r.err.substr(at + check.size()));
+  EXPECT_TRUE(agreement >= 0 && agreement <= 100) << r.err.substr(at, 160);
+  EXPECT_NE(r.err.find("on 4 calibration images", at), std::string::npos) << r.err.substr(at, 160);
+  EXPECT_NE(r.err.find("emulated on the CPU"), std::string::npos) << r.err;
+}
+
 }  // namespace
 }  // namespace kd
 

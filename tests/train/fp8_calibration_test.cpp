@@ -67,7 +67,7 @@ TEST(Fp8Check, TheSummaryNamesTheWorstTeacherOfSeveral) {
   Fp8Check two = one;
   two.teachers = {LogitComparison{0.999, 0.004}, LogitComparison{0.98, 0.001}};
   EXPECT_EQ(two.describe(),
-            "top-1 agreement with full precision 98.00% (lowest: teacher 1), KL 0.00400 (largest: teacher 0), on 512 "
+            "top-1 agreement with full precision 98.00% (lowest: teacher 1), KL 0.004 (largest: teacher 0), on 512 "
             "calibration images");
 }
 

@@ -12,19 +12,21 @@
 #include <random>
 
 #include "engine/autotune_cache.h"
+#include "engine/comm.h"
 #include "engine/fp8_teacher.h"
 #include "engine/gemm_rate.h"
 #include "engine/op_profile.h"
-#include "engine/comm.h"
+#include "engine/ops.h"
 #include "engine/timer.h"
 #include "kernels/conv.h"
 #include "kernels/gemm.h"
 #include "kernels/step_stats.h"
-#include "train/step_graph.h"
 #include "tools/cli/bench_comm.h"
 #include "train/distributed.h"
+#include "train/fp8_calibration.h"
 #include "train/options.h"
 #include "train/step.h"
+#include "train/step_graph.h"
 #if KD_HAVE_CUDA
 #include "kernels/gemm_cuda.h"
 #endif
@@ -216,9 +218,18 @@ void run_bench(const BenchArgs& a) {
       else
         host.data<float>()[i] = u(rng);
     }
-    teacher->forward(ctx, host.to(ctx.device(), &ctx), Mode::eval);
+    const Tensor x = host.to(ctx.device(), &ctx);
+    const Tensor full = ops::to_host_f32(ctx, teacher->forward(ctx, x, Mode::eval));  // calibrating: full precision
     finish_fp8_calibration(*teacher);
-    if (comm.rank() == 0) std::fprintf(stderr, "kd bench: teacher precision fp8: %s\n", fp8.describe().c_str());
+    // The same batch through FP8: the check every FP8 run makes (train/fp8_calibration.h); on
+    // random weights and inputs the figures only say that the FP8 path computes the same function.
+    const Tensor rounded = ops::to_host_f32(ctx, teacher->forward(ctx, x, Mode::eval));
+    Fp8Check check;
+    check.images = a.batch;
+    check.teachers = {compare_logits(full.data<float>(), rounded.data<float>(), a.batch, full.numel() / a.batch)};
+    if (comm.rank() == 0)
+      std::fprintf(stderr, "kd bench: teacher precision fp8: %s (%s); fp8 check on the synthetic batch: %s\n",
+                   fp8.describe().c_str(), fp8_path(ctx).c_str(), check.describe().c_str());
   }
   std::unique_ptr<Model> student = build_model(ctx, a.student, a.classes, true, "", 2);
   std::unique_ptr<Optimizer> optimizer = Optimizer::create(student->params(), o.optim, o.schedule, ctx);

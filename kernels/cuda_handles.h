@@ -45,6 +45,10 @@ struct CudaHandles {
   // GroupNorm in one pass where a span of groups fits in shared memory (groupnorm_one_pass.h):
   // the forward gave +15% images/s on the H200's default step; false: the two-pass path.
   bool groupnorm_one_pass = true;
+  // The one-pass kernels' block size: 0 the plan's choice (512 threads from 4,096 chunks a block),
+  // or 256 / 512 forced (bench_kernels' `.t256` rows: two blocks of 256 may share an SM where
+  // one of 512 fills its registers, so one block's apply overlaps the other's loads).
+  int groupnorm_threads = 0;
 };
 
 }  // namespace kd

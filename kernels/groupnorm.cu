@@ -25,8 +25,8 @@ void groupnorm_forward_cuda(const CudaHandles& h, const GroupNormShape& s, float
   KD_CHECK(eps >= 0.0f, "groupnorm_forward_cuda: eps must be non-negative, got ", eps);
   KD_CHECK((mean == nullptr) == (rstd == nullptr), "groupnorm_forward_cuda: mean and rstd are saved together");
   if (h.groupnorm_one_pass) {
-    const GroupNormOnePassPlan plan =
-        groupnorm_one_pass_plan(s, aligned16(x) && aligned16(y), groupnorm_one_pass_smem_limit(h));
+    const GroupNormOnePassPlan plan = groupnorm_one_pass_plan(
+        s, aligned16(x) && aligned16(y), groupnorm_one_pass_smem_limit(h), false, h.groupnorm_threads);
     if (plan.fits) return groupnorm_forward_one_pass_cuda(h, plan, s, eps, x, gamma, beta, relu, y, mean, rstd);
   }
   KD_CHECK(h.workspace, "groupnorm_forward_cuda: CudaHandles without a workspace");
@@ -66,8 +66,8 @@ void groupnorm_backward_cuda(const CudaHandles& h, const GroupNormShape& s, cons
   KD_CHECK(mean && rstd, "groupnorm_backward_cuda: needs the mean and rstd saved by the forward pass");
   KD_CHECK(h.workspace, "groupnorm_backward_cuda: CudaHandles without a workspace");
   if (h.groupnorm_one_pass) {
-    const GroupNormOnePassPlan plan = groupnorm_one_pass_plan(s, aligned16(x) && aligned16(dy) && aligned16(dx),
-                                                              groupnorm_one_pass_smem_limit(h), true);
+    const GroupNormOnePassPlan plan = groupnorm_one_pass_plan(
+        s, aligned16(x) && aligned16(dy) && aligned16(dx), groupnorm_one_pass_smem_limit(h), true, h.groupnorm_threads);
     if (plan.fits)
       return groupnorm_backward_one_pass_cuda(h, plan, s, x, gamma, beta, mean, rstd, relu, dy, dx, dgamma, dbeta);
   }

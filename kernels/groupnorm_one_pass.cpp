@@ -1,6 +1,8 @@
 // The one-pass GroupNorm kernels' launch plan (host code, tested on the CPU).
 #include "kernels/groupnorm_one_pass.h"
 
+#include "kernels/check.h"
+
 namespace kd {
 
 namespace {
@@ -18,13 +20,16 @@ int64_t smem_bytes_for(const GroupNormShape& s, int64_t span, bool backward, int
   return copies + int64_t(threads / 32) * span * 8 + span * 16;
 }
 
-int threads_for(int64_t chunks) { return chunks >= 4096 ? 512 : 256; }
+int default_threads_for(int64_t chunks) { return chunks >= 4096 ? 512 : 256; }
 
 }  // namespace
 
 GroupNormOnePassPlan groupnorm_one_pass_plan(const GroupNormShape& s, bool aligned16, int64_t max_smem_bytes,
-                                             bool backward) {
+                                             bool backward, int threads) {
   validate(s);
+  KD_CHECK(threads == 0 || threads == 256 || threads == 512,
+           "groupnorm one pass: blocks of 256 or 512 threads (0: the plan's choice), got ", threads);
+  auto threads_for = [threads](int64_t chunks) { return threads ? threads : default_threads_for(chunks); };
   GroupNormOnePassPlan p;
   p.backward = backward;
   const int64_t cpg = s.channels_per_group();

@@ -50,9 +50,10 @@ struct GroupNormOnePassPlan {
 
 // aligned16: every activation pointer 16-byte aligned. max_smem_bytes: the device's opt-in limit
 // per block (groupnorm_one_pass_smem_limit). A backward plan fits only with 16-byte chunks and
-// K = span / 8 a power of two <= 32 (the per-channel sums are reduced within warps).
+// K = span / 8 a power of two <= 32 (the per-channel sums are reduced within warps). threads: 0
+// for the plan's block size, or 256 / 512 (CudaHandles::groupnorm_threads).
 GroupNormOnePassPlan groupnorm_one_pass_plan(const GroupNormShape& s, bool aligned16, int64_t max_smem_bytes,
-                                             bool backward = false);
+                                             bool backward = false, int threads = 0);
 
 // What block b of a plan's n * groups / G blocks normalises: its image and the first group of
 // its span (blocks of one image are consecutive, spans in group order).

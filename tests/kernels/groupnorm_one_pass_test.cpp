@@ -164,28 +164,54 @@ TEST(GroupNormOnePassMapping, TheStridedWalkVisitsEachThreadsChunksInOrder) {
   for (const GroupNormShape& s :
        {shape(2, 3136, 64, 8), shape(1, 49, 4096, 32), shape(1, 7, 64, 4), shape(1, 5, 128, 32), shape(1, 1, 16, 2),
         shape(1, 100, 256, 32), shape(1, 9, 32, 32), shape(1, 6400, 512, 32)})
-    for (bool backward : {false, true}) {
-      const GroupNormOnePassPlan p = groupnorm_one_pass_plan(s, true, kHopperLimit, backward);
-      if (!p.fits || p.vec != 8) continue;
-      ++walked_plans;
-      const int in_flight = backward ? kGroupNormBackwardLoadsInFlight : kGroupNormForwardLoadsInFlight;
-      SCOPED_TRACE(::testing::Message() << "hw " << s.hw << ", c " << s.c << ", G " << p.groups_per_block
-                                        << (backward ? ", backward" : ", forward"));
-      ASSERT_EQ(p.threads % p.chunks_per_pixel(), 0) << "the walk needs K to divide the thread count";
-      for (int64_t g0 = 0; g0 < s.groups; g0 += p.groups_per_block)
-        for (int t = 0; t < p.threads; ++t) {
-          const GroupNormChunkWalk w = groupnorm_chunk_walk(s, 8, p.span, g0, t, p.threads);
-          int64_t expected = t;  // the next chunk of thread t
-          for (int64_t q0 = t, at = w.first; q0 < p.chunks; q0 += in_flight * p.threads, at += in_flight * w.stride)
-            for (int i = 0; i < in_flight && q0 + i * p.threads < p.chunks; ++i) {
-              ASSERT_EQ(q0 + i * p.threads, expected);
-              ASSERT_EQ(at + i * w.stride, groupnorm_chunk_offset(s, 8, p.span, g0, expected)) << "chunk " << expected;
-              expected += p.threads;
-            }
-          ASSERT_GE(expected, p.chunks) << "thread " << t << " stopped before its last chunk";
-        }
-    }
-  EXPECT_GE(walked_plans, 10);
+    for (bool backward : {false, true})
+      for (int threads : {0, 256, 512}) {
+        const GroupNormOnePassPlan p = groupnorm_one_pass_plan(s, true, kHopperLimit, backward, threads);
+        if (!p.fits || p.vec != 8) continue;
+        ++walked_plans;
+        const int in_flight = backward ? kGroupNormBackwardLoadsInFlight : kGroupNormForwardLoadsInFlight;
+        SCOPED_TRACE(::testing::Message() << "hw " << s.hw << ", c " << s.c << ", G " << p.groups_per_block
+                                          << (backward ? ", backward" : ", forward"));
+        ASSERT_EQ(p.threads % p.chunks_per_pixel(), 0) << "the walk needs K to divide the thread count";
+        for (int64_t g0 = 0; g0 < s.groups; g0 += p.groups_per_block)
+          for (int t = 0; t < p.threads; ++t) {
+            const GroupNormChunkWalk w = groupnorm_chunk_walk(s, 8, p.span, g0, t, p.threads);
+            int64_t expected = t;  // the next chunk of thread t
+            for (int64_t q0 = t, at = w.first; q0 < p.chunks; q0 += in_flight * p.threads, at += in_flight * w.stride)
+              for (int i = 0; i < in_flight && q0 + i * p.threads < p.chunks; ++i) {
+                ASSERT_EQ(q0 + i * p.threads, expected);
+                ASSERT_EQ(at + i * w.stride, groupnorm_chunk_offset(s, 8, p.span, g0, expected))
+                    << "chunk " << expected;
+                expected += p.threads;
+              }
+            ASSERT_GE(expected, p.chunks) << "thread " << t << " stopped before its last chunk";
+          }
+      }
+  EXPECT_GE(walked_plans, 30);
+}
+
+// CudaHandles::groupnorm_threads: bench_kernels' rows force blocks of 256 where the plan takes
+// 512; the span and its shared memory stay (the backward's per-warp sums shrink), other sizes are
+// an error.
+TEST(GroupNormOnePassPlan, TheBlockSizeCanBeForcedTo256Or512) {
+  const GroupNormShape s = shape(128, 56 * 56, 256, 32);
+  for (bool backward : {false, true}) {
+    const GroupNormOnePassPlan chosen = groupnorm_one_pass_plan(s, true, kHopperLimit, backward);
+    const GroupNormOnePassPlan forced = groupnorm_one_pass_plan(s, true, kHopperLimit, backward, 256);
+    ASSERT_TRUE(chosen.fits && forced.fits) << chosen.why_not << forced.why_not;
+    EXPECT_EQ(chosen.threads, 512) << "6,272 chunks a block";
+    EXPECT_EQ(forced.threads, 256);
+    EXPECT_EQ(forced.span, chosen.span);
+    EXPECT_EQ(forced.chunks, chosen.chunks);
+    if (backward)
+      EXPECT_EQ(chosen.smem_bytes - forced.smem_bytes, (512 - 256) / 32 * chosen.span * 8) << "per-warp sums";
+    else
+      EXPECT_EQ(forced.smem_bytes, chosen.smem_bytes);
+    EXPECT_EQ(groupnorm_one_pass_plan(s, true, kHopperLimit, backward, 512).threads, 512);
+  }
+  EXPECT_EQ(groupnorm_one_pass_plan(shape(2, 49, 4096, 32), true, kHopperLimit, false, 512).threads, 512)
+      << "forced up as well as down";
+  EXPECT_THROW(groupnorm_one_pass_plan(s, true, kHopperLimit, false, 128), Error);
 }
 
 // Inputs of one test case; activations with a large common offset, so that the shifted sums must

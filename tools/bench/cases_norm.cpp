@@ -19,8 +19,9 @@ std::vector<float> activations(int64_t n, uint64_t seed) { return uniform(n, see
 
 // ---- GroupNorm + ReLU, [n, hw, c], 32 groups ----
 
-// one_pass: CudaHandles::groupnorm_one_pass (kernels/groupnorm_one_pass.h), forward or backward.
-Case groupnorm_case(const Env& env, int64_t hw, int64_t c, bool backward, bool one_pass = false) {
+// one_pass: CudaHandles::groupnorm_one_pass (kernels/groupnorm_one_pass.h), forward or backward;
+// threads: CudaHandles::groupnorm_threads (0: the plan's block size).
+Case groupnorm_case(const Env& env, int64_t hw, int64_t c, bool backward, bool one_pass = false, int threads = 0) {
   GroupNormShape s;
   s.n = env.batch(), s.hw = hw, s.c = c, s.groups = 32;
   const int64_t e = s.numel(), stats = s.n * s.groups;
@@ -30,7 +31,8 @@ Case groupnorm_case(const Env& env, int64_t hw, int64_t c, bool backward, bool o
   auto gamma = std::make_shared<std::vector<float>>(uniform(c, 42, 0.5f, 1.5f));
   auto beta = std::make_shared<std::vector<float>>(uniform(c, 43, -0.5f, 0.5f));
   Case cs;
-  cs.shape = dims({s.n, hw, c}) + " g32 relu" + (one_pass ? " one pass" : "");
+  cs.shape = dims({s.n, hw, c}) + " g32 relu" + (one_pass ? " one pass" : "") +
+             (threads && env.cuda ? " " + std::to_string(threads) + " threads" : "");
   cs.copies = env.copies_for(double(e) * a * (backward ? 3 : 2));
   auto bx = std::make_shared<Buf>(act_buf(env, *x, cs.copies));
   auto bgamma = std::make_shared<Buf>(typed_buf(env, *gamma, 1)),
@@ -46,7 +48,7 @@ Case groupnorm_case(const Env& env, int64_t hw, int64_t c, bool backward, bool o
                                      y->at<float>(k), mean->at<float>(k), rstd->at<float>(k));
       KD_BENCH_CUDA(if (env.cuda) {
         CudaHandles h = env.h();
-        h.groupnorm_one_pass = one_pass;
+        h.groupnorm_one_pass = one_pass, h.groupnorm_threads = threads;
         groupnorm_forward_cuda(h, s, eps, bx->at<bf16>(k), bgamma->at<float>(0), bbeta->at<float>(0), true,
                                y->at<bf16>(k), mean->at<float>(k), rstd->at<float>(k));
       });
@@ -89,7 +91,7 @@ Case groupnorm_case(const Env& env, int64_t hw, int64_t c, bool backward, bool o
                                     dgamma->at<float>(0), dbeta->at<float>(0));
     KD_BENCH_CUDA(if (env.cuda) {
       CudaHandles h = env.h();
-      h.groupnorm_one_pass = one_pass;
+      h.groupnorm_one_pass = one_pass, h.groupnorm_threads = threads;
       groupnorm_backward_cuda(h, s, bx->at<bf16>(k), bgamma->at<float>(0), bbeta->at<float>(0), bmean->at<float>(0),
                               brstd->at<float>(0), true, bdy->at<bf16>(k), dx->at<bf16>(k), dgamma->at<float>(0),
                               dbeta->at<float>(0));
@@ -292,6 +294,14 @@ void add_norm_cases(Registry& r) {
                     GnShape{"40x40x64", 40 * 40, 64}, GnShape{"40x40x256", 40 * 40, 256}})
     r.push_back({std::string("groupnorm.bwd_one_pass.") + g.tag,
                  [=](const Env& env) { return groupnorm_case(env, g.hw, g.c, true, true); }});
+  // The same kernels in blocks of 256 threads where the plan takes 512 (CudaHandles::
+  // groupnorm_threads): whether two forward blocks an SM, each overlapping the other's apply, beat
+  // one; the backward's two copies leave one block an SM either way (the control).
+  for (GnShape g : {GnShape{"56x56x256", 56 * 56, 256}, GnShape{"56x56x512", 56 * 56, 512}})
+    r.push_back({std::string("groupnorm.fwd_one_pass.t256.") + g.tag,
+                 [=](const Env& env) { return groupnorm_case(env, g.hw, g.c, false, true, 256); }});
+  r.push_back({"groupnorm.bwd_one_pass.t256.56x56x256",
+               [](const Env& env) { return groupnorm_case(env, 56 * 56, 256, true, true, 256); }});
   for (bool bwd : {false, true})
     r.push_back({std::string("batchnorm.") + (bwd ? "bwd" : "fwd") + ".56x56x256",
                  [=](const Env& env) { return batchnorm_case(env, 56 * 56, 256, bwd); }});
